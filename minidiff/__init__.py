@@ -1,0 +1,17 @@
+r"""minidiff: a small, readable diffusion-model package, taught by the notebooks beside it.
+
+Notation (one name, one quantity; t is 0-indexed, t ∈ {0, …, T−1}):
+
+    betas            β_t        forward-process variance of step t
+    alphas           α_t        1 − β_t           (never ᾱ)
+    alphas_cumprod   ᾱ_t        ∏_{s≤t} α_s
+    x0, x_t          x_0, x_t   clean image, noised image at step t
+    eps / noise      ε          standard Gaussian noise, x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
+    s                           a NoiseSchedule holding those tables
+"""
+from . import diffusion, profiles, schedules
+from .diffusion import predict_eps_from_x0, predict_x0_from_eps, q_posterior, q_sample, q_step
+from .profiles import by_profile, profile
+from .schedules import NoiseSchedule, extract, make_schedule
+
+__version__ = "0.1.0"

@@ -1,0 +1,94 @@
+r"""The forward (noising) process and the identities between $x_0$, $x_t$ and $\varepsilon$.
+
+Symbols as in the notebooks (0-indexed t; ᾱ_t = ``s.alphas_cumprod[t]``):
+
+    q(x_t | x_{t−1}) = N(√α_t x_{t−1}, β_t I)                       one step        (q_step)
+    q(x_t | x_0)     = N(√ᾱ_t x_0, (1 − ᾱ_t) I)                     closed form     (q_sample)
+    q(x_{t−1} | x_t, x_0) = N(μ̃_t(x_t, x_0), β̃_t I)                 the posterior   (q_posterior)
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .schedules import NoiseSchedule, Timesteps, extract
+
+
+def q_step(x_prev: Tensor, t: Timesteps, s: NoiseSchedule, noise: Optional[Tensor] = None) -> Tensor:
+    r"""One forward step, $x_t = \sqrt{\alpha_t}\,x_{t-1} + \sqrt{\beta_t}\,\varepsilon$,
+    $\varepsilon \sim \mathcal N(0, I)$ (DDPM eq. 2). ``noise`` is ε; drawn when None."""
+    noise = _noise_for(x_prev, noise, "x_prev")
+    # √α_t x_{t−1} + √β_t ε
+    return extract(s.alphas.sqrt(), t, x_prev) * x_prev + extract(s.betas.sqrt(), t, x_prev) * noise
+
+
+def q_sample(x0: Tensor, t: Timesteps, s: NoiseSchedule, noise: Optional[Tensor] = None) -> Tensor:
+    r"""Jump straight to step t, $x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon$
+    (DDPM eq. 4, reparameterised). ``noise`` is ε; drawn when None."""
+    noise = _noise_for(x0, noise, "x0")
+    # √ᾱ_t x_0 + √(1 − ᾱ_t) ε
+    return extract(s.sqrt_alphas_cumprod, t, x0) * x0 + extract(s.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+
+
+def q_posterior(x0: Tensor, x_t: Tensor, t: Timesteps, s: NoiseSchedule) -> tuple[Tensor, Tensor]:
+    r"""Mean and variance of $q(x_{t-1} \mid x_t, x_0) = \mathcal N(\tilde\mu_t, \tilde\beta_t I)$ (DDPM eq. 7):
+
+    $\tilde\mu_t = \frac{\sqrt{\bar\alpha_{t-1}}\,\beta_t}{1-\bar\alpha_t} x_0
+                 + \frac{\sqrt{\alpha_t}\,(1-\bar\alpha_{t-1})}{1-\bar\alpha_t} x_t$,
+    $\tilde\beta_t = \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\beta_t$.
+
+    The variance comes shaped to broadcast against x (B, 1, 1, …). At t = 0 it is exactly 0 and the
+    mean is x_0; samplers use ``s.posterior_log_variance_clipped`` where they need its log.
+    """
+    _check_float(x0, "x0")
+    _check_same_shape(x_t, x0, "x_t", "x0")
+    one_minus_abar = 1.0 - s.alphas_cumprod
+    # coefficient of x_0:  √ᾱ_{t−1} β_t / (1 − ᾱ_t)
+    coef_x0 = s.alphas_cumprod_prev.sqrt() * s.betas / one_minus_abar
+    # coefficient of x_t:  √α_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t)
+    coef_xt = s.alphas.sqrt() * (1.0 - s.alphas_cumprod_prev) / one_minus_abar
+    mean = extract(coef_x0, t, x0) * x0 + extract(coef_xt, t, x_t) * x_t
+    return mean, extract(s.posterior_variance, t, x0)
+
+
+def predict_x0_from_eps(x_t: Tensor, t: Timesteps, eps: Tensor, s: NoiseSchedule) -> Tensor:
+    r"""Invert q_sample for $x_0$: $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\varepsilon) / \sqrt{\bar\alpha_t}$."""
+    _check_float(x_t, "x_t")
+    _check_same_shape(eps, x_t, "eps", "x_t")
+    return (x_t - extract(s.sqrt_one_minus_alphas_cumprod, t, x_t) * eps) / extract(s.sqrt_alphas_cumprod, t, x_t)
+
+
+def predict_eps_from_x0(x_t: Tensor, t: Timesteps, x0: Tensor, s: NoiseSchedule) -> Tensor:
+    r"""Invert q_sample for $\varepsilon$: $\varepsilon = (x_t - \sqrt{\bar\alpha_t}\,x_0) / \sqrt{1-\bar\alpha_t}$."""
+    _check_float(x_t, "x_t")
+    _check_same_shape(x0, x_t, "x0", "x_t")
+    return (x_t - extract(s.sqrt_alphas_cumprod, t, x_t) * x0) / extract(s.sqrt_one_minus_alphas_cumprod, t, x_t)
+
+
+# -- input checks -------------------------------------------------------------------------------
+def _check_float(x: Tensor, name: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor (e.g. float32 in [-1, 1]); got dtype {x.dtype}")
+    if x.ndim < 1:
+        raise ValueError(f"{name} must have a batch dimension first, shape (B, …); got a 0-d tensor")
+
+
+def _check_same_shape(y: Tensor, x: Tensor, y_name: str, x_name: str) -> None:
+    _check_float(y, y_name)
+    if y.shape != x.shape:
+        raise ValueError(f"{y_name} must have the shape of {x_name}, {tuple(x.shape)}; got {tuple(y.shape)}")
+    if y.device != x.device:
+        raise ValueError(f"{y_name} is on {y.device} but {x_name} is on {x.device}; move one explicitly")
+
+
+def _noise_for(x: Tensor, noise: Optional[Tensor], x_name: str) -> Tensor:
+    """ε for ``x``: the given ``noise`` after checking it matches, or a fresh draw ~ N(0, I)."""
+    _check_float(x, x_name)
+    if noise is None:
+        return torch.randn_like(x)
+    _check_same_shape(noise, x, "noise", x_name)
+    return noise

@@ -1,0 +1,213 @@
+r"""Noise schedules: the variances $\beta_t$ of the forward process and everything derived from them.
+
+Timesteps are 0-indexed, $t \in \{0, \dots, T-1\}$; index ``t`` here is step $t+1$ of the DDPM
+paper. Every table is computed once, in float64, from ``betas``:
+
+    betas                 β_t
+    alphas                α_t = 1 − β_t
+    alphas_cumprod        ᾱ_t = ∏_{s≤t} α_s          (how much of x_0's variance survives to x_t)
+    alphas_cumprod_prev   ᾱ_{t−1}, with ᾱ_{−1} = 1
+    log_snr               log SNR(t) = log ᾱ_t − log(1 − ᾱ_t)
+
+Formulas cast a table to the dtype of the image they meet (float32, bfloat16), via ``extract``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Literal, Union
+
+import torch
+from torch import Tensor
+
+Timesteps = Union[int, Tensor]
+ScheduleName = Literal["linear", "cosine", "sigmoid"]
+
+
+class NoiseSchedule:
+    r"""The tables of a discrete schedule $\beta_0, \dots, \beta_{T-1}$, all float64 on one device.
+
+    Build one with ``NoiseSchedule.linear / cosine / sigmoid`` or ``NoiseSchedule(betas)``.
+    ``schedule.to(device)`` returns a copy on another device; nothing moves by itself.
+    """
+
+    def __init__(self, betas: Tensor, name: str = "custom"):
+        self.name = name
+        self.betas = _validated_betas(betas)
+        # α_t = 1 − β_t
+        self.alphas = 1.0 - self.betas
+        # ᾱ_t = ∏_{s≤t} α_s
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        # ᾱ_{t−1}, with ᾱ_{−1} = 1: before the first step nothing is destroyed
+        self.alphas_cumprod_prev = torch.cat([self.alphas_cumprod.new_ones(1), self.alphas_cumprod[:-1]])
+        # √ᾱ_t and √(1 − ᾱ_t): the signal and noise scales of q(x_t | x_0)
+        self.sqrt_alphas_cumprod = self.alphas_cumprod.sqrt()
+        self.sqrt_one_minus_alphas_cumprod = (1.0 - self.alphas_cumprod).sqrt()
+        # β̃_t = β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t), the variance of q(x_{t−1} | x_t, x_0)  (DDPM eq. 7)
+        self.posterior_variance = self.betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        # log β̃_t, with β̃_0 = 0 replaced by β̃_1 so the log stays finite (as in the DDPM code)
+        self.posterior_log_variance_clipped = _clipped_log(self.posterior_variance)
+        # log SNR(t) = log(ᾱ_t / (1 − ᾱ_t))
+        self.log_snr = self.alphas_cumprod.log() - torch.log1p(-self.alphas_cumprod)
+
+    # -- constructors ---------------------------------------------------------------------------
+    @classmethod
+    def linear(cls, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "NoiseSchedule":
+        r"""DDPM's schedule (Ho et al. 2020): $\beta_t$ evenly spaced from ``beta_start`` to ``beta_end``."""
+        _check_num_steps(num_steps)
+        for arg, value in (("beta_start", beta_start), ("beta_end", beta_end)):
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"{arg} must be in (0, 1); got {value}")
+        return cls(torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64), name="linear")
+
+    @classmethod
+    def cosine(cls, num_steps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> "NoiseSchedule":
+        r"""Nichol & Dhariwal (2021), eq. 17: $\bar\alpha(u) = f(u)/f(0)$ with
+        $f(u) = \cos^2\!\big(\tfrac{u + s}{1 + s}\cdot\tfrac{\pi}{2}\big)$, $u = t/T$, and
+        $\beta_t = \min\big(1 - \bar\alpha((t+1)/T) / \bar\alpha(t/T),\ \text{max\_beta}\big)$.
+        The offset ``s`` keeps $\beta$ from being tiny near $t = 0$; the clip avoids $\beta = 1$ at the end.
+        """
+        _check_num_steps(num_steps)
+        if s < 0:
+            raise ValueError(f"s must be >= 0; got {s}")
+
+        def alpha_bar(u: Tensor) -> Tensor:
+            return torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+
+        return cls(_betas_from_alpha_bar(alpha_bar, num_steps, max_beta), name="cosine")
+
+    @classmethod
+    def sigmoid(cls, num_steps: int = 1000, start: float = -3.0, end: float = 3.0, tau: float = 1.0,
+                max_beta: float = 0.999) -> "NoiseSchedule":
+        r"""Sigmoid schedule (Jabri et al. 2022): $\bar\alpha(u) \propto \sigma(\text{end}/\tau) -
+        \sigma\big((u(\text{end} - \text{start}) + \text{start})/\tau\big)$, rescaled so
+        $\bar\alpha(0) = 1$, $\bar\alpha(1) = 0$. Larger ``tau`` is closer to linear in ᾱ.
+        """
+        _check_num_steps(num_steps)
+        if not start < end:
+            raise ValueError(f"start must be < end; got start={start}, end={end}")
+        if tau <= 0:
+            raise ValueError(f"tau must be > 0; got {tau}")
+        v_start, v_end = torch.sigmoid(torch.tensor([start / tau, end / tau], dtype=torch.float64))
+
+        def alpha_bar(u: Tensor) -> Tensor:
+            return (v_end - torch.sigmoid((u * (end - start) + start) / tau)) / (v_end - v_start)
+
+        return cls(_betas_from_alpha_bar(alpha_bar, num_steps, max_beta), name="sigmoid")
+
+    @classmethod
+    def from_betas(cls, betas: Tensor, name: str = "custom") -> "NoiseSchedule":
+        """A schedule from a given 1-D tensor of β_t (validated: finite, 0 < β < 1)."""
+        return cls(betas, name=name)
+
+    # -- queries --------------------------------------------------------------------------------
+    @property
+    def num_steps(self) -> int:
+        """T, the number of diffusion steps."""
+        return self.betas.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.betas.device
+
+    def snr(self, t: Timesteps) -> Tensor:
+        r"""Signal-to-noise ratio $\mathrm{SNR}(t) = \bar\alpha_t / (1 - \bar\alpha_t)$ (float64)."""
+        t = check_timesteps(t, self.num_steps, device=self.device)
+        return (self.alphas_cumprod / (1.0 - self.alphas_cumprod))[t]
+
+    def to(self, device: Union[str, torch.device]) -> "NoiseSchedule":
+        """A copy of this schedule whose tables live on ``device`` (recomputed there in float64)."""
+        return NoiseSchedule(self.betas.to(device), name=self.name)
+
+    def __len__(self) -> int:
+        return self.num_steps
+
+    def __repr__(self) -> str:
+        return (f"NoiseSchedule({self.name}, T={self.num_steps}, β∈[{self.betas.min():.2e}, "
+                f"{self.betas.max():.2e}], ᾱ_T-1={self.alphas_cumprod[-1]:.2e}, device={self.device})")
+
+
+SCHEDULES: dict[str, Callable[..., NoiseSchedule]] = {
+    "linear": NoiseSchedule.linear,
+    "cosine": NoiseSchedule.cosine,
+    "sigmoid": NoiseSchedule.sigmoid,
+}
+
+
+def make_schedule(name: ScheduleName, num_steps: int = 1000, **kwargs: float) -> NoiseSchedule:
+    """The schedule called ``name`` ("linear", "cosine" or "sigmoid") with ``num_steps`` steps."""
+    if name not in SCHEDULES:
+        raise ValueError(f"name must be one of {sorted(SCHEDULES)}; got {name!r}")
+    return SCHEDULES[name](num_steps, **kwargs)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _check_num_steps(num_steps: int) -> None:
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int):
+        raise TypeError(f"num_steps must be an int; got {type(num_steps).__name__}")
+    if num_steps < 1:
+        raise ValueError(f"num_steps (T) must be >= 1; got {num_steps}")
+
+
+def _betas_from_alpha_bar(alpha_bar: Callable[[Tensor], Tensor], num_steps: int, max_beta: float) -> Tensor:
+    r"""$\beta_t = 1 - \bar\alpha((t+1)/T) / \bar\alpha(t/T)$, clipped to ``max_beta``, for t = 0 … T−1."""
+    if not 0.0 < max_beta < 1.0:
+        raise ValueError(f"max_beta must be in (0, 1); got {max_beta}")
+    u = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
+    a = alpha_bar(u)
+    return (1.0 - a[1:] / a[:-1]).clamp(min=0.0, max=max_beta)
+
+
+def _validated_betas(betas: Tensor) -> Tensor:
+    if not isinstance(betas, Tensor):
+        raise TypeError(f"betas must be a torch.Tensor; got {type(betas).__name__}")
+    if betas.ndim != 1 or betas.numel() < 1:
+        raise ValueError(f"betas must be a non-empty 1-D tensor; got shape {tuple(betas.shape)}")
+    if not betas.is_floating_point():
+        raise TypeError(f"betas must be a floating tensor; got dtype {betas.dtype}")
+    betas = betas.to(torch.float64)
+    if not torch.isfinite(betas).all():
+        raise ValueError("betas must be finite; got NaN or inf")
+    if not ((betas > 0) & (betas < 1)).all():
+        raise ValueError(f"every beta must be in (0, 1); got min {betas.min().item():.3g}, "
+                         f"max {betas.max().item():.3g}")
+    return betas
+
+
+def _clipped_log(posterior_variance: Tensor) -> Tensor:
+    """log β̃_t with β̃_0 (which is 0) replaced by β̃_1; for T = 1 by β_0 itself."""
+    if posterior_variance.numel() == 1:
+        return posterior_variance.clamp(min=1e-20).log()
+    return torch.cat([posterior_variance[1:2], posterior_variance[1:]]).log()
+
+
+def check_timesteps(t: Timesteps, num_steps: int, batch: int | None = None,
+                    device: torch.device | None = None) -> Tensor:
+    """``t`` as a LongTensor (0-d or (B,)) after checking type, range, batch size and device."""
+    if isinstance(t, bool) or not isinstance(t, (int, Tensor)):
+        raise TypeError(f"t must be an int or a LongTensor; got {type(t).__name__}")
+    if isinstance(t, int):
+        t = torch.tensor(t, device=device)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"t must hold integer timesteps (torch.long); got dtype {t.dtype}")
+    if t.ndim > 1:
+        raise ValueError(f"t must be an int or a 1-D tensor of shape (B,); got shape {tuple(t.shape)}")
+    if device is not None and t.device != torch.device(device):
+        raise ValueError(f"t is on {t.device} but the schedule is on {device}; create t on the same "
+                         f"device (e.g. torch.full((B,), t, device=x.device))")
+    if batch is not None and t.ndim == 1 and t.shape[0] != batch:
+        raise ValueError(f"t has {t.shape[0]} entries but x has batch size {batch}; give one t per "
+                         f"image or a single int")
+    if t.numel() and ((t < 0) | (t >= num_steps)).any():
+        raise ValueError(f"t must be in [0, {num_steps - 1}] (0-indexed, T={num_steps}); got values "
+                         f"from {t.min().item()} to {t.max().item()}")
+    return t.long()
+
+
+def extract(a: Tensor, t: Timesteps, x: Tensor) -> Tensor:
+    r"""$a[t]$ in ``x``'s dtype, shaped to broadcast against ``x``: (B, 1, 1, …) for a batch of t."""
+    if a.device != x.device:
+        raise ValueError(f"the schedule is on {a.device} but x is on {x.device}; nothing is moved "
+                         f"silently: use schedule.to(x.device) (or move x)")
+    t = check_timesteps(t, a.shape[0], batch=x.shape[0] if x.ndim else None, device=a.device)
+    out = a[t].to(x.dtype)
+    return out.reshape(out.shape + (1,) * (x.ndim - t.ndim))

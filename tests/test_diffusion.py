@@ -1,0 +1,194 @@
+"""The forward process: every identity notebooks 01–02 state, dtypes, devices and bad input."""
+import pytest
+import torch
+
+import minidiff as md
+
+T = 100
+
+
+@pytest.fixture
+def s():
+    return md.NoiseSchedule.linear(T, beta_start=1e-3, beta_end=0.05)
+
+
+def test_q_step_is_the_stated_formula(s):
+    x_prev, eps = torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
+    t = torch.tensor([0, 5, 99])
+    got = md.q_step(x_prev, t, s, noise=eps)
+    a, b = s.alphas[t].float().view(3, 1, 1, 1), s.betas[t].float().view(3, 1, 1, 1)
+    torch.testing.assert_close(got, a.sqrt() * x_prev + b.sqrt() * eps)
+
+
+def test_q_sample_at_t0_is_one_step(s):
+    x0, eps = torch.randn(2, 3, 5, 5), torch.randn(2, 3, 5, 5)
+    torch.testing.assert_close(md.q_sample(x0, 0, s, eps), md.q_step(x0, 0, s, eps))
+
+
+def test_closed_form_matches_iterated_chain_in_distribution():
+    """x_t from t+1 forward steps has the moments of q(x_t|x_0): mean √ᾱ_t x_0, variance 1 − ᾱ_t."""
+    torch.manual_seed(0)
+    s = md.NoiseSchedule.cosine(50)
+    x0 = torch.tensor([1.0, -0.5, 0.0, 0.8])          # 4 "pixels"
+    n = 200_000
+    x = x0.expand(n, 4).clone()
+    for t in range(50):
+        x = md.q_step(x, t, s)
+        if t in (0, 9, 30, 49):
+            abar = s.alphas_cumprod[t].item()
+            torch.testing.assert_close(x.mean(0), abar ** 0.5 * x0, atol=0.01, rtol=0)
+            torch.testing.assert_close(x.var(0), torch.full((4,), 1 - abar), atol=0.01, rtol=0)
+            closed = md.q_sample(x0.expand(n, 4), t, s)
+            torch.testing.assert_close(closed.mean(0), x.mean(0), atol=0.015, rtol=0)
+            torch.testing.assert_close(closed.var(0), x.var(0), atol=0.015, rtol=0)
+
+
+def test_variance_preserving(s):
+    """Unit-variance data keeps unit variance at every t: ᾱ_t·1 + (1 − ᾱ_t) = 1."""
+    torch.manual_seed(1)
+    x0 = torch.randn(100_000, 1)
+    for t in (0, 50, 99):
+        assert md.q_sample(x0, t, s).var().item() == pytest.approx(1.0, abs=0.02)
+
+
+def test_two_steps_compose_exactly():
+    """Two steps with noises ε1, ε2 equal one closed-form jump with the combined noise."""
+    s = md.NoiseSchedule.linear(10, 0.1, 0.3)
+    x0, e1, e2 = torch.randn(3, 7, dtype=torch.float64).unbind(0)
+    x0, e1, e2 = x0[None], e1[None], e2[None]
+    x1 = md.q_step(md.q_step(x0, 0, s, e1), 1, s, e2)
+    a1, b0, b1 = s.alphas[1], s.betas[0], s.betas[1]
+    combined = ((a1 * b0).sqrt() * e1 + b1.sqrt() * e2) / (1 - s.alphas_cumprod[1]).sqrt()
+    torch.testing.assert_close(x1, md.q_sample(x0, 1, s, combined))
+
+
+def test_posterior_matches_gaussian_algebra():
+    """q(x_{t−1}|x_t,x_0) ∝ q(x_t|x_{t−1}) q(x_{t−1}|x_0): precision-weighted combination of two Gaussians."""
+    s = md.NoiseSchedule.cosine(20)
+    x0, x_t = torch.randn(2, 6, dtype=torch.float64).unbind(0)
+    x0, x_t = x0[None], x_t[None]
+    for t in (1, 5, 19):
+        a_t, b_t, abar_prev = s.alphas[t], s.betas[t], s.alphas_cumprod_prev[t]
+        # likelihood in x_{t−1}: N(x_t/√α_t, β_t/α_t); prior: N(√ᾱ_{t−1} x_0, 1 − ᾱ_{t−1})
+        prec = a_t / b_t + 1 / (1 - abar_prev)
+        mean = (a_t.sqrt() / b_t * x_t + abar_prev.sqrt() / (1 - abar_prev) * x0) / prec
+        got_mean, got_var = md.q_posterior(x0, x_t, t, s)
+        torch.testing.assert_close(got_mean, mean)
+        torch.testing.assert_close(got_var.flatten(), (1 / prec).reshape(1))
+
+
+def test_posterior_by_monte_carlo():
+    """Sample x_{t−1} ~ q(·|x_0), then x_t ~ q(x_t|x_{t−1}); among draws, E[x_{t−1}|x_t] is linear in x_t."""
+    torch.manual_seed(0)
+    s = md.NoiseSchedule.linear(10, 0.05, 0.2)
+    t, n = 4, 400_000
+    x0 = torch.full((n, 1), 0.7)
+    x_prev = md.q_sample(x0, t - 1, s)
+    x_t = md.q_step(x_prev, t, s)
+    mean, var = md.q_posterior(x0, x_t, t, s)
+    resid = x_prev - mean
+    assert resid.mean().item() == pytest.approx(0, abs=0.005)
+    assert resid.var().item() == pytest.approx(var.item(), rel=0.02)
+    assert torch.corrcoef(torch.stack([resid[:, 0], x_t[:, 0]]))[0, 1].abs() < 0.01
+
+
+def test_posterior_at_t0_is_x0(s):
+    x0, x_t = torch.randn(2, 1, 3, 3), torch.randn(2, 1, 3, 3)
+    mean, var = md.q_posterior(x0, x_t, 0, s)
+    torch.testing.assert_close(mean, x0)
+    assert (var == 0).all()
+
+
+def test_predict_identities_invert_q_sample(s):
+    x0, eps = torch.randn(4, 2, 3, 3, dtype=torch.float64), torch.randn(4, 2, 3, 3, dtype=torch.float64)
+    t = torch.tensor([0, 1, 50, 99])
+    x_t = md.q_sample(x0, t, s, eps)
+    torch.testing.assert_close(md.predict_x0_from_eps(x_t, t, eps, s), x0)
+    torch.testing.assert_close(md.predict_eps_from_x0(x_t, t, x0, s), eps)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_dtypes_follow_the_input(s, dtype):
+    x0 = torch.randn(2, 1, 4, 4, dtype=dtype)
+    assert md.q_sample(x0, 3, s).dtype == dtype
+    assert md.q_step(x0, torch.tensor([1, 2]), s).dtype == dtype
+    mean, var = md.q_posterior(x0, x0, 3, s)
+    assert mean.dtype == var.dtype == dtype
+
+
+def test_any_image_shape_and_int_t(s):
+    for shape in [(5,), (5, 3), (2, 3, 8, 8), (2, 1, 2, 4, 4)]:
+        x0 = torch.randn(shape)
+        assert md.q_sample(x0, 7, s).shape == shape
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_and_no_silent_moves(s):
+    sc = s.to("cuda")
+    x0 = torch.randn(2, 1, 4, 4, device="cuda")
+    t = torch.tensor([1, 2], device="cuda")
+    assert md.q_sample(x0, t, sc).device.type == "cuda"
+    with pytest.raises(ValueError, match="the schedule is on cpu but x is on cuda"):
+        md.q_sample(x0, 1, s)
+
+
+# -- bad input ----------------------------------------------------------------------------------
+def test_t_out_of_range(s):
+    x = torch.randn(2, 1, 4, 4)
+    with pytest.raises(ValueError, match=r"t must be in \[0, 99\] \(0-indexed, T=100\); got values from 100 to 100"):
+        md.q_sample(x, 100, s)
+    with pytest.raises(ValueError, match=r"got values from -1 to 3"):
+        md.q_sample(x, torch.tensor([-1, 3]), s)
+
+
+def test_t_float_dtype(s):
+    with pytest.raises(TypeError, match=r"t must hold integer timesteps \(torch.long\); got dtype torch.float32"):
+        md.q_sample(torch.randn(2, 1, 4, 4), torch.tensor([1.0, 2.0]), s)
+    with pytest.raises(TypeError, match="t must be an int or a LongTensor; got float"):
+        md.q_sample(torch.randn(2, 1, 4, 4), 1.0, s)
+
+
+def test_t_wrong_batch_size(s):
+    with pytest.raises(ValueError, match="t has 3 entries but x has batch size 2"):
+        md.q_sample(torch.randn(2, 1, 4, 4), torch.tensor([1, 2, 3]), s)
+
+
+def test_noise_wrong_shape(s):
+    with pytest.raises(ValueError, match=r"noise must have the shape of x0, \(2, 1, 4, 4\); got \(2, 1, 4\)"):
+        md.q_sample(torch.randn(2, 1, 4, 4), 1, s, noise=torch.randn(2, 1, 4))
+
+
+def test_x0_not_floating(s):
+    with pytest.raises(TypeError, match="x0 must be a floating tensor .* got dtype torch.uint8"):
+        md.q_sample(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), 1, s)
+    with pytest.raises(TypeError, match="x_prev must be a torch.Tensor; got ndarray"):
+        import numpy as np
+        md.q_step(np.zeros((2, 3)), 1, s)
+
+
+def test_posterior_shape_mismatch(s):
+    with pytest.raises(ValueError, match=r"x_t must have the shape of x0"):
+        md.q_posterior(torch.randn(2, 3), torch.randn(2, 4), 1, s)
+
+
+def test_schedule_on_other_device_is_an_error_not_a_move(s, monkeypatch):
+    x = torch.randn(2, 3)
+    fake = torch.empty(0, device="meta")
+    monkeypatch.setattr(s, "sqrt_alphas_cumprod", s.sqrt_alphas_cumprod.to("meta"))
+    with pytest.raises(ValueError, match="the schedule is on meta but x is on cpu; nothing is moved silently"):
+        md.q_sample(x, 1, s)
+    del fake
+
+
+def test_t_on_other_device(s):
+    # t's device must match the schedule's; here checked with the meta device
+    with pytest.raises(ValueError, match="t is on meta but the schedule is on cpu"):
+        md.schedules.check_timesteps(torch.tensor([1], device="meta"), 10, device=torch.device("cpu"))
+
+
+def test_no_docstring_has_control_characters():
+    import inspect
+    for mod in (md.schedules, md.diffusion, md.profiles, md):
+        for name, obj in [("module", mod)] + inspect.getmembers(mod):
+            doc = getattr(obj, "__doc__", None) or ""
+            assert not any(ord(c) < 32 and c not in "\n\t" for c in doc), f"{mod.__name__}.{name}"
