@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Run every notebook (student and solution versions) under nbval in the `full` profile on a CUDA
+# machine, and write the per-notebook times to $OUT (or ./gpu_suite_out).
+# Works on a bare box that has torch but not the Jupyter stack: wheels in .whl/ (made by
+# scripts/fetch_gpu_wheels.sh) are installed into /tmp/minidiff-site first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-gpu_suite_out}
+mkdir -p "$out"
+python=${PYTHON:-python3}
+
+if ! "$python" -c "import nbval, ipykernel, ipywidgets, mlxtend" 2>/dev/null; then
+  [ -d .whl ] || { echo "nbval/ipykernel missing and no .whl/: run scripts/fetch_gpu_wheels.sh" >&2; exit 2; }
+  "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/minidiff-site .whl/*.whl
+  export PYTHONPATH=/tmp/minidiff-site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export MINIDIFF_PROFILE=full PYTHONUNBUFFERED=1
+unset MPLBACKEND
+"$python" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())"
+
+status=0
+for nb in ${NOTEBOOKS:-solutions/*.ipynb notebooks/*.ipynb}; do
+  start=$(date +%s.%N)
+  if "$python" -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env "$nb" \
+       > "$out/$(basename "$(dirname "$nb")")_$(basename "$nb" .ipynb).log" 2>&1; then result=pass; else result=FAIL; status=1; fi
+  elapsed=$("$python" -c "print(f'{$(date +%s.%N) - $start:.1f}')")
+  printf '%-45s %-4s %7s s\n' "$nb" "$result" "$elapsed" | tee -a "$out/times.txt"
+done
+exit $status
