@@ -8,7 +8,7 @@ Symbols as in the notebooks (0-indexed t; ᾱ_t = ``s.alphas_cumprod[t]``):
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 from torch import Tensor
@@ -92,3 +92,37 @@ def _noise_for(x: Tensor, noise: Optional[Tensor], x_name: str) -> Tensor:
         return torch.randn_like(x)
     _check_same_shape(noise, x, "noise", x_name)
     return noise
+
+
+# -- the v parameterisation (Salimans & Ho 2022) ------------------------------------------------
+def predict_v(x0: Tensor, eps: Tensor, t: Timesteps, s: NoiseSchedule) -> Tensor:
+    r"""The velocity $v = \sqrt{\bar\alpha_t}\,\varepsilon - \sqrt{1-\bar\alpha_t}\,x_0$."""
+    _check_float(x0, "x0")
+    _check_same_shape(eps, x0, "eps", "x0")
+    return extract(s.sqrt_alphas_cumprod, t, x0) * eps - extract(s.sqrt_one_minus_alphas_cumprod, t, x0) * x0
+
+
+def predict_x0_from_v(x_t: Tensor, t: Timesteps, v: Tensor, s: NoiseSchedule) -> Tensor:
+    r"""$\hat x_0 = \sqrt{\bar\alpha_t}\,x_t - \sqrt{1-\bar\alpha_t}\,v$."""
+    _check_float(x_t, "x_t")
+    _check_same_shape(v, x_t, "v", "x_t")
+    return extract(s.sqrt_alphas_cumprod, t, x_t) * x_t - extract(s.sqrt_one_minus_alphas_cumprod, t, x_t) * v
+
+
+def predict_eps_from_v(x_t: Tensor, t: Timesteps, v: Tensor, s: NoiseSchedule) -> Tensor:
+    r"""$\hat\varepsilon = \sqrt{1-\bar\alpha_t}\,x_t + \sqrt{\bar\alpha_t}\,v$."""
+    _check_float(x_t, "x_t")
+    _check_same_shape(v, x_t, "v", "x_t")
+    return extract(s.sqrt_one_minus_alphas_cumprod, t, x_t) * x_t + extract(s.sqrt_alphas_cumprod, t, x_t) * v
+
+
+def eps_and_x0(output: Tensor, x_t: Tensor, t: Timesteps, s: NoiseSchedule,
+               target: Literal["eps", "x0", "v"] = "eps") -> tuple[Tensor, Tensor]:
+    r"""Turn a network's output (a prediction of ``target``) into the pair $(\hat\varepsilon, \hat x_0)$ samplers need."""
+    if target == "eps":
+        return output, predict_x0_from_eps(x_t, t, output, s)
+    if target == "x0":
+        return predict_eps_from_x0(x_t, t, output, s), output
+    if target == "v":
+        return predict_eps_from_v(x_t, t, output, s), predict_x0_from_v(x_t, t, output, s)
+    raise ValueError(f"target must be one of ('eps', 'x0', 'v'); got {target!r}")

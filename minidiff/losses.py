@@ -1,0 +1,88 @@
+r"""The training objective: noise an image to a random $t$, ask the network to undo it.
+
+    t ~ U{0, …, T−1},  ε ~ N(0, I),  x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
+    L = E_t [ w(t) · ‖f_θ(x_t, t, y) − target‖² ],  target ∈ {ε, x_0, v}
+
+With target ε and w = 1 this is DDPM's "simple" loss (Ho et al. 2020, eq. 14). The three targets
+differ only by a t-dependent factor: for a fixed x_t, ‖x̂_0 − x_0‖² = ‖ε̂ − ε‖² / SNR(t) and
+‖v̂ − v‖² = ‖ε̂ − ε‖² (1 + SNR(t)) / SNR(t). Weightings are defined on the ε scale and converted.
+"""
+from __future__ import annotations
+
+from typing import Callable, Literal, Optional
+
+import torch
+from torch import Tensor
+
+from .diffusion import predict_v, q_sample
+from .schedules import NoiseSchedule
+
+Target = Literal["eps", "x0", "v"]
+Weighting = Optional[Literal["p2", "min_snr"]]
+TARGETS = ("eps", "x0", "v")
+WEIGHTINGS = (None, "p2", "min_snr")
+
+
+def training_target(target: Target, x0: Tensor, eps: Tensor, t: Tensor, s: NoiseSchedule) -> Tensor:
+    """What the network should output: ε, x_0, or v = √ᾱ_t ε − √(1 − ᾱ_t) x_0."""
+    if target == "eps":
+        return eps
+    if target == "x0":
+        return x0
+    return predict_v(x0, eps, t, s)
+
+
+def loss_weight(weighting: Weighting, target: Target, snr: Tensor, gamma: float = 5.0) -> Tensor:
+    r"""Per-sample weight $w(t)$ in the target's own units.
+
+    On the ε scale: none → $1$ (for ε; for x_0 and v "none" means their own plain MSE),
+    ``"p2"`` (Choi et al. 2022, k = 1, γ = 1) → $1/(1 + \mathrm{SNR})$,
+    ``"min_snr"`` (Hang et al. 2023, γ = 5) → $\min(\mathrm{SNR}, \gamma)/\mathrm{SNR}$.
+    A weight on the ε scale becomes one on the x_0 scale times SNR, on the v scale times SNR/(1 + SNR).
+    """
+    if weighting is None:
+        return torch.ones_like(snr)
+    eps_scale = 1 / (1 + snr) if weighting == "p2" else snr.clamp(max=gamma) / snr
+    to_target = {"eps": torch.ones_like(snr), "x0": snr, "v": snr / (1 + snr)}[target]
+    return eps_scale * to_target
+
+
+def drop_labels(y: Tensor, p_uncond: float, null_class: int, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Replace each label by ``null_class`` with probability ``p_uncond`` (classifier-free guidance training)."""
+    drop = torch.rand(y.shape, device=y.device, generator=generator) < p_uncond
+    return torch.where(drop, torch.full_like(y, null_class), y)
+
+
+def diffusion_loss(model: Callable[..., Tensor], x0: Tensor, schedule: NoiseSchedule, target: Target = "eps",
+                   weighting: Weighting = None, p_uncond: float = 0.0, y: Optional[Tensor] = None,
+                   null_class: Optional[int] = None, t: Optional[Tensor] = None,
+                   noise: Optional[Tensor] = None) -> Tensor:
+    r"""$\frac{1}{B}\sum_b w(t_b)\,\mathrm{mean}\big((f_\theta(x_{t_b}, t_b, y_b) - \text{target}_b)^2\big)$,
+    with $t$ uniform and $\varepsilon \sim \mathcal N(0, I)$ unless given. With ``p_uncond`` > 0, labels
+    are dropped to ``null_class`` (the model's ``num_classes``) at that rate."""
+    _check_loss_args(x0, target, weighting, p_uncond, y, null_class)
+    batch = x0.shape[0]
+    t = torch.randint(0, schedule.num_steps, (batch,), device=x0.device) if t is None else t
+    eps = torch.randn_like(x0) if noise is None else noise
+    if y is not None and p_uncond > 0:
+        y = drop_labels(y, p_uncond, null_class)
+    x_t = q_sample(x0, t, schedule, eps)
+    prediction = model(x_t, t, y) if y is not None else model(x_t, t)
+    per_sample = (prediction.float() - training_target(target, x0, eps, t, schedule).float()).pow(2)
+    per_sample = per_sample.flatten(1).mean(1)
+    snr = schedule.snr(t).to(per_sample.dtype)
+    return (loss_weight(weighting, target, snr) * per_sample).mean()
+
+
+def _check_loss_args(x0: Tensor, target: str, weighting: Optional[str], p_uncond: float,
+                     y: Optional[Tensor], null_class: Optional[int]) -> None:
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}; got {target!r}")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}; got {weighting!r}")
+    if not 0.0 <= p_uncond <= 1.0:
+        raise ValueError(f"p_uncond must be in [0, 1]; got {p_uncond}")
+    if p_uncond > 0 and (y is None or null_class is None):
+        raise ValueError("p_uncond > 0 needs labels y and the model's null_class (= num_classes)")
+    if y is not None and (y.shape != (x0.shape[0],) or y.dtype != torch.long):
+        raise ValueError(f"y must be a LongTensor of shape ({x0.shape[0]},); got {y.dtype} {tuple(y.shape)}")

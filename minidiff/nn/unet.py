@@ -1,0 +1,274 @@
+r"""The denoiser: a U-Net that maps a noisy image $x_t$, its timestep $t$ and an optional class $y$
+to a prediction of the same shape (ε, x_0 or v, whichever it was trained on).
+
+    x_t ─ stem ─┬─ level 0 ── level 1 ── … ── middle ── … ── level 1 ── level 0 ─┬─ out ─ ε̂
+                │  (ResBlock [+ attention]) × blocks, then downsample   ↑ skips   │
+    t ─ sinusoids ─ MLP ─┐                                                         │
+    y ─ embedding ───────┴─ emb: added as a scale and shift in *every* ResBlock ───┘
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from .embedding import timestep_embedding
+
+
+@dataclass
+class UNetConfig:
+    """Everything that defines a U-Net. ``attention_resolutions`` are feature-map sizes (e.g. (16, 8))."""
+    image_size: int = 28
+    in_channels: int = 1
+    base_channels: int = 64
+    channel_mults: tuple[int, ...] = (1, 2, 2)
+    blocks_per_level: int = 2
+    attention_resolutions: tuple[int, ...] = (14, 7)
+    dropout: float = 0.1
+    num_classes: Optional[int] = None      # class-conditional when set; id ``num_classes`` means "no label"
+    head_dim: int = 32
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with 32 groups, or the largest power of two that divides ``channels``."""
+    groups = next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0)
+    return nn.GroupNorm(groups, channels)
+
+
+def zero_init(module: nn.Module) -> nn.Module:
+    """Zero a layer's weights so the residual branch it ends starts as the identity (and the output as 0)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    r"""$h = \mathrm{conv}(\mathrm{SiLU}(\mathrm{GN}(x)))$; $h = \mathrm{GN}(h)\,(1 + \gamma(e)) + \beta(e)$;
+    $\text{out} = x' + \mathrm{conv}(\mathrm{dropout}(\mathrm{SiLU}(h)))$, where $(\gamma, \beta)$ come from the
+    time/class embedding $e$ (FiLM, "scale-shift") and $x'$ is $x$, 1×1-projected if the width changes."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float):
+        super().__init__()
+        self.norm1, self.conv1 = group_norm(in_ch), nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * out_ch)
+        self.norm2, self.dropout = group_norm(out_ch), nn.Dropout(dropout)
+        self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = rearrange(self.emb(F.silu(emb)), "b (two c) -> two b c 1 1", two=2)
+        h = self.norm2(h) * (1 + scale) + shift
+        return self.skip(x) + self.conv2(self.dropout(F.silu(h)))
+
+
+class Attention(nn.Module):
+    r"""Multi-head self-attention over the $H \times W$ positions, residual:
+    $x + W_o\,\mathrm{softmax}(QK^\top/\sqrt{d})\,V$ with $Q, K, V$ from a 1×1 conv of $\mathrm{GN}(x)$."""
+
+    def __init__(self, channels: int, head_dim: int):
+        super().__init__()
+        self.heads = max(1, channels // head_dim)
+        self.norm = group_norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.out = zero_init(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: Tensor, emb: Optional[Tensor] = None) -> Tensor:
+        height = x.shape[2]
+        q, k, v = rearrange(self.qkv(self.norm(x)), "b (three n d) h w -> three b n (h w) d",
+                            three=3, n=self.heads)
+        h = F.scaled_dot_product_attention(q, k, v)
+        return x + self.out(rearrange(h, "b n (h w) d -> b (n d) h w", h=height))
+
+
+class Block(nn.Module):
+    """One ResBlock, followed by self-attention at the chosen resolutions."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, cfg: UNetConfig, attend: bool):
+        super().__init__()
+        self.res = ResBlock(in_ch, out_ch, emb_dim, cfg.dropout)
+        self.attn = Attention(out_ch, cfg.head_dim) if attend else None
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        x = self.res(x, emb)
+        return self.attn(x) if self.attn is not None else x
+
+
+class Downsample(nn.Module):
+    """Halve H and W with a stride-2 3×3 conv."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Double H and W: nearest-neighbour upsampling, then a 3×3 conv."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class Level(nn.Module):
+    """The blocks at one resolution, then an optional change of resolution (down or up)."""
+
+    def __init__(self, blocks: list[Block], resample: Optional[nn.Module]):
+        super().__init__()
+        self.blocks, self.resample = nn.ModuleList(blocks), resample
+
+
+class UNet(nn.Module):
+    r"""$\epsilon_\theta(x_t, t, y)$: ``forward(x, t, y=None)`` returns a tensor shaped like ``x``.
+
+    ``t``: int or LongTensor (B,) (floats allowed for continuous time). ``y``: None (unconditional:
+    every image gets the null class), or a LongTensor (B,) of labels in [0, num_classes], where
+    ``num_classes`` itself is the null label used for classifier-free guidance.
+    H and W must be divisible by 2^(len(channel_mults) − 1): 28×28 with three levels runs at 28, 14, 7.
+    """
+
+    def __init__(self, config: UNetConfig = UNetConfig()):
+        super().__init__()
+        _check_config(config)
+        self.config = cfg = config
+        ch, emb_dim = cfg.base_channels, 4 * cfg.base_channels
+        self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.class_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes else None
+        self.stem = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
+        self.down, skip_channels = self._down_path(emb_dim)
+        mid = cfg.base_channels * cfg.channel_mults[-1]
+        self.mid = nn.ModuleList([Block(mid, mid, emb_dim, cfg, attend=True), Block(mid, mid, emb_dim, cfg, False)])
+        self.up = self._up_path(emb_dim, skip_channels)
+        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), zero_init(nn.Conv2d(ch, cfg.in_channels, 3, padding=1)))
+
+    def _down_path(self, emb_dim: int) -> tuple[nn.ModuleList, list[int]]:
+        cfg, ch, size = self.config, self.config.base_channels, self.config.image_size
+        levels, skips = nn.ModuleList(), [ch]
+        for i, mult in enumerate(cfg.channel_mults):
+            blocks = []
+            for _ in range(cfg.blocks_per_level):
+                blocks.append(Block(ch, cfg.base_channels * mult, emb_dim, cfg, size in cfg.attention_resolutions))
+                ch = cfg.base_channels * mult
+                skips.append(ch)
+            last = i == len(cfg.channel_mults) - 1
+            levels.append(Level(blocks, None if last else Downsample(ch)))
+            skips += [] if last else [ch]
+            size //= 1 if last else 2
+        return levels, skips
+
+    def _up_path(self, emb_dim: int, skips: list[int]) -> nn.ModuleList:
+        cfg, skips = self.config, list(skips)
+        ch = cfg.base_channels * cfg.channel_mults[-1]
+        size = cfg.image_size // 2 ** (len(cfg.channel_mults) - 1)
+        levels = nn.ModuleList()
+        for i, mult in reversed(list(enumerate(cfg.channel_mults))):
+            blocks = []
+            for _ in range(cfg.blocks_per_level + 1):      # one more: it also takes the level's input skip
+                out = cfg.base_channels * mult
+                blocks.append(Block(ch + skips.pop(), out, emb_dim, cfg, size in cfg.attention_resolutions))
+                ch = out
+            levels.append(Level(blocks, Upsample(ch) if i > 0 else None))
+            size *= 2 if i > 0 else 1
+        return levels
+
+    def embed(self, t: Tensor, y: Optional[Tensor], batch: int, device: torch.device) -> Tensor:
+        """The conditioning vector e = MLP(sinusoids(t)) + E[y], shape (B, 4·base_channels)."""
+        t = torch.as_tensor(t, device=device)
+        t = t.expand(batch) if t.ndim == 0 else t
+        sinusoids = timestep_embedding(t, self.config.base_channels).to(self.stem.weight.dtype)
+        emb = self.time_mlp(sinusoids)
+        if self.class_emb is not None:
+            y = torch.full((batch,), self.config.num_classes, device=device) if y is None else y
+            emb = emb + self.class_emb(y)
+        return emb
+
+    def forward(self, x: Tensor, t: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        _check_inputs(self.config, x, t, y)
+        emb = self.embed(t, y, x.shape[0], x.device).to(x.dtype)
+        h = self.stem(x)
+        skips = [h]
+        for level in self.down:
+            for block in level.blocks:
+                h = block(h, emb)
+                skips.append(h)
+            if level.resample is not None:
+                h = level.resample(h)
+                skips.append(h)
+        for block in self.mid:
+            h = block(h, emb)
+        for level in self.up:
+            for block in level.blocks:
+                h = block(torch.cat([h, skips.pop()], dim=1), emb)
+            if level.resample is not None:
+                h = level.resample(h)
+        return self.out(h)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def shape_table(self, batch: int = 1) -> str:
+        """A table of every block's output shape for one forward pass at ``config.image_size``."""
+        rows, hooks = [], []
+        for name, module in self.named_modules():
+            if isinstance(module, (Block, Downsample, Upsample)) or name in ("stem", "out"):
+                hooks.append(module.register_forward_hook(
+                    lambda m, i, o, name=name: rows.append((name, tuple(o.shape), _count(m)))))
+        cfg = self.config
+        x = torch.zeros(batch, cfg.in_channels, cfg.image_size, cfg.image_size, device=next(self.parameters()).device)
+        try:
+            with torch.no_grad():
+                self(x, torch.zeros(batch, dtype=torch.long, device=x.device))
+        finally:
+            for h in hooks:
+                h.remove()
+        lines = [f"{'module':28s} {'output shape':>20s} {'params':>10s}"]
+        lines += [f"{n:28s} {str(s):>20s} {p:10,d}" for n, s, p in rows]
+        return "\n".join(lines + [f"{'total':28s} {'':>20s} {self.num_parameters():10,d}"])
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _check_config(cfg: UNetConfig) -> None:
+    factor = 2 ** (len(cfg.channel_mults) - 1)
+    if not cfg.channel_mults or cfg.blocks_per_level < 1 or cfg.base_channels < 1:
+        raise ValueError(f"channel_mults must be non-empty and blocks_per_level, base_channels >= 1; got {cfg}")
+    if cfg.image_size % factor:
+        raise ValueError(f"image_size must be divisible by 2^(len(channel_mults) − 1) = {factor}; got "
+                         f"{cfg.image_size} (pad the images, or use fewer levels)")
+    if cfg.num_classes is not None and cfg.num_classes < 1:
+        raise ValueError(f"num_classes must be None or >= 1; got {cfg.num_classes}")
+
+
+def _check_inputs(cfg: UNetConfig, x: Tensor, t: Tensor, y: Optional[Tensor]) -> None:
+    factor = 2 ** (len(cfg.channel_mults) - 1)
+    if x.ndim != 4 or x.shape[1] != cfg.in_channels:
+        raise ValueError(f"x must have shape (B, {cfg.in_channels}, H, W); got {tuple(x.shape)}")
+    if x.shape[2] % factor or x.shape[3] % factor:
+        raise ValueError(f"x's H and W must be divisible by {factor} (the U-Net halves them "
+                         f"{len(cfg.channel_mults) - 1} times); got {tuple(x.shape[2:])}")
+    if isinstance(t, Tensor) and t.ndim == 1 and t.shape[0] != x.shape[0]:
+        raise ValueError(f"t has {t.shape[0]} entries but x has batch size {x.shape[0]}")
+    if y is None:
+        return
+    if cfg.num_classes is None:
+        raise ValueError("y was given but this U-Net is unconditional (config.num_classes is None)")
+    if not isinstance(y, Tensor) or y.dtype != torch.long or y.shape != (x.shape[0],):
+        raise ValueError(f"y must be a LongTensor of shape ({x.shape[0]},); got "
+                         f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")
+
+
+def config_dict(cfg: UNetConfig) -> dict:
+    """The config as plain JSON-able data (tuples become lists), for checkpoints and manifests."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}

@@ -1,0 +1,177 @@
+r"""Samplers: run the learned reverse process from pure noise $x_{T-1} \sim \mathcal N(0, I)$ to $x_0$.
+
+A sampler needs, at each step, the network's noise estimate $\hat\varepsilon$ (and from it
+$\hat x_0$). ``predict_eps`` gets both, whatever the network was trained to output, and applies
+classifier-free guidance when asked: $\hat\varepsilon = \varepsilon_u + w\,(\varepsilon_c - \varepsilon_u)$.
+"""
+from __future__ import annotations
+
+from typing import Callable, Literal, Optional, Union
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .diffusion import eps_and_x0, predict_x0_from_eps
+from .schedules import NoiseSchedule, Timesteps, check_timesteps, extract
+
+Model = Callable[..., Tensor]
+Spacing = Literal["trailing", "leading", "linspace"]
+
+
+# -- one step each --------------------------------------------------------------------------------
+def ddpm_step(x_t: Tensor, eps: Tensor, t: int, s: NoiseSchedule, noise: Optional[Tensor] = None,
+              variance: Literal["beta", "posterior"] = "beta", clip_x0: bool = False) -> Tensor:
+    r"""One ancestral step $x_t \to x_{t-1}$ (DDPM Algorithm 2):
+    $x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\hat\varepsilon\big) + \sigma_t z$,
+    with $\sigma_t^2 = \beta_t$ or $\tilde\beta_t$ (``variance``). With ``clip_x0`` the mean is instead the
+    posterior mean $\tilde\mu_t(x_t, \mathrm{clip}(\hat x_0))$. At $t = 0$ no noise is added."""
+    if variance not in ("beta", "posterior"):
+        raise ValueError(f"variance must be 'beta' or 'posterior'; got {variance!r}")
+    if clip_x0:
+        x0 = predict_x0_from_eps(x_t, t, eps, s).clamp(-1, 1)
+        mean = extract(_posterior_coef_x0(s), t, x_t) * x0 + extract(_posterior_coef_xt(s), t, x_t) * x_t
+    else:
+        # μ = (x_t − β_t / √(1 − ᾱ_t) · ε̂) / √α_t   (DDPM eq. 11)
+        mean = (x_t - extract(s.betas / s.sqrt_one_minus_alphas_cumprod, t, x_t) * eps) / extract(s.alphas.sqrt(), t, x_t)
+    if t == 0:                                          # Algorithm 2: z = 0 at the last step
+        return mean
+    sigma2 = s.betas if variance == "beta" else s.posterior_variance
+    noise = torch.randn_like(x_t) if noise is None else noise
+    return mean + extract(sigma2.sqrt(), t, x_t) * noise
+
+
+def ddim_step(x_t: Tensor, eps: Tensor, t: int, t_prev: int, s: NoiseSchedule, eta: float = 0.0,
+              noise: Optional[Tensor] = None) -> Tensor:
+    r"""One DDIM step $x_t \to x_{t'}$ with $t' = $ ``t_prev`` $< t$ (Song et al. 2021, eq. 12);
+    ``t_prev = -1`` means "to $x_0$" ($\bar\alpha_{-1} = 1$):
+
+    $x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0 + \sqrt{1 - \bar\alpha_{t'} - \sigma^2}\,\hat\varepsilon + \sigma z$,
+    $\sigma = \eta\sqrt{\frac{1-\bar\alpha_{t'}}{1-\bar\alpha_t}}\sqrt{1 - \frac{\bar\alpha_t}{\bar\alpha_{t'}}}$.
+    $\eta = 0$ is deterministic; $\eta = 1$ with $t' = t - 1$ is DDPM with variance $\tilde\beta_t$."""
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0; got {eta}")
+    t, t_prev = _check_step_pair(t, t_prev, s)
+    # ᾱ with ᾱ_{−1} = 1 prepended, so index t + 1 is ᾱ_t and index 0 is ᾱ_{−1}
+    abar = torch.cat([s.alphas_cumprod.new_ones(1), s.alphas_cumprod])
+    abar_t, abar_prev = extract(abar, t + 1, x_t), extract(abar, t_prev + 1, x_t)
+    x0 = (x_t - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
+    sigma = eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).sqrt()
+    x_prev = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma ** 2).clamp(min=0).sqrt() * eps
+    if eta == 0:
+        return x_prev
+    noise = torch.randn_like(x_t) if noise is None else noise
+    return x_prev + sigma * noise
+
+
+# -- the model, guided ----------------------------------------------------------------------------
+def predict_eps(model: Model, x_t: Tensor, t: int, s: NoiseSchedule, y: Optional[Tensor] = None,
+                guidance_scale: Optional[float] = None, target: str = "eps") -> tuple[Tensor, Tensor]:
+    r"""$(\hat\varepsilon, \hat x_0)$ at $(x_t, t)$. With labels ``y`` and a ``guidance_scale`` $w$, one batched
+    pass evaluates the conditional and unconditional (null-label) model:
+    $\hat\varepsilon = \varepsilon_u + w(\varepsilon_c - \varepsilon_u)$; $w = 1$ is plain conditional, $w = 0$ unconditional."""
+    if guidance_scale is not None and y is None:
+        raise ValueError("guidance_scale needs labels y (guidance mixes the conditional and unconditional model)")
+    t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x_t.is_cuda):
+        if guidance_scale is None:
+            out = (model(x_t, t_batch, y) if y is not None else model(x_t, t_batch)).float()
+        else:
+            null = torch.full_like(y, _null_class(model))
+            both = model(torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]), torch.cat([y, null])).float()
+            cond, uncond = both.chunk(2)
+            out = uncond + guidance_scale * (cond - uncond)
+    return eps_and_x0(out, x_t, t, s, target)
+
+
+# -- full loops ------------------------------------------------------------------------------------
+def ddpm_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], y: Optional[Tensor] = None,
+                guidance_scale: Optional[float] = None, target: str = "eps",
+                variance: Literal["beta", "posterior"] = "beta", clip_x0: bool = False,
+                generator: Optional[torch.Generator] = None, return_trajectory: bool = False,
+                progress: bool = False) -> Union[Tensor, tuple[Tensor, dict]]:
+    r"""Ancestral sampling through all $T$ steps: $x_{T-1} \sim \mathcal N(0, I)$, then ``ddpm_step`` for
+    $t = T-1, \dots, 0$. Returns $x_0$ (and, with ``return_trajectory``, the $x_t$ and $\hat x_0$ per step)."""
+    x = _initial_noise(shape, s, generator)
+    trajectory = {"t": [], "x_t": [], "x0": []}
+    for t in tqdm(range(s.num_steps - 1, -1, -1), disable=not progress, desc="DDPM"):
+        eps, x0 = predict_eps(model, x, t, s, y, guidance_scale, target)
+        _record(trajectory, return_trajectory, t, x, x0)
+        noise = torch.randn(x.shape, device=x.device, generator=generator) if t > 0 else None
+        x = ddpm_step(x, eps, t, s, noise, variance, clip_x0)
+    return (x, trajectory) if return_trajectory else x
+
+
+def ddim_timesteps(num_steps: int, steps: int, spacing: Spacing = "trailing") -> list[int]:
+    """The ``steps`` timesteps a DDIM run visits, largest first. "trailing" starts at T−1 (pure
+    noise); "leading" (the spacing of early DDIM code) starts at (steps−1)·⌊T/steps⌋ and so begins
+    sampling from an image that is *not* pure noise, a classic source of washed-out samples."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= num_steps:
+        raise ValueError(f"steps must be an int in [1, {num_steps}]; got {steps!r}")
+    if spacing == "trailing":
+        ts = torch.arange(num_steps, 0, -num_steps / steps).round().long() - 1
+    elif spacing == "leading":
+        ts = (torch.arange(steps) * (num_steps // steps)).flip(0)
+    elif spacing == "linspace":
+        ts = torch.linspace(0, num_steps - 1, steps).round().long().flip(0)
+    else:
+        raise ValueError(f"spacing must be one of ('trailing', 'leading', 'linspace'); got {spacing!r}")
+    return ts.tolist()
+
+
+def ddim_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], steps: int = 50, eta: float = 0.0,
+                y: Optional[Tensor] = None, guidance_scale: Optional[float] = None, target: str = "eps",
+                spacing: Spacing = "trailing", generator: Optional[torch.Generator] = None,
+                x_T: Optional[Tensor] = None, return_trajectory: bool = False,
+                progress: bool = False) -> Union[Tensor, tuple[Tensor, dict]]:
+    r"""DDIM sampling over a subsequence of ``steps`` timesteps (``ddim_timesteps``), deterministic at
+    $\eta = 0$: the same starting noise ``x_T`` always gives the same image."""
+    ts = ddim_timesteps(s.num_steps, steps, spacing)
+    x = _initial_noise(shape, s, generator) if x_T is None else x_T
+    trajectory = {"t": [], "x_t": [], "x0": []}
+    for t, t_prev in tqdm(list(zip(ts, ts[1:] + [-1])), disable=not progress, desc="DDIM"):
+        eps, x0 = predict_eps(model, x, t, s, y, guidance_scale, target)
+        _record(trajectory, return_trajectory, t, x, x0)
+        noise = torch.randn(x.shape, device=x.device, generator=generator) if eta > 0 else None
+        x = ddim_step(x, eps, t, t_prev, s, eta, noise)
+    return (x, trajectory) if return_trajectory else x
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+def _posterior_coef_x0(s: NoiseSchedule) -> Tensor:
+    return s.alphas_cumprod_prev.sqrt() * s.betas / (1 - s.alphas_cumprod)
+
+
+def _posterior_coef_xt(s: NoiseSchedule) -> Tensor:
+    return s.alphas.sqrt() * (1 - s.alphas_cumprod_prev) / (1 - s.alphas_cumprod)
+
+
+def _check_step_pair(t: Timesteps, t_prev: Timesteps, s: NoiseSchedule) -> tuple[Tensor, Tensor]:
+    t = check_timesteps(t, s.num_steps, device=s.device)
+    t_prev = check_timesteps(torch.as_tensor(t_prev, device=s.device) + 1, s.num_steps + 1, device=s.device) - 1
+    if (t_prev >= t).any():
+        raise ValueError(f"t_prev must be smaller than t (−1 means 'to x_0'); got t={t.tolist()}, t_prev={t_prev.tolist()}")
+    return t, t_prev
+
+
+def _null_class(model: Model) -> int:
+    """The label that means "no class": the U-Net's ``num_classes`` (unwrapping DDP / torch.compile)."""
+    inner = getattr(model, "_orig_mod", getattr(model, "module", model))
+    num_classes = getattr(getattr(inner, "config", None), "num_classes", None)
+    if num_classes is None:
+        raise ValueError("guidance needs a class-conditional model (config.num_classes set)")
+    return num_classes
+
+
+def _initial_noise(shape: tuple[int, ...], s: NoiseSchedule, generator: Optional[torch.Generator]) -> Tensor:
+    device = generator.device if generator is not None else s.device
+    if torch.device(device) != s.device:
+        raise ValueError(f"generator is on {device} but the schedule is on {s.device}; use one device")
+    return torch.randn(shape, device=device, generator=generator)
+
+
+def _record(trajectory: dict, enabled: bool, t: int, x_t: Tensor, x0: Tensor) -> None:
+    if enabled:
+        trajectory["t"].append(t)
+        trajectory["x_t"].append(x_t.detach().cpu())
+        trajectory["x0"].append(x0.detach().cpu())

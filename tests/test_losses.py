@@ -1,0 +1,112 @@
+"""The training objective: targets, the ε/x0/v identities, weightings, label dropout, bad input."""
+import pytest
+import torch
+
+import minidiff as md
+from minidiff.losses import diffusion_loss, drop_labels, loss_weight, training_target
+
+
+@pytest.fixture
+def s():
+    return md.NoiseSchedule.cosine(100)
+
+
+def test_v_conversions_are_inverse(s):
+    x0, eps = torch.randn(2, 4, 1, 3, 3, dtype=torch.float64).unbind(0)
+    t = torch.tensor([0, 10, 50, 99])
+    x_t = md.q_sample(x0, t, s, eps)
+    v = md.predict_v(x0, eps, t, s)
+    torch.testing.assert_close(md.predict_x0_from_v(x_t, t, v, s), x0)
+    torch.testing.assert_close(md.predict_eps_from_v(x_t, t, v, s), eps)
+    for target, out in (("eps", eps), ("x0", x0), ("v", v)):
+        e, x = md.eps_and_x0(out, x_t, t, s, target)
+        torch.testing.assert_close(e, eps)
+        torch.testing.assert_close(x, x0)
+
+
+def test_error_scales_between_targets(s):
+    """For a fixed x_t: ‖Δx0‖² = ‖Δε‖²/SNR and ‖Δv‖² = ‖Δε‖²(1 + SNR)/SNR."""
+    x0, eps, eps_hat = torch.randn(3, 4, 1, 5, 5, dtype=torch.float64).unbind(0)
+    t = torch.tensor([3, 20, 60, 90])
+    x_t = md.q_sample(x0, t, s, eps)
+    x0_hat = md.predict_x0_from_eps(x_t, t, eps_hat, s)
+    v_hat = md.predict_v(x0_hat, eps_hat, t, s)
+    err = lambda a, b: (a - b).pow(2).flatten(1).sum(1)
+    snr = s.snr(t)
+    torch.testing.assert_close(err(x0_hat, x0), err(eps_hat, eps) / snr)
+    torch.testing.assert_close(err(v_hat, md.predict_v(x0, eps, t, s)), err(eps_hat, eps) * (1 + snr) / snr)
+
+
+def test_weightings_in_each_target_scale():
+    snr = torch.tensor([0.01, 1.0, 100.0], dtype=torch.float64)
+    torch.testing.assert_close(loss_weight("min_snr", "eps", snr), snr.clamp(max=5) / snr)
+    torch.testing.assert_close(loss_weight("min_snr", "x0", snr), snr.clamp(max=5))
+    torch.testing.assert_close(loss_weight("min_snr", "v", snr), snr.clamp(max=5) / (snr + 1))
+    torch.testing.assert_close(loss_weight("p2", "eps", snr), 1 / (1 + snr))
+    assert (loss_weight(None, "v", snr) == 1).all()
+
+
+def test_weighted_losses_agree_across_targets(s):
+    """The same ε̂ scored as ε, x0 or v with the same weighting gives the same loss."""
+    torch.manual_seed(0)
+    x0, eps = torch.randn(2, 8, 1, 4, 4, dtype=torch.float64).unbind(0)
+    t = torch.randint(1, 100, (8,))
+    wrong = lambda x_t, t: 0.3 * torch.randn_like(x_t)            # some ε̂, fixed by a seed below
+    def scored(target):
+        torch.manual_seed(1)
+        eps_hat = wrong(x0, t)
+        def model(x_t, tt):
+            e, x = md.eps_and_x0(eps_hat, x_t, tt, s, "eps")
+            return {"eps": e, "x0": x, "v": md.predict_v(x, e, tt, s)}[target]
+        return diffusion_loss(model, x0, s, target=target, weighting="min_snr", t=t, noise=eps)
+    torch.testing.assert_close(scored("x0"), scored("eps"))
+    torch.testing.assert_close(scored("v"), scored("eps"))
+
+
+def test_perfect_model_has_zero_loss(s):
+    x0, eps = torch.randn(2, 4, 1, 4, 4).unbind(0)
+    t = torch.tensor([1, 2, 3, 4])
+    for target in ("eps", "x0", "v"):
+        perfect = lambda x_t, tt: training_target(target, x0, eps, tt, s)
+        assert diffusion_loss(perfect, x0, s, target=target, t=t, noise=eps).item() < 1e-10
+
+
+def test_zero_model_eps_loss_is_one(s):
+    torch.manual_seed(0)
+    x0 = torch.randn(4096, 1, 2, 2)
+    loss = diffusion_loss(lambda x, t: torch.zeros_like(x), x0, s)
+    assert loss.item() == pytest.approx(1.0, abs=0.03)
+
+
+def test_label_dropout_rate():
+    g = torch.Generator().manual_seed(0)
+    y = torch.zeros(100_000, dtype=torch.long)
+    dropped = drop_labels(y, 0.1, null_class=10, generator=g)
+    assert (dropped == 10).float().mean().item() == pytest.approx(0.1, abs=0.005)
+    assert set(dropped.unique().tolist()) == {0, 10}
+
+
+def test_loss_passes_labels_to_model(s):
+    seen = {}
+    def model(x, t, y):
+        seen["y"] = y
+        return torch.zeros_like(x)
+    y = torch.tensor([1, 2, 3])
+    diffusion_loss(model, torch.randn(3, 1, 4, 4), s, y=y)
+    assert torch.equal(seen["y"], y)
+    diffusion_loss(model, torch.randn(3, 1, 4, 4), s, y=y, p_uncond=1.0, null_class=10)
+    assert (seen["y"] == 10).all()
+
+
+def test_loss_bad_input(s):
+    x0, model = torch.randn(2, 1, 4, 4), lambda x, t: x
+    with pytest.raises(ValueError, match=r"target must be one of \('eps', 'x0', 'v'\); got 'noise'"):
+        diffusion_loss(model, x0, s, target="noise")
+    with pytest.raises(ValueError, match=r"weighting must be one of \(None, 'p2', 'min_snr'\); got 'snr'"):
+        diffusion_loss(model, x0, s, weighting="snr")
+    with pytest.raises(ValueError, match=r"p_uncond must be in \[0, 1\]; got 1.5"):
+        diffusion_loss(model, x0, s, p_uncond=1.5)
+    with pytest.raises(ValueError, match="p_uncond > 0 needs labels y"):
+        diffusion_loss(model, x0, s, p_uncond=0.1)
+    with pytest.raises(ValueError, match=r"y must be a LongTensor of shape \(2,\)"):
+        diffusion_loss(model, x0, s, y=torch.tensor([1]))

@@ -1,0 +1,132 @@
+"""Timestep embedding and U-Net: formulas, shapes, conditioning, initialisation and bad input."""
+import math
+
+import pytest
+import torch
+
+import minidiff as md
+from minidiff.nn.unet import config_dict
+
+
+def test_embedding_formula():
+    t = torch.tensor([0, 1, 10, 999])
+    emb = md.timestep_embedding(t, 8, max_period=10000)
+    freqs = [10000 ** (-i / 4) for i in range(4)]
+    for row, tv in zip(emb, t.tolist()):
+        expected = [math.cos(tv * f) for f in freqs] + [math.sin(tv * f) for f in freqs]
+        torch.testing.assert_close(row, torch.tensor(expected), atol=1e-5, rtol=1e-5)
+
+
+def test_embedding_odd_dim_float_t_and_scalar():
+    emb = md.timestep_embedding(torch.tensor([0.5, 2.25]), 7)
+    assert emb.shape == (2, 7) and (emb[:, -1] == 0).all()
+    assert md.timestep_embedding(3, 4).shape == (4,)
+    # t = 0 is all cosines = 1 and sines = 0
+    torch.testing.assert_close(md.timestep_embedding(0, 6), torch.tensor([1., 1, 1, 0, 0, 0]))
+
+
+def test_embedding_separates_neighbouring_steps():
+    emb = md.timestep_embedding(torch.arange(1000), 64)
+    dists = (emb[1:] - emb[:-1]).norm(dim=1)
+    assert dists.min() > 0.1
+
+
+@pytest.mark.parametrize("dim", [1, 0, 2.5])
+def test_embedding_bad_dim(dim):
+    with pytest.raises(ValueError, match="dim must be an int >= 2"):
+        md.timestep_embedding(torch.tensor([1]), dim)
+
+
+def test_embedding_bad_t():
+    with pytest.raises(ValueError, match="t must be a scalar or a 1-D tensor"):
+        md.timestep_embedding(torch.zeros(2, 2), 8)
+    with pytest.raises(TypeError, match="t must be an int, a float or a tensor; got str"):
+        md.timestep_embedding("5", 8)
+
+
+def small(**kw):
+    cfg = dict(image_size=16, base_channels=16, channel_mults=(1, 2), blocks_per_level=1,
+               attention_resolutions=(8,), dropout=0.0)
+    cfg.update(kw)
+    return md.UNet(md.UNetConfig(**cfg))
+
+
+def test_unet_shapes_any_divisible_size():
+    model = small()
+    for hw in [(16, 16), (8, 24), (28, 28)]:
+        x = torch.randn(3, 1, *hw)
+        assert model(x, torch.tensor([0, 5, 999])).shape == x.shape
+
+
+def test_unet_output_is_zero_at_init():
+    """The output conv starts at zero, so the untrained model predicts ε̂ = 0 (loss starts at 1)."""
+    model = small()
+    assert model(torch.randn(2, 1, 16, 16), 3).abs().max() == 0
+
+
+def perturbed(model):
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model.eval()
+
+
+def test_time_is_wired_in():
+    model = perturbed(small())
+    x = torch.randn(2, 1, 16, 16)
+    assert not torch.allclose(model(x, 10), model(x, 500))
+
+
+def test_class_conditioning_and_null_class():
+    model = perturbed(small(num_classes=10))
+    x = torch.randn(2, 1, 16, 16)
+    a, b = model(x, 10, torch.tensor([1, 1])), model(x, 10, torch.tensor([2, 2]))
+    assert not torch.allclose(a, b)
+    # y=None means "null class" (id num_classes) for every image
+    torch.testing.assert_close(model(x, 10), model(x, 10, torch.tensor([10, 10])))
+
+
+def test_attention_at_chosen_resolutions_only():
+    model = small(attention_resolutions=(8,))
+    attn = [n for n, m in model.named_modules() if isinstance(m, md.nn.Attention)]
+    assert attn and all(not n.startswith("down.0") for n in attn)
+    assert not [m for m in small(attention_resolutions=()).modules() if isinstance(m, md.nn.Attention)][1:]
+
+
+def test_seeds_layout_64_to_8():
+    cfg = md.UNetConfig(image_size=64, in_channels=3, base_channels=32, channel_mults=(1, 2, 2, 2),
+                        attention_resolutions=(16, 8))
+    model = md.UNet(cfg)
+    table = model.shape_table()
+    assert "(1, 64, 8, 8)" in table and "(1, 3, 64, 64)" in table
+    assert model(torch.randn(1, 3, 64, 64), 1).shape == (1, 3, 64, 64)
+
+
+def test_shape_table_and_param_count():
+    model = small()
+    table = model.shape_table()
+    assert f"{model.num_parameters():,d}" in table and "stem" in table and "out" in table
+    assert config_dict(model.config)["channel_mults"] == [1, 2]
+
+
+def test_bfloat16_forward():
+    model = small().to(torch.bfloat16)
+    assert model(torch.randn(2, 1, 16, 16, dtype=torch.bfloat16), 3).dtype == torch.bfloat16
+
+
+def test_unet_bad_input():
+    model = small()
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 1, H, W\); got \(2, 3, 16, 16\)"):
+        model(torch.randn(2, 3, 16, 16), 1)
+    with pytest.raises(ValueError, match=r"H and W must be divisible by 2 .* got \(15, 16\)"):
+        model(torch.randn(2, 1, 15, 16), 1)
+    with pytest.raises(ValueError, match="y was given but this U-Net is unconditional"):
+        model(torch.randn(2, 1, 16, 16), 1, torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="t has 3 entries but x has batch size 2"):
+        model(torch.randn(2, 1, 16, 16), torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match="image_size must be divisible by 2"):
+        md.UNet(md.UNetConfig(image_size=30, channel_mults=(1, 2, 2)))
+    cond = small(num_classes=10)
+    with pytest.raises(ValueError, match=r"y must be a LongTensor of shape \(2,\)"):
+        cond(torch.randn(2, 1, 16, 16), 1, torch.tensor([1.0, 2.0]))
