@@ -1,0 +1,174 @@
+"""minidiff.viz: grid layout, the fixed gray mapping, figure contents, the sliders and bad input."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+import minidiff as md  # noqa: E402
+from minidiff import viz  # noqa: E402
+
+T = 100
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture
+def s():
+    return md.NoiseSchedule.linear(T, beta_start=1e-3, beta_end=0.05)
+
+
+@pytest.fixture
+def x0():
+    torch.manual_seed(0)
+    return torch.rand(3, 1, 8, 8) * 2 - 1
+
+
+def images_of(fig: Figure) -> list:
+    return [im for ax in fig.axes for im in ax.get_images()]
+
+
+# -- image_grid ---------------------------------------------------------------------------------
+def test_image_grid_puts_every_pixel_in_its_tile():
+    images = torch.arange(5 * 2 * 3, dtype=torch.float32).view(5, 1, 2, 3)
+    grid = viz.image_grid(images, nrow=3, fill=-7.0)
+    assert grid.shape == (2 * 2, 3 * 3, 1)
+    for b in range(5):
+        r, c = divmod(b, 3)
+        torch.testing.assert_close(grid[2 * r:2 * r + 2, 3 * c:3 * c + 3, 0], images[b, 0])
+    assert (grid[2:4, 6:9] == -7.0).all()                      # the empty sixth cell
+
+
+def test_image_grid_pads_between_tiles_only_and_keeps_channels():
+    images = torch.rand(4, 3, 2, 2)
+    grid = viz.image_grid(images, nrow=2, pad=1, fill=0.5)
+    assert grid.shape == (2 * 3 - 1, 2 * 3 - 1, 3)
+    torch.testing.assert_close(grid[3:5, 3:5], images[3].permute(1, 2, 0))
+    assert (grid[2, :] == 0.5).all() and (grid[:, 2] == 0.5).all()
+
+
+def test_image_grid_is_square_by_default():
+    assert viz.image_grid(torch.zeros(9, 1, 4, 4)).shape == (12, 12, 1)
+    assert viz.image_grid(torch.zeros(3, 1, 4, 4), nrow=10).shape == (4, 12, 1)   # nrow > B: one row
+
+
+# -- show_grid ----------------------------------------------------------------------------------
+def test_show_grid_gray_is_fixed_not_autoscaled():
+    x = torch.tensor([-1.0, 0.0, 1.0, 3.0]).view(1, 1, 1, 4)          # 3.0: a noisy pixel, clamped
+    fig = viz.show_grid(x)
+    (im,) = images_of(fig)
+    assert im.get_clim() == (0.0, 1.0) and im.get_cmap().name == "gray"
+    torch.testing.assert_close(torch.as_tensor(im.get_array()), torch.tensor([[0.0, 0.5, 1.0, 1.0]]))
+
+
+def test_show_grid_rgb_and_labels():
+    fig = viz.show_grid(torch.zeros(5, 3, 4, 4).requires_grad_(), labels=[0, 1, "two", 3, 4], nrow=3)
+    assert isinstance(fig, Figure) and len(fig.axes) == 6                # 2 × 3, last cell blank
+    assert len(images_of(fig)) == 5
+    assert images_of(fig)[0].get_array().shape == (4, 4, 3)
+    assert [ax.get_title() for ax in fig.axes[:5]] == ["0", "1", "two", "3", "4"]
+    fig = viz.show_grid(torch.zeros(2, 1, 4, 4), labels=torch.tensor([7, 3]))     # class indices as a tensor
+    assert [ax.get_title() for ax in fig.axes] == ["7", "3"]
+
+
+# -- static figures of the forward process ------------------------------------------------------
+def test_forward_strip_columns_share_one_noise(s, x0):
+    noise = torch.randn_like(x0)
+    ts = (0, 10, 99)
+    fig = viz.show_forward_strip(x0, s, ts=ts, noise=noise)
+    assert len(fig.axes) == 3 * 3 and len(images_of(fig)) == 9
+    assert fig.axes[0].get_title().startswith("t=0") and "√ᾱ=" in fig.axes[2].get_title()
+    # axes run row by row: row 1 (second image), column 2 (t = 99)
+    expected = viz.to_unit_range(md.q_sample(x0, 99, s, noise))[1, 0]
+    torch.testing.assert_close(torch.as_tensor(fig.axes[3 + 2].get_images()[0].get_array()), expected)
+
+
+def test_default_ts_fit_the_schedule(s, x0):
+    assert viz._default_ts(1000) == (0, 50, 100, 250, 500, 750, 999)
+    fig = viz.show_forward_strip(x0[:1], s)
+    assert [ax.get_title().split("\n")[0] for ax in fig.axes] == ["t=0", "t=5", "t=10", "t=25", "t=50",
+                                                                   "t=75", "t=99"]
+
+
+def test_plot_schedules_one_line_per_schedule_per_panel():
+    schedules = {"linear": md.NoiseSchedule.linear(50), "cosine": md.NoiseSchedule.cosine(50)}
+    fig = viz.plot_schedules(schedules)
+    assert len(fig.axes) == 3
+    assert all(len(ax.get_lines()) == 2 for ax in fig.axes)
+    assert fig.axes[0].get_yscale() == "log"
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["linear", "cosine"]
+
+
+def test_histograms(s, x0):
+    fig = viz.plot_histogram(torch.randn(1000), title="noise")
+    assert len(fig.axes) == 1 and len(fig.axes[0].patches) == 60
+    fig = viz.plot_histograms_over_t(x0, s, ts=(0, 20, 40, 60, 99))
+    visible = [ax for ax in fig.axes if ax.axison]
+    assert len(visible) == 5 and all(len(ax.get_lines()) == 1 for ax in visible)   # the N(0, 1) curve
+
+
+def test_schedule_comparison_rows_are_schedules(x0):
+    schedules = {"linear": md.NoiseSchedule.linear(T), "cosine": md.NoiseSchedule.cosine(T)}
+    fig = viz.show_schedule_comparison(schedules, x0[:2], ts=(0, 50, 99))
+    assert len(fig.axes) == 6 and len(images_of(fig)) == 6
+    assert fig.axes[0].get_ylabel() == "linear" and fig.axes[3].get_ylabel() == "cosine"
+
+
+# -- widgets ------------------------------------------------------------------------------------
+def test_t_slider_redraws_the_image(s, x0):
+    slider, image, caption = viz.t_slider(x0, s).children
+    assert slider.max == T - 1 and image.value[:8] == b"\x89PNG\r\n\x1a\n"
+    before, text = image.value, caption.value
+    slider.value = 50
+    assert image.value != before and caption.value != text and "t = 50" in caption.value
+
+
+def test_t_slider_t_max(s, x0):
+    assert viz.t_slider(x0, s, t_max=20).children[0].max == 20
+    with pytest.raises(ValueError, match="t_max"):
+        viz.t_slider(x0, s, t_max=T)
+
+
+def test_schedule_compare_widget_redraws_every_panel(x0):
+    schedules = {"linear": md.NoiseSchedule.linear(T), "cosine": md.NoiseSchedule.cosine(T)}
+    slider, row = viz.schedule_compare_widget(schedules, x0).children
+    assert len(row.children) == 2
+    before = [panel.children[1].value for panel in row.children]
+    slider.value = 60
+    assert all(panel.children[1].value != b for panel, b in zip(row.children, before))
+    with pytest.raises(ValueError, match="same number of steps"):
+        viz.schedule_compare_widget({"a": md.NoiseSchedule.linear(10), "b": md.NoiseSchedule.linear(20)}, x0)
+
+
+# -- bad input ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("images, error, match", [
+    (torch.zeros(1, 8, 8), ValueError, r"4-D \(B, C, H, W\).*images\[None\]"),
+    (torch.zeros(2, 2, 8, 8), ValueError, "C=2"),
+    (torch.zeros(2, 1, 8, 8, dtype=torch.uint8), TypeError, "float.*uint8"),
+    ([[0.0]], TypeError, "torch.Tensor"),
+])
+def test_bad_images_say_what_is_wrong(images, error, match):
+    with pytest.raises(error, match=match):
+        viz.show_grid(images)
+
+
+def test_bad_arguments_are_named(s, x0):
+    with pytest.raises(ValueError, match=r"ts must be in \[0, 99\].*\[100\]"):
+        viz.show_forward_strip(x0, s, ts=(0, 100))
+    with pytest.raises(ValueError, match="labels"):
+        viz.show_grid(x0, labels=[1, 2])
+    with pytest.raises(ValueError, match="nrow"):
+        viz.image_grid(x0, nrow=0)
+    with pytest.raises(ValueError, match="noise must have the shape of x0"):
+        viz.plot_histograms_over_t(x0, s, noise=torch.randn(1, 1, 8, 8))
+    with pytest.raises(TypeError, match="schedule must be a minidiff.NoiseSchedule"):
+        viz.t_slider(x0, "linear")
+    with pytest.raises(TypeError, match="schedules must be a dict"):
+        viz.plot_schedules([s])
