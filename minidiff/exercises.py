@@ -1,0 +1,238 @@
+r"""Automatic checks for the notebooks' exercises.
+
+Each exercise cell defines a function; the cell after it hands that function to a check:
+
+    q_step = md.exercises.check_q_step(q_step)
+
+The check runs the function and minidiff's own implementation on a few fixed inputs (several
+shapes, a batch of t and a single int t, the edges t = 0 and t = T−1, explicit noise) and then
+
+* all cases match          → prints one line and returns the learner's function;
+* NotImplementedError      → the exercise is not attempted yet: prints a note and returns
+                             minidiff's reference, so the rest of the notebook still runs;
+* a wrong result or error  → raises ``ExerciseError`` naming the case, what differs
+                             (shape, dtype or values, expected vs got) and a hint.
+
+``check`` is the generic core; ``check_q_step`` and friends are thin wrappers around it.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+# Plain submodule imports: neither imports this module, so minidiff/__init__ may import us anywhere.
+from . import diffusion, schedules
+
+
+class ExerciseError(AssertionError):
+    """An exercise function gave a wrong answer (or crashed) on one of the check's cases."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input to an exercise: ``fn(*args, **kwargs)``, described for error messages."""
+    description: str
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+
+
+# -- the generic core ---------------------------------------------------------------------------
+def check(name: str, fn: Callable, reference: Callable, cases: Sequence[Case], hint: str,
+          atol: float = 1e-5, rtol: float = 1e-4, output_names: Sequence[str] = ()) -> Callable:
+    """Compare ``fn`` with ``reference`` on every case; return the function later cells should use.
+
+    ``output_names`` names the elements when the reference returns a tuple (e.g. "mean", "variance").
+    """
+    if not callable(fn):
+        raise TypeError(f"{name}: the check expects your function; got {type(fn).__name__}")
+    if not cases:
+        raise ValueError(f"{name}: cases must hold at least one Case; got none")
+    # A learner's stray torch.randn must not shift the random numbers of the notebook's later cells.
+    with torch.random.fork_rng(devices=[]):
+        for i, case in enumerate(cases, start=1):
+            where = f"case {i} of {len(cases)}: {case.description}"
+            expected = _call(reference, case)
+            try:
+                got = _call(fn, case)
+            except NotImplementedError:
+                print(f"{name}: not attempted yet — using minidiff's reference implementation so the "
+                      f"rest of the notebook runs. (Replace the raise in the exercise cell to try it.)")
+                return reference
+            except Exception as exc:
+                raise ExerciseError(f"{name} raised an error on {where}\n"
+                                    f"  {type(exc).__name__}: {exc}\n  Hint: {hint}") from exc
+            problem = compare(expected, got, atol, rtol, output_names)
+            if problem is not None:
+                raise ExerciseError(f"{name} is not right yet, on {where}\n  {problem}\n  Hint: {hint}")
+    print(f"✓ {name}: correct on {len(cases)} test cases.")
+    return fn
+
+
+def _call(fn: Callable, case: Case) -> Any:
+    """``fn`` on a private copy of the case's inputs, so in-place edits cannot leak between calls."""
+    args, kwargs = copy.deepcopy((case.args, case.kwargs))
+    return fn(*args, **kwargs)
+
+
+def compare(expected: Any, got: Any, atol: float, rtol: float,
+            output_names: Sequence[str] = ()) -> Optional[str]:
+    """What is wrong with ``got`` (one line), or None when it matches ``expected``."""
+    if not isinstance(expected, tuple):
+        return compare_tensors(expected, got, atol, rtol)
+    names = list(output_names) or [f"element {i}" for i in range(len(expected))]
+    if not isinstance(got, (tuple, list)) or len(got) != len(expected):
+        length = f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""
+        return f"wrong return value: expected a tuple ({', '.join(names)}), got a {type(got).__name__}{length}"
+    for element, e, g in zip(names, expected, got):
+        problem = compare_tensors(e, g, atol, rtol)
+        if problem is not None:
+            return f"{element}: {problem}"
+    return None
+
+
+def compare_tensors(expected: Tensor, got: Any, atol: float, rtol: float) -> Optional[str]:
+    """Shape, then dtype, then values (``torch.isclose`` with ``atol``/``rtol``); None when all agree."""
+    if not isinstance(got, Tensor):
+        return f"wrong type: expected a torch.Tensor, got {type(got).__name__}"
+    if got.shape != expected.shape:
+        return f"wrong shape: expected {tuple(expected.shape)}, got {tuple(got.shape)}"
+    if got.dtype != expected.dtype:
+        note = ""
+        if got.dtype == torch.float64:
+            note = " (the schedule's tables are float64: cast coefficients to the image's dtype, .to(x.dtype))"
+        return f"wrong dtype: expected {expected.dtype}, got {got.dtype}{note}"
+    close = torch.isclose(got, expected, atol=atol, rtol=rtol, equal_nan=True)
+    if close.all():
+        return None
+    error = torch.where(close, 0.0, (got - expected).abs().nan_to_num(nan=float("inf")))
+    at = tuple(int(i) for i in torch.unravel_index(error.argmax(), error.shape))
+    return (f"wrong values: {int((~close).sum())} of {close.numel()} entries differ, largest abs error "
+            f"{error.max().item():.3g} at index {at}: expected {expected[at].item():.6g}, got "
+            f"{got[at].item():.6g} (tolerance atol={atol:g}, rtol={rtol:g})")
+
+
+def describe(**inputs: Any) -> str:
+    """A case's inputs in words: ``x_prev shape (2, 1, 4, 4), t=tensor([0, 9]), schedule=cosine (T=10)``."""
+    return ", ".join(_describe_one(name, value) for name, value in inputs.items())
+
+
+def _describe_one(name: str, value: Any) -> str:
+    if isinstance(value, schedules.NoiseSchedule):
+        return f"{name}={value.name} (T={value.num_steps})"
+    if isinstance(value, Tensor) and value.is_floating_point():
+        return f"{name} shape {tuple(value.shape)}"
+    if isinstance(value, Tensor):                   # timesteps, without repr's column padding
+        return f"{name}=tensor({value.tolist()})"
+    return f"{name}={value!r}"
+
+
+# -- inputs shared by the image exercises --------------------------------------------------------
+# (image shape, t, schedule): an int t and batches of t, the edges t = 0 and t = T−1, unsorted t.
+_IMAGE_CASES = [
+    ((2, 1, 4, 4), 0, ("linear", 1000)),
+    ((3, 1, 8, 8), [0, 10, 999], ("linear", 1000)),
+    ((4, 1, 28, 28), [0, 10, 500, 999], ("cosine", 1000)),
+    ((2, 3, 6, 6), 999, ("cosine", 1000)),
+    ((5, 2, 4, 4), [49, 0, 25, 1, 48], ("sigmoid", 50)),
+]
+
+
+# Float32 images: a learner may cast the float64 tables to float32 before the arithmetic, and 1 − ᾱ_t
+# then loses up to ~1e-3 of its relative precision near t = 0 (ᾱ_0 ≈ 1), so allow for that.
+IMAGE_TOLERANCE = {"atol": 2e-4, "rtol": 2e-3}
+
+
+def image_cases(arg_names: Sequence[str]) -> list[Case]:
+    """Cases with positional args named ``arg_names``: "t", "schedule", or else an image (seeded N(0, I))."""
+    cases = []
+    for seed, (shape, t, (kind, num_steps)) in enumerate(_IMAGE_CASES):
+        generator = torch.Generator().manual_seed(seed)
+        fixed = {"t": torch.tensor(t) if isinstance(t, list) else t,
+                 "schedule": schedules.make_schedule(kind, num_steps)}
+        inputs = {n: fixed[n] if n in fixed else torch.randn(shape, generator=generator) for n in arg_names}
+        cases.append(Case(describe(**inputs), tuple(inputs.values())))
+    return cases
+
+
+def _schedule_betas_cases() -> list[Case]:
+    """β tables of several schedules and lengths, plus a tiny hand-made one."""
+    tables = [schedules.NoiseSchedule.linear(10), schedules.NoiseSchedule.cosine(10),
+              schedules.NoiseSchedule.linear(1000), schedules.NoiseSchedule.sigmoid(20)]
+    cases = [Case(f"betas of the {s.name} schedule, T={s.num_steps} (float64)", (s.betas,))
+             for s in tables]
+    hand_made = torch.tensor([0.5, 0.25, 0.1], dtype=torch.float64)
+    return cases + [Case(f"betas={hand_made!r}", (hand_made,))]
+
+
+# -- notebook 01: the forward process ------------------------------------------------------------
+HINT_Q_STEP = ("x_t = √α_t·x_{t−1} + √β_t·ε with α_t = 1 − β_t = schedule.alphas[t] and β_t = schedule.betas[t]"
+               " — did you use ᾱ_t (alphas_cumprod) instead of α_t, or forget a square root? Use the noise you"
+               " are given; for t of shape (B,) reshape the coefficients to (B, 1, 1, 1) and cast them to"
+               " x_prev's dtype.")
+
+
+def check_q_step(fn: Callable) -> Callable:
+    """Check ``fn(x_prev, t, schedule, noise) -> x_t``, one forward step, against ``minidiff.q_step``."""
+    cases = image_cases(("x_prev", "t", "schedule", "noise"))
+    return check("q_step", fn, diffusion.q_step, cases, HINT_Q_STEP, **IMAGE_TOLERANCE)
+
+
+# -- notebook 02: the closed form and the posterior ----------------------------------------------
+HINT_ALPHAS_CUMPROD = ("ᾱ_t = ∏_{s≤t} (1 − β_s): a running *product* (torch.cumprod(..., dim=0)) of"
+                       " α = 1 − β, including step t itself, so ᾱ_0 = 1 − β_0. Return one value per β,"
+                       " in float64.")
+
+HINT_Q_SAMPLE = ("x_t = √ᾱ_t·x_0 + √(1 − ᾱ_t)·ε with ᾱ_t = schedule.alphas_cumprod[t] (the running product,"
+                 " not α_t) at exactly t (0-indexed: no t − 1 or t + 1). Use the noise you are given; for t of"
+                 " shape (B,) reshape the coefficients to (B, 1, 1, 1) and cast them to x0's dtype.")
+
+HINT_POSTERIOR_MEAN = ("μ̃_t = √ᾱ_{t−1}·β_t/(1 − ᾱ_t)·x_0 + √α_t·(1 − ᾱ_{t−1})/(1 − ᾱ_t)·x_t — x_0 takes"
+                       " the β_t coefficient, x_t the √α_t one. ᾱ_{t−1} is schedule.alphas_cumprod_prev[t],"
+                       " which is 1 at t = 0 (alphas_cumprod[t − 1] wraps around to the last entry there).")
+
+
+def check_alphas_cumprod(fn: Callable) -> Callable:
+    """Check ``fn(betas) -> alphas_cumprod`` (1-D float64, same length) against ``cumprod(1 - betas)``."""
+    return check("alphas_cumprod", fn, _reference_alphas_cumprod, _schedule_betas_cases(), HINT_ALPHAS_CUMPROD)
+
+
+def _reference_alphas_cumprod(betas: Tensor) -> Tensor:
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+def check_q_sample(fn: Callable) -> Callable:
+    """Check ``fn(x0, t, schedule, noise) -> x_t``, the closed-form jump, against ``minidiff.q_sample``."""
+    cases = image_cases(("x0", "t", "schedule", "noise"))
+    return check("q_sample", fn, diffusion.q_sample, cases, HINT_Q_SAMPLE, **IMAGE_TOLERANCE)
+
+
+def check_posterior_mean(fn: Callable) -> Callable:
+    """Check ``fn(x0, x_t, t, schedule) -> mean of q(x_{t−1} | x_t, x_0)`` against ``minidiff.q_posterior``."""
+    cases = image_cases(("x0", "x_t", "t", "schedule"))
+    return check("posterior_mean", fn, _reference_posterior_mean, cases, HINT_POSTERIOR_MEAN, **IMAGE_TOLERANCE)
+
+
+def _reference_posterior_mean(x0: Tensor, x_t: Tensor, t: schedules.Timesteps,
+                              schedule: schedules.NoiseSchedule) -> Tensor:
+    return diffusion.q_posterior(x0, x_t, t, schedule)[0]
+
+
+# -- notebook 03: schedules ---------------------------------------------------------------------
+HINT_COSINE = ("ᾱ(u) = cos²((u + s)/(1 + s)·π/2) at the T + 1 points u = t/T, t = 0 … T; then "
+               "β_t = 1 − ᾱ((t+1)/T)/ᾱ(t/T) for t = 0 … T−1, clipped to at most max_beta "
+               "(.clamp(max=max_beta)). Keep the offset s, compute in float64, return T values.")
+
+
+def check_cosine_schedule(fn: Callable) -> Callable:
+    """Check ``fn(num_steps, s=0.008, max_beta=0.999) -> betas`` against ``NoiseSchedule.cosine().betas``."""
+    settings = [(10, {}), (100, {}), (1000, {}), (100, {"s": 0.02}), (20, {"s": 0.0, "max_beta": 0.5})]
+    cases = [Case(describe(num_steps=n, **kwargs), (n,), kwargs) for n, kwargs in settings]
+    return check("cosine_schedule", fn, _reference_cosine_betas, cases, HINT_COSINE)
+
+
+def _reference_cosine_betas(num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
+    return schedules.NoiseSchedule.cosine(num_steps, s=s, max_beta=max_beta).betas

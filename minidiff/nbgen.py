@@ -1,0 +1,192 @@
+r"""Generate the student notebooks (notebooks/) from the solved ones (solutions/), the single source.
+
+    python -m minidiff.nbgen                     # solutions/*.ipynb -> notebooks/*.ipynb
+    python -m minidiff.nbgen --check             # exit 1, listing stale files, without writing
+    python -m minidiff.nbgen --strip-solutions   # also store solutions/ without outputs
+
+In a code cell every region from a line ``### BEGIN SOLUTION`` to ``### END SOLUTION`` becomes one line,
+at the BEGIN line's indentation:
+
+    raise NotImplementedError("Exercise 'q_step': replace this line with your implementation.")
+
+named after the enclosing ``def`` (or a ``# Exercise: NAME`` comment between that def and the region).
+A region must sit inside a function, so the check after it can fall back to minidiff's reference.
+In a markdown cell ``<!-- BEGIN SOLUTION -->`` … ``<!-- END SOLUTION -->`` becomes *Your answer here.*
+Outputs, execution counts and volatile metadata are dropped; cell ids are kept, so diffs stay small.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import sys
+from pathlib import Path
+from typing import Optional
+
+import nbformat
+
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+MD_REGION = re.compile(r"<!-- BEGIN SOLUTION -->.*?<!-- END SOLUTION -->", re.DOTALL)
+MD_MARKERS = ("<!-- BEGIN SOLUTION -->", "<!-- END SOLUTION -->")
+STUB = "raise NotImplementedError(\"Exercise '{name}': replace this line with your implementation.\")"
+ANSWER = "*Your answer here.*"
+DEF = re.compile(r"\s*(?:async\s+)?def\s+(\w+)\s*\(")
+EXERCISE = re.compile(r"\s*#\s*Exercise:\s*(\w+)")
+# Cell metadata that an author sets on purpose (nbval and slideshow read some); the rest is editor state.
+CELL_METADATA = ("tags", "editable", "deletable", "slideshow", "jupyter", "scrolled")
+
+
+class NotebookError(ValueError):
+    """A solution notebook whose markers cannot be turned into exercises."""
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def exercise_name(above: list[str], indent: int, where: str) -> str:
+    """The name of the function enclosing a region at ``indent``, given the cell's lines ``above`` it."""
+    comment = None
+    for line in reversed(above):
+        if not line.strip():
+            continue
+        if comment is None and (match := EXERCISE.match(line)):
+            comment = match.group(1)
+        if line.lstrip().startswith("#") or _indent(line) >= indent:
+            continue
+        indent = _indent(line)              # a line further out: the header of an enclosing block
+        if match := DEF.match(line):
+            return comment or match.group(1)
+    raise NotebookError(f"solution region in {where} is not inside a def; exercises must be functions so "
+                        f"the check can fall back to the reference")
+
+
+def stub_code(source: str, where: str) -> str:
+    """``source`` with every solution region replaced by a NotImplementedError stub."""
+    lines, out, region_start = source.split("\n"), [], None
+    for i, line in enumerate(lines):
+        marker = line.strip()
+        if marker.startswith(BEGIN):
+            if region_start is not None:
+                raise NotebookError(f"{where}: nested '{BEGIN}' (line {i + 1}) inside the region from line "
+                                    f"{region_start + 1}")
+            region_start = i
+        elif marker.startswith(END):
+            if region_start is None:
+                raise NotebookError(f"{where}: '{END}' on line {i + 1} without a '{BEGIN}' before it")
+            begin = lines[region_start]
+            name = exercise_name(lines[:region_start], _indent(begin), where)
+            out.append(begin[:_indent(begin)] + STUB.format(name=name))
+            region_start = None
+        elif region_start is None:
+            out.append(line)
+    if region_start is not None:
+        raise NotebookError(f"{where}: '{BEGIN}' on line {region_start + 1} has no '{END}'")
+    return "\n".join(out)
+
+
+def stub_markdown(source: str, where: str) -> str:
+    """``source`` with every written-answer region replaced by *Your answer here.*"""
+    out = MD_REGION.sub(ANSWER, source)
+    if any(marker in out for marker in MD_MARKERS):
+        raise NotebookError(f"{where}: unbalanced or nested {MD_MARKERS[0]} / {MD_MARKERS[1]} markers")
+    return out
+
+
+def cleaned_solution(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of ``nb`` without outputs, execution counts or volatile metadata; cells keep their ids."""
+    nb, metadata = copy.deepcopy(nb), nb.metadata
+    nb.metadata = nbformat.NotebookNode()
+    if "kernelspec" in metadata:
+        nb.metadata.kernelspec = copy.deepcopy(metadata.kernelspec)
+    if "name" in metadata.get("language_info", {}):  # its version fields change with every Python
+        nb.metadata.language_info = nbformat.NotebookNode(name=metadata.language_info.name)
+    nb.nbformat, nb.nbformat_minor = 4, max(nb.nbformat_minor, 5)
+    for i, cell in enumerate(nb.cells):
+        cell.setdefault("id", f"cell-{i}")  # fixed ids for pre-4.5 notebooks, instead of random ones
+        cell.metadata = nbformat.NotebookNode({k: v for k, v in cell.metadata.items() if k in CELL_METADATA})
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return nb
+
+
+def student_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
+    """The cleaned notebook with every solution region stubbed; ``name`` appears in error messages."""
+    nb = cleaned_solution(nb)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            cell.source = stub_code(cell.source, f"{name} cell {i}")
+        elif cell.cell_type == "markdown":
+            cell.source = stub_markdown(cell.source, f"{name} cell {i}")
+    return nb
+
+
+def render(nb: nbformat.NotebookNode) -> str:
+    """The file's text: nbformat's JSON has sorted keys, so the same notebook always gives the same bytes."""
+    text = nbformat.writes(nb, version=4)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def planned_files(solutions: Path, out: Path, strip_solutions: bool = False) -> dict[Path, str]:
+    """Every file to write, path -> text: one student notebook per solution (and the cleaned solutions)."""
+    files = {}
+    for path in sorted(solutions.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        files[out / path.name] = render(student_notebook(nb, str(path)))
+        if strip_solutions:
+            files[path] = render(cleaned_solution(nb))
+    return files
+
+
+def outdated(files: dict[Path, str]) -> list[Path]:
+    """The planned files that are missing on disk or differ from their planned text."""
+    return [path for path, text in files.items() if not path.exists() or path.read_text(encoding="utf-8") != text]
+
+
+def extra_notebooks(files: dict[Path, str], out: Path) -> list[Path]:
+    """Notebooks in ``out`` that no solution notebook makes."""
+    return sorted(set(out.glob("*.ipynb")) - set(files))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minidiff.nbgen", description=__doc__.split("\n")[0])
+    parser.add_argument("--solutions", type=Path, default=Path("solutions"), help="solved notebooks (source)")
+    parser.add_argument("--out", type=Path, default=Path("notebooks"), help="where student notebooks go")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 and list stale files")
+    parser.add_argument("--strip-solutions", action="store_true", help="also clear outputs of the solutions")
+    args = parser.parse_args(argv)
+    if not args.solutions.is_dir():
+        parser.error(f"--solutions must be a directory; got {args.solutions}")
+    try:
+        files = planned_files(args.solutions, args.out, args.strip_solutions)
+    except NotebookError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    stale, extra = outdated(files), extra_notebooks(files, args.out)
+    if args.check:
+        return report(stale, extra)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in stale:
+        with open(path, "w", encoding="utf-8", newline="\n") as f:
+            f.write(files[path])
+        print(f"wrote {path}")
+    for path in extra:
+        print(f"left alone: {path} (no solution notebook of that name)")
+    return 0
+
+
+def report(stale: list[Path], extra: list[Path]) -> int:
+    """``--check``: list what is stale and return the exit status (1 when anything is)."""
+    for path in stale:
+        print(f"stale: {path} ({'differs' if path.exists() else 'missing'})")
+    for path in extra:
+        print(f"stale: {path} (extra: no solution notebook of that name)")
+    if not stale and not extra:
+        print("up to date")
+        return 0
+    print("regenerate with: python -m minidiff.nbgen  (make notebooks)")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

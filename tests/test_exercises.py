@@ -1,0 +1,299 @@
+"""Exercise checks: right answers pass, stubs fall back to the reference, typical mistakes are explained."""
+import math
+
+import pytest
+import torch
+
+import minidiff as md
+from minidiff import exercises as ex
+from minidiff.exercises import Case, ExerciseError
+
+
+def coef(table, t, x):
+    """table[t] in x's dtype, shaped (B, 1, 1, 1) to broadcast over an image batch (as a learner writes it)."""
+    return table[t].to(x.dtype).reshape(-1, *(1,) * (x.ndim - 1))
+
+
+def assert_explained(check, fn, case, description, *fragments):
+    """``check(fn)`` raises ExerciseError naming ``case`` and ``description``, expected vs got, and the hint."""
+    with pytest.raises(ExerciseError, match=f"case {case} of 5") as excinfo:
+        check(fn)
+    message = str(excinfo.value)
+    for fragment in (description, "expected", "got", "Hint: ", *fragments):
+        assert fragment in message, f"{fragment!r} missing from:\n{message}"
+    return message
+
+
+# -- learner-style correct solutions --------------------------------------------------------------
+def q_step_ok(x_prev, t, s, noise):
+    return coef(s.alphas, t, x_prev).sqrt() * x_prev + coef(s.betas, t, x_prev).sqrt() * noise
+
+
+def q_sample_ok(x0, t, s, noise):
+    abar = coef(s.alphas_cumprod, t, x0)
+    return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+
+def posterior_mean_ok(x0, x_t, t, s):
+    """Casts every table to float32 first: near t = 0, 1 − ᾱ_t is then ~1e-3 off, and still accepted."""
+    abar, abar_prev = coef(s.alphas_cumprod, t, x0), coef(s.alphas_cumprod_prev, t, x0)
+    beta, alpha = coef(s.betas, t, x0), coef(s.alphas, t, x0)
+    return abar_prev.sqrt() * beta / (1 - abar) * x0 + alpha.sqrt() * (1 - abar_prev) / (1 - abar) * x_t
+
+
+def cosine_ok(num_steps, s=0.008, max_beta=0.999):
+    u = torch.linspace(0, 1, num_steps + 1, dtype=torch.float64)
+    abar = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+    return (1 - abar[1:] / abar[:-1]).clamp(max=max_beta)
+
+
+def alphas_cumprod_ok(betas):
+    out, running = [], 1.0
+    for beta in betas.tolist():
+        running *= 1 - beta
+        out.append(running)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+CHECKS = {  # check -> (minidiff's reference, a learner's correct solution)
+    ex.check_q_step: (md.q_step, q_step_ok),
+    ex.check_q_sample: (md.q_sample, q_sample_ok),
+    ex.check_alphas_cumprod: (lambda betas: torch.cumprod(1 - betas, 0), alphas_cumprod_ok),
+    ex.check_posterior_mean: (lambda x0, x_t, t, s: md.q_posterior(x0, x_t, t, s)[0], posterior_mean_ok),
+    ex.check_cosine_schedule: (lambda n, s=0.008, max_beta=0.999: md.NoiseSchedule.cosine(n, s, max_beta).betas,
+                               cosine_ok),
+}
+NAMES = {ex.check_q_step: "q_step", ex.check_q_sample: "q_sample", ex.check_alphas_cumprod: "alphas_cumprod",
+         ex.check_posterior_mean: "posterior_mean", ex.check_cosine_schedule: "cosine_schedule"}
+
+
+# -- every check: pass, not attempted, crash ---------------------------------------------------------
+@pytest.mark.parametrize("check", list(CHECKS), ids=list(NAMES.values()))
+@pytest.mark.parametrize("which", ["reference", "learner"])
+def test_correct_function_passes_and_is_returned(check, which, capsys):
+    fn = CHECKS[check][0 if which == "reference" else 1]
+    assert check(fn) is fn
+    assert capsys.readouterr().out == f"✓ {NAMES[check]}: correct on 5 test cases.\n"
+
+
+@pytest.mark.parametrize("check", list(CHECKS), ids=list(NAMES.values()))
+def test_stub_falls_back_to_the_reference(check, capsys):
+    def stub(*args, **kwargs):
+        raise NotImplementedError(f"Exercise '{NAMES[check]}': replace this line with your implementation.")
+
+    returned = check(stub)
+    out = capsys.readouterr().out
+    assert out.startswith(f"{NAMES[check]}: not attempted yet — using minidiff's reference implementation")
+    assert "(Replace the raise in the exercise cell to try it.)" in out
+    assert returned is not stub
+    assert check(returned) is returned                     # the fallback is right on every case
+    if check in (ex.check_q_step, ex.check_q_sample):
+        assert returned is CHECKS[check][0]
+
+
+@pytest.mark.parametrize("check", list(CHECKS), ids=list(NAMES.values()))
+def test_any_other_exception_is_explained_and_chained(check):
+    def crashes(*args, **kwargs):
+        raise KeyError("no such table")
+
+    with pytest.raises(ExerciseError, match="raised an error on case 1 of 5") as excinfo:
+        check(crashes)
+    assert "KeyError: 'no such table'" in str(excinfo.value) and "Hint: " in str(excinfo.value)
+    assert isinstance(excinfo.value.__cause__, KeyError)
+
+
+# -- q_step ---------------------------------------------------------------------------------------
+def test_q_step_with_alphas_cumprod_instead_of_alphas():
+    def wrong(x_prev, t, s, noise):   # ᾱ_t = α_t only at t = 0, so case 1 passes
+        return coef(s.alphas_cumprod, t, x_prev).sqrt() * x_prev + coef(s.betas, t, x_prev).sqrt() * noise
+    message = assert_explained(ex.check_q_step, wrong, 2, "x_prev shape (3, 1, 8, 8), t=tensor([0, 10, 999])",
+                               "wrong values", "largest abs error", "tolerance")
+    assert ex.HINT_Q_STEP in message
+
+
+def test_q_step_without_square_roots():
+    def wrong(x_prev, t, s, noise):
+        return coef(s.alphas, t, x_prev) * x_prev + coef(s.betas, t, x_prev) * noise
+    assert_explained(ex.check_q_step, wrong, 1, "x_prev shape (2, 1, 4, 4), t=0", "wrong values")
+
+
+def test_q_step_left_in_float64():
+    def wrong(x_prev, t, s, noise):
+        return s.alphas[t].sqrt().reshape(-1, 1, 1, 1) * x_prev + s.betas[t].sqrt().reshape(-1, 1, 1, 1) * noise
+    assert_explained(ex.check_q_step, wrong, 1, "t=0",
+                     "wrong dtype: expected torch.float32, got torch.float64", ".to(x.dtype)")
+
+
+def test_q_step_wrong_shape():
+    def wrong(x_prev, t, s, noise):
+        return q_step_ok(x_prev, t, s, noise).squeeze(1)
+    assert_explained(ex.check_q_step, wrong, 1, "x_prev shape (2, 1, 4, 4)",
+                     "wrong shape: expected (2, 1, 4, 4), got (2, 4, 4)")
+
+
+def test_q_step_without_broadcast_crashes_with_a_clear_message():
+    def wrong(x_prev, t, s, noise):   # (B,) against (B, C, H, W) lines B up with W
+        return s.alphas[t].float().sqrt() * x_prev + s.betas[t].float().sqrt() * noise
+    with pytest.raises(ExerciseError, match="raised an error on case 2 of 5") as excinfo:
+        ex.check_q_step(wrong)
+    assert "t=tensor([0, 10, 999])" in str(excinfo.value) and "RuntimeError" in str(excinfo.value)
+
+
+def test_q_step_that_draws_its_own_noise():
+    def wrong(x_prev, t, s, noise):
+        return q_step_ok(x_prev, t, s, torch.randn_like(x_prev))
+    state = torch.random.get_rng_state()
+    assert_explained(ex.check_q_step, wrong, 1, "noise shape (2, 1, 4, 4)", "wrong values")
+    assert torch.equal(torch.random.get_rng_state(), state), "a check must not move the global RNG"
+
+
+# -- alphas_cumprod -------------------------------------------------------------------------------
+@pytest.mark.parametrize("wrong, case, problem", [
+    (lambda betas: torch.cumsum(1 - betas, 0), 1, "wrong values"),
+    (lambda betas: torch.cumprod(betas, 0), 1, "wrong values"),
+    (lambda betas: torch.cat([betas.new_ones(1), torch.cumprod(1 - betas, 0)[:-1]]), 1, "wrong values"),
+    (lambda betas: torch.cumprod(1 - betas, 0).float(), 1, "wrong dtype: expected torch.float64, got torch.float32"),
+    (lambda betas: torch.cumprod(1 - betas, 0)[:-1], 1, "wrong shape: expected (10,), got (9,)"),
+], ids=["cumsum", "cumprod_of_betas", "shifted_by_one", "float32", "one_short"])
+def test_alphas_cumprod_mistakes(wrong, case, problem):
+    message = assert_explained(ex.check_alphas_cumprod, wrong, case, "betas of the linear schedule, T=10", problem)
+    assert ex.HINT_ALPHAS_CUMPROD in message
+
+
+# -- q_sample -------------------------------------------------------------------------------------
+def test_q_sample_with_alphas_instead_of_alphas_cumprod():
+    def wrong(x0, t, s, noise):
+        a = coef(s.alphas, t, x0)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+    message = assert_explained(ex.check_q_sample, wrong, 2, "x0 shape (3, 1, 8, 8), t=tensor([0, 10, 999])",
+                               "wrong values")
+    assert ex.HINT_Q_SAMPLE in message
+
+
+def test_q_sample_off_by_one_in_t():
+    def wrong(x0, t, s, noise):       # t − 1 wraps around to T − 1 at t = 0
+        return q_sample_ok(x0, t - 1, s, noise)
+    assert_explained(ex.check_q_sample, wrong, 1, "x0 shape (2, 1, 4, 4), t=0, schedule=linear (T=1000)",
+                     "wrong values", "at index (")
+
+
+def test_q_sample_without_square_roots():
+    def wrong(x0, t, s, noise):
+        abar = coef(s.alphas_cumprod, t, x0)
+        return abar * x0 + (1 - abar) * noise
+    assert_explained(ex.check_q_sample, wrong, 1, "t=0", "wrong values")
+
+
+def test_q_sample_t_plus_one():
+    def wrong(x0, t, s, noise):       # one step too far: wrong already at t = 0
+        return q_sample_ok(x0, t + 1, s, noise)
+    assert_explained(ex.check_q_sample, wrong, 1, "t=0", "wrong values")
+
+
+def test_q_sample_t_plus_one_on_batches_only_crashes_at_the_last_step():
+    def wrong(x0, t, s, noise):
+        return q_sample_ok(x0, t if isinstance(t, int) else t + 1, s, noise)
+    with pytest.raises(ExerciseError, match="q_sample raised an error on case 2 of 5") as excinfo:
+        ex.check_q_sample(wrong)
+    assert "t=tensor([0, 10, 999])" in str(excinfo.value) and "IndexError" in str(excinfo.value)
+
+
+
+# -- posterior_mean -------------------------------------------------------------------------------
+def test_posterior_mean_with_coefficients_swapped():
+    def wrong(x0, x_t, t, s):
+        return posterior_mean_ok(x_t, x0, t, s)
+    message = assert_explained(ex.check_posterior_mean, wrong, 1, "x0 shape (2, 1, 4, 4), x_t shape (2, 1, 4, 4)",
+                               "wrong values")
+    assert ex.HINT_POSTERIOR_MEAN in message
+
+
+def test_posterior_mean_with_alphas_cumprod_of_t_minus_one():
+    def wrong(x0, x_t, t, s):         # right for t ≥ 1, wraps around at t = 0
+        abar, abar_prev = coef(s.alphas_cumprod, t, x0), coef(s.alphas_cumprod, t - 1, x0)
+        beta, alpha = coef(s.betas, t, x0), coef(s.alphas, t, x0)
+        return abar_prev.sqrt() * beta / (1 - abar) * x0 + alpha.sqrt() * (1 - abar_prev) / (1 - abar) * x_t
+    assert_explained(ex.check_posterior_mean, wrong, 1, "t=0", "wrong values")
+
+
+def test_posterior_mean_with_alphas_cumprod_instead_of_prev():
+    def wrong(x0, x_t, t, s):
+        abar = coef(s.alphas_cumprod, t, x0)
+        beta, alpha = coef(s.betas, t, x0), coef(s.alphas, t, x0)
+        return abar.sqrt() * beta / (1 - abar) * x0 + alpha.sqrt() * (1 - abar) / (1 - abar) * x_t
+    assert_explained(ex.check_posterior_mean, wrong, 1, "t=0", "wrong values")
+
+
+# -- cosine_schedule ------------------------------------------------------------------------------
+def test_cosine_without_offset():
+    def wrong(num_steps, s=0.008, max_beta=0.999):
+        return cosine_ok(num_steps, 0.0, max_beta)
+    message = assert_explained(ex.check_cosine_schedule, wrong, 1, "num_steps=10", "wrong values")
+    assert ex.HINT_COSINE in message
+
+
+def test_cosine_without_clipping():
+    def wrong(num_steps, s=0.008, max_beta=0.999):
+        return cosine_ok(num_steps, s, max_beta=1.0)
+    message = assert_explained(ex.check_cosine_schedule, wrong, 1, "num_steps=10", "wrong values")
+    assert "at index (9,): expected 0.999, got 1" in message
+
+
+def test_cosine_from_python_floats_is_float32():
+    def wrong(num_steps, s=0.008, max_beta=0.999):
+        return torch.tensor(cosine_ok(num_steps, s, max_beta).tolist())
+    assert_explained(ex.check_cosine_schedule, wrong, 1, "num_steps=10",
+                     "wrong dtype: expected torch.float64, got torch.float32")
+
+
+def test_cosine_with_t_points_instead_of_t_plus_one():
+    def wrong(num_steps, s=0.008, max_beta=0.999):
+        return cosine_ok(num_steps - 1, s, max_beta)
+    assert_explained(ex.check_cosine_schedule, wrong, 1, "num_steps=10", "wrong shape: expected (10,), got (9,)")
+
+
+def test_cosine_ignoring_its_arguments_fails_on_the_case_that_sets_them():
+    def wrong(num_steps, s=0.008, max_beta=0.999):
+        return cosine_ok(num_steps)
+    assert_explained(ex.check_cosine_schedule, wrong, 4, "num_steps=100, s=0.02", "wrong values")
+
+
+# -- the generic core -----------------------------------------------------------------------------
+@pytest.fixture
+def posterior_cases():
+    return ex.image_cases(("x0", "x_t", "t", "schedule"))
+
+
+def test_tuple_outputs_are_compared_element_by_element(posterior_cases, capsys):
+    names = ("mean", "variance")
+    assert ex.check("q_posterior", md.q_posterior, md.q_posterior, posterior_cases, "h", output_names=names)
+
+    def wrong_variance(x0, x_t, t, s):
+        mean, variance = md.q_posterior(x0, x_t, t, s)
+        return mean, variance * 2
+    with pytest.raises(ExerciseError, match="variance: wrong values"):
+        ex.check("q_posterior", wrong_variance, md.q_posterior, posterior_cases, "h", output_names=names)
+    with pytest.raises(ExerciseError, match=r"expected a tuple \(mean, variance\), got a Tensor"):
+        ex.check("q_posterior", posterior_mean_ok, md.q_posterior, posterior_cases, "h", output_names=names)
+
+
+def test_nan_is_reported_as_a_wrong_value():
+    cases = [Case("x=[1, 2]", (torch.tensor([1.0, 2.0]),))]
+    with pytest.raises(ExerciseError, match=r"1 of 2 entries differ.*at index \(1,\): expected 2, got nan"):
+        ex.check("identity", lambda x: torch.tensor([1.0, float("nan")]), lambda x: x, cases, "h")
+
+
+def test_in_place_edits_do_not_reach_the_reference():
+    cases = [Case("x=[1, 2]", (torch.tensor([1.0, 2.0]),))]
+    assert ex.check("double", lambda x: x.mul_(2), lambda x: 2 * x, cases, "h")
+
+
+def test_bad_arguments_to_check():
+    with pytest.raises(TypeError, match="q_step: the check expects your function; got int"):
+        ex.check_q_step(3)
+    with pytest.raises(ValueError, match="at least one Case"):
+        ex.check("f", lambda: 0, lambda: 0, [], "h")
+
+
+def test_exercise_error_is_an_assertion_error():
+    assert issubclass(ExerciseError, AssertionError)

@@ -1,0 +1,220 @@
+"""Student notebooks from solutions: stubs, cleaning, errors, determinism, --check, and the repo's own notebooks."""
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from minidiff import nbgen
+from minidiff.nbgen import NotebookError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+Q_STEP = '''import torch
+
+def q_step(x_prev, t, s, noise):
+    """One forward step."""
+    ### BEGIN SOLUTION
+    a = s.alphas[t].sqrt()
+    return a * x_prev + (1 - a**2).sqrt() * noise
+    ### END SOLUTION
+
+print("defined")'''
+
+STUB = "raise NotImplementedError(\"Exercise '{}': replace this line with your implementation.\")"
+
+
+def notebook(*cells):
+    nb = new_notebook(cells=[new_code_cell(c) if isinstance(c, str) else c for c in cells])
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def stub(source):
+    return nbgen.student_notebook(notebook(source), "sol.ipynb").cells[0].source
+
+
+def write_solutions(tmp_path, **notebooks):
+    (tmp_path / "solutions").mkdir(exist_ok=True)
+    for name, nb in notebooks.items():
+        nbformat.write(nb, tmp_path / "solutions" / f"{name}.ipynb")
+    return ["--solutions", str(tmp_path / "solutions"), "--out", str(tmp_path / "notebooks")]
+
+
+# -- code regions ---------------------------------------------------------------------------------
+def test_region_becomes_one_stub_line_and_the_rest_is_untouched():
+    assert stub(Q_STEP) == (
+        'import torch\n\ndef q_step(x_prev, t, s, noise):\n    """One forward step."""\n'
+        f'    {STUB.format("q_step")}\n\nprint("defined")')
+
+
+def test_stub_raises_not_implemented_error_naming_the_exercise():
+    namespace = {}
+    exec(stub(Q_STEP), namespace)
+    with pytest.raises(NotImplementedError, match=r"^Exercise 'q_step': replace this line"):
+        namespace["q_step"](None, 0, None, None)
+
+
+@pytest.mark.parametrize("source, name, indent", [
+    ("def outer(x):\n    def inner(y):\n        ### BEGIN SOLUTION\n        return y\n        ### END SOLUTION\n"
+     "    return inner(x)", "inner", 8),
+    ("class Net:\n    def forward(self, x):\n        ### BEGIN SOLUTION\n        return x\n        ### END SOLUTION",
+     "forward", 8),
+    ("def f(xs):\n    for x in xs:\n        if x:\n            ### BEGIN SOLUTION\n            pass\n"
+     "            ### END SOLUTION\n    return xs", "f", 12),
+    ("def f(a,\n      b):\n    # Exercise: posterior_mean\n    ### BEGIN SOLUTION\n    return a\n    ### END SOLUTION",
+     "posterior_mean", 4),
+])
+def test_stub_is_named_after_the_enclosing_def_at_the_begin_indentation(source, name, indent):
+    lines = stub(source).split("\n")
+    stub_line = next(line for line in lines if "NotImplementedError" in line)
+    assert stub_line == " " * indent + STUB.format(name)
+    assert "SOLUTION" not in stub(source)
+
+
+def test_two_regions_in_one_cell():
+    source = ("def a():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\n\n"
+              "def b():\n    ### BEGIN SOLUTION\n    return 2\n    ### END SOLUTION")
+    assert stub(source) == f"def a():\n    {STUB.format('a')}\n\ndef b():\n    {STUB.format('b')}"
+
+
+@pytest.mark.parametrize("source", [
+    "### BEGIN SOLUTION\nx = 1\n### END SOLUTION",
+    "def helper():\n    return 1\nfor i in range(3):\n    ### BEGIN SOLUTION\n    x = i\n    ### END SOLUTION",
+])
+def test_region_outside_a_def_is_an_error(source):
+    with pytest.raises(NotebookError, match=r"solution region in sol.ipynb cell 0 is not inside a def; "
+                                            r"exercises must be functions"):
+        stub(source)
+
+
+@pytest.mark.parametrize("source, problem", [
+    ("def f():\n    ### BEGIN SOLUTION\n    return 1", "has no '### END SOLUTION'"),
+    ("def f():\n    return 1\n    ### END SOLUTION", "without a '### BEGIN SOLUTION'"),
+    ("def f():\n    ### BEGIN SOLUTION\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\n"
+     "    ### END SOLUTION", "nested '### BEGIN SOLUTION'"),
+])
+def test_unbalanced_markers_name_notebook_and_cell(source, problem):
+    nb = notebook("x = 1", source)
+    with pytest.raises(NotebookError, match="sol.ipynb cell 1") as excinfo:
+        nbgen.student_notebook(nb, "sol.ipynb")
+    assert problem in str(excinfo.value)
+
+
+# -- markdown, outputs, metadata ------------------------------------------------------------------
+def test_markdown_regions_become_a_placeholder():
+    md = new_markdown_cell("Why?\n<!-- BEGIN SOLUTION -->\nBecause ᾱ_t → 0.\n<!-- END SOLUTION -->\nNext.")
+    assert nbgen.student_notebook(notebook(md)).cells[0].source == "Why?\n*Your answer here.*\nNext."
+
+
+def test_unbalanced_markdown_markers_are_an_error():
+    md = new_markdown_cell("Why?\n<!-- BEGIN SOLUTION -->\nBecause.")
+    with pytest.raises(NotebookError, match="sol.ipynb cell 1: unbalanced"):
+        nbgen.student_notebook(notebook("x = 1", md), "sol.ipynb")
+
+
+def test_outputs_counts_and_volatile_metadata_are_dropped_ids_kept():
+    nb = notebook("print(1)", new_markdown_cell("# Title"))
+    nb.cells[0].outputs = [new_output("stream", text="1\n")]
+    nb.cells[0].execution_count = 7
+    nb.cells[0].metadata = {"execution": {"iopub.execute_input": "2024"}, "collapsed": True, "tags": ["keep"]}
+    nb.metadata.language_info = {"name": "python", "version": "3.12.1"}
+    nb.metadata.widgets = {"state": {}}
+    for clean in (nbgen.student_notebook(nb), nbgen.cleaned_solution(nb)):
+        assert clean.cells[0].outputs == [] and clean.cells[0].execution_count is None
+        assert clean.cells[0].metadata == {"tags": ["keep"]}
+        assert [c.id for c in clean.cells] == [c.id for c in nb.cells]
+        assert clean.metadata == {"kernelspec": nb.metadata.kernelspec, "language_info": {"name": "python"}}
+    assert nb.cells[0].outputs, "the input notebook must not be modified"
+
+
+def test_cleaned_solution_keeps_the_solution_code():
+    assert nbgen.cleaned_solution(notebook(Q_STEP)).cells[0].source == Q_STEP
+
+
+# -- files: determinism, --check, --strip-solutions ------------------------------------------------
+def test_generation_is_deterministic(tmp_path):
+    args = write_solutions(tmp_path, **{"01_forward": notebook(Q_STEP), "02_more": notebook("x = 1")})
+    assert nbgen.main(args) == 0
+    first = {p.name: p.read_bytes() for p in (tmp_path / "notebooks").glob("*.ipynb")}
+    for p in (tmp_path / "notebooks").glob("*.ipynb"):
+        p.unlink()
+    assert nbgen.main(args) == 0
+    assert {p.name: p.read_bytes() for p in (tmp_path / "notebooks").glob("*.ipynb")} == first
+    assert set(first) == {"01_forward.ipynb", "02_more.ipynb"}
+
+
+def test_pre_4_5_notebooks_get_fixed_ids(tmp_path):
+    nb = notebook(Q_STEP, "x = 1")
+    nb.nbformat_minor = 4
+    for cell in nb.cells:
+        del cell["id"]
+    texts = {nbgen.render(nbgen.student_notebook(nb)) for _ in range(2)}
+    assert len(texts) == 1 and '"id": "cell-1"' in texts.pop()
+
+
+def test_check_finds_missing_differing_and_extra_notebooks(tmp_path, capsys):
+    args = write_solutions(tmp_path, a=notebook(Q_STEP), b=notebook("x = 1"))
+    assert nbgen.main(args + ["--check"]) == 1
+    assert not (tmp_path / "notebooks").exists(), "--check must not write"
+    assert "notebooks/a.ipynb (missing)" in capsys.readouterr().out
+
+    assert nbgen.main(args) == 0
+    assert nbgen.main(args + ["--check"]) == 0
+    assert "up to date" in capsys.readouterr().out
+
+    write_solutions(tmp_path, b=notebook("x = 2"))
+    nbformat.write(notebook("scratch"), tmp_path / "notebooks" / "c.ipynb")
+    assert nbgen.main(args + ["--check"]) == 1
+    out = capsys.readouterr().out
+    assert "notebooks/b.ipynb (differs)" in out and "notebooks/c.ipynb (extra" in out
+    assert "a.ipynb" not in out
+
+    assert nbgen.main(args) == 0                # regenerates b, leaves the extra c alone
+    assert "left alone" in capsys.readouterr().out and (tmp_path / "notebooks" / "c.ipynb").exists()
+
+
+def test_bad_solution_notebook_is_reported_not_written(tmp_path, capsys):
+    args = write_solutions(tmp_path, bad=notebook("### BEGIN SOLUTION\nx = 1\n### END SOLUTION"))
+    assert nbgen.main(args) == 1
+    assert "bad.ipynb cell 0 is not inside a def" in capsys.readouterr().err
+    assert not (tmp_path / "notebooks").exists()
+
+
+def test_strip_solutions_cleans_solutions_in_place(tmp_path):
+    nb = notebook(Q_STEP)
+    nb.cells[0].outputs, nb.cells[0].execution_count = [new_output("stream", text="defined\n")], 1
+    args = write_solutions(tmp_path, a=nb)
+    assert nbgen.main(args + ["--check", "--strip-solutions"]) == 1
+    assert nbgen.main(args + ["--strip-solutions"]) == 0
+    solution = nbformat.read(tmp_path / "solutions" / "a.ipynb", as_version=4)
+    assert solution.cells[0].outputs == [] and solution.cells[0].source == Q_STEP
+    assert nbgen.main(args + ["--check", "--strip-solutions"]) == 0
+
+
+def test_command_line_defaults_to_solutions_and_notebooks_in_cwd(tmp_path):
+    write_solutions(tmp_path, a=notebook(Q_STEP))
+    done = subprocess.run([sys.executable, "-m", "minidiff.nbgen"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert STUB.format("q_step").replace('"', '\\"') in (tmp_path / "notebooks" / "a.ipynb").read_text()
+
+
+# -- the repository's own notebooks ---------------------------------------------------------------
+def test_notebooks_are_up_to_date_with_solutions():
+    """notebooks/ is stale when it differs from what `make notebooks` would write."""
+    if not list((ROOT / "solutions").glob("*.ipynb")):
+        pytest.skip("solutions/ has no notebooks yet")
+    files = nbgen.planned_files(ROOT / "solutions", ROOT / "notebooks")
+    stale = nbgen.outdated(files) + nbgen.extra_notebooks(files, ROOT / "notebooks")
+    assert not stale, f"notebooks/ is stale: {[str(p.relative_to(ROOT)) for p in stale]}; run `make notebooks`"
+
+
+def test_solutions_are_stored_without_outputs():
+    if not list((ROOT / "solutions").glob("*.ipynb")):
+        pytest.skip("solutions/ has no notebooks yet")
+    files = nbgen.planned_files(ROOT / "solutions", ROOT / "notebooks", strip_solutions=True)
+    dirty = [p for p in nbgen.outdated(files) if p.parent.name == "solutions"]
+    assert not dirty, (f"solutions with outputs or volatile metadata: {[p.name for p in dirty]}; "
+                       f"run `python -m minidiff.nbgen --strip-solutions`")
