@@ -236,3 +236,34 @@ def check_cosine_schedule(fn: Callable) -> Callable:
 
 def _reference_cosine_betas(num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
     return schedules.NoiseSchedule.cosine(num_steps, s=s, max_beta=max_beta).betas
+
+
+# -- notebook 04: the U-Net ---------------------------------------------------------------------
+HINT_EMBEDDING = ("ω_i = max_period^(−i/h) for i = 0 … h−1 with h = dim/2 (torch.exp(−log(max_period)·i/h)); "
+                  "angles = t[:, None]·ω[None, :] in float32; return torch.cat([cos(angles), sin(angles)], dim=1) "
+                  "— cosines first, shape (B, dim).")
+
+HINT_INJECT_TIME = ("Apply SiLU to emb, then emb_layer: (B, 2C). The first C columns are the scale γ, the last C "
+                    "the shift β (.chunk(2, dim=1)); reshape both to (B, C, 1, 1) and return h·(1 + γ) + β — "
+                    "note the 1 +, and that the SiLU comes before the linear layer.")
+
+
+def check_timestep_embedding(fn: Callable) -> Callable:
+    """Check ``fn(t, dim, max_period=10000) -> (B, dim)`` against ``minidiff.timestep_embedding`` (even dims)."""
+    from .nn.embedding import timestep_embedding
+    settings = [([0, 1, 2], 2, {}), ([0, 10, 500, 999], 8, {}), ([3, 999], 64, {}),
+                ([0, 250, 999], 128, {}), ([5, 50], 16, {"max_period": 100})]
+    cases = [Case(describe(t=torch.tensor(t), dim=d, **kw), (torch.tensor(t), d), kw) for t, d, kw in settings]
+    return check("timestep_embedding", fn, timestep_embedding, cases, HINT_EMBEDDING, atol=1e-4, rtol=1e-4)
+
+
+def check_inject_time(fn: Callable) -> Callable:
+    """Check ``fn(h, emb, emb_layer) -> h·(1 + γ) + β`` (FiLM) against the U-Net's ``film``."""
+    from .nn.unet import film
+    cases = []
+    with torch.random.fork_rng(devices=[]):            # seeded layers without touching the notebook's RNG
+        for seed, (b, c, hw, e) in enumerate([(2, 4, 3, 8), (3, 16, 7, 32), (1, 8, 14, 16)]):
+            torch.manual_seed(seed)
+            h, emb, layer = torch.randn(b, c, hw, hw), torch.randn(b, e), torch.nn.Linear(e, 2 * c)
+            cases.append(Case(describe(h=h, emb=emb) + f", emb_layer=Linear({e}, {2 * c})", (h, emb, layer)))
+    return check("inject_time", fn, film, cases, HINT_INJECT_TIME)

@@ -297,3 +297,50 @@ def test_bad_arguments_to_check():
 
 def test_exercise_error_is_an_assertion_error():
     assert issubclass(ExerciseError, AssertionError)
+
+
+# -- notebook 04 --------------------------------------------------------------------------------
+import math as _math
+
+import torch.nn.functional as _F
+
+
+def _embedding(t, dim, max_period=10000, sines_first=False, no_log=False):
+    half = dim // 2
+    exponent = torch.arange(half, dtype=torch.float32) / half
+    freqs = max_period ** (-exponent) if no_log else torch.exp(-_math.log(max_period) * exponent)
+    angles = t.float()[:, None] * freqs[None, :]
+    parts = [torch.sin(angles), torch.cos(angles)] if sines_first else [torch.cos(angles), torch.sin(angles)]
+    return torch.cat(parts, dim=1)
+
+
+def test_check_timestep_embedding_accepts_right_and_rejects_wrong(capsys):
+    assert md.exercises.check_timestep_embedding(_embedding) is _embedding
+    assert "correct on 5 test cases" in capsys.readouterr().out
+    with pytest.raises(md.exercises.ExerciseError, match=r"(?s)timestep_embedding is not right yet.*expected.*got.*cosines first"):
+        md.exercises.check_timestep_embedding(lambda t, dim, max_period=10000: _embedding(t, dim, max_period, sines_first=True))
+    with pytest.raises(md.exercises.ExerciseError, match=r"(?s)wrong shape: expected \(3, 2\), got \(3, 1\)"):
+        md.exercises.check_timestep_embedding(lambda t, dim, max_period=10000: _embedding(t, dim)[:, :1])
+
+
+def test_check_timestep_embedding_not_attempted(capsys):
+    def stub(t, dim, max_period=10000):
+        raise NotImplementedError("Exercise 'timestep_embedding': replace this line with your implementation.")
+    assert md.exercises.check_timestep_embedding(stub) is md.timestep_embedding
+    assert "not attempted yet" in capsys.readouterr().out
+
+
+def _film(h, emb, layer, silu=True, one_plus=True):
+    scale, shift = layer(_F.silu(emb) if silu else emb).chunk(2, dim=1)
+    scale = (1 + scale) if one_plus else scale
+    return h * scale[:, :, None, None] + shift[:, :, None, None]
+
+
+def test_check_inject_time(capsys):
+    assert md.exercises.check_inject_time(_film) is _film
+    for wrong in (lambda h, e, l: _film(h, e, l, silu=False), lambda h, e, l: _film(h, e, l, one_plus=False)):
+        with pytest.raises(md.exercises.ExerciseError, match=r"(?s)inject_time is not right yet, on case 1 of 3.*emb_layer=Linear\(8, 8\).*Hint"):
+            md.exercises.check_inject_time(wrong)
+    before = torch.random.get_rng_state()
+    md.exercises.check_inject_time(_film)
+    assert torch.equal(before, torch.random.get_rng_state()), "a check must not move the notebook's RNG"

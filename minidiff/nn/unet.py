@@ -46,6 +46,13 @@ def zero_init(module: nn.Module) -> nn.Module:
     return module
 
 
+def film(h: Tensor, emb: Tensor, emb_layer: nn.Linear) -> Tensor:
+    r"""Feature-wise linear modulation: $[\gamma, \beta] = W\,\mathrm{SiLU}(e) + b$, then $h \odot (1 + \gamma) + \beta$,
+    with $\gamma, \beta$ of shape (B, C) broadcast over H and W."""
+    scale, shift = rearrange(emb_layer(F.silu(emb)), "b (two c) -> two b c 1 1", two=2)
+    return h * (1 + scale) + shift
+
+
 class ResBlock(nn.Module):
     r"""$h = \mathrm{conv}(\mathrm{SiLU}(\mathrm{GN}(x)))$; $h = \mathrm{GN}(h)\,(1 + \gamma(e)) + \beta(e)$;
     $\text{out} = x' + \mathrm{conv}(\mathrm{dropout}(\mathrm{SiLU}(h)))$, where $(\gamma, \beta)$ come from the
@@ -61,8 +68,7 @@ class ResBlock(nn.Module):
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = rearrange(self.emb(F.silu(emb)), "b (two c) -> two b c 1 1", two=2)
-        h = self.norm2(h) * (1 + scale) + shift
+        h = film(self.norm2(h), emb, self.emb)
         return self.skip(x) + self.conv2(self.dropout(F.silu(h)))
 
 

@@ -1,0 +1,309 @@
+"""The training loop: lr schedule, EMA, a loss that falls, exact resume, the NaN guard, DDP on gloo."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import minidiff as md
+from minidiff import train as train_module
+from minidiff.checkpoint import load_checkpoint
+from minidiff.losses import diffusion_loss
+from minidiff.train import (DiffusionConfig, NonFiniteLossError, RunConfig, TrainConfig, Trainer, ddim_sample_fn,
+                            ema_decay_at, ema_update, load_trained, lr_at, per_sample_loss)
+
+HERE = Path(__file__).resolve().parent
+
+
+def tiny_config(num_classes=3, dropout=0.1, image_size=8) -> md.UNetConfig:
+    return md.UNetConfig(image_size=image_size, in_channels=1, base_channels=8, channel_mults=(1, 2),
+                         blocks_per_level=1, attention_resolutions=(4,), dropout=dropout,
+                         num_classes=num_classes, head_dim=8)
+
+
+def tiny_data(n=32, seed=0, image_size=8):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 1, image_size, image_size, generator=g) * 2 - 1
+    return images, torch.randint(0, 3, (n,), generator=g)
+
+
+QUIET = RunConfig(device="cpu", log_every=2, progress=False)
+
+
+# -- schedule and EMA -------------------------------------------------------------------------------
+def test_lr_warms_up_then_decays_by_half_a_cosine():
+    cfg = TrainConfig(steps=110, lr=1e-3, min_lr=1e-4, warmup_steps=10)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)                 # (0 + 1) / 10 of the peak
+    assert lr_at(4, cfg) == pytest.approx(5e-4)
+    assert lr_at(9, cfg) == pytest.approx(1e-3)                 # warm-up ends at the peak
+    assert lr_at(10, cfg) == pytest.approx(1e-3)                # the cosine starts at the peak
+    assert lr_at(60, cfg) == pytest.approx(0.5 * (1e-3 + 1e-4))  # halfway down
+    assert lr_at(110, cfg) == pytest.approx(1e-4)               # ends at min_lr ...
+    assert lr_at(500, cfg) == pytest.approx(1e-4)               # ... and stays there
+    values = [lr_at(s, cfg) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_lr_without_warmup_starts_at_the_peak():
+    cfg = TrainConfig(steps=100, lr=2e-4, warmup_steps=0)
+    assert lr_at(0, cfg) == 2e-4
+    assert lr_at(100, cfg) == 0.0
+
+
+def test_ema_update_is_the_convex_combination():
+    ema, model = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        for p in ema.parameters():
+            p.fill_(1.0)
+        for p in model.parameters():
+            p.fill_(3.0)
+    ema_update(ema, model, 0.75)
+    for p in ema.parameters():                      # 0.75 · 1 + 0.25 · 3 = 1.5, exact in binary
+        assert torch.equal(p, torch.full_like(p, 1.5))
+    a, b = torch.nn.Linear(5, 5), torch.nn.Linear(5, 5)
+    expected = [0.9 * pa.detach() + 0.1 * pb.detach() for pa, pb in zip(a.parameters(), b.parameters())]
+    ema_update(a, b, 0.9)
+    for p, e in zip(a.parameters(), expected):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-6, atol=1e-7)
+
+
+def test_ema_decay_warmup_and_bad_decay():
+    cfg = TrainConfig(ema_decay=0.999)
+    assert ema_decay_at(0, cfg) == pytest.approx(0.1)
+    assert ema_decay_at(10**6, cfg) == 0.999
+    assert ema_decay_at(0, TrainConfig(ema_decay=0.999, ema_warmup=False)) == 0.999
+    with pytest.raises(ValueError, match="decay"):
+        ema_update(torch.nn.Linear(1, 1), torch.nn.Linear(1, 1), 1.5)
+
+
+def test_per_sample_loss_averages_to_diffusion_loss():
+    torch.manual_seed(0)
+    model = md.UNet(tiny_config(num_classes=None)).eval()
+    with torch.no_grad():                           # make the output non-zero (it starts zero-initialised)
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x0, _ = tiny_data(4)
+    s = md.NoiseSchedule.cosine(50)
+    t, noise = torch.tensor([0, 10, 30, 49]), torch.randn_like(x0)
+    for target, weighting in (("eps", None), ("v", "min_snr"), ("x0", "p2")):
+        per_sample = per_sample_loss(model, x0, t, s, target, weighting, noise=noise)
+        assert per_sample.shape == (4,)
+        whole = diffusion_loss(model, x0, s, target, weighting, t=t, noise=noise)
+        torch.testing.assert_close(per_sample.mean(), whole)
+
+
+# -- configs and inputs ---------------------------------------------------------------------------
+@pytest.mark.parametrize("make, match", [
+    (lambda: TrainConfig(steps=0), "steps"),
+    (lambda: TrainConfig(lr=-1.0), "lr"),
+    (lambda: TrainConfig(ema_decay=1.0), "ema_decay"),
+    (lambda: DiffusionConfig(schedule="quadratic"), "schedule"),
+    (lambda: DiffusionConfig(target="score"), "target"),
+    (lambda: DiffusionConfig(weighting="snr"), "weighting"),
+    (lambda: DiffusionConfig(p_uncond=1.5), "p_uncond"),
+    (lambda: RunConfig(checkpoint_every=10), "out_dir"),
+    (lambda: RunConfig(log_every=0), "log_every"),
+])
+def test_bad_configs_name_the_field(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_bad_data_is_refused():
+    images, labels = tiny_data()
+    conditional, unconditional = md.UNet(tiny_config()), md.UNet(tiny_config(num_classes=None))
+    with pytest.raises(TypeError, match="images"):
+        Trainer(conditional, (images * 127).to(torch.uint8), labels, run=QUIET)
+    with pytest.raises(TypeError, match="labels"):
+        Trainer(conditional, images, labels.float(), run=QUIET)
+    with pytest.raises(ValueError, match="unconditional"):
+        Trainer(unconditional, images, labels, run=QUIET)
+    with pytest.raises(ValueError, match="p_uncond"):
+        Trainer(conditional, images, None, diffusion=DiffusionConfig(p_uncond=0.1), run=QUIET)
+
+
+# -- learning --------------------------------------------------------------------------------------
+def test_loss_falls_when_overfitting_32_images():
+    torch.manual_seed(0)
+    images, _ = tiny_data(32)
+    model = md.UNet(tiny_config(num_classes=None, dropout=0.0))
+    trainer = Trainer(model, images, train=TrainConfig(steps=150, batch_size=32, lr=3e-3, warmup_steps=10,
+                                                       ema_decay=0.9),
+                      run=RunConfig(device="cpu", log_every=25, progress=False))
+    history = trainer.train()
+    assert [step for step, _ in history] == [25, 50, 75, 100, 125, 150]
+    first, last = history[0][1], history[-1][1]
+    assert last < 0.7 * first, history
+    assert len(trainer.bucket_history) == 6 and len(trainer.bucket_history[-1][1]) == 10
+
+
+def test_samples_every_n_steps_with_a_dummy_sampler(tmp_path):
+    calls = []
+
+    def sample_fn(model, step):
+        assert not model.training and not any(p.requires_grad for p in model.parameters())
+        calls.append(step)
+        return torch.zeros(4, 1, 8, 8)
+
+    images, labels = tiny_data()
+    trainer = Trainer(md.UNet(tiny_config()), images, labels, TrainConfig(steps=6, batch_size=4),
+                      run=RunConfig(device="cpu", sample_every=3, out_dir=str(tmp_path), progress=False),
+                      sample_fn=sample_fn)
+    trainer.train()
+    assert calls == [3, 6] and [s for s, _ in trainer.samples] == [3, 6]
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["step_0000003.png", "step_0000006.png"]
+
+
+def test_ddim_sample_fn_draws_the_same_noise_each_time():
+    torch.manual_seed(0)
+    model = md.UNet(tiny_config()).eval()
+    fn = ddim_sample_fn(md.NoiseSchedule.linear(20), (3, 1, 8, 8), torch.tensor([0, 1, 2]), steps=2,
+                        guidance_scale=2.0)
+    torch.manual_seed(1)
+    before = torch.get_rng_state()
+    a, b = fn(model, 0), fn(model, 1)
+    assert a.shape == (3, 1, 8, 8) and torch.equal(a, b)
+    assert torch.equal(torch.get_rng_state(), before)           # the training RNG is untouched
+
+
+# -- exact resume ----------------------------------------------------------------------------------
+def _resume_configs():
+    return (TrainConfig(steps=6, batch_size=8, lr=2e-3, warmup_steps=2, weight_decay=0.01, ema_decay=0.9,
+                        grad_clip=0.5, seed=7),
+            DiffusionConfig(schedule="cosine", num_steps=100, target="v", weighting="min_snr", p_uncond=0.3))
+
+
+def _assert_same_tensors(a: dict, b: dict, what: str) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{what}[{key}] differs"
+
+
+def test_resume_is_bit_identical(tmp_path):
+    """6 steps straight == 3 steps, checkpoint, a fresh Trainer from the file, 3 more steps (dropout on)."""
+    images, labels = tiny_data()
+    train, diffusion = _resume_configs()
+    torch.manual_seed(0)
+    straight = Trainer(md.UNet(tiny_config(dropout=0.3)), images, labels, train, diffusion, QUIET)
+    straight.train()
+
+    torch.manual_seed(0)
+    first = Trainer(md.UNet(tiny_config(dropout=0.3)), images, labels, train, diffusion, QUIET)
+    first.train(3)
+    path = first.save(tmp_path / "ckpt.pt")
+    del first
+    torch.manual_seed(12345)                # scramble the global RNG: resuming must restore it
+    resumed = Trainer.from_checkpoint(path, images, labels, run=QUIET)
+    assert resumed.step == 3 and resumed.cfg == train and resumed.diffusion == diffusion
+    resumed.train()
+
+    assert resumed.step == straight.step == 6
+    _assert_same_tensors(straight.model.state_dict(), resumed.model.state_dict(), "model")
+    _assert_same_tensors(straight.ema.state_dict(), resumed.ema.state_dict(), "ema")
+    for s, r in zip(straight.optimizer.state.values(), resumed.optimizer.state.values()):
+        _assert_same_tensors(s, r, "optimizer state")
+    assert torch.equal(straight.batches.get_state(), resumed.batches.get_state())
+
+
+def test_resume_into_an_existing_trainer_and_weights_only_contents(tmp_path):
+    images, labels = tiny_data()
+    train, diffusion = _resume_configs()
+    torch.manual_seed(0)
+    trainer = Trainer(md.UNet(tiny_config()), images, labels, train, diffusion,
+                      RunConfig(device="cpu", log_every=1, checkpoint_every=2, out_dir=str(tmp_path), progress=False))
+    trainer.train(4)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)      # plain data only
+    assert state["step"] == 4 and state["world_size"] == 1
+    assert set(state) >= {"model", "ema", "optimizer", "rng", "config", "history"}
+    assert state["config"]["model"]["base_channels"] == 8
+    assert [s for s, _ in state["history"]["loss"]] == [1, 2, 3, 4]
+    other = Trainer(md.UNet(tiny_config()), images, labels, train, diffusion, QUIET).resume(tmp_path / "checkpoint.pt")
+    assert other.step == 4 and other.loss_history == trainer.loss_history
+    _assert_same_tensors(trainer.ema.state_dict(), other.ema.state_dict(), "ema")
+
+
+def test_save_model_and_load_trained(tmp_path):
+    images, labels = tiny_data()
+    torch.manual_seed(0)
+    trainer = Trainer(md.UNet(tiny_config()), images, labels, TrainConfig(steps=2, batch_size=4), run=QUIET)
+    trainer.train()
+    trainer.save_model(tmp_path / "model.pt")
+    model, schedule, diffusion = load_trained(tmp_path / "model.pt")
+    assert not model.training and schedule.num_steps == 1000 and diffusion == trainer.diffusion
+    _assert_same_tensors(model.state_dict(), trainer.ema.state_dict(), "ema")
+    with pytest.raises(ValueError, match="resumable"):
+        trainer.resume(tmp_path / "model.pt")
+
+
+# -- the NaN guard ---------------------------------------------------------------------------------
+class NaNAfter(md.UNet):
+    """A U-Net whose output turns to NaN from its (k+1)-th training call on, like a diverging run."""
+
+    def __init__(self, config, k):
+        super().__init__(config)
+        self.calls, self.k = 0, k
+
+    def forward(self, x, t, y=None):
+        self.calls += self.training
+        out = super().forward(x, t, y)
+        return out * float("nan") if self.calls > self.k else out
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    images, labels = tiny_data()
+    torch.manual_seed(0)
+    trainer = Trainer(NaNAfter(tiny_config(), k=5), images, labels, TrainConfig(steps=10, batch_size=4),
+                      run=RunConfig(device="cpu", log_every=100, checkpoint_every=2, out_dir=str(tmp_path),
+                                    progress=False))
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(NonFiniteLossError, match="at step 5") as err:
+        trainer.train()
+    assert f"{path} (step 4), is intact" in str(err.value)
+    assert isinstance(err.value, FloatingPointError)
+    state = load_checkpoint(path)
+    assert state["step"] == 4
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert all(math.isfinite(loss) for _, loss in state["history"]["loss"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+def test_nan_before_any_checkpoint_says_so():
+    images, labels = tiny_data()
+    trainer = Trainer(NaNAfter(tiny_config(), k=0), images, labels, TrainConfig(steps=3, batch_size=4), run=QUIET)
+    with pytest.raises(NonFiniteLossError, match="No checkpoint had been written yet"):
+        trainer.train()
+
+
+def test_max_seconds_stops_early():
+    images, labels = tiny_data()
+    trainer = Trainer(md.UNet(tiny_config()), images, labels, TrainConfig(steps=10_000, batch_size=4),
+                      run=RunConfig(device="cpu", progress=False, max_seconds=0.3))
+    trainer.train()
+    assert 0 < trainer.step < 10_000 and trainer.loss_history[-1][0] == trainer.step
+
+
+# -- several processes: DDP over gloo --------------------------------------------------------------
+def test_ddp_two_processes_keep_identical_weights_and_resume_exactly(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+           str(HERE / "ddp_train_script.py"), str(tmp_path)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert reports[0]["world_size"] == reports[1]["world_size"] == 2
+    assert reports[0]["batch_seed"] != reports[1]["batch_seed"]            # ranks draw different batches
+    assert reports[0]["straight"] == reports[1]["straight"]                # DDP kept the replicas equal
+    assert reports[0]["straight"] == reports[0]["resumed"] == reports[1]["resumed"]
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["world_size"] == 2 and len(state["rng"]) == 2
+
+
+def test_docstrings_have_no_control_characters():
+    for name in dir(train_module):
+        doc = getattr(getattr(train_module, name), "__doc__", None)
+        if isinstance(doc, str) and getattr(getattr(train_module, name), "__module__", "") == train_module.__name__:
+            assert not any(ord(c) < 32 and c not in "\n\t" for c in doc), name
