@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
 
+from .data import to_pixel_range
 from .diffusion import q_sample
 from .schedules import NoiseSchedule
 
@@ -106,11 +107,6 @@ def _check_ts(ts: Optional[Sequence[int]], num_steps: int) -> list[int]:
     return ts
 
 
-def to_unit_range(images: Tensor) -> Tensor:
-    """Model range [-1, 1] to display range [0, 1], clamped (values are never rescaled per image)."""
-    return ((images + 1) / 2).clamp(0, 1)
-
-
 # -- layout -------------------------------------------------------------------------------------
 def _grid_shape(n: int, nrow: Optional[int]) -> tuple[int, int]:
     """(rows, columns) of a grid of ``n`` cells with ``nrow`` cells per row (square-ish when None)."""
@@ -142,7 +138,7 @@ def image_grid(images: Tensor, nrow: Optional[int] = None, pad: int = 0, fill: f
 
 def _imshow(ax: plt.Axes, image: Tensor) -> None:
     """Draw one (C, H, W) image in [-1, 1] on ``ax``: fixed gray levels for C = 1, RGB for C = 3."""
-    unit = to_unit_range(image)
+    unit = to_pixel_range(image)
     if unit.shape[0] == 1:
         ax.imshow(unit[0].numpy(), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     else:
@@ -326,7 +322,7 @@ def plot_histograms_over_t(x0: Tensor, schedule: NoiseSchedule, ts: Optional[Seq
 # -- widgets ------------------------------------------------------------------------------------
 def png_bytes(images: Tensor, nrow: Optional[int] = None, zoom: int = 4) -> bytes:
     """A PNG of the grid of ``images`` (in [-1, 1]), each pixel drawn as a zoom × zoom block."""
-    grid = image_grid(to_unit_range(_check_images(images)), nrow=nrow, pad=1, fill=1.0)
+    grid = image_grid(to_pixel_range(_check_images(images)), nrow=nrow, pad=1, fill=1.0)
     # nearest-neighbour upscaling, so small images stay sharp in the browser
     grid = repeat(grid, "h w c -> (h zh) (w zw) c", zh=zoom, zw=zoom)
     pixels = (grid * 255).round().to(torch.uint8).numpy()

@@ -86,7 +86,7 @@ def test_forward_strip_columns_share_one_noise(s, x0):
     assert len(fig.axes) == 3 * 3 and len(images_of(fig)) == 9
     assert fig.axes[0].get_title().startswith("t=0") and "√ᾱ=" in fig.axes[2].get_title()
     # axes run row by row: row 1 (second image), column 2 (t = 99)
-    expected = viz.to_unit_range(md.q_sample(x0, 99, s, noise))[1, 0]
+    expected = md.to_pixel_range(md.q_sample(x0, 99, s, noise))[1, 0]
     torch.testing.assert_close(torch.as_tensor(fig.axes[3 + 2].get_images()[0].get_array()), expected)
 
 
