@@ -142,15 +142,25 @@ def mnist(split: Split = "train") -> LabelledImages:
 
     ``split``: ``"train"`` (4,000: 400 per digit), ``"heldout"`` (1,000: 100 per digit, kept for
     evaluation) or ``"all"``. The split is stratified and fixed (``SPLIT_SEED``), so the held-out
-    set is the same on every machine. Rows stay in file order, grouped by digit: shuffle when training.
+    set is the same on every machine. Rows are interleaved by digit: ``images[:10]`` are one 0, one 1,
+    …, one 9, and so are ``images[10:20]``, so any prefix is balanced (training still draws at random).
     """
     if split not in ("train", "heldout", "all"):
         raise ValueError(f"split must be one of 'train', 'heldout', 'all'; got {split!r}")
     pixels, labels = _read_mnist(_mnist_path())
     heldout = _heldout_mask(labels)
     keep = {"train": ~heldout, "heldout": heldout, "all": np.ones_like(heldout)}[split]
-    images = to_model_range(torch.tensor(pixels[keep]).unsqueeze(1), 255)
-    return LabelledImages(images, torch.tensor(labels[keep], dtype=torch.int64), DIGITS)
+    rows = _interleaved(labels[keep])
+    images = to_model_range(torch.tensor(pixels[keep][rows]).unsqueeze(1), 255)
+    return LabelledImages(images, torch.tensor(labels[keep][rows], dtype=torch.int64), DIGITS)
+
+
+def _interleaved(labels: np.ndarray) -> np.ndarray:
+    """Row order 0, 1, …, 9, 0, 1, …: sort by (rank of the row within its digit, digit), stably."""
+    rank = np.zeros(len(labels), dtype=np.int64)
+    for digit in np.unique(labels):
+        rank[labels == digit] = np.arange((labels == digit).sum())
+    return np.lexsort((labels, rank))
 
 
 # -- scikit-learn's 8×8 digits ------------------------------------------------------------------
