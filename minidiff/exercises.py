@@ -123,6 +123,8 @@ def describe(**inputs: Any) -> str:
 def _describe_one(name: str, value: Any) -> str:
     if isinstance(value, schedules.NoiseSchedule):
         return f"{name}={value.name} (T={value.num_steps})"
+    if isinstance(value, torch.nn.Module):
+        return f"{name}=a small {type(value).__name__}"
     if isinstance(value, Tensor) and value.is_floating_point():
         return f"{name} shape {tuple(value.shape)}"
     if isinstance(value, Tensor):                   # timesteps, without repr's column padding
@@ -267,3 +269,38 @@ def check_inject_time(fn: Callable) -> Callable:
             h, emb, layer = torch.randn(b, c, hw, hw), torch.randn(b, e), torch.nn.Linear(e, 2 * c)
             cases.append(Case(describe(h=h, emb=emb) + f", emb_layer=Linear({e}, {2 * c})", (h, emb, layer)))
     return check("inject_time", fn, film, cases, HINT_INJECT_TIME)
+
+
+# -- notebook 05: training ----------------------------------------------------------------------
+HINT_TRAINING_LOSS = ("x_t = q_sample(x0, t, s, noise) (√ᾱ_t·x0 + √(1 − ᾱ_t)·noise); the network sees x_t "
+                      "and t — not x0 — and predicts the noise: return ((model(x_t, t) − noise)²).mean(), "
+                      "a mean over every pixel of the batch (not a sum, and not against x0).")
+
+
+class _TinyDenoiser(torch.nn.Module):
+    """A small deterministic stand-in for a U-Net: a conv whose output depends on x_t and on t."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.conv(x) * (1 + t.float().view(-1, 1, 1, 1) / 1000)
+
+
+def check_training_loss(fn: Callable) -> Callable:
+    """Check ``fn(model, x0, t, noise, s) -> scalar`` against ``minidiff.diffusion_loss`` with the same t and ε."""
+    from .losses import diffusion_loss
+    cases = []
+    with torch.random.fork_rng(devices=[]):            # seeded models without touching the notebook's RNG
+        for seed, (shape, t, kind) in enumerate([((4, 1, 8, 8), [0, 10, 500, 999], "linear"),
+                                                 ((3, 3, 6, 6), [999, 1, 250], "cosine")]):
+            torch.manual_seed(seed)
+            model, x0, noise = _TinyDenoiser(shape[1]), torch.randn(shape), torch.randn(shape)
+            s = schedules.make_schedule(kind, 1000)
+            inputs = dict(model=model, x0=x0, t=torch.tensor(t), noise=noise, schedule=s)
+            cases.append(Case(describe(**inputs), tuple(inputs.values())))
+
+    def reference(model: Callable, x0: Tensor, t: Tensor, noise: Tensor, s: schedules.NoiseSchedule) -> Tensor:
+        return diffusion_loss(model, x0, s, t=t, noise=noise)
+    return check("training_loss", fn, reference, cases, HINT_TRAINING_LOSS, **IMAGE_TOLERANCE)

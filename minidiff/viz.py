@@ -349,6 +349,12 @@ def _slider(T: int, t_max: Optional[int], step: int, description: str) -> widget
                              continuous_update=True, layout=widgets.Layout(width="520px"))
 
 
+def _show_png(image: widgets.Image, png: bytes) -> None:
+    """Put ``png`` into the widget at its own pixel width (JupyterLab would stretch it to the page)."""
+    image.value = png
+    image.layout.width = f"{Image.open(io.BytesIO(png)).size[0]}px"
+
+
 def t_slider(x0: Tensor, schedule: NoiseSchedule, noise: Optional[Tensor] = None, t_max: Optional[int] = None,
              step: int = 1, description: str = "t", nrow: Optional[int] = None, zoom: int = 4) -> widgets.VBox:
     r"""A slider over t showing $x_t$ = ``q_sample(x0, t, schedule, noise)`` for the images of ``x0``.
@@ -365,7 +371,7 @@ def t_slider(x0: Tensor, schedule: NoiseSchedule, noise: Optional[Tensor] = None
     caption = widgets.Label()
 
     def redraw(change: Optional[dict] = None) -> None:
-        image.value = png_bytes(q_sample(x0, slider.value, s, noise), nrow=nrow or x0.shape[0], zoom=zoom)
+        _show_png(image, png_bytes(q_sample(x0, slider.value, s, noise), nrow=nrow or x0.shape[0], zoom=zoom))
         caption.value = f"t = {slider.value}   " + _step_text(s, slider.value)
 
     redraw()
@@ -393,7 +399,7 @@ def schedule_compare_widget(schedules: Mapping[str, NoiseSchedule], x0: Tensor, 
     def redraw(change: Optional[dict] = None) -> None:
         t = slider.value
         for s, image, caption in panels:
-            image.value = png_bytes(q_sample(x0, t, s, noise), nrow=x0.shape[0], zoom=zoom)
+            _show_png(image, png_bytes(q_sample(x0, t, s, noise), nrow=x0.shape[0], zoom=zoom))
             caption.value = f"√ᾱ_t = {s.sqrt_alphas_cumprod[t].item():.3f}   log-SNR = {s.log_snr[t].item():+.2f}"
 
     redraw()

@@ -344,3 +344,27 @@ def test_check_inject_time(capsys):
     before = torch.random.get_rng_state()
     md.exercises.check_inject_time(_film)
     assert torch.equal(before, torch.random.get_rng_state()), "a check must not move the notebook's RNG"
+
+
+# -- notebook 05 --------------------------------------------------------------------------------
+def _loss(model, x0, t, noise, s, model_sees=None, target=None, reduce="mean"):
+    x_t = md.q_sample(x0, t, s, noise)
+    out = model(x_t if model_sees is None else model_sees(x0, x_t), t)
+    err = (out - (noise if target is None else target(x0))) ** 2
+    return err.mean() if reduce == "mean" else err.sum()
+
+
+def test_check_training_loss(capsys):
+    assert md.exercises.check_training_loss(_loss) is _loss
+    assert "correct on 2 test cases" in capsys.readouterr().out
+    wrongs = [lambda m, x0, t, n, s: _loss(m, x0, t, n, s, model_sees=lambda x0, x_t: x0),
+              lambda m, x0, t, n, s: _loss(m, x0, t, n, s, target=lambda x0: x0),
+              lambda m, x0, t, n, s: _loss(m, x0, t, n, s, reduce="sum")]
+    for wrong in wrongs:
+        with pytest.raises(md.exercises.ExerciseError,
+                           match=r"(?s)training_loss is not right yet, on case 1 of 2: model=a small _TinyDenoiser.*expected.*got.*not against x0"):
+            md.exercises.check_training_loss(wrong)
+    def stub(*args):
+        raise NotImplementedError
+    assert md.exercises.check_training_loss(stub) is not stub
+    assert "not attempted yet" in capsys.readouterr().out
