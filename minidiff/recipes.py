@@ -8,7 +8,7 @@ compile, bf16, output folder) is not part of it: that is ``RunConfig``, chosen o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
 import torch
@@ -19,6 +19,16 @@ from .train import DiffusionConfig, RunConfig, SampleFn, TrainConfig, Trainer, d
 
 
 @dataclass
+class SampleConfig:
+    """How a recipe draws samples (DDIM, classes 0, 1, 2, … in turn): grids while training, metrics after."""
+    every: int = 0                             # steps between grids in out_dir/samples (0: none)
+    n: int = 64                                # images per grid
+    steps: int = 50                            # DDIM steps
+    guidance_scale: Optional[float] = None     # classifier-free guidance (conditional models)
+    eval_samples: int = 0                      # samples scored by minidiff.metrics after training (0: none)
+
+
+@dataclass
 class Recipe:
     """One reproducible run. ``max_seconds`` trains for a fixed wall time instead of all ``steps``
     (the learning-rate schedule still spans ``train.steps``)."""
@@ -26,12 +36,10 @@ class Recipe:
     model: UNetConfig
     diffusion: DiffusionConfig
     train: TrainConfig
+    sample: SampleConfig = field(default_factory=SampleConfig)
     max_seconds: Optional[float] = None
     log_every: int = 100
-    sample_every: int = 0                      # grids of 64 EMA samples into out_dir/samples (0: none)
     checkpoint_every: int = 1000
-    eval_samples: int = 0                      # samples drawn for the metrics after training (0: none)
-    guidance_scale: Optional[float] = None     # classifier-free guidance for samples and metrics
 
 
 RECIPES: dict[str, Recipe] = {
@@ -44,16 +52,18 @@ RECIPES: dict[str, Recipe] = {
         diffusion=DiffusionConfig(schedule="linear", num_steps=1000, target="eps", p_uncond=0.1),
         train=TrainConfig(steps=20_000, batch_size=128, lr=5e-4, min_lr=5e-5, warmup_steps=500,
                           ema_decay=0.999, grad_clip=1.0, seed=0),
-        sample_every=2000, checkpoint_every=2000, eval_samples=1000, guidance_scale=2.0),
+        sample=SampleConfig(every=2000, n=100, steps=50, guidance_scale=2.0, eval_samples=1000),
+        checkpoint_every=2000),
     # The smallest run that still goes through every code path: for tests and smoke checks.
     "tiny": Recipe(
         data="mnist",
-        model=UNetConfig(image_size=28, in_channels=1, base_channels=8, channel_mults=(1, 2),
-                         blocks_per_level=1, attention_resolutions=(14,), dropout=0.1, num_classes=10,
+        model=UNetConfig(image_size=28, in_channels=1, base_channels=8, channel_mults=(1, 2, 2),
+                         blocks_per_level=1, attention_resolutions=(7,), dropout=0.1, num_classes=10,
                          head_dim=8),
         diffusion=DiffusionConfig(p_uncond=0.1),
         train=TrainConfig(steps=20, batch_size=16, lr=1e-3, warmup_steps=5, ema_decay=0.9, seed=0),
-        log_every=5, sample_every=10, checkpoint_every=10),
+        sample=SampleConfig(every=10, n=10, steps=5, guidance_scale=2.0),
+        log_every=5, checkpoint_every=10),
 }
 
 
@@ -79,7 +89,7 @@ def make_trainer(recipe: Recipe, run: RunConfig, steps: Optional[int] = None,
     ``steps`` overrides the recipe's step count; ``run`` decides where and how fast."""
     images, labels = load_data(recipe.data)
     train = replace(recipe.train, steps=steps) if steps is not None else recipe.train
-    sample_fn = recipe_sample_fn(recipe) if recipe.sample_every else None
+    sample_fn = recipe_sample_fn(recipe) if recipe.sample.every else None
     if resume is not None:
         return Trainer.from_checkpoint(resume, images, labels, run, sample_fn,
                                        train if steps is not None else None)
@@ -87,11 +97,11 @@ def make_trainer(recipe: Recipe, run: RunConfig, steps: Optional[int] = None,
     return Trainer(UNet(recipe.model), images, labels, train, recipe.diffusion, run, sample_fn)
 
 
-def recipe_sample_fn(recipe: Recipe, n: int = 64) -> SampleFn:
-    """A grid of ``n`` DDIM samples (25 steps); classes 0, 1, 2, … in turn when conditional."""
-    cfg = recipe.model
-    labels = torch.arange(n) % cfg.num_classes if cfg.num_classes else None
-    guidance = recipe.guidance_scale if labels is not None else None
-    shape = (n, cfg.in_channels, cfg.image_size, cfg.image_size)
-    return ddim_sample_fn(recipe.diffusion.make_schedule(), shape, labels, steps=25, guidance_scale=guidance,
+def recipe_sample_fn(recipe: Recipe) -> SampleFn:
+    """The Trainer's ``sample_fn`` for ``recipe``: a grid of ``recipe.sample.n`` DDIM samples."""
+    cfg, sample = recipe.model, recipe.sample
+    labels = torch.arange(sample.n) % cfg.num_classes if cfg.num_classes else None
+    shape = (sample.n, cfg.in_channels, cfg.image_size, cfg.image_size)
+    return ddim_sample_fn(recipe.diffusion.make_schedule(), shape, labels, steps=sample.steps,
+                          guidance_scale=sample.guidance_scale if labels is not None else None,
                           target=recipe.diffusion.target)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ SampleFn = Callable[[nn.Module, int], Tensor]      # (EMA model, step) -> images
 NUM_T_BUCKETS = 10                                 # loss is also tracked per tenth of the t range
 CHECKPOINT_FORMAT = "minidiff.train/1"
 MODEL_FORMAT = "minidiff.model/1"
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -97,18 +99,20 @@ class RunConfig:
     """Where and how fast to run, and what to write. None of it changes what is learned."""
     device: Optional[str] = None     # None: "cuda" when available, else "cpu"
     bf16: bool = True                # bfloat16 autocast (CUDA only; the CPU trains in float32)
-    compile: bool = False            # torch.compile the model
+    compile: Union[bool, str] = False    # torch.compile: True, or a mode ("reduce-overhead": CUDA graphs)
     channels_last: bool = False      # NHWC memory layout, faster convolutions on tensor cores
     log_every: int = 100             # steps between loss logs (the only GPU → CPU syncs)
     sample_every: int = 0            # steps between sample grids (0: never)
     checkpoint_every: int = 0        # steps between checkpoints (0: never)
     out_dir: Optional[str] = None    # checkpoint.pt and samples/ go here
-    progress: Optional[bool] = None  # tqdm bar: None shows it only on a terminal
+    progress: Optional[bool] = None  # tqdm bar; None: on a terminal or in a notebook, not in logs
     max_seconds: Optional[float] = None  # stop a ``train()`` call after this wall time
 
     def __post_init__(self) -> None:
         _check_positive(self, "log_every")
         _check_non_negative(self, "sample_every", "checkpoint_every")
+        if not isinstance(self.compile, bool) and self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be True, False or one of {COMPILE_MODES}; got {self.compile!r}")
         if self.checkpoint_every and self.out_dir is None:
             raise ValueError("checkpoint_every > 0 needs out_dir (the folder for checkpoint.pt); got out_dir=None")
         if self.max_seconds is not None and self.max_seconds <= 0:
@@ -229,7 +233,8 @@ class Trainer:
         # rank 0's weights to every rank here, so the EMA copy below starts equal on all ranks.
         self.net = DistributedDataParallel(self.model, device_ids=[self.device] if cuda else None) \
             if self.world_size > 1 else self.model
-        self.net = torch.compile(self.net) if self.run.compile else self.net
+        if self.run.compile:
+            self.net = torch.compile(self.net, mode=None if self.run.compile is True else self.run.compile)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr,
                                            weight_decay=self.cfg.weight_decay, fused=cuda)
@@ -273,8 +278,8 @@ class Trainer:
         Logs, samples and checkpoints on their schedules. Returns ``loss_history``."""
         end = self.cfg.steps if steps is None else min(self.step + steps, self.cfg.steps)
         start = time.monotonic()
-        disable = self.rank != 0 or (None if self.run.progress is None else not self.run.progress)
-        with tqdm(total=self.cfg.steps, initial=self.step, disable=disable, desc="train") as bar:
+        show = self.rank == 0 and _show_progress(self.run.progress)
+        with tqdm(total=self.cfg.steps, initial=self.step, disable=not show, desc="train") as bar:
             while self.step < end and not self._out_of_time(start):
                 self.train_step()
                 bar.update()
@@ -319,7 +324,7 @@ class Trainer:
         self.loss_history = [tuple(item) for item in state["history"]["loss"]]
         self.bucket_history = [tuple(item) for item in state["history"]["t_buckets"]]
         if state["world_size"] == self.world_size:
-            pass
+            set_rng_state(state["rng"][self.rank], self.device, self.batches)
         else:   # a different number of processes cannot replay the same batches; start fresh streams
             torch.manual_seed(self.cfg.seed + self.rank + self.step)
             self.batches.manual_seed(self.cfg.seed + self.rank + self.step)
@@ -467,8 +472,11 @@ def load_trained(path: Union[str, os.PathLike], device: Union[str, torch.device]
     return model.to(device).eval().requires_grad_(False), diffusion.make_schedule(device), diffusion
 
 
-def model_from_config(config: dict) -> UNet:
+def model_from_config(config: Optional[dict]) -> UNet:
     """A fresh UNet from ``config_dict(UNetConfig)`` (lists back to tuples)."""
+    if not isinstance(config, dict):
+        raise ValueError("this checkpoint holds no UNet config (the model was not a minidiff UNet); build the "
+                         "model yourself, then use Trainer(model, ...).resume(path)")
     return UNet(UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}))
 
 
@@ -483,6 +491,11 @@ def _check_non_negative(cfg: object, *names: str) -> None:
     for name in names:
         if getattr(cfg, name) < 0:
             raise ValueError(f"{type(cfg).__name__}.{name} must be >= 0; got {getattr(cfg, name)}")
+
+
+def _show_progress(progress: Optional[bool]) -> bool:
+    """None means: a bar on a terminal or in a notebook, none in a log file."""
+    return progress if progress is not None else sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
 def _num_classes(model: nn.Module) -> Optional[int]:

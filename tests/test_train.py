@@ -107,6 +107,7 @@ def test_per_sample_loss_averages_to_diffusion_loss():
     (lambda: DiffusionConfig(p_uncond=1.5), "p_uncond"),
     (lambda: RunConfig(checkpoint_every=10), "out_dir"),
     (lambda: RunConfig(log_every=0), "log_every"),
+    (lambda: RunConfig(compile="fastest"), "compile"),
 ])
 def test_bad_configs_name_the_field(make, match):
     with pytest.raises(ValueError, match=match):
@@ -128,17 +129,18 @@ def test_bad_data_is_refused():
 
 # -- learning --------------------------------------------------------------------------------------
 def test_loss_falls_when_overfitting_32_images():
+    """The mean loss of the last 20 steps is well below that of the first 20 (about 0.3× in practice)."""
     torch.manual_seed(0)
     images, _ = tiny_data(32)
     model = md.UNet(tiny_config(num_classes=None, dropout=0.0))
-    trainer = Trainer(model, images, train=TrainConfig(steps=150, batch_size=32, lr=3e-3, warmup_steps=10,
+    trainer = Trainer(model, images, train=TrainConfig(steps=80, batch_size=16, lr=3e-3, warmup_steps=10,
                                                        ema_decay=0.9),
-                      run=RunConfig(device="cpu", log_every=25, progress=False))
+                      run=RunConfig(device="cpu", log_every=20, progress=False))
     history = trainer.train()
-    assert [step for step, _ in history] == [25, 50, 75, 100, 125, 150]
+    assert [step for step, _ in history] == [20, 40, 60, 80]
     first, last = history[0][1], history[-1][1]
     assert last < 0.7 * first, history
-    assert len(trainer.bucket_history) == 6 and len(trainer.bucket_history[-1][1]) == 10
+    assert len(trainer.bucket_history) == 4 and len(trainer.bucket_history[-1][1]) == 10
 
 
 def test_samples_every_n_steps_with_a_dummy_sampler(tmp_path):
