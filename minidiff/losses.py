@@ -53,6 +53,19 @@ def drop_labels(y: Tensor, p_uncond: float, null_class: int, generator: Optional
     return torch.where(drop, torch.full_like(y, null_class), y)
 
 
+def per_sample_loss(model: Callable[..., Tensor], x0: Tensor, t: Tensor, schedule: NoiseSchedule,
+                    target: Target = "eps", weighting: Weighting = None, y: Optional[Tensor] = None,
+                    noise: Optional[Tensor] = None) -> Tensor:
+    r"""$w(t_b)\,\mathrm{mean}\big((f_\theta(x_{t_b}, t_b, y_b) - \text{target}_b)^2\big)$ for each image $b$,
+    shape (B,): the loss before its mean over the batch, kept per image to see which $t$ are hard."""
+    eps = torch.randn_like(x0) if noise is None else noise
+    x_t = q_sample(x0, t, schedule, eps)
+    prediction = model(x_t, t, y) if y is not None else model(x_t, t)
+    error = (prediction.float() - training_target(target, x0, eps, t, schedule).float()).pow(2)
+    error = error.flatten(1).mean(1)
+    return loss_weight(weighting, target, schedule.snr(t).to(error.dtype)) * error
+
+
 def diffusion_loss(model: Callable[..., Tensor], x0: Tensor, schedule: NoiseSchedule, target: Target = "eps",
                    weighting: Weighting = None, p_uncond: float = 0.0, y: Optional[Tensor] = None,
                    null_class: Optional[int] = None, t: Optional[Tensor] = None,
@@ -61,17 +74,10 @@ def diffusion_loss(model: Callable[..., Tensor], x0: Tensor, schedule: NoiseSche
     with $t$ uniform and $\varepsilon \sim \mathcal N(0, I)$ unless given. With ``p_uncond`` > 0, labels
     are dropped to ``null_class`` (the model's ``num_classes``) at that rate."""
     _check_loss_args(x0, target, weighting, p_uncond, y, null_class)
-    batch = x0.shape[0]
-    t = torch.randint(0, schedule.num_steps, (batch,), device=x0.device) if t is None else t
-    eps = torch.randn_like(x0) if noise is None else noise
+    t = torch.randint(0, schedule.num_steps, (x0.shape[0],), device=x0.device) if t is None else t
     if y is not None and p_uncond > 0:
         y = drop_labels(y, p_uncond, null_class)
-    x_t = q_sample(x0, t, schedule, eps)
-    prediction = model(x_t, t, y) if y is not None else model(x_t, t)
-    per_sample = (prediction.float() - training_target(target, x0, eps, t, schedule).float()).pow(2)
-    per_sample = per_sample.flatten(1).mean(1)
-    snr = schedule.snr(t).to(per_sample.dtype)
-    return (loss_weight(weighting, target, snr) * per_sample).mean()
+    return per_sample_loss(model, x0, t, schedule, target, weighting, y, noise).mean()
 
 
 def _check_loss_args(x0: Tensor, target: str, weighting: Optional[str], p_uncond: float,

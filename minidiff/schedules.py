@@ -197,7 +197,9 @@ def check_timesteps(t: Timesteps, num_steps: int, batch: int | None = None,
     if batch is not None and t.ndim == 1 and t.shape[0] != batch:
         raise ValueError(f"t has {t.shape[0]} entries but x has batch size {batch}; give one t per "
                          f"image or a single int")
-    if t.numel() and ((t < 0) | (t >= num_steps)).any():
+    if t.is_cuda:   # checked on the GPU, without a device-to-host sync on every call
+        torch._assert_async(((t >= 0) & (t < num_steps)).all(), f"t must be in [0, {num_steps - 1}]")
+    elif t.numel() and ((t < 0) | (t >= num_steps)).any():
         raise ValueError(f"t must be in [0, {num_steps - 1}] (0-indexed, T={num_steps}); got values "
                          f"from {t.min().item()} to {t.max().item()}")
     return t.long()

@@ -35,8 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .diffusion import q_sample
-from .losses import TARGETS, WEIGHTINGS, Target, Weighting, drop_labels, loss_weight, training_target
+from .losses import TARGETS, WEIGHTINGS, Target, Weighting, drop_labels, per_sample_loss
 from .nn.unet import UNet, UNetConfig, config_dict
 from .samplers import ddim_sample
 from .schedules import SCHEDULES, NoiseSchedule, make_schedule
@@ -151,20 +150,6 @@ def ema_update(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
         ema_buffer.copy_(buffer)
 
 
-def per_sample_loss(model: Callable[..., Tensor], x0: Tensor, t: Tensor, schedule: NoiseSchedule,
-                    target: Target = "eps", weighting: Weighting = None, y: Optional[Tensor] = None,
-                    noise: Optional[Tensor] = None) -> Tensor:
-    r"""$w(t_b)\,\mathrm{mean}\big((f_\theta(x_{t_b}, t_b, y_b) - \text{target}_b)^2\big)$ for each image $b$:
-    ``losses.diffusion_loss`` before its mean over the batch, kept per image to see which $t$ are hard."""
-    eps = torch.randn_like(x0) if noise is None else noise
-    x_t = q_sample(x0, t, schedule, eps)
-    prediction = model(x_t, t, y) if y is not None else model(x_t, t)
-    error = (prediction.float() - training_target(target, x0, eps, t, schedule).float()).pow(2)
-    error = error.flatten(1).mean(1)
-    return loss_weight(weighting, target, schedule.snr(t).to(error.dtype)) * error
-
-
-# -- processes and devices ---------------------------------------------------------------------------
 def setup_distributed(device: Optional[str] = None) -> tuple[int, int, torch.device]:
     """(rank, world size, device). Under torchrun (WORLD_SIZE > 1) this joins the process group:
     NCCL with one GPU per process on CUDA, gloo on CPU. A single process gets (0, 1, device)."""

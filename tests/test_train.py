@@ -14,7 +14,8 @@ from minidiff import train as train_module
 from minidiff.checkpoint import load_checkpoint
 from minidiff.losses import diffusion_loss
 from minidiff.train import (DiffusionConfig, NonFiniteLossError, RunConfig, TrainConfig, Trainer, ddim_sample_fn,
-                            ema_decay_at, ema_update, load_trained, lr_at, per_sample_loss)
+                            ema_decay_at, ema_update, load_trained, lr_at)
+from minidiff.losses import per_sample_loss
 
 HERE = Path(__file__).resolve().parent
 
