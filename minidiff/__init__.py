@@ -17,6 +17,8 @@ from .losses import diffusion_loss
 from .nn import UNet, UNetConfig, timestep_embedding
 from .samplers import ddim_sample, ddim_step, ddpm_sample, ddpm_step
 from .train import DiffusionConfig, RunConfig, TrainConfig, Trainer
+from .metrics import DigitClassifier, class_accuracy, evaluate, frechet_distance, kernel_distance, reference_floor
+from .pretrained import load_classifier, load_diffusion
 from .profiles import by_profile, profile
 from .schedules import NoiseSchedule, extract, make_schedule
 

@@ -21,7 +21,8 @@ The protocol (fixed, so that numbers from different notebooks compare):
   (the first 100 of each class in the train split) and those held-out digits. With n = 1,000
   points in 128 dimensions a Fréchet distance is dominated by sampling noise: even two sets of
   real digits are far from 0 apart. So only the ratio ``fd / floor`` means anything: about 1 is
-  as good as real data, 2 is twice as far.
+  as good as real data, 2 is twice as far. KID is unbiased, so its floor is about 0 (a little
+  negative is normal): read it against ``kid_std``, not as a ratio.
 
 ``evaluate(samples, labels)`` runs the whole protocol and returns every number in one dict.
 """
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -57,8 +59,9 @@ class ClassifierConfig:
 class DigitClassifier(nn.Module):
     r"""A small CNN for 28×28 grayscale digits in [-1, 1]: logits = W · features(x) + b.
 
-    conv 5×5 → pool → conv 3×3 → pool → conv 3×3 → pool → linear to ``feature_dim`` → ReLU
-    (these are ``features``) → dropout → linear to 10 logits.
+    Three conv stages (each conv, BatchNorm, ReLU, 2×2 max-pool: 28 → 14 → 7 → 3 pixels), then a
+    linear map to ``feature_dim`` and a ReLU: those activations are ``features(x)``, the space the
+    metrics work in. Dropout and a linear map to 10 logits classify from them.
     """
 
     def __init__(self, config: Optional[ClassifierConfig] = None):
@@ -80,3 +83,365 @@ class DigitClassifier(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Logits: (B, 1, 28, 28) -> (B, 10)."""
         return self.head(self.body(x))
+
+
+# -- training it -------------------------------------------------------------------------------
+def random_affine(x: Tensor, generator: torch.Generator, degrees: float = 10.0, shift: float = 2.0,
+                  scale: float = 0.1) -> Tensor:
+    r"""Each image turned by θ ~ U(±``degrees``), moved by U(±``shift``) pixels on each axis and
+    zoomed by s ~ U(1 ± ``scale``): the sampling grid is $p' = R(θ)\,p / s + b$, background stays −1."""
+    B, _, H, _ = x.shape
+    u = torch.rand(4, B, generator=generator, dtype=torch.float64).to(x.device) * 2 - 1
+    theta, zoom = u[0] * math.radians(degrees), 1 + u[1] * scale
+    cos, sin = torch.cos(theta) / zoom, torch.sin(theta) / zoom
+    b = u[2:] * shift * 2 / H                            # pixels -> grid units: the image spans [-1, 1]
+    affine = torch.stack([torch.stack([cos, -sin, b[0]], 1), torch.stack([sin, cos, b[1]], 1)], 1)
+    grid = F.affine_grid(affine.to(x.dtype), list(x.shape), align_corners=False)
+    # shift to [0, 2] so that the zero padding outside the image is the black background, −1
+    return F.grid_sample(x + 1, grid, align_corners=False, padding_mode="zeros") - 1
+
+
+def _train_epoch(model: DigitClassifier, images: Tensor, labels: Tensor, opt: torch.optim.Optimizer,
+                 sched: torch.optim.lr_scheduler.LRScheduler, batch_size: int, generator: torch.Generator) -> float:
+    """One pass over the training digits in a random order, each batch freshly augmented; the last loss."""
+    model.train()
+    order = torch.randperm(len(images), generator=generator).to(images.device)
+    for batch in order.split(batch_size):
+        x = random_affine(images[batch], generator)
+        # label smoothing: a softer target than one-hot, a regulariser for a training set this small
+        loss = F.cross_entropy(model(x), labels[batch], label_smoothing=0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return loss.item()
+
+
+def train_classifier(epochs: int = 30, seed: int = 0, device: Device = "cpu", batch_size: int = 128,
+                     lr: float = 3e-3, config: Optional[ClassifierConfig] = None,
+                     verbose: bool = False) -> tuple[DigitClassifier, float]:
+    """Train a ``DigitClassifier`` on the 4,000 training digits; returns (model in eval mode, held-out accuracy).
+
+    AdamW with a one-cycle learning rate (warm up to ``lr``, then cosine down), label smoothing 0.1,
+    and a fresh random rotation/shift/zoom of every digit in every epoch (``random_affine``). On CPU
+    the result is a function of ``seed`` alone; the global RNG state is restored afterwards.
+    """
+    from .data import mnist           # imported on use: metrics alone need no dataset
+
+    train, heldout = mnist("train"), mnist("heldout")
+    images, labels = train.images.to(device), train.labels.to(device)
+    with torch.random.fork_rng(devices=[torch.device(device)] if torch.device(device).type == "cuda" else []):
+        torch.manual_seed(seed)                                      # the initial weights and dropout
+        generator = torch.Generator().manual_seed(seed)              # the batch order and augmentation
+        model = DigitClassifier(config).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, epochs=epochs,
+                                                    steps_per_epoch=math.ceil(len(images) / batch_size))
+        for epoch in range(epochs):
+            loss = _train_epoch(model, images, labels, opt, sched, batch_size, generator)
+            if verbose:
+                print(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}", flush=True)
+    model.eval()
+    return model, class_accuracy(heldout.images.to(device), heldout.labels.to(device), model)
+
+
+def classifier_recipe(out_dir: Optional[Union[str, Path]] = None, device: Optional[Device] = None) -> dict:
+    """The recipe of the shipped ``classifier`` checkpoint (``python -m minidiff train --recipe classifier``).
+
+    Trains with seed 0 (30 epochs: about a minute on a 2-core CPU, seconds on a GPU), measures the
+    held-out accuracy and the floor, and saves weights and numbers with ``pretrained.save_shipped``
+    into ``out_dir`` (default: the package's own checkpoints folder). Returns the manifest entry.
+    On CPU it reproduces the shipped weights given the same PyTorch version.
+    """
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    settings = {"epochs": 30, "seed": 0, "batch_size": 128, "lr": 3e-3}
+    start = time.perf_counter()
+    model, accuracy = train_classifier(device=device, verbose=True, **settings)
+    seconds = time.perf_counter() - start
+    model = model.cpu()
+    floor = reference_floor(model)
+    _shipped_floor.cache_clear()         # computed with the previous classifier, if any
+    metrics = {"heldout_accuracy": accuracy, "floor_fd": floor["fd"], "floor_kid": floor["kid"][0],
+               "floor_kid_std": floor["kid"][1], "train_seconds": round(seconds, 1)}
+    config = {"model": asdict(model.config), "train": settings, "device": str(device)}
+    entry = pretrained.save_shipped("classifier", model.state_dict(), recipe="classifier",
+                                    metrics=metrics, config=config, root=out_dir)
+    print(f"classifier: held-out accuracy {accuracy:.4f}, floor FD {floor['fd']:.3f}, "
+          f"floor KID {floor['kid'][0]:.5f} ± {floor['kid'][1]:.5f}, {seconds:.0f} s on {device}")
+    return entry
+
+
+# -- input checks ------------------------------------------------------------------------------
+def check_images(images: Tensor, name: str = "images") -> None:
+    """Raise, naming ``name``, unless ``images`` is a finite float tensor (B, 1, 28, 28) in model range."""
+    if not isinstance(images, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor (B, 1, 28, 28) in [-1, 1]; got {type(images).__name__}")
+    if not images.is_floating_point():
+        raise TypeError(f"{name} must be a float tensor in [-1, 1]; got {images.dtype} "
+                        f"(integer pixels? scale them with minidiff.data.to_model_range)")
+    if images.ndim != 4 or tuple(images.shape[1:]) != (1, 28, 28) or len(images) == 0:
+        raise ValueError(f"{name} must have shape (B, 1, 28, 28) with B >= 1, grayscale MNIST-sized digits; "
+                         f"got {tuple(images.shape)}")
+    if not torch.isfinite(images).all():
+        raise ValueError(f"{name} holds NaN or infinite values (did the sampler diverge?)")
+    if images.abs().max() > 10:
+        # samplers overshoot [-1, 1] a little; values this large are 0-255 pixels
+        raise ValueError(f"{name} must be in [-1, 1]; got values up to {images.abs().max().item():.4g} "
+                         f"(0-255 pixels? scale them with minidiff.data.to_model_range)")
+
+
+def check_labels(labels: Tensor, images: Tensor, name: str = "labels") -> None:
+    """Raise, naming ``name``, unless ``labels`` is an integer tensor (B,) of digits 0-9 beside ``images``."""
+    if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
+        what = labels.dtype if isinstance(labels, Tensor) else type(labels).__name__
+        raise TypeError(f"{name} must be an integer tensor of class indices; got {what}")
+    if labels.shape != images.shape[:1]:
+        raise ValueError(f"{name} must have shape ({len(images)},), one per image; got {tuple(labels.shape)}")
+    if labels.device != images.device:
+        raise ValueError(f"{name} must be on the images' device {images.device}; got {labels.device}")
+    if ((labels < 0) | (labels >= NUM_CLASSES)).any():
+        raise ValueError(f"{name} must be digits in [0, {NUM_CLASSES}); got values in "
+                         f"[{labels.min().item()}, {labels.max().item()}]")
+
+
+def _classifier_for(images: Tensor, classifier: Optional[DigitClassifier]) -> DigitClassifier:
+    """``classifier``, or the shipped one on the images' device; never moves anything across devices."""
+    if classifier is None:
+        return pretrained.load_classifier(images.device)
+    weights_device = next(classifier.parameters()).device
+    if weights_device != images.device:
+        raise ValueError(f"classifier is on {weights_device} but the images are on {images.device}; "
+                         f"move one of them (classifier.to(images.device))")
+    return classifier
+
+
+# -- features and the metrics on them ----------------------------------------------------------
+@torch.no_grad()
+def _apply(classifier: DigitClassifier, images: Tensor, method: str, batch_size: int) -> Tensor:
+    """``classifier.<method>`` over ``images`` in batches, in eval mode (BatchNorm's running statistics,
+    no dropout); the classifier's own mode is restored afterwards."""
+    dtype = next(classifier.parameters()).dtype
+    was_training = classifier.training
+    classifier.eval()
+    try:
+        return torch.cat([getattr(classifier, method)(x.to(dtype)) for x in images.split(batch_size)])
+    finally:
+        classifier.train(was_training)
+
+
+def features(images: Tensor, classifier: Optional[DigitClassifier] = None, batch_size: int = 500) -> Tensor:
+    """The classifier's penultimate activations (B, D), on the images' device, in batches of ``batch_size``.
+
+    Default classifier: the shipped one (``pretrained.load_classifier``) on the images' device.
+    """
+    check_images(images)
+    return _apply(_classifier_for(images, classifier), images, "features", batch_size)
+
+
+def class_accuracy(samples: Tensor, labels: Tensor, classifier: Optional[DigitClassifier] = None) -> float:
+    r"""The fraction of samples classified as the digit they were drawn for:
+    $\frac1B \sum_b [\arg\max_k f(x_b)_k = y_b]$."""
+    check_images(samples, "samples")
+    check_labels(labels, samples)
+    logits = _apply(_classifier_for(samples, classifier), samples, "forward", 500)
+    return (logits.argmax(dim=1) == labels).double().mean().item()
+
+
+def _as_float64(x: Tensor, name: str, ndim: int) -> Tensor:
+    """``x`` (a tensor or an array) as a float64 CPU tensor with ``ndim`` axes; the statistics need the precision."""
+    x = torch.as_tensor(x).detach().to("cpu", torch.float64)
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions; got shape {tuple(x.shape)}")
+    return x
+
+
+def frechet_distance_gaussians(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -> float:
+    r"""The Fréchet (2-Wasserstein²) distance between $\mathcal N(\mu_1, \Sigma_1)$ and $\mathcal N(\mu_2, \Sigma_2)$:
+
+    $$d^2 = \|\mu_1 - \mu_2\|^2 + \mathrm{Tr}\big(\Sigma_1 + \Sigma_2 - 2 (\Sigma_1 \Sigma_2)^{1/2}\big).$$
+
+    $\Sigma_1 \Sigma_2$ is not symmetric, but it is similar to $M = \Sigma_1^{1/2} \Sigma_2 \Sigma_1^{1/2}$,
+    which is symmetric positive semi-definite, so $\mathrm{Tr}(\Sigma_1\Sigma_2)^{1/2} = \sum_i \sqrt{\lambda_i(M)}$
+    with real eigenvalues from ``eigvalsh``: no complex round-off to discard, unlike ``scipy.linalg.sqrtm``.
+    """
+    mu1, mu2 = _as_float64(mu1, "mu1", 1), _as_float64(mu2, "mu2", 1)
+    sigma1, sigma2 = _as_float64(sigma1, "sigma1", 2), _as_float64(sigma2, "sigma2", 2)
+    D = mu1.shape[0]
+    for name, value, shape in (("mu2", mu2, (D,)), ("sigma1", sigma1, (D, D)), ("sigma2", sigma2, (D, D))):
+        if tuple(value.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape} to match mu1 of shape ({D},); got {tuple(value.shape)}")
+    # Σ₁^{1/2} from the eigendecomposition Σ₁ = V diag(λ) Vᵀ; round-off can make tiny λ negative
+    lam, V = torch.linalg.eigh(sigma1)
+    sqrt_sigma1 = V @ torch.diag(lam.clamp(min=0).sqrt()) @ V.T
+    M = sqrt_sigma1 @ sigma2 @ sqrt_sigma1
+    tr_sqrt = torch.linalg.eigvalsh((M + M.T) / 2).clamp(min=0).sqrt().sum()
+    d2 = (mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2 * tr_sqrt
+    return max(d2.item(), 0.0)       # ≥ 0 in exact arithmetic; round-off can dip below for equal inputs
+
+
+def gaussian_fit(f: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Mean and unbiased covariance of features (N, D), in float64:
+    $\mu = \bar f$, $\Sigma = \frac{1}{N-1}\sum_n (f_n-\mu)(f_n-\mu)^\top$."""
+    f = _as_float64(f, "features", 2)
+    if len(f) < 2:
+        raise ValueError(f"features need at least 2 rows to estimate a covariance; got {len(f)}")
+    mu = f.mean(dim=0)
+    centred = f - mu
+    return mu, centred.T @ centred / (len(f) - 1)
+
+
+def frechet_distance_from_features(f1: Tensor, f2: Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (N₁, D) and (N₂, D)."""
+    _check_feature_pair(f1, f2)
+    return frechet_distance_gaussians(*gaussian_fit(f1), *gaussian_fit(f2))
+
+
+fid_from_features = frechet_distance_from_features     # the name FID code uses; no Inception here
+
+
+def _check_feature_pair(f1: Tensor, f2: Tensor) -> None:
+    if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1]:
+        raise ValueError(f"f1 and f2 must be feature matrices (N, D) with the same D; "
+                         f"got {tuple(f1.shape)} and {tuple(f2.shape)}")
+
+
+def polynomial_kernel(a: Tensor, b: Tensor) -> Tensor:
+    r"""KID's kernel on rows of (N, D) and (M, D): $k(x, y) = (x^\top y / D + 1)^3$, an (N, M) matrix."""
+    return (a @ b.T / a.shape[1] + 1) ** 3
+
+
+def mmd2_unbiased(f1: Tensor, f2: Tensor) -> float:
+    r"""The unbiased estimate of the squared maximum mean discrepancy between samples X (m) and Y (n):
+
+    $$\widehat{\mathrm{MMD}}^2 = \frac{1}{m(m-1)}\sum_{i \ne j} k(x_i, x_j) + \frac{1}{n(n-1)}\sum_{i \ne j} k(y_i, y_j)
+      - \frac{2}{mn}\sum_{i, j} k(x_i, y_j).$$
+
+    Leaving out the diagonal $i = j$ makes it unbiased: its mean is 0 for equal distributions, so a
+    single estimate can be slightly negative.
+    """
+    x, y = _as_float64(f1, "f1", 2), _as_float64(f2, "f2", 2)
+    m, n = len(x), len(y)
+    kxx, kyy = polynomial_kernel(x, x), polynomial_kernel(y, y)
+    xx = (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
+    yy = (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
+    return (xx + yy - 2 * polynomial_kernel(x, y).mean()).item()
+
+
+def kid_from_features(f1: Tensor, f2: Tensor, subsets: int = 10, subset_size: Optional[int] = None,
+                      seed: int = 0) -> tuple[float, float]:
+    """Kernel distance: mean and std of ``mmd2_unbiased`` over ``subsets`` random subsets of each set.
+
+    ``subset_size`` defaults to half the smaller set, at most 1,000 (500 for the 1,000-digit protocol),
+    so that the subsets differ and the std says how much the number would move on other samples.
+    Subsets are drawn without replacement, reproducibly from ``seed``.
+    """
+    _check_feature_pair(f1, f2)
+    largest = min(len(f1), len(f2))
+    size = min(largest // 2, 1000) if subset_size is None else subset_size
+    if not 2 <= size <= largest:
+        raise ValueError(f"subset_size must be in [2, {largest}] (the smaller set's size); got {size}")
+    if subsets < 1:
+        raise ValueError(f"subsets must be >= 1; got {subsets}")
+    f1, f2 = _as_float64(f1, "f1", 2), _as_float64(f2, "f2", 2)
+    generator = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(subsets):
+        x = f1[torch.randperm(len(f1), generator=generator)[:size]]
+        y = f2[torch.randperm(len(f2), generator=generator)[:size]]
+        values.append(mmd2_unbiased(x, y))
+    values = torch.tensor(values, dtype=torch.float64)
+    return values.mean().item(), (values.std().item() if subsets > 1 else 0.0)
+
+
+# -- the protocol ------------------------------------------------------------------------------
+def reference_images() -> tuple[Tensor, Tensor]:
+    """The 1,000 held-out digits (100 per class) and their labels, on CPU: what samples are compared with."""
+    from .data import mnist
+    heldout = mnist("heldout")
+    return heldout.images, heldout.labels
+
+
+def floor_images() -> tuple[Tensor, Tensor]:
+    """1,000 real training digits, the first 100 of each class in the train split: the floor's stand-in samples."""
+    from .data import mnist
+    train = mnist("train")
+    keep = torch.cat([torch.nonzero(train.labels == k).flatten()[:PER_CLASS] for k in range(NUM_CLASSES)])
+    keep = keep.sort().values                     # back in the split's own row order
+    return train.images[keep], train.labels[keep]
+
+
+def _features_pair(samples: Tensor, reference: Optional[Tensor],
+                   classifier: Optional[DigitClassifier]) -> tuple[Tensor, Tensor]:
+    """Features of ``samples`` and of ``reference`` (default: the held-out digits, on the samples' device)."""
+    check_images(samples, "samples")
+    if reference is None:
+        reference = reference_images()[0].to(samples.device)
+    check_images(reference, "reference")
+    if reference.device != samples.device:
+        raise ValueError(f"reference must be on the samples' device {samples.device}; got {reference.device}")
+    return features(samples, classifier), features(reference, classifier)
+
+
+def frechet_distance(samples: Tensor, reference: Optional[Tensor] = None,
+                     classifier: Optional[DigitClassifier] = None) -> float:
+    r"""Fréchet distance in DigitClassifier features between ``samples`` and ``reference`` (default:
+    the 1,000 held-out digits): $\|\mu_1-\mu_2\|^2 + \mathrm{Tr}(\Sigma_1+\Sigma_2-2(\Sigma_1\Sigma_2)^{1/2})$.
+
+    Compare it with ``reference_floor()["fd"]``, not with 0 or with published FIDs.
+    """
+    return frechet_distance_from_features(*_features_pair(samples, reference, classifier))
+
+
+def kernel_distance(samples: Tensor, reference: Optional[Tensor] = None, classifier: Optional[DigitClassifier] = None,
+                    subsets: int = 10, subset_size: Optional[int] = None, seed: int = 0) -> tuple[float, float]:
+    """Kernel distance (KID, the unbiased MMD² of ``mmd2_unbiased``) in DigitClassifier features between
+    ``samples`` and ``reference`` (default: the held-out digits): (mean, std) over random subsets."""
+    f1, f2 = _features_pair(samples, reference, classifier)
+    return kid_from_features(f1, f2, subsets=subsets, subset_size=subset_size, seed=seed)
+
+
+@lru_cache(maxsize=1)
+def _shipped_floor() -> tuple[float, tuple[float, float]]:
+    floor = floor_images()[0]
+    f1, f2 = features(floor), features(reference_images()[0])
+    return frechet_distance_from_features(f1, f2), kid_from_features(f1, f2)
+
+
+def reference_floor(classifier: Optional[DigitClassifier] = None) -> dict:
+    """The metrics between 1,000 real training digits and the 1,000 held-out ones: {"fd": float, "kid": (mean, std)}.
+
+    This is the score of a perfect generator under the protocol; divide by it. Computed once per
+    process for the shipped classifier (on CPU), every call for another ``classifier``.
+    """
+    if classifier is None:
+        fd, kid = _shipped_floor()
+    else:
+        device = next(classifier.parameters()).device
+        f1 = features(floor_images()[0].to(device), classifier)
+        f2 = features(reference_images()[0].to(device), classifier)
+        fd, kid = frechet_distance_from_features(f1, f2), kid_from_features(f1, f2)
+    return {"fd": fd, "kid": kid}
+
+
+def evaluate(samples: Tensor, labels: Optional[Tensor] = None,
+             classifier: Optional[DigitClassifier] = None) -> dict:
+    """The whole protocol on 1,000 samples (100 per class) against the held-out digits, in one dict:
+
+    ``fd``, ``fd_floor``, ``fd_ratio`` (fd / fd_floor: ~1 is as good as real digits), ``kid`` and
+    ``kid_std``, ``kid_floor``, and ``accuracy`` (``class_accuracy``) when ``labels`` are given.
+    """
+    check_images(samples, "samples")
+    if labels is not None:
+        check_labels(labels, samples)
+    if len(samples) != NUM_CLASSES * PER_CLASS:
+        warnings.warn(f"the floor is measured with {NUM_CLASSES * PER_CLASS} images and the Fréchet distance "
+                      f"depends on n, so fd_ratio is only comparable at n = {NUM_CLASSES * PER_CLASS}; "
+                      f"got {len(samples)} samples", stacklevel=2)
+    f1, f2 = _features_pair(samples, None, classifier)
+    floor = reference_floor(classifier)
+    fd, (kid, kid_std) = frechet_distance_from_features(f1, f2), kid_from_features(f1, f2)
+    result = {"fd": fd, "fd_floor": floor["fd"], "fd_ratio": fd / floor["fd"],
+              "kid": kid, "kid_std": kid_std, "kid_floor": floor["kid"][0]}
+    if labels is not None:
+        result["accuracy"] = class_accuracy(samples, labels, classifier)
+    return result

@@ -1,1 +1,188 @@
-"""placeholder"""
+r"""Pretrained: the small checkpoints that ship inside the package, checked before they are read.
+
+``minidiff/checkpoints/`` holds one file per checkpoint and ``manifest.json``, which records for each
+name: the file, its SHA-256, the recipe that made it (``python -m minidiff train --recipe NAME``
+remakes it), the metrics it reached, when, its size in numbers, its storage dtype and its config.
+
+Loading a checkpoint:
+
+1. look the name up in the manifest (unknown name -> ValueError listing the shipped names);
+2. hash the file and compare with the manifest (a mismatch -> ``ChecksumError``: the file is corrupt
+   or was changed, and the message says how to restore it) *before* unpickling anything;
+3. read it with ``torch.load(..., weights_only=True)``, which rebuilds tensors and plain data only
+   and refuses to run code stored in the file.
+
+Saving (``save_shipped``) writes the file and then the manifest, each atomically: a temporary file
+in the same folder, then ``os.replace``, so a crash leaves the old version intact.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import importlib.resources
+import json
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Optional, Union
+
+import torch
+
+from .checkpoint import load_checkpoint, save_checkpoint
+
+if TYPE_CHECKING:                      # metrics imports this module; import it back only on use
+    from .metrics import DigitClassifier
+    from .nn.unet import UNet
+    from .schedules import NoiseSchedule
+    from .train import DiffusionConfig
+
+PathLike = Union[str, os.PathLike]
+CHECKPOINT_DIR = Path(str(importlib.resources.files("minidiff").joinpath("checkpoints")))
+MANIFEST = "manifest.json"
+SHIPPED_MODE = 0o644                   # temporary files are created private (0600); shipped ones are for all to read
+
+
+class ChecksumError(ValueError):
+    """A shipped checkpoint's SHA-256 differs from the manifest's: the file is corrupt or was changed."""
+
+
+def _root(root: Optional[PathLike]) -> Path:
+    # read CHECKPOINT_DIR at call time, so tests can point it at a copy
+    return Path(root) if root is not None else CHECKPOINT_DIR
+
+
+def read_manifest(root: Optional[PathLike] = None) -> dict[str, dict]:
+    """The manifest ``{name: entry}`` of the checkpoints folder ``root`` (default: the package's own)."""
+    path = _root(root) / MANIFEST
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def sha256(path: PathLike) -> str:
+    """The SHA-256 of a file's bytes, as 64 hex digits."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _restore_hint(entry: dict, root: Path) -> str:
+    return (f"restore it with `git checkout minidiff/checkpoints/{entry['file']}` in a clone of minidiff, "
+            f"by reinstalling minidiff (`pip install --force-reinstall minidiff`), or remake it with "
+            f"`python -m minidiff train --recipe {entry['recipe']} --out {root}`")
+
+
+def _entry(name: str, root: Path) -> dict:
+    """The manifest entry of ``name``, or a ValueError listing the names there are."""
+    manifest = read_manifest(root)
+    if name not in manifest:
+        raise ValueError(f"name must be a shipped checkpoint, one of {sorted(manifest)}; got {name!r} "
+                         f"(manifest: {root / MANIFEST})")
+    return manifest[name]
+
+
+def load_state(name: str, root: Optional[PathLike] = None) -> tuple[dict, dict]:
+    """(state_dict, manifest entry) of the shipped checkpoint ``name``, its SHA-256 verified first.
+
+    Raises ValueError for an unknown name, FileNotFoundError (naming the recipe that remakes it) for
+    a missing file, ChecksumError for a file that differs from the manifest, and
+    ``minidiff.checkpoint.UnsafeCheckpointError`` for one that ``weights_only`` loading refuses.
+    """
+    root = _root(root)
+    entry = _entry(name, root)
+    path = root / entry["file"]
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {name!r} should be at {path}, but the file is missing; "
+                                + _restore_hint(entry, root))
+    actual = sha256(path)
+    if actual != entry["sha256"]:
+        raise ChecksumError(f"checkpoint {name!r} at {path} is corrupt or was tampered with: its SHA-256 is "
+                            f"{actual}, the manifest expects {entry['sha256']}. It was not loaded; "
+                            + _restore_hint(entry, root))
+    return load_checkpoint(path, map_location="cpu"), entry
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and one rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, SHIPPED_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_shipped(name: str, state_dict: dict, recipe: str, metrics: dict, config: dict,
+                 dtype: Literal["float32", "float16"] = "float32", root: Optional[PathLike] = None) -> dict:
+    """Write ``state_dict`` to ``root/NAME.pt`` and record it in ``root/manifest.json``; returns the entry.
+
+    ``params`` in the entry counts the stored floating-point numbers (weights and buffers).
+    ``dtype="float16"`` halves the file by storing floating tensors in half precision (loading casts
+    them back into the model's dtype). Both writes are atomic; the manifest keeps its other entries.
+    """
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype must be 'float32' or 'float16'; got {dtype!r}")
+    root = _root(root)
+    root.mkdir(parents=True, exist_ok=True)
+    stored = {k: v.detach().cpu().to(getattr(torch, dtype)) if v.is_floating_point() else v.detach().cpu()
+              for k, v in state_dict.items()}
+    file = f"{name}.pt"
+    save_checkpoint(root / file, stored)
+    os.chmod(root / file, SHIPPED_MODE)
+    entry = {"file": file, "sha256": sha256(root / file), "recipe": recipe, "metrics": metrics,
+             "created": datetime.date.today().isoformat(), "dtype": dtype, "config": config,
+             "params": sum(v.numel() for v in stored.values() if v.is_floating_point()),
+             "torch": torch.__version__}
+    manifest = read_manifest(root) | {name: entry}
+    _atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    _classifier.cache_clear()           # a cached model may now be stale
+    return entry
+
+
+@lru_cache(maxsize=8)
+def _classifier(name: str, device: str) -> "DigitClassifier":
+    from .metrics import ClassifierConfig, DigitClassifier
+
+    state, entry = load_state(name)
+    model = DigitClassifier(ClassifierConfig(**_tuples(entry["config"]["model"])))
+    model.load_state_dict(state)
+    return model.to(device).eval().requires_grad_(False)
+
+
+def _tuples(config: dict) -> dict:
+    # JSON has no tuples: lists in a config dataclass come back as lists
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+
+
+def load_classifier(device: Union[str, torch.device] = "cpu", name: str = "classifier") -> "DigitClassifier":
+    """The shipped ``DigitClassifier`` (``minidiff.metrics``) on ``device``, in eval mode, frozen.
+
+    Loaded once per (name, device) and then shared: do not train it in place (``copy.deepcopy`` it first).
+    """
+    return _classifier(name, str(torch.device(device)))
+
+
+def manifest() -> dict[str, dict]:
+    """The shipped checkpoints' manifest: recipe, metrics, SHA-256 and config of each."""
+    return read_manifest()
+
+
+def load_diffusion(name: str = "mnist_cond", device: Union[str, torch.device] = "cpu"
+                   ) -> tuple["UNet", "NoiseSchedule", "DiffusionConfig"]:
+    """A shipped diffusion model: (U-Net with its EMA weights, eval mode and frozen; its schedule; its
+    DiffusionConfig), on ``device``. The file's SHA-256 is checked against the manifest first."""
+    from .train import DiffusionConfig, model_from_config
+
+    state, entry = load_state(name)
+    model = model_from_config(entry["config"]["model"])
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    diffusion = DiffusionConfig(**entry["config"]["diffusion"])
+    return model.to(device).eval().requires_grad_(False), diffusion.make_schedule(device), diffusion

@@ -50,10 +50,10 @@ RECIPES: dict[str, Recipe] = {
                          blocks_per_level=2, attention_resolutions=(7,), dropout=0.1, num_classes=10,
                          head_dim=32),
         diffusion=DiffusionConfig(schedule="linear", num_steps=1000, target="eps", p_uncond=0.1),
-        train=TrainConfig(steps=20_000, batch_size=128, lr=5e-4, min_lr=5e-5, warmup_steps=500,
+        train=TrainConfig(steps=8000, batch_size=256, lr=1e-3, min_lr=1e-5, warmup_steps=300,
                           ema_decay=0.999, grad_clip=1.0, seed=0),
-        sample=SampleConfig(every=2000, n=100, steps=50, guidance_scale=2.0, eval_samples=1000),
-        checkpoint_every=2000),
+        sample=SampleConfig(every=0, n=100, steps=50, guidance_scale=None, eval_samples=1000),
+        checkpoint_every=4000),
     # The smallest run that still goes through every code path: for tests and smoke checks.
     "tiny": Recipe(
         data="mnist",

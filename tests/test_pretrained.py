@@ -1,0 +1,121 @@
+"""Shipped checkpoints: the manifest, SHA-256 checks before loading, weights-only loading, atomic saves."""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from minidiff import metrics, pretrained
+from minidiff.checkpoint import UnsafeCheckpointError
+
+REQUIRED = {"file", "sha256", "recipe", "metrics", "created", "params", "dtype", "config"}
+
+
+@pytest.fixture
+def shipped_copy(tmp_path: Path) -> Path:
+    """The package's checkpoints folder, copied so that a test may damage it."""
+    for name in (pretrained.MANIFEST, "classifier.pt"):
+        shutil.copy(pretrained.CHECKPOINT_DIR / name, tmp_path / name)
+    return tmp_path
+
+
+def test_manifest_describes_the_shipped_classifier():
+    entry = pretrained.read_manifest()["classifier"]
+    assert REQUIRED <= set(entry)
+    path = pretrained.CHECKPOINT_DIR / entry["file"]
+    assert path.stat().st_size < 2 * 2**20
+    assert pretrained.sha256(path) == entry["sha256"]
+    assert entry["recipe"] == "classifier" and entry["metrics"]["heldout_accuracy"] >= 0.98
+    text = (pretrained.CHECKPOINT_DIR / pretrained.MANIFEST).read_text()
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n", "sorted keys, indent 2"
+
+
+def test_load_classifier_is_frozen_eval_mode_and_cached():
+    model = pretrained.load_classifier()
+    assert isinstance(model, metrics.DigitClassifier) and not model.training
+    assert not any(p.requires_grad for p in model.parameters())
+    assert pretrained.load_classifier("cpu") is model
+    entry = pretrained.read_manifest()["classifier"]
+    assert sum(v.numel() for v in model.state_dict().values() if v.is_floating_point()) == entry["params"]
+
+
+def test_load_state_from_a_copy_and_from_a_patched_default(shipped_copy, monkeypatch):
+    state, entry = pretrained.load_state("classifier", root=shipped_copy)
+    assert entry == pretrained.read_manifest()["classifier"]
+    monkeypatch.setattr(pretrained, "CHECKPOINT_DIR", shipped_copy)
+    torch.testing.assert_close(pretrained.load_state("classifier")[0], state)
+
+
+def test_a_flipped_byte_is_caught_before_loading(shipped_copy):
+    path = shipped_copy / "classifier.pt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(pretrained.ChecksumError, match="corrupt or was tampered with") as info:
+        pretrained.load_state("classifier", root=shipped_copy)
+    message = str(info.value)
+    assert "git checkout minidiff/checkpoints/classifier.pt" in message
+    assert "python -m minidiff train --recipe classifier" in message
+    assert isinstance(info.value, ValueError)
+
+
+def test_a_missing_file_names_the_recipe_that_remakes_it(shipped_copy):
+    (shipped_copy / "classifier.pt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"file is missing.*--recipe classifier"):
+        pretrained.load_state("classifier", root=shipped_copy)
+
+
+def test_an_unknown_name_lists_the_shipped_ones():
+    with pytest.raises(ValueError, match=r"one of \[.*'classifier'.*\]; got 'clasifier'"):
+        pretrained.load_state("clasifier")
+
+
+class Payload:
+    """Any class that is not plain data: weights-only unpickling must refuse to rebuild it."""
+
+
+def test_pickled_objects_are_refused_even_with_a_matching_checksum(tmp_path):
+    torch.save({"weight": torch.zeros(2), "payload": Payload()}, tmp_path / "evil.pt")
+    manifest = {"evil": {"file": "evil.pt", "sha256": pretrained.sha256(tmp_path / "evil.pt"), "recipe": "evil"}}
+    (tmp_path / pretrained.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(UnsafeCheckpointError, match="weights_only"):
+        pretrained.load_state("evil", root=tmp_path)
+
+
+def test_save_shipped_round_trip_in_float16_keeps_other_entries(shipped_copy):
+    state = {"w": torch.randn(3, 4), "steps": torch.tensor(7)}
+    entry = pretrained.save_shipped("toy", state, recipe="tiny", metrics={"loss": 0.5}, config={"width": 4},
+                                    dtype="float16", root=shipped_copy)
+    assert REQUIRED <= set(entry) and entry["params"] == 12 and entry["dtype"] == "float16"
+    loaded, again = pretrained.load_state("toy", root=shipped_copy)
+    assert again == entry and loaded["w"].dtype == torch.float16 and loaded["steps"].dtype == torch.int64
+    torch.testing.assert_close(loaded["w"].float(), state["w"], atol=2e-3, rtol=1e-3)
+    assert set(pretrained.read_manifest(shipped_copy)) == {"classifier", "toy"}
+    assert sorted(p.name for p in shipped_copy.iterdir()) == ["classifier.pt", "manifest.json", "toy.pt"]
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float16'; got 'int8'"):
+        pretrained.save_shipped("toy", state, "tiny", {}, {}, dtype="int8", root=shipped_copy)
+
+
+def test_a_failed_manifest_write_leaves_the_old_manifest(shipped_copy, monkeypatch):
+    before = (shipped_copy / pretrained.MANIFEST).read_text()
+
+    real_replace = os.replace
+
+    def crash_on_manifest(src, dst):
+        if Path(dst).name == pretrained.MANIFEST:
+            raise OSError("disk full")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_manifest)
+    with pytest.raises(OSError, match="disk full"):
+        pretrained.save_shipped("toy", {"w": torch.zeros(1)}, "tiny", {}, {}, root=shipped_copy)
+    assert (shipped_copy / pretrained.MANIFEST).read_text() == before
+    assert not [p for p in shipped_copy.iterdir() if p.name.endswith(".tmp")], "temporary files are removed"
+
+
+def test_docstrings_have_no_control_characters():
+    mine = [obj for obj in vars(pretrained).values() if getattr(obj, "__module__", None) == pretrained.__name__]
+    for obj in [pretrained, *mine]:
+        assert not any(ord(c) < 32 and c not in "\n\t" for c in obj.__doc__ or ""), obj
