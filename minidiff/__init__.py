@@ -15,7 +15,8 @@ from .diffusion import (eps_and_x0, predict_eps_from_v, predict_eps_from_x0, pre
                         predict_x0_from_v, q_posterior, q_sample, q_step)
 from .losses import diffusion_loss
 from .nn import UNet, UNetConfig, timestep_embedding
-from .samplers import ddim_sample, ddim_step, ddpm_sample, ddpm_step
+from .samplers import (ddim_invert, ddim_sample, ddim_step, ddpm_sample, ddpm_step, dpm_solver_sample, dpm_solver_step,
+                       slerp)
 from .train import DiffusionConfig, RunConfig, TrainConfig, Trainer
 from .metrics import DigitClassifier, class_accuracy, evaluate, frechet_distance, kernel_distance, reference_floor
 from .pretrained import load_classifier, load_diffusion

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from .recipes import RECIPES, make_trainer
-from .samplers import ddim_sample
+from .samplers import ddim_sample, ddpm_sample, dpm_solver_sample
 from .train import COMPILE_MODES, RunConfig, Trainer, load_trained, save_grid
 
 CLASSIFIER = "classifier"          # trained by minidiff.metrics, not by the diffusion Trainer
@@ -57,7 +57,9 @@ def add_sample_arguments(sample: argparse.ArgumentParser) -> None:
     sample.add_argument("--n", type=int, default=64, help="number of samples")
     sample.add_argument("--label", type=int, default=None, help="class of every sample (default: 0, 1, 2, …)")
     sample.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
-    sample.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    sample.add_argument("--sampler", choices=SAMPLERS, default="ddim",
+                        help="ddim (default), dpm++ (DPM-Solver++ 2M) or ddpm (all T steps; --steps is ignored)")
+    sample.add_argument("--steps", type=int, default=50, help="network calls for ddim and dpm++")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     sample.set_defaults(func=sample_command)
@@ -113,17 +115,31 @@ def print_metrics(trainer: Trainer, n: int, guidance_scale: Optional[float], ste
     print("metrics: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
 
 
+SAMPLERS = ("ddim", "dpm++", "ddpm")
+
+
+def run_sampler(name: str, model: torch.nn.Module, schedule, shape: tuple[int, ...], steps: int,
+                y: Optional[torch.Tensor], guidance_scale: Optional[float], target: str,
+                generator: torch.Generator) -> torch.Tensor:
+    """One batch from the sampler called ``name`` (DDPM always takes all T steps)."""
+    if name == "ddpm":
+        return ddpm_sample(model, schedule, shape, y=y, guidance_scale=guidance_scale, target=target,
+                           generator=generator)
+    sampler = ddim_sample if name == "ddim" else dpm_solver_sample
+    return sampler(model, schedule, shape, steps=steps, y=y, guidance_scale=guidance_scale, target=target,
+                   generator=generator)
+
+
 def draw(model: torch.nn.Module, schedule, n: int, labels: Optional[torch.Tensor], guidance_scale: Optional[float],
-         steps: int, target: str, seed: int) -> torch.Tensor:
-    """``n`` DDIM samples from ``model`` in [-1, 1], reproducible from ``seed``, batched to bound memory."""
+         steps: int, target: str, seed: int, sampler: str = "ddim") -> torch.Tensor:
+    """``n`` samples from ``model`` in [-1, 1], reproducible from ``seed``, batched to bound memory."""
     cfg, device = model.config, schedule.device
     generator = torch.Generator(device).manual_seed(seed)
     batches = []
     for start in range(0, n, 500):
         y = labels[start:start + 500] if labels is not None else None
         shape = (min(500, n - start), cfg.in_channels, cfg.image_size, cfg.image_size)
-        batches.append(ddim_sample(model, schedule, shape, steps=steps, y=y, guidance_scale=guidance_scale,
-                                   target=target, generator=generator))
+        batches.append(run_sampler(sampler, model, schedule, shape, steps, y, guidance_scale, target, generator))
     return torch.cat(batches).clamp(-1, 1)         # the last x̂_0 can overshoot the data range
 
 
@@ -136,7 +152,7 @@ def sample_command(args: argparse.Namespace) -> int:
     labels = sample_labels(args.n, args.label, num_classes)
     labels = labels.to(device) if labels is not None else None
     images = draw(model, schedule, args.n, labels, args.guidance if labels is not None else None, args.steps,
-                  diffusion.target, args.seed)
+                  diffusion.target, args.seed, args.sampler)
     path = save_grid(images, args.out, nrow=num_classes if args.label is None and num_classes else None)
     print(f"wrote {args.n} samples to {path}")
     return 0

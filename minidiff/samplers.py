@@ -57,11 +57,37 @@ def ddim_step(x_t: Tensor, eps: Tensor, t: int, t_prev: int, s: NoiseSchedule, e
     abar_t, abar_prev = extract(abar, t + 1, x_t), extract(abar, t_prev + 1, x_t)
     x0 = (x_t - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
     sigma = eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).sqrt()
+    # √ᾱ_{t'} x̂_0 + √(1 − ᾱ_{t'} − σ²) ε̂: the predicted x_0, re-noised to level t' with the predicted ε
     x_prev = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma ** 2).clamp(min=0).sqrt() * eps
     if eta == 0:
         return x_prev
     noise = torch.randn_like(x_t) if noise is None else noise
     return x_prev + sigma * noise
+
+
+def dpm_solver_step(x_t: Tensor, x0: Tensor, t: int, t_next: int, s: NoiseSchedule,
+                    x0_last: Optional[Tensor] = None, t_last: Optional[int] = None) -> Tensor:
+    r"""One DPM-Solver++(2M) step $t \to t' = $ ``t_next`` (Lu et al. 2022, Algorithm 2), in the
+    data-prediction form. With $\alpha_t = \sqrt{\bar\alpha_t}$, $\sigma_t = \sqrt{1-\bar\alpha_t}$,
+    $\lambda_t = \log(\alpha_t/\sigma_t)$ and $h = \lambda_{t'} - \lambda_t$:
+
+    $x_{t'} = \frac{\sigma_{t'}}{\sigma_t}\,x_t - \alpha_{t'}\,(e^{-h} - 1)\,D$, where $D = \hat x_0$ (first order) or,
+    given $\hat x_0$ at the previously visited step ``t_last`` (``x0_last``),
+    $D = (1 + \tfrac{1}{2r})\,\hat x_0 - \tfrac{1}{2r}\,\hat x_0^{\text{last}}$ with $r = h_{\text{last}}/h$ (second order).
+    ``t_next = -1`` ($\sigma = 0$, $\lambda = \infty$) returns $\hat x_0$: the last step is first order."""
+    t_, t_next_ = _check_step_pair(t, t_next, s)
+    if t_next == -1:
+        return x0
+    lam = 0.5 * s.log_snr                                    # λ_t = log(α_t / σ_t) = ½ log SNR(t)
+    h = lam[t_next] - lam[t]
+    alpha_next = s.sqrt_alphas_cumprod[t_next]
+    ratio = s.sqrt_one_minus_alphas_cumprod[t_next] / s.sqrt_one_minus_alphas_cumprod[t]
+    d = x0
+    if x0_last is not None:
+        r = (lam[t] - lam[t_last]) / h
+        d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_last
+    # σ_{t'}/σ_t · x_t − α_{t'} (e^{−h} − 1) D
+    return ratio.to(x_t.dtype) * x_t - (alpha_next * torch.expm1(-h)).to(x_t.dtype) * d
 
 
 # -- the model, guided ----------------------------------------------------------------------------
@@ -135,6 +161,53 @@ def ddim_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], steps: i
         noise = torch.randn(x.shape, device=x.device, generator=generator) if eta > 0 else None
         x = ddim_step(x, eps, t, t_prev, s, eta, noise)
     return (x, trajectory) if return_trajectory else x
+
+
+def dpm_solver_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], steps: int = 20,
+                      y: Optional[Tensor] = None, guidance_scale: Optional[float] = None, target: str = "eps",
+                      spacing: Spacing = "trailing", generator: Optional[torch.Generator] = None,
+                      x_T: Optional[Tensor] = None, return_trajectory: bool = False,
+                      progress: bool = False) -> Union[Tensor, tuple[Tensor, dict]]:
+    r"""DPM-Solver++(2M): solve the probability-flow ODE in $\lambda$ with ``steps`` network calls,
+    second order from the second step on, first order at the first and the last step."""
+    ts = ddim_timesteps(s.num_steps, steps, spacing)
+    x = _initial_noise(shape, s, generator) if x_T is None else x_T
+    trajectory = {"t": [], "x_t": [], "x0": []}
+    x0_last, t_last = None, None
+    for t, t_next in tqdm(list(zip(ts, ts[1:] + [-1])), disable=not progress, desc="DPM-Solver++"):
+        _, x0 = predict_eps(model, x, t, s, y, guidance_scale, target)
+        _record(trajectory, return_trajectory, t, x, x0)
+        x = dpm_solver_step(x, x0, t, t_next, s, x0_last, t_last)
+        x0_last, t_last = x0, t
+    return (x, trajectory) if return_trajectory else x
+
+
+def ddim_invert(model: Model, s: NoiseSchedule, x0: Tensor, steps: int = 50, y: Optional[Tensor] = None,
+                guidance_scale: Optional[float] = None, target: str = "eps") -> Tensor:
+    r"""Run deterministic DDIM *upwards*, $x_0 \to x_{T-1}$, over the "linspace" timesteps
+    $0 = t_1 < \dots < t_n = T-1$: $x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t'}}\,\hat\varepsilon$
+    with $\hat\varepsilon = \varepsilon_\theta(x_t, t)$ at the level just below. The image itself is taken as $x_{t_1}$.
+    ``ddim_sample(..., spacing="linspace", x_T=ddim_invert(...))`` maps it back to (nearly) $x_0$."""
+    ts = ddim_timesteps(s.num_steps, steps, "linspace")[::-1]        # 0 … T−1, ascending
+    x = x0
+    for t, t_next in zip(ts, ts[1:]):
+        eps, x0_hat = predict_eps(model, x, t, s, y, guidance_scale, target)
+        abar_next = extract(s.alphas_cumprod, t_next, x)
+        x = abar_next.sqrt() * x0_hat + (1 - abar_next).sqrt() * eps
+    return x
+
+
+def slerp(z0: Tensor, z1: Tensor, alpha: Union[float, Tensor]) -> Tensor:
+    r"""Spherical interpolation between two noises, per image:
+    $\frac{\sin((1-a)\theta)}{\sin\theta} z_0 + \frac{\sin(a\theta)}{\sin\theta} z_1$, $\cos\theta = \frac{\langle z_0, z_1\rangle}{|z_0||z_1|}$.
+    Unlike a straight line, it keeps the norm of Gaussian noise (~√d), so every point is a plausible $x_T$."""
+    if z0.shape != z1.shape:
+        raise ValueError(f"z1 must have the shape of z0, {tuple(z0.shape)}; got {tuple(z1.shape)}")
+    a = torch.as_tensor(alpha, dtype=z0.dtype, device=z0.device).reshape(-1, *([1] * (z0.ndim - 1)))
+    flat0, flat1 = z0.flatten(1), z1.flatten(1)
+    cos = (flat0 * flat1).sum(1) / (flat0.norm(dim=1) * flat1.norm(dim=1))
+    theta = torch.arccos(cos.clamp(-1, 1)).reshape(-1, *([1] * (z0.ndim - 1)))
+    return (torch.sin((1 - a) * theta) * z0 + torch.sin(a * theta) * z1) / torch.sin(theta)
 
 
 # -- helpers ----------------------------------------------------------------------------------------

@@ -68,6 +68,10 @@ def test_train_resume_and_sample(tmp_path, digits, capsys):
     assert main(["sample", "--checkpoint", str(out / "model.pt"), "--n", "6", "--steps", "2", "--label", "3",
                  "--out", str(grid), "--device", "cpu"]) == 0
     assert grid.read_bytes().startswith(PNG_MAGIC)
+    grid.unlink()
+    assert main(["sample", "--checkpoint", str(out / "model.pt"), "--n", "4", "--steps", "3", "--sampler", "dpm++",
+                 "--guidance", "2", "--out", str(grid), "--device", "cpu"]) == 0
+    assert grid.read_bytes().startswith(PNG_MAGIC)
     with pytest.raises(SystemExit, match="--label"):
         main(["sample", "--checkpoint", str(out / "model.pt"), "--label", "12", "--out", str(grid)])
 
