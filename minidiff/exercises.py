@@ -304,3 +304,47 @@ def check_training_loss(fn: Callable) -> Callable:
     def reference(model: Callable, x0: Tensor, t: Tensor, noise: Tensor, s: schedules.NoiseSchedule) -> Tensor:
         return diffusion_loss(model, x0, s, t=t, noise=noise)
     return check("training_loss", fn, reference, cases, HINT_TRAINING_LOSS, **IMAGE_TOLERANCE)
+
+
+# -- notebook 06: sampling ----------------------------------------------------------------------
+HINT_DDPM_STEP = ("mean = (x_t − β_t/√(1 − ᾱ_t)·ε̂)/√α_t, then add √β_t·noise — except at t = 0, where the "
+                  "step returns the mean alone (DDPM Algorithm 2). β_t = s.betas[t], α_t = s.alphas[t], "
+                  "ᾱ_t = s.alphas_cumprod[t]; cast the coefficients to x_t's dtype.")
+
+HINT_DDIM_STEP = ("x̂_0 = (x_t − √(1 − ᾱ_t)·ε̂)/√ᾱ_t; σ = η·√((1 − ᾱ')/(1 − ᾱ_t))·√(1 − ᾱ_t/ᾱ') with ᾱ' = "
+                  "ᾱ_{t_prev}, or 1 when t_prev = −1; return √ᾱ'·x̂_0 + √(1 − ᾱ' − σ²)·ε̂ + σ·noise.")
+
+
+def _sampler_cases(with_prev: bool) -> list[Case]:
+    settings = [(999, 899, 0.0, "linear"), (500, -1, 0.0, "cosine"), (10, 9, 1.0, "linear"), (700, 300, 0.5, "cosine"),
+                (1, 0, 0.0, "linear"), (0, -1, 0.0, "cosine")]
+    cases = []
+    for seed, (t, t_prev, eta, kind) in enumerate(settings):
+        g = torch.Generator().manual_seed(seed)
+        x_t, eps, noise = (torch.randn(3, 1, 6, 6, generator=g) for _ in range(3))
+        s = schedules.make_schedule(kind, 1000)
+        if with_prev:
+            inputs = dict(x_t=x_t, eps=eps, t=t, t_prev=t_prev, schedule=s, eta=eta, noise=noise)
+        else:
+            inputs = dict(x_t=x_t, eps=eps, t=t, schedule=s, noise=noise)
+        cases.append(Case(describe(**inputs), tuple(inputs.values())))
+    return cases
+
+
+def check_ddpm_step(fn: Callable) -> Callable:
+    """Check ``fn(x_t, eps, t, s, noise) -> x_{t-1}`` against ``minidiff.ddpm_step`` (variance β_t, no clipping)."""
+    from .samplers import ddpm_step
+
+    def reference(x_t: Tensor, eps: Tensor, t: int, s: schedules.NoiseSchedule, noise: Tensor) -> Tensor:
+        return ddpm_step(x_t, eps, t, s, noise=noise)
+    return check("ddpm_step", fn, reference, _sampler_cases(with_prev=False), HINT_DDPM_STEP, **IMAGE_TOLERANCE)
+
+
+def check_ddim_step(fn: Callable) -> Callable:
+    """Check ``fn(x_t, eps, t, t_prev, s, eta, noise) -> x_{t_prev}`` against ``minidiff.ddim_step``."""
+    from .samplers import ddim_step
+
+    def reference(x_t: Tensor, eps: Tensor, t: int, t_prev: int, s: schedules.NoiseSchedule, eta: float,
+                  noise: Tensor) -> Tensor:
+        return ddim_step(x_t, eps, t, t_prev, s, eta=eta, noise=noise)
+    return check("ddim_step", fn, reference, _sampler_cases(with_prev=True), HINT_DDIM_STEP, **IMAGE_TOLERANCE)

@@ -368,3 +368,38 @@ def test_check_training_loss(capsys):
         raise NotImplementedError
     assert md.exercises.check_training_loss(stub) is not stub
     assert "not attempted yet" in capsys.readouterr().out
+
+
+# -- notebook 06 --------------------------------------------------------------------------------
+def _ddpm(x_t, eps, t, s, noise, last_noise=False, variance=None):
+    beta, alpha, abar = s.betas[t].float(), s.alphas[t].float(), s.alphas_cumprod[t].float()
+    mean = (x_t - beta / (1 - abar).sqrt() * eps) / alpha.sqrt()
+    if t == 0 and not last_noise:
+        return mean
+    sigma2 = beta if variance is None else variance[t].float()
+    return mean + sigma2.sqrt() * noise
+
+
+def _ddim(x_t, eps, t, t_prev, s, eta, noise, prev_is_one=True):
+    abar = s.alphas_cumprod.float()
+    abar_t = abar[t]
+    abar_prev = abar[t_prev] if t_prev >= 0 else (torch.tensor(1.0) if prev_is_one else abar[0])
+    x0 = (x_t - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
+    sigma = eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).sqrt()
+    return abar_prev.sqrt() * x0 + (1 - abar_prev - sigma ** 2).clamp(min=0).sqrt() * eps + sigma * noise
+
+
+def test_check_ddpm_step(capsys):
+    assert md.exercises.check_ddpm_step(_ddpm) is _ddpm
+    with pytest.raises(md.exercises.ExerciseError, match=r"(?s)ddpm_step is not right yet, on case 6 of 6: .*t=0.*Algorithm 2"):
+        md.exercises.check_ddpm_step(lambda *a: _ddpm(*a, last_noise=True))
+    with pytest.raises(md.exercises.ExerciseError, match=r"(?s)ddpm_step is not right yet, on case 1 of 6"):
+        md.exercises.check_ddpm_step(lambda x_t, eps, t, s, n: _ddpm(x_t, eps, t, s, n, variance=s.alphas))
+
+
+def test_check_ddim_step(capsys):
+    assert md.exercises.check_ddim_step(_ddim) is _ddim
+    with pytest.raises(md.exercises.ExerciseError, match=r"(?s)ddim_step is not right yet, on case 2 of 6: .*t_prev=-1.*ᾱ' ="):
+        md.exercises.check_ddim_step(lambda *a: _ddim(*a, prev_is_one=False))
+    with pytest.raises(md.exercises.ExerciseError, match=r"(?s)ddim_step is not right yet, on case 3 of 6: .*eta=1.0"):
+        md.exercises.check_ddim_step(lambda x_t, eps, t, tp, s, eta, n: _ddim(x_t, eps, t, tp, s, 0.0, n))
