@@ -14,7 +14,7 @@ import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Any, Union
+from typing import IO, Any, Callable, Union
 
 import torch
 
@@ -29,23 +29,29 @@ class UnsafeCheckpointError(ValueError):
     """The file holds Python objects other than plain data, which ``weights_only`` loading refuses."""
 
 
-def save_checkpoint(path: PathLike, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, rename."""
-    if not isinstance(state, dict):
-        raise TypeError(f"state must be a dict; got {type(state).__name__}")
+def atomic_write(path: PathLike, write: Callable[[IO], Any], mode: str = "wb") -> None:
+    """Call ``write(file)`` on a temporary file in ``path``'s folder, fsync it, then rename it onto
+    ``path``: a crash at any moment leaves either the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same folder as the target: a rename across file systems would not be atomic.
-    tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    tmp = tempfile.NamedTemporaryFile(mode, dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
     try:
         with tmp:
-            torch.save(state, tmp)
+            write(tmp)
             tmp.flush()
             os.fsync(tmp.fileno())
         os.replace(tmp.name, path)
     except BaseException:
         Path(tmp.name).unlink(missing_ok=True)
         raise
+
+
+def save_checkpoint(path: PathLike, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically (``atomic_write``), readable with ``load_checkpoint``."""
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict; got {type(state).__name__}")
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:

@@ -22,14 +22,13 @@ import hashlib
 import importlib.resources
 import json
 import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Optional, Union
 
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:                      # metrics imports this module; import it back only on use
     from .metrics import DigitClassifier
@@ -105,21 +104,6 @@ def load_state(name: str, root: Optional[PathLike] = None) -> tuple[dict, dict]:
     return load_checkpoint(path, map_location="cpu"), entry
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and one rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, SHIPPED_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_shipped(name: str, state_dict: dict, recipe: str, metrics: dict, config: dict,
                  dtype: Literal["float32", "float16"] = "float32", root: Optional[PathLike] = None) -> dict:
     """Write ``state_dict`` to ``root/NAME.pt`` and record it in ``root/manifest.json``; returns the entry.
@@ -142,7 +126,8 @@ def save_shipped(name: str, state_dict: dict, recipe: str, metrics: dict, config
              "params": sum(v.numel() for v in stored.values() if v.is_floating_point()),
              "torch": torch.__version__}
     manifest = read_manifest(root) | {name: entry}
-    _atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    atomic_write(root / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n"), mode="w")
+    os.chmod(root / MANIFEST, SHIPPED_MODE)
     _classifier.cache_clear()           # a cached model may now be stale
     return entry
 

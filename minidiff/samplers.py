@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .diffusion import eps_and_x0, predict_x0_from_eps
+from .diffusion import eps_and_x0, predict_x0_from_eps, q_posterior
 from .schedules import NoiseSchedule, Timesteps, check_timesteps, extract
 
 Model = Callable[..., Tensor]
@@ -29,8 +29,7 @@ def ddpm_step(x_t: Tensor, eps: Tensor, t: int, s: NoiseSchedule, noise: Optiona
     if variance not in ("beta", "posterior"):
         raise ValueError(f"variance must be 'beta' or 'posterior'; got {variance!r}")
     if clip_x0:
-        x0 = predict_x0_from_eps(x_t, t, eps, s).clamp(-1, 1)
-        mean = extract(_posterior_coef_x0(s), t, x_t) * x0 + extract(_posterior_coef_xt(s), t, x_t) * x_t
+        mean = q_posterior(predict_x0_from_eps(x_t, t, eps, s).clamp(-1, 1), x_t, t, s)[0]
     else:
         # μ = (x_t − β_t / √(1 − ᾱ_t) · ε̂) / √α_t   (DDPM eq. 11)
         mean = (x_t - extract(s.betas / s.sqrt_one_minus_alphas_cumprod, t, x_t) * eps) / extract(s.alphas.sqrt(), t, x_t)
@@ -211,14 +210,6 @@ def slerp(z0: Tensor, z1: Tensor, alpha: Union[float, Tensor]) -> Tensor:
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-def _posterior_coef_x0(s: NoiseSchedule) -> Tensor:
-    return s.alphas_cumprod_prev.sqrt() * s.betas / (1 - s.alphas_cumprod)
-
-
-def _posterior_coef_xt(s: NoiseSchedule) -> Tensor:
-    return s.alphas.sqrt() * (1 - s.alphas_cumprod_prev) / (1 - s.alphas_cumprod)
-
-
 def _check_step_pair(t: Timesteps, t_prev: Timesteps, s: NoiseSchedule) -> tuple[Tensor, Tensor]:
     t = check_timesteps(t, s.num_steps, device=s.device)
     t_prev = check_timesteps(torch.as_tensor(t_prev, device=s.device) + 1, s.num_steps + 1, device=s.device) - 1
