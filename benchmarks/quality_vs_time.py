@@ -1,47 +1,81 @@
-"""Quality per GPU-minute: train the mnist_cond recipe and measure the EMA model after 1, 2 and 5
-minutes of training (wall time of the training steps only; compilation counts, evaluation does not).
+"""Quality per GPU-minute: train the mnist_cond recipe and measure the EMA model after 1, 2, … minutes
+of training (wall time of the training steps only; compilation counts, evaluation does not).
 
-    python benchmarks/quality_vs_time.py [--minutes 1,2,5] [--steps 16000] [--compile reduce-overhead]
+    python benchmarks/quality_vs_time.py [--minutes 1,2,5] [--compile reduce-overhead] [--ship DIR]
 
 At each mark: 1,000 unguided samples (100 per class, DDIM 50 steps) scored by minidiff.metrics
 (Fréchet distance and KID in the shipped classifier's features, class accuracy, and the floor).
-``--steps`` sets the length of the learning-rate schedule; choose it so it ends near the last mark.
+Training runs the recipe's own step count; a mark past its end reports the finished model.
+After the last mark the finished model is also scored with DPM-Solver++ 20 steps and DDPM 1,000.
+``--ship DIR`` writes the EMA weights (float16) and a manifest entry to DIR, as
+``minidiff.pretrained.save_shipped`` does for the package's checkpoints/ (merge the entry by hand).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import time
-from dataclasses import replace
+from dataclasses import asdict
 
 import torch
 
 import minidiff as md
+from minidiff.nn.unet import config_dict
 from minidiff.recipes import RECIPES, make_trainer
 
+SAMPLERS = {
+    "DDIM 50": lambda m, s, shape, y, g: md.ddim_sample(m, s, shape, steps=50, y=y, generator=g),
+    "DPM-Solver++ 20": lambda m, s, shape, y, g: md.dpm_solver_sample(m, s, shape, steps=20, y=y, generator=g),
+    "DDPM 1000": lambda m, s, shape, y, g: md.ddpm_sample(m, s, shape, y=y, generator=g),
+}
 
-def evaluate(trainer: md.Trainer) -> dict:
+
+def evaluate(trainer: md.Trainer, sampler: str = "DDIM 50") -> dict:
+    """The metrics protocol: 1,000 unguided samples, 100 per class, from the EMA model."""
     labels = torch.arange(1000, device=trainer.device) % 10
+    start = time.perf_counter()
     with torch.no_grad():
-        x = torch.cat([md.ddim_sample(trainer.ema, trainer.schedule, (500, 1, 28, 28), steps=50, y=y,
-                                      generator=torch.Generator(trainer.device).manual_seed(i))
+        x = torch.cat([SAMPLERS[sampler](trainer.ema, trainer.schedule, (500, 1, 28, 28), y,
+                                         torch.Generator(trainer.device).manual_seed(i))
                        for i, y in enumerate(labels.split(500))])
-    return md.evaluate(x.clamp(-1, 1), labels)
+    seconds = time.perf_counter() - start
+    return md.evaluate(x.clamp(-1, 1), labels) | {"sampler": sampler, "sample_seconds": round(seconds, 2)}
+
+
+def line(minutes: float, step: int, r: dict) -> str:
+    return (f"{minutes:4.2f} min, step {step:6d}, {r['sampler']:15s}: FD {r['fd']:.3f} ({r['fd_ratio']:.2f}× floor "
+            f"{r['fd_floor']:.3f}), KID {r['kid']:+.4f} ± {r['kid_std']:.4f}, accuracy {r['accuracy']:.1%}")
+
+
+def ship(trainer: md.Trainer, result: dict, seconds: float, root: str, command: str) -> None:
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    metrics = {"fd": round(result["fd"], 4), "fd_floor": round(result["fd_floor"], 4),
+               "fd_ratio": round(result["fd_ratio"], 3), "kid": round(result["kid"], 6),
+               "kid_std": round(result["kid_std"], 6), "kid_floor": round(result["kid_floor"], 6),
+               "accuracy": result["accuracy"], "steps": trainer.step, "train_seconds": round(seconds),
+               "sampler": "DDIM 50 steps, eta 0, no guidance, 1,000 samples (100 per class)",
+               "trained_on": f"{gpu} (torch {torch.__version__})", "command": command}
+    config = {"model": config_dict(trainer.model.config), "diffusion": asdict(trainer.diffusion),
+              "train": asdict(trainer.cfg) | {"bf16": trainer.run.bf16, "compile": trainer.run.compile}}
+    md.pretrained.save_shipped("mnist_cond", trainer.ema.state_dict(), recipe="mnist_cond", metrics=metrics,
+                               config=config, dtype="float16", root=root)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", default="1,2,5")
-    parser.add_argument("--steps", type=int, default=16_000)
     parser.add_argument("--compile", default="reduce-overhead")
+    parser.add_argument("--ship", default=None, metavar="DIR", help="save the finished EMA model here")
+    parser.add_argument("--json", default=None, metavar="PATH", help="append every result as a JSON line")
     args = parser.parse_args()
     marks = [60 * float(m) for m in args.minutes.split(",")]
     recipe = RECIPES["mnist_cond"]
-    recipe = replace(recipe, train=replace(recipe.train, steps=args.steps))
     run = md.RunConfig(compile=args.compile or False, progress=False, log_every=100)
     trainer = make_trainer(recipe, run)
     print(f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}, torch {torch.__version__}, "
-          f"recipe mnist_cond with {args.steps} scheduled steps, compile={args.compile}")
-    trained = 0.0
+          f"recipe mnist_cond ({trainer.model.num_parameters() / 1e6:.2f}M parameters, {recipe.train.steps} steps "
+          f"of batch {recipe.train.batch_size}), compile={args.compile}", flush=True)
+    results, trained = [], 0.0
     for mark in marks:
         while trained < mark and trainer.step < recipe.train.steps:
             start = time.perf_counter()
@@ -49,9 +83,21 @@ def main() -> None:
             if trainer.device.type == "cuda":
                 torch.cuda.synchronize()
             trained += time.perf_counter() - start
-        r = evaluate(trainer)
-        print(f"{trained / 60:4.1f} min, step {trainer.step:6d}: FD {r['fd']:.3f} ({r['fd_ratio']:.2f}× floor "
-              f"{r['fd_floor']:.3f}), KID {r['kid']:+.4f} ± {r['kid_std']:.4f}, accuracy {r['accuracy']:.1%}", flush=True)
+        samplers = ["DDIM 50"] if mark < marks[-1] else list(SAMPLERS)
+        for sampler in samplers:
+            r = evaluate(trainer, sampler) | {"minutes": round(trained / 60, 3), "step": trainer.step}
+            results.append(r)
+            print(line(trained / 60, trainer.step, r), flush=True)
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps(r) + "\n")
+    print(f"trained {trainer.step} steps in {trained:.1f} s ({trainer.step * recipe.train.batch_size / trained:.0f} img/s "
+          f"including compilation)")
+    if args.ship:
+        final = next(r for r in results if r["step"] == trainer.step and r["sampler"] == "DDIM 50")
+        ship(trainer, final, trained, args.ship, "python benchmarks/quality_vs_time.py --ship DIR "
+             f"(= python -m minidiff train --recipe mnist_cond --compile {args.compile})")
+        print(f"shipped to {args.ship}")
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def measure(name: str, build, mode: str, batch: int, iters: int) -> dict:
     model = build().cuda().train()
     flops = flops_per_image(model)
     if mode.startswith("compile"):
-        model = torch.compile(model, mode="max-autotune-no-cudagraphs" if mode == "compile" else "max-autotune")
+        model = torch.compile(model, mode=None if mode == "compile" else "reduce-overhead")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     step = make_step(model, opt, bf16=mode != "fp32")
     x = torch.randn(batch, 1, 28, 28, device="cuda")

@@ -58,6 +58,14 @@ def test_unet_shapes_any_divisible_size():
         assert model(x, torch.tensor([0, 5, 999])).shape == x.shape
 
 
+def test_unet_first_level_wider_than_base():
+    """channel_mults need not start at 1: the output head takes the first level's width."""
+    model = small(channel_mults=(2, 2, 4), attention_resolutions=(4,))
+    x = torch.randn(2, 1, 16, 16)
+    assert model(x, torch.tensor([1, 2])).shape == x.shape
+    assert model.out[0].num_channels == 32
+
+
 def test_unet_output_is_zero_at_init():
     """The output conv starts at zero, so the untrained model predicts ε̂ = 0 (loss starts at 1)."""
     model = small()

@@ -155,7 +155,8 @@ class UNet(nn.Module):
         mid = cfg.base_channels * cfg.channel_mults[-1]
         self.mid = nn.ModuleList([Block(mid, mid, emb_dim, cfg, attend=True), Block(mid, mid, emb_dim, cfg, False)])
         self.up = self._up_path(emb_dim, skip_channels)
-        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), zero_init(nn.Conv2d(ch, cfg.in_channels, 3, padding=1)))
+        top = cfg.base_channels * cfg.channel_mults[0]      # the up path ends at the first level's width
+        self.out = nn.Sequential(group_norm(top), nn.SiLU(), zero_init(nn.Conv2d(top, cfg.in_channels, 3, padding=1)))
 
     def _down_path(self, emb_dim: int) -> tuple[nn.ModuleList, list[int]]:
         cfg, ch, size = self.config, self.config.base_channels, self.config.image_size
