@@ -13,7 +13,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .diffusion import eps_and_x0, predict_x0_from_eps, q_posterior
-from .schedules import NoiseSchedule, Timesteps, check_timesteps, extract
+from .schedules import NoiseSchedule, Timesteps, check_timesteps, extract, same_device
 
 Model = Callable[..., Tensor]
 Spacing = Literal["trailing", "leading", "linspace"]
@@ -229,7 +229,7 @@ def _null_class(model: Model) -> int:
 
 def _initial_noise(shape: tuple[int, ...], s: NoiseSchedule, generator: Optional[torch.Generator]) -> Tensor:
     device = generator.device if generator is not None else s.device
-    if torch.device(device) != s.device:
+    if not same_device(device, s.device):
         raise ValueError(f"generator is on {device} but the schedule is on {s.device}; use one device")
     return torch.randn(shape, device=device, generator=generator)
 

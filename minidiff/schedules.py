@@ -180,6 +180,17 @@ def _clipped_log(posterior_variance: Tensor) -> Tensor:
     return torch.cat([posterior_variance[1:2], posterior_variance[1:]]).log()
 
 
+def same_device(a: torch.device | str, b: torch.device | str) -> bool:
+    """Whether two devices are the same one: "cuda" means the current CUDA device, so it equals "cuda:0"
+    when that is current (``torch.device("cuda") != torch.device("cuda:0")`` in plain PyTorch)."""
+    def canonical(d: torch.device | str) -> tuple[str, int]:
+        d = torch.device(d)
+        if d.index is not None:
+            return d.type, d.index
+        return d.type, torch.cuda.current_device() if d.type == "cuda" else 0
+    return canonical(a) == canonical(b)
+
+
 def check_timesteps(t: Timesteps, num_steps: int, batch: int | None = None,
                     device: torch.device | None = None) -> Tensor:
     """``t`` as a LongTensor (0-d or (B,)) after checking type, range, batch size and device."""
@@ -191,7 +202,7 @@ def check_timesteps(t: Timesteps, num_steps: int, batch: int | None = None,
         raise TypeError(f"t must hold integer timesteps (torch.long); got dtype {t.dtype}")
     if t.ndim > 1:
         raise ValueError(f"t must be an int or a 1-D tensor of shape (B,); got shape {tuple(t.shape)}")
-    if device is not None and t.device != torch.device(device):
+    if device is not None and not same_device(t.device, device):
         raise ValueError(f"t is on {t.device} but the schedule is on {device}; create t on the same "
                          f"device (e.g. torch.full((B,), t, device=x.device))")
     if batch is not None and t.ndim == 1 and t.shape[0] != batch:

@@ -180,3 +180,20 @@ def test_slerp_endpoints_and_norm():
 def test_dpm_solver_bad_steps(s):
     with pytest.raises(ValueError, match=r"steps must be an int in \[1, 1000\]; got 0"):
         md.dpm_solver_sample(gaussian_eps_model(s), s, (2, 1), steps=0)
+
+
+def test_same_device_treats_bare_cuda_as_the_current_device():
+    from minidiff.schedules import same_device
+    assert same_device("cpu", torch.device("cpu"))
+    assert not same_device("cpu", "meta")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_generator_on_bare_cuda_matches_a_schedule_on_cuda0():
+    """torch.Generator("cuda").device is 'cuda' while tensors live on 'cuda:0': both mean one device."""
+    from minidiff.schedules import same_device
+    assert same_device("cuda", "cuda:0") and same_device(torch.device("cuda"), torch.zeros(1, device="cuda").device)
+    s = md.NoiseSchedule.linear(1000).to("cuda")
+    model = lambda x, t, y=None: torch.zeros_like(x)
+    x = md.ddim_sample(model, s, (2, 1, 4, 4), steps=2, generator=torch.Generator("cuda").manual_seed(0))
+    assert x.device.type == "cuda"
