@@ -56,7 +56,8 @@ def ship(trainer: md.Trainer, result: dict, seconds: float, root: str, command: 
                "sampler": "DDIM 50 steps, eta 0, no guidance, 1,000 samples (100 per class)",
                "trained_on": f"{gpu} (torch {torch.__version__})", "command": command}
     config = {"model": config_dict(trainer.model.config), "diffusion": asdict(trainer.diffusion),
-              "train": asdict(trainer.cfg) | {"bf16": trainer.run.bf16, "compile": trainer.run.compile}}
+              "train": asdict(trainer.cfg) | {"bf16": trainer.run.bf16, "compile": trainer.run.compile,
+                                              "cuda_graph": trainer.run.cuda_graph}}
     md.pretrained.save_shipped("mnist_cond", trainer.ema.state_dict(), recipe="mnist_cond", metrics=metrics,
                                config=config, dtype="float16", root=root)
 
@@ -64,17 +65,21 @@ def ship(trainer: md.Trainer, result: dict, seconds: float, root: str, command: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", default="1,2,5")
-    parser.add_argument("--compile", default="reduce-overhead")
+    parser.add_argument("--compile", default="reduce-overhead", help="a torch.compile mode, or '' for none")
+    parser.add_argument("--cuda-graph", action="store_true", help="record forward + backward as CUDA graphs "
+                                                                 "instead of compiling (implies --compile '')")
     parser.add_argument("--ship", default=None, metavar="DIR", help="save the finished EMA model here")
     parser.add_argument("--json", default=None, metavar="PATH", help="append every result as a JSON line")
     args = parser.parse_args()
     marks = [60 * float(m) for m in args.minutes.split(",")]
     recipe = RECIPES["mnist_cond"]
-    run = md.RunConfig(compile=args.compile or False, progress=False, log_every=100)
+    if args.cuda_graph:
+        args.compile = ""
+    run = md.RunConfig(compile=args.compile or False, cuda_graph=args.cuda_graph, progress=False, log_every=100)
     trainer = make_trainer(recipe, run)
     print(f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}, torch {torch.__version__}, "
           f"recipe mnist_cond ({trainer.model.num_parameters() / 1e6:.2f}M parameters, {recipe.train.steps} steps "
-          f"of batch {recipe.train.batch_size}), compile={args.compile}", flush=True)
+          f"of batch {recipe.train.batch_size}), compile={args.compile!r}, cuda_graph={args.cuda_graph}", flush=True)
     results, trained = [], 0.0
     for mark in marks:
         while trained < mark and trainer.step < recipe.train.steps:
@@ -95,8 +100,9 @@ def main() -> None:
           f"including compilation)")
     if args.ship:
         final = next(r for r in results if r["step"] == trainer.step and r["sampler"] == "DDIM 50")
-        ship(trainer, final, trained, args.ship, "python benchmarks/quality_vs_time.py --ship DIR "
-             f"(= python -m minidiff train --recipe mnist_cond --compile {args.compile})")
+        how = "--cuda-graph" if args.cuda_graph else f"--compile {args.compile}"
+        ship(trainer, final, trained, args.ship, f"python benchmarks/quality_vs_time.py {how} --ship DIR "
+             f"(= python -m minidiff train --recipe mnist_cond {how})")
         print(f"shipped to {args.ship}")
 
 

@@ -99,6 +99,7 @@ class RunConfig:
     device: Optional[str] = None     # None: "cuda" when available, else "cpu"
     bf16: bool = True                # bfloat16 autocast (CUDA only; the CPU trains in float32)
     compile: Union[bool, str] = False    # torch.compile: True, or a mode ("reduce-overhead": CUDA graphs)
+    cuda_graph: bool = False         # record forward + backward once, replay them (no compilation)
     channels_last: bool = False      # NHWC memory layout, faster convolutions on tensor cores
     log_every: int = 100             # steps between loss logs (the only GPU → CPU syncs)
     sample_every: int = 0            # steps between sample grids (0: never)
@@ -112,6 +113,9 @@ class RunConfig:
         _check_non_negative(self, "sample_every", "checkpoint_every")
         if not isinstance(self.compile, bool) and self.compile not in COMPILE_MODES:
             raise ValueError(f"compile must be True, False or one of {COMPILE_MODES}; got {self.compile!r}")
+        if self.cuda_graph and self.compile:
+            raise ValueError(f"cuda_graph and compile are alternatives: choose one; got cuda_graph=True and "
+                             f"compile={self.compile!r} (compile='reduce-overhead' also uses CUDA graphs)")
         if self.checkpoint_every and self.out_dir is None:
             raise ValueError("checkpoint_every > 0 needs out_dir (the folder for checkpoint.pt); got out_dir=None")
         if self.max_seconds is not None and self.max_seconds <= 0:
@@ -218,12 +222,34 @@ class Trainer:
         # rank 0's weights to every rank here, so the EMA copy below starts equal on all ranks.
         self.net = DistributedDataParallel(self.model, device_ids=[self.device] if cuda else None) \
             if self.world_size > 1 else self.model
-        if self.run.compile:
-            self.net = torch.compile(self.net, mode=None if self.run.compile is True else self.run.compile)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr,
                                            weight_decay=self.cfg.weight_decay, fused=cuda)
-        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cuda and self.run.bf16)
+        # a recorded graph replays its kernels, so autocast must not reuse casts cached across steps
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cuda and self.run.bf16,
+                                       cache_enabled=not self.run.cuda_graph)
+        if self.run.compile:
+            self.net = torch.compile(self.net, mode=None if self.run.compile is True else self.run.compile)
+        if self.run.cuda_graph:
+            self.net = self._graphed(self.model)
+
+    def _graphed(self, model: nn.Module) -> nn.Module:
+        """``model`` with its forward and backward recorded as CUDA graphs (``make_graphed_callables``).
+
+        A small U-Net on 28×28 images spends most of an eager step launching ~2,000 tiny kernels; a
+        replayed graph launches them all at once. Shapes are frozen at the batch size, so every batch
+        must have ``batch_size`` images. Called after the EMA copy is made: the copy stays eager."""
+        if self.device.type != "cuda":
+            raise ValueError(f"cuda_graph=True needs a CUDA device; got device {self.device}")
+        if self.world_size > 1:
+            raise ValueError(f"cuda_graph=True runs in one process; got world size {self.world_size}")
+        batch = self.cfg.batch_size
+        memory_format = torch.channels_last if self.run.channels_last else torch.contiguous_format
+        x = torch.zeros(batch, *self.images.shape[1:], device=self.device).contiguous(memory_format=memory_format)
+        t = torch.zeros(batch, dtype=torch.long, device=self.device)
+        y = None if self.labels is None else torch.zeros(batch, dtype=torch.long, device=self.device)
+        with self.autocast:                 # recorded as it will run: in bf16 where enabled
+            return torch.cuda.make_graphed_callables(model, (x, t) if y is None else (x, t, y))
 
     # -- one step ----------------------------------------------------------------------------------
     def next_batch(self) -> tuple[Tensor, Optional[Tensor]]:

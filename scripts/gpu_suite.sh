@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run every notebook (student and solution versions) under nbval in the `full` profile on a CUDA
-# machine, and write the per-notebook times to $OUT (or ./gpu_suite_out).
+# Run the unit tests (UNIT_TESTS=0 skips them) and every notebook (student and solution versions;
+# NOTEBOOKS="…" picks some) under nbval in the `full` profile on a CUDA machine, and write the
+# results and per-notebook times to $OUT (or ./gpu_suite_out).
 # Works on a bare box that has torch but not the Jupyter stack: wheels in .whl/ (made by
 # scripts/fetch_gpu_wheels.sh) are installed into /tmp/minidiff-site first.
 set -euo pipefail
@@ -21,6 +22,11 @@ unset MPLBACKEND
 "$python" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())"
 
 status=0
+# The unit tests first: the CUDA-only ones (CUDA graphs, devices, bf16) run only on a machine like this.
+if [ "${UNIT_TESTS:-1}" = 1 ]; then
+  if env -u MINIDIFF_PROFILE "$python" -m pytest -q -p no:cacheprovider -n 8 tests > "$out/unit_tests.log" 2>&1; then result=pass; else result=FAIL; status=1; fi
+  printf '%-45s %-4s\n' "tests/ (unit tests)" "$result" | tee -a "$out/times.txt"
+fi
 for nb in ${NOTEBOOKS:-solutions/*.ipynb notebooks/*.ipynb}; do
   start=$(date +%s.%N)
   if "$python" -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env "$nb" \
