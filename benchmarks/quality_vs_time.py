@@ -3,8 +3,9 @@ of training (wall time of the training steps only; compilation counts, evaluatio
 
     python benchmarks/quality_vs_time.py [--minutes 1,2,5] [--compile reduce-overhead] [--ship DIR]
 
-At each mark: 1,000 unguided samples (100 per class, DDIM 50 steps) scored by minidiff.metrics
-(Fréchet distance and KID in the shipped classifier's features, class accuracy, and the floor).
+At each mark: 1,000 unguided samples (100 per class; DDIM 50 steps and DDPM's 1,000 by default)
+scored by minidiff.metrics (Fréchet distance and KID in the shipped classifier's features, class
+accuracy, and the floor).
 Training runs the recipe's own step count; a mark past its end reports the finished model.
 After the last mark the finished model is also scored with DPM-Solver++ 20 steps and DDPM 1,000.
 ``--ship DIR`` writes the EMA weights (float16) and a manifest entry to DIR, as
@@ -70,7 +71,12 @@ def main() -> None:
                                                                  "instead of compiling (implies --compile '')")
     parser.add_argument("--ship", default=None, metavar="DIR", help="save the finished EMA model here")
     parser.add_argument("--json", default=None, metavar="PATH", help="append every result as a JSON line")
+    parser.add_argument("--samplers", default="DDIM 50,DDPM 1000",
+                        help=f"comma-separated, scored at every mark but the last (which scores all of {list(SAMPLERS)})")
     args = parser.parse_args()
+    unknown = set(args.samplers.split(",")) - set(SAMPLERS)
+    if unknown:
+        parser.error(f"--samplers must name samplers among {list(SAMPLERS)}; got {sorted(unknown)}")
     marks = [60 * float(m) for m in args.minutes.split(",")]
     recipe = RECIPES["mnist_cond"]
     if args.cuda_graph:
@@ -88,7 +94,7 @@ def main() -> None:
             if trainer.device.type == "cuda":
                 torch.cuda.synchronize()
             trained += time.perf_counter() - start
-        samplers = ["DDIM 50"] if mark < marks[-1] else list(SAMPLERS)
+        samplers = args.samplers.split(",") if mark < marks[-1] else list(SAMPLERS)
         for sampler in samplers:
             r = evaluate(trainer, sampler) | {"minutes": round(trained / 60, 3), "step": trainer.step}
             results.append(r)
