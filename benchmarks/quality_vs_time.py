@@ -48,14 +48,17 @@ def line(minutes: float, step: int, r: dict) -> str:
             f"{r['fd_floor']:.3f}), KID {r['kid']:+.4f} ± {r['kid_std']:.4f}, accuracy {r['accuracy']:.1%}")
 
 
-def ship(trainer: md.Trainer, result: dict, seconds: float, root: str, command: str) -> None:
+def ship(trainer: md.Trainer, result: dict, seconds: float, root: str, command: str,
+         by_sampler: dict[str, dict]) -> None:
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     metrics = {"fd": round(result["fd"], 4), "fd_floor": round(result["fd_floor"], 4),
                "fd_ratio": round(result["fd_ratio"], 3), "kid": round(result["kid"], 6),
                "kid_std": round(result["kid_std"], 6), "kid_floor": round(result["kid_floor"], 6),
                "accuracy": result["accuracy"], "steps": trainer.step, "train_seconds": round(seconds),
                "sampler": "DDIM 50 steps, eta 0, no guidance, 1,000 samples (100 per class)",
-               "trained_on": f"{gpu} (torch {torch.__version__})", "command": command}
+               "trained_on": f"{gpu} (torch {torch.__version__})", "command": command,
+               "by_sampler": {name: {"fd": round(r["fd"], 4), "fd_ratio": round(r["fd_ratio"], 3),
+                                     "accuracy": r["accuracy"]} for name, r in by_sampler.items()}}
     config = {"model": config_dict(trainer.model.config), "diffusion": asdict(trainer.diffusion),
               "train": asdict(trainer.cfg) | {"bf16": trainer.run.bf16, "compile": trainer.run.compile,
                                               "cuda_graph": trainer.run.cuda_graph}}
@@ -105,10 +108,10 @@ def main() -> None:
     print(f"trained {trainer.step} steps in {trained:.1f} s ({trainer.step * recipe.train.batch_size / trained:.0f} img/s "
           f"including compilation)")
     if args.ship:
-        final = next(r for r in results if r["step"] == trainer.step and r["sampler"] == "DDIM 50")
+        last = {r["sampler"]: r for r in results if r["step"] == trainer.step}
         how = "--cuda-graph" if args.cuda_graph else f"--compile {args.compile}"
-        ship(trainer, final, trained, args.ship, f"python benchmarks/quality_vs_time.py {how} --ship DIR "
-             f"(= python -m minidiff train --recipe mnist_cond {how})")
+        ship(trainer, last["DDIM 50"], trained, args.ship, f"python benchmarks/quality_vs_time.py {how} --ship DIR "
+             f"(= python -m minidiff train --recipe mnist_cond {how})", last)
         print(f"shipped to {args.ship}")
 
 
