@@ -24,11 +24,7 @@ import minidiff as md
 from minidiff.nn.unet import config_dict
 from minidiff.recipes import RECIPES, make_trainer
 
-SAMPLERS = {
-    "DDIM 50": lambda m, s, shape, y, g: md.ddim_sample(m, s, shape, steps=50, y=y, generator=g),
-    "DPM-Solver++ 20": lambda m, s, shape, y, g: md.dpm_solver_sample(m, s, shape, steps=20, y=y, generator=g),
-    "DDPM 1000": lambda m, s, shape, y, g: md.ddpm_sample(m, s, shape, y=y, generator=g),
-}
+SAMPLERS = {"DDIM 50": ("ddim", 50), "DPM-Solver++ 20": ("dpm++", 20), "DDPM 1000": ("ddpm", 1000)}
 
 
 def evaluate(trainer: md.Trainer, sampler: str = "DDIM 50") -> dict:
@@ -36,8 +32,9 @@ def evaluate(trainer: md.Trainer, sampler: str = "DDIM 50") -> dict:
     labels = torch.arange(1000, device=trainer.device) % 10
     start = time.perf_counter()
     with torch.no_grad():
-        x = torch.cat([SAMPLERS[sampler](trainer.ema, trainer.schedule, (500, 1, 28, 28), y,
-                                         torch.Generator(trainer.device).manual_seed(i))
+        name, steps = SAMPLERS[sampler]
+        x = torch.cat([md.samplers.sample(name, trainer.ema, trainer.schedule, (500, 1, 28, 28), steps, y,
+                                          generator=torch.Generator(trainer.device).manual_seed(i))
                        for i, y in enumerate(labels.split(500))])
     seconds = time.perf_counter() - start
     return md.evaluate(x.clamp(-1, 1), labels) | {"sampler": sampler, "sample_seconds": round(seconds, 2)}

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from .recipes import RECIPES, make_trainer
-from .samplers import ddim_sample, ddpm_sample, dpm_solver_sample
+from .samplers import SAMPLERS, sample
 from .train import COMPILE_MODES, RunConfig, Trainer, load_trained, save_grid
 
 CLASSIFIER = "classifier"          # trained by minidiff.metrics, not by the diffusion Trainer
@@ -118,21 +118,6 @@ def print_metrics(trainer: Trainer, n: int, guidance_scale: Optional[float], ste
     print("metrics: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
 
 
-SAMPLERS = ("ddim", "dpm++", "ddpm")
-
-
-def run_sampler(name: str, model: torch.nn.Module, schedule, shape: tuple[int, ...], steps: int,
-                y: Optional[torch.Tensor], guidance_scale: Optional[float], target: str,
-                generator: torch.Generator) -> torch.Tensor:
-    """One batch from the sampler called ``name`` (DDPM always takes all T steps)."""
-    if name == "ddpm":
-        return ddpm_sample(model, schedule, shape, y=y, guidance_scale=guidance_scale, target=target,
-                           generator=generator)
-    sampler = ddim_sample if name == "ddim" else dpm_solver_sample
-    return sampler(model, schedule, shape, steps=steps, y=y, guidance_scale=guidance_scale, target=target,
-                   generator=generator)
-
-
 def draw(model: torch.nn.Module, schedule, n: int, labels: Optional[torch.Tensor], guidance_scale: Optional[float],
          steps: int, target: str, seed: int, sampler: str = "ddim") -> torch.Tensor:
     """``n`` samples from ``model`` in [-1, 1], reproducible from ``seed``, batched to bound memory."""
@@ -142,7 +127,7 @@ def draw(model: torch.nn.Module, schedule, n: int, labels: Optional[torch.Tensor
     for start in range(0, n, 500):
         y = labels[start:start + 500] if labels is not None else None
         shape = (min(500, n - start), cfg.in_channels, cfg.image_size, cfg.image_size)
-        batches.append(run_sampler(sampler, model, schedule, shape, steps, y, guidance_scale, target, generator))
+        batches.append(sample(sampler, model, schedule, shape, steps, y, guidance_scale, target, generator))
     return torch.cat(batches).clamp(-1, 1)         # the last x̂_0 can overshoot the data range
 
 

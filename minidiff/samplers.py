@@ -74,7 +74,7 @@ def dpm_solver_step(x_t: Tensor, x0: Tensor, t: int, t_next: int, s: NoiseSchedu
     given $\hat x_0$ at the previously visited step ``t_last`` (``x0_last``),
     $D = (1 + \tfrac{1}{2r})\,\hat x_0 - \tfrac{1}{2r}\,\hat x_0^{\text{last}}$ with $r = h_{\text{last}}/h$ (second order).
     ``t_next = -1`` ($\sigma = 0$, $\lambda = \infty$) returns $\hat x_0$: the last step is first order."""
-    t_, t_next_ = _check_step_pair(t, t_next, s)
+    _check_step_pair(t, t_next, s)
     if t_next == -1:
         return x0
     lam = 0.5 * s.log_snr                                    # λ_t = log(α_t / σ_t) = ½ log SNR(t)
@@ -179,6 +179,23 @@ def dpm_solver_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], st
         x = dpm_solver_step(x, x0, t, t_next, s, x0_last, t_last)
         x0_last, t_last = x0, t
     return (x, trajectory) if return_trajectory else x
+
+
+SAMPLERS = ("ddim", "dpm++", "ddpm")
+
+
+def sample(sampler: str, model: Model, s: NoiseSchedule, shape: tuple[int, ...], steps: int = 50,
+           y: Optional[Tensor] = None, guidance_scale: Optional[float] = None, target: str = "eps",
+           generator: Optional[torch.Generator] = None) -> Tensor:
+    """Samples from the sampler named ``sampler`` ("ddim", "dpm++" or "ddpm"), with ``steps`` network
+    calls; DDPM always takes all T steps and ignores ``steps``."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}; got {sampler!r}")
+    if sampler == "ddpm":
+        return ddpm_sample(model, s, shape, y=y, guidance_scale=guidance_scale, target=target, generator=generator)
+    solver = ddim_sample if sampler == "ddim" else dpm_solver_sample
+    return solver(model, s, shape, steps=steps, y=y, guidance_scale=guidance_scale, target=target,
+                  generator=generator)
 
 
 def ddim_invert(model: Model, s: NoiseSchedule, x0: Tensor, steps: int = 50, y: Optional[Tensor] = None,

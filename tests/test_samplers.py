@@ -197,3 +197,15 @@ def test_generator_on_bare_cuda_matches_a_schedule_on_cuda0():
     model = lambda x, t, y=None: torch.zeros_like(x)
     x = md.ddim_sample(model, s, (2, 1, 4, 4), steps=2, generator=torch.Generator("cuda").manual_seed(0))
     assert x.device.type == "cuda"
+
+
+def test_sample_by_name_is_the_named_sampler_and_refuses_unknown_names():
+    s = md.NoiseSchedule.linear(50)
+    model = lambda x, t, y=None: 0.1 * x
+    for name, fn in [("ddim", md.ddim_sample), ("dpm++", md.dpm_solver_sample)]:
+        got = md.samplers.sample(name, model, s, (2, 1, 4, 4), steps=5, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(got, fn(model, s, (2, 1, 4, 4), steps=5, generator=torch.Generator().manual_seed(0)))
+    got = md.samplers.sample("ddpm", model, s, (2, 1, 4, 4), steps=5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(got, md.ddpm_sample(model, s, (2, 1, 4, 4), generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match=r"sampler must be one of \('ddim', 'dpm\+\+', 'ddpm'\); got 'euler'"):
+        md.samplers.sample("euler", model, s, (2, 1, 4, 4))
