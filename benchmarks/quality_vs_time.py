@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import torch
 
@@ -63,12 +63,39 @@ def ship(trainer: md.Trainer, result: dict, seconds: float, root: str, command: 
                                config=config, dtype="float16", root=root)
 
 
+def synchronize(trainer: md.Trainer) -> None:
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def fit_steps_to_budget(trainer: md.Trainer, budget: float) -> float:
+    """Train the warm-up steps, time the second half of them, and set the step count so that training
+    ends after ``budget`` seconds in all. The learning rate of a warm-up step does not depend on the
+    step count, so this is the run that would have been made with that count from the start."""
+    warmup = trainer.cfg.warmup_steps
+    start = time.perf_counter()
+    trainer.train(steps=warmup // 2)
+    synchronize(trainer)
+    middle = time.perf_counter()
+    trainer.train(steps=warmup - warmup // 2)
+    synchronize(trainer)
+    end = time.perf_counter()
+    rate = (warmup - warmup // 2) / (end - middle)
+    trainer.cfg = replace(trainer.cfg, steps=warmup + int((budget - (end - start)) * rate))
+    print(f"{rate:.0f} steps/s after warm-up: {trainer.cfg.steps} steps fit {budget:.0f} s", flush=True)
+    return end - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", default="1,2,5")
     parser.add_argument("--compile", default="reduce-overhead", help="a torch.compile mode, or '' for none")
     parser.add_argument("--cuda-graph", action="store_true", help="record forward + backward as CUDA graphs "
                                                                  "instead of compiling (implies --compile '')")
+    parser.add_argument("--steps", type=int, default=None, help="train this many steps instead of the recipe's")
+    parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                        help="fit the step count to this much training time, from the speed of the warm-up "
+                             "steps (the cosine decay starts after them, so it spans the whole budget)")
     parser.add_argument("--ship", default=None, metavar="DIR", help="save the finished EMA model here")
     parser.add_argument("--json", default=None, metavar="PATH", help="append every result as a JSON line")
     parser.add_argument("--samplers", default="DDIM 50,DDPM 1000",
@@ -82,17 +109,17 @@ def main() -> None:
     if args.cuda_graph:
         args.compile = ""
     run = md.RunConfig(compile=args.compile or False, cuda_graph=args.cuda_graph, progress=False, log_every=100)
-    trainer = make_trainer(recipe, run)
+    trainer = make_trainer(recipe, run, steps=args.steps)
+    trained = fit_steps_to_budget(trainer, args.budget) if args.budget else 0.0
     print(f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}, torch {torch.__version__}, "
-          f"recipe mnist_cond ({trainer.model.num_parameters() / 1e6:.2f}M parameters, {recipe.train.steps} steps "
+          f"recipe mnist_cond ({trainer.model.num_parameters() / 1e6:.2f}M parameters, {trainer.cfg.steps} steps "
           f"of batch {recipe.train.batch_size}), compile={args.compile!r}, cuda_graph={args.cuda_graph}", flush=True)
-    results, trained = [], 0.0
+    results = []
     for mark in marks:
-        while trained < mark and trainer.step < recipe.train.steps:
+        while trained < mark and trainer.step < trainer.cfg.steps:
             start = time.perf_counter()
             trainer.train(steps=100)
-            if trainer.device.type == "cuda":
-                torch.cuda.synchronize()
+            synchronize(trainer)
             trained += time.perf_counter() - start
         samplers = args.samplers.split(",") if mark < marks[-1] else list(SAMPLERS)
         for sampler in samplers:
@@ -106,7 +133,7 @@ def main() -> None:
           f"including compilation)")
     if args.ship:
         last = {r["sampler"]: r for r in results if r["step"] == trainer.step}
-        how = "--cuda-graph" if args.cuda_graph else f"--compile {args.compile}"
+        how = ("--cuda-graph" if args.cuda_graph else f"--compile {args.compile}") + f" --steps {trainer.cfg.steps}"
         ship(trainer, last["DDIM 50"], trained, args.ship, f"python benchmarks/quality_vs_time.py {how} --ship DIR "
              f"(= python -m minidiff train --recipe mnist_cond {how})", last)
         print(f"shipped to {args.ship}")
