@@ -85,8 +85,10 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, emb: Optional[Tensor] = None) -> Tensor:
         height = x.shape[2]
-        q, k, v = rearrange(self.qkv(self.norm(x)), "b (three n d) h w -> three b n (h w) d",
-                            three=3, n=self.heads)
+        qkv = rearrange(self.qkv(self.norm(x)), "b (three n d) h w -> three b n (h w) d", three=3, n=self.heads)
+        # one copy so that each head's vectors are contiguous: SDPA's fused kernels (flash, memory-
+        # efficient) need that, and a strided view falls back to the slow path that stores every QKᵀ
+        q, k, v = qkv.contiguous()
         h = F.scaled_dot_product_attention(q, k, v)
         return x + self.out(rearrange(h, "b n (h w) d -> b (n d) h w", h=height))
 
