@@ -1,7 +1,8 @@
 """Quality per GPU-minute: train the mnist_cond recipe and measure the EMA model after 1, 2, … minutes
 of training (wall time of the training steps only; compilation counts, evaluation does not).
 
-    python benchmarks/quality_vs_time.py [--minutes 1,2,5] [--compile reduce-overhead] [--ship DIR]
+    python benchmarks/quality_vs_time.py [--minutes 1,2,5] [--compile reduce-overhead | --cuda-graph]
+        [--steps N | --budget SECONDS] [--set part.field=value …] [--draws 3] [--ship DIR]
 
 At each mark: 1,000 unguided samples (100 per class; DDIM 50 steps and DDPM's 1,000 by default)
 scored by minidiff.metrics (Fréchet distance and KID in the shipped classifier's features, class
@@ -14,6 +15,7 @@ After the last mark the finished model is also scored with DPM-Solver++ 20 steps
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import time
 from dataclasses import asdict, replace
@@ -22,22 +24,27 @@ import torch
 
 import minidiff as md
 from minidiff.nn.unet import config_dict
-from minidiff.recipes import RECIPES, make_trainer
+from minidiff.recipes import RECIPES, Recipe, make_trainer
 
 SAMPLERS = {"DDIM 50": ("ddim", 50), "DPM-Solver++ 20": ("dpm++", 20), "DDPM 1000": ("ddpm", 1000)}
 
 
-def evaluate(trainer: md.Trainer, sampler: str = "DDIM 50") -> dict:
-    """The metrics protocol: 1,000 unguided samples, 100 per class, from the EMA model."""
+def evaluate(trainer: md.Trainer, sampler: str = "DDIM 50", draws: int = 1) -> dict:
+    """The metrics protocol: 1,000 unguided samples, 100 per class, from the EMA model; with ``draws`` > 1
+    the mean of that many draws (other seeds), since one draw's FD moves by about ±7%."""
     labels = torch.arange(1000, device=trainer.device) % 10
-    start = time.perf_counter()
-    with torch.no_grad():
-        name, steps = SAMPLERS[sampler]
-        x = torch.cat([md.samplers.sample(name, trainer.ema, trainer.schedule, (500, 1, 28, 28), steps, y,
-                                          generator=torch.Generator(trainer.device).manual_seed(i))
-                       for i, y in enumerate(labels.split(500))])
-    seconds = time.perf_counter() - start
-    return md.evaluate(x.clamp(-1, 1), labels) | {"sampler": sampler, "sample_seconds": round(seconds, 2)}
+    name, steps = SAMPLERS[sampler]
+    start, results = time.perf_counter(), []
+    for draw in range(draws):
+        with torch.no_grad():
+            x = torch.cat([md.samplers.sample(name, trainer.ema, trainer.schedule, (500, 1, 28, 28), steps, y,
+                                              target=trainer.diffusion.target,
+                                              generator=torch.Generator(trainer.device).manual_seed(2 * draw + i))
+                           for i, y in enumerate(labels.split(500))])
+        results.append(md.evaluate(x.clamp(-1, 1), labels))
+    mean = {key: sum(r[key] for r in results) / draws for key in results[0]}
+    mean["fd_ratio"] = mean["fd"] / mean["fd_floor"]
+    return mean | {"sampler": sampler, "draws": draws, "sample_seconds": round(time.perf_counter() - start, 2)}
 
 
 def line(minutes: float, step: int, r: dict) -> str:
@@ -61,6 +68,23 @@ def ship(trainer: md.Trainer, result: dict, seconds: float, root: str, command: 
                                               "cuda_graph": trainer.run.cuda_graph}}
     md.pretrained.save_shipped("mnist_cond", trainer.ema.state_dict(), recipe="mnist_cond", metrics=metrics,
                                config=config, dtype="float16", root=root)
+
+
+def override(recipe: Recipe, settings: list[str]) -> Recipe:
+    """The recipe with fields replaced: each setting is "part.field=value", part one of model, diffusion
+    or train, value a Python literal (e.g. "diffusion.target='v'", "model.channel_mults=(1, 2, 4)")."""
+    for setting in settings:
+        key, equals, value = setting.partition("=")
+        part, _, name = key.partition(".")
+        try:
+            if not equals or part not in ("model", "diffusion", "train") or name not in asdict(getattr(recipe, part)):
+                raise ValueError
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            raise ValueError(f"--set must look like part.field=value with part in model, diffusion, train, a field "
+                             f"of it and a Python literal; got {setting!r}") from None
+        recipe = replace(recipe, **{part: replace(getattr(recipe, part), **{name: value})})
+    return recipe
 
 
 def synchronize(trainer: md.Trainer) -> None:
@@ -96,6 +120,9 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                         help="fit the step count to this much training time, from the speed of the warm-up "
                              "steps (the cosine decay starts after them, so it spans the whole budget)")
+    parser.add_argument("--set", action="append", default=[], metavar="PART.FIELD=VALUE",
+                        help="change the recipe (repeatable), e.g. --set model.dropout=0.0 --set \"diffusion.target='v'\"")
+    parser.add_argument("--draws", type=int, default=1, help="average this many draws of 1,000 samples")
     parser.add_argument("--ship", default=None, metavar="DIR", help="save the finished EMA model here")
     parser.add_argument("--json", default=None, metavar="PATH", help="append every result as a JSON line")
     parser.add_argument("--samplers", default="DDIM 50,DDPM 1000",
@@ -105,14 +132,14 @@ def main() -> None:
     if unknown:
         parser.error(f"--samplers must name samplers among {list(SAMPLERS)}; got {sorted(unknown)}")
     marks = [60 * float(m) for m in args.minutes.split(",")]
-    recipe = RECIPES["mnist_cond"]
+    recipe = override(RECIPES["mnist_cond"], args.set)
     if args.cuda_graph:
         args.compile = ""
     run = md.RunConfig(compile=args.compile or False, cuda_graph=args.cuda_graph, progress=False, log_every=100)
     trainer = make_trainer(recipe, run, steps=args.steps)
     trained = fit_steps_to_budget(trainer, args.budget) if args.budget else 0.0
     print(f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}, torch {torch.__version__}, "
-          f"recipe mnist_cond ({trainer.model.num_parameters() / 1e6:.2f}M parameters, {trainer.cfg.steps} steps "
+          f"recipe mnist_cond{' with ' + ', '.join(args.set) if args.set else ''} ({trainer.model.num_parameters() / 1e6:.2f}M parameters, {trainer.cfg.steps} steps "
           f"of batch {recipe.train.batch_size}), compile={args.compile!r}, cuda_graph={args.cuda_graph}", flush=True)
     results = []
     for mark in marks:
@@ -123,7 +150,7 @@ def main() -> None:
             trained += time.perf_counter() - start
         samplers = args.samplers.split(",") if mark < marks[-1] else list(SAMPLERS)
         for sampler in samplers:
-            r = evaluate(trainer, sampler) | {"minutes": round(trained / 60, 3), "step": trainer.step}
+            r = evaluate(trainer, sampler, args.draws) | {"minutes": round(trained / 60, 3), "step": trainer.step}
             results.append(r)
             print(line(trained / 60, trainer.step, r), flush=True)
             if args.json:
@@ -133,7 +160,8 @@ def main() -> None:
           f"including compilation)")
     if args.ship:
         last = {r["sampler"]: r for r in results if r["step"] == trainer.step}
-        how = ("--cuda-graph" if args.cuda_graph else f"--compile {args.compile}") + f" --steps {trainer.cfg.steps}"
+        how = ("--cuda-graph" if args.cuda_graph else f"--compile {args.compile}") + f" --steps {trainer.cfg.steps}" \
+            + "".join(f' --set "{setting}"' for setting in args.set)
         ship(trainer, last["DDIM 50"], trained, args.ship, f"python benchmarks/quality_vs_time.py {how} --ship DIR "
              f"(= python -m minidiff train --recipe mnist_cond {how})", last)
         print(f"shipped to {args.ship}")

@@ -3,7 +3,7 @@ widths, levels and attention, batch 256, 28×28, one GPU: eager fp32, bf16 autoc
 forward and backward recorded as CUDA graphs (no compilation), bf16 + torch.compile, and bf16 +
 torch.compile with CUDA graphs (mode reduce-overhead).
 
-    python benchmarks/train_throughput.py [--batch 256] [--iters 50] [--only minidiff]
+    python benchmarks/train_throughput.py [--batch 256] [--iters 50] [--only minidiff] [--channels-last]
 
 Each configuration runs the same step: ε-prediction loss on random digits-shaped data, backward,
 fused AdamW. Prints images/s, the model FLOPs per image (forward + backward, counted by
@@ -73,11 +73,12 @@ def flops_per_image(model, batch: int = 8) -> float:
     return counter.get_total_flops() / batch
 
 
-def measure(name: str, build, mode: str, batch: int, iters: int) -> dict:
+def measure(name: str, build, mode: str, batch: int, iters: int, channels_last: bool = False) -> dict:
     torch.manual_seed(0)
-    model = build().cuda().train()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = build().cuda().train().to(memory_format=layout)
     flops = flops_per_image(model)
-    x = torch.randn(batch, 1, 28, 28, device="cuda")
+    x = torch.randn(batch, 1, 28, 28, device="cuda").contiguous(memory_format=layout)
     t = torch.randint(0, 1000, (batch,), device="cuda")
     y = torch.randint(0, 11, (batch,), device="cuda")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
@@ -98,7 +99,7 @@ def measure(name: str, build, mode: str, batch: int, iters: int) -> dict:
     seconds = time.perf_counter() - start
     ips = batch * iters / seconds
     params = sum(p.numel() for p in build().parameters())
-    return {"model": name, "mode": mode, "params": params, "img_per_s": ips, "gflop_per_img": flops / 1e9,
+    return {"model": name, "mode": mode + (" NHWC" if channels_last else ""), "params": params, "img_per_s": ips, "gflop_per_img": flops / 1e9,
             "tflops": ips * flops / 1e12}
 
 
@@ -108,6 +109,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--modes", default="fp32,bf16,cuda-graph,compile,compile-cudagraphs")
     parser.add_argument("--only", choices=["minidiff", "diffusers"], default=None)
+    parser.add_argument("--channels-last", action="store_true", help="weights and images in NHWC layout")
     args = parser.parse_args()
     gpu = torch.cuda.get_device_name()
     peak = next((v for k, v in PEAK_BF16.items() if k in gpu), 989e12)
@@ -118,7 +120,7 @@ def main() -> None:
         if args.only and name != args.only:
             continue
         for mode in args.modes.split(","):
-            r = measure(name, build, mode, args.batch, args.iters)
+            r = measure(name, build, mode, args.batch, args.iters, args.channels_last)
             results.append(r)
             print(f"{r['model']:9s} {r['mode']:18s} {r['params'] / 1e6:5.2f}M params  {r['img_per_s']:8.0f} img/s  "
                   f"{r['gflop_per_img']:5.2f} GFLOP/img  {r['tflops']:6.1f} TFLOP/s  MFU {100 * r['tflops'] * 1e12 / peak:4.1f}%",

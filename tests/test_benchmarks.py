@@ -1,0 +1,41 @@
+"""The benchmark scripts: each one parses its arguments, and quality_vs_time's recipe changes are checked."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import minidiff as md
+from minidiff.recipes import RECIPES, make_trainer
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+import quality_vs_time  # noqa: E402
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("*.py")))
+def test_every_benchmark_explains_itself(script):
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "usage:" in done.stdout
+
+
+def test_recipe_overrides_change_only_the_named_fields():
+    base = RECIPES["mnist_cond"]
+    recipe = quality_vs_time.override(base, ["diffusion.target='v'", "model.channel_mults=(1, 2, 4)",
+                                             "train.ema_decay=0.9995"])
+    assert (recipe.diffusion.target, recipe.model.channel_mults, recipe.train.ema_decay) == ("v", (1, 2, 4), 0.9995)
+    assert recipe.train.lr == base.train.lr and base.diffusion.target == "eps"
+
+
+@pytest.mark.parametrize("setting", ["foo.bar=1", "model.widths=2", "model.dropout", "diffusion.target=v"])
+def test_recipe_override_names_the_bad_setting(setting):
+    with pytest.raises(ValueError, match=f"--set must look like part.field=value.*{setting}"):
+        quality_vs_time.override(RECIPES["mnist_cond"], [setting])
+
+
+def test_budget_fits_the_step_count_after_the_warm_up():
+    trainer = make_trainer(RECIPES["tiny"], md.RunConfig(device="cpu", progress=False))
+    seconds = quality_vs_time.fit_steps_to_budget(trainer, budget=1e3)
+    assert trainer.step == trainer.cfg.warmup_steps and seconds > 0
+    assert trainer.cfg.steps > 1000 * trainer.cfg.warmup_steps / seconds / 2   # ~ budget × measured speed
