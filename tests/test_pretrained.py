@@ -128,6 +128,9 @@ def test_shipped_diffusion_model_loads_and_draws_digits():
     import minidiff as md
     model, schedule, diffusion = md.load_diffusion("mnist_cond")
     assert model.config.num_classes == 10 and diffusion.p_uncond > 0 and not model.training
+    # notebooks 05 and 06 call the samplers with their default target: ship an x0- or v-model only
+    # together with notebooks that pass target=diffusion.target
+    assert diffusion.target == "eps"
     labels = torch.arange(10).repeat(2)
     with torch.no_grad():
         x = md.ddim_sample(model, schedule, (20, 1, 28, 28), steps=10, y=labels,
