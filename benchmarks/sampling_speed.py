@@ -6,7 +6,7 @@ DPMSolverMultistepScheduler driving the same model, and the ratio.
 
 Each mode runs both loops around the same network: "eager" as it is, "compile" after torch.compile
 (default mode; the first, untimed run compiles). The peer's loop is diffusers' scheduler stepping on
-our ε-predictions, so the ratio measures the sampler code around the network, not the network.
+our network's predictions (v for the shipped model: the scheduler's prediction_type="v_prediction"), so the ratio measures the sampler code around the network, not the network.
 
 diffusers must be importable (carry its wheel to a bare GPU box: see scripts/fetch_gpu_wheels.sh).
 """
@@ -20,17 +20,21 @@ import torch
 import minidiff as md
 
 
-def ours(model, s, labels: torch.Tensor, steps: int, batch: int) -> torch.Tensor:
+PREDICTION_TYPE = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}   # diffusers' names for our targets
+
+
+def ours(model, s, labels: torch.Tensor, steps: int, batch: int, target: str) -> torch.Tensor:
     g = torch.Generator("cuda").manual_seed(0)
-    return torch.cat([md.dpm_solver_sample(model, s, (len(y), 1, 28, 28), steps=steps, y=y, generator=g)
+    return torch.cat([md.dpm_solver_sample(model, s, (len(y), 1, 28, 28), steps=steps, y=y, generator=g, target=target)
                       for y in labels.split(batch)])
 
 
-def peer(model, s, labels: torch.Tensor, steps: int, batch: int) -> torch.Tensor:
+def peer(model, s, labels: torch.Tensor, steps: int, batch: int, target: str) -> torch.Tensor:
     from diffusers import DPMSolverMultistepScheduler
     scheduler = DPMSolverMultistepScheduler(num_train_timesteps=s.num_steps, trained_betas=s.betas.cpu().numpy(),
                                             algorithm_type="dpmsolver++", solver_order=2,
-                                            timestep_spacing="trailing", final_sigmas_type="zero")
+                                            timestep_spacing="trailing", final_sigmas_type="zero",
+                                            prediction_type=PREDICTION_TYPE[target])
     g = torch.Generator("cuda").manual_seed(0)
     out = []
     for y in labels.split(batch):
@@ -38,8 +42,8 @@ def peer(model, s, labels: torch.Tensor, steps: int, batch: int) -> torch.Tensor
         x = torch.randn(len(y), 1, 28, 28, device="cuda", generator=g)
         for t in scheduler.timesteps:
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                eps = model(x, t.expand(len(y)), y).float()
-            x = scheduler.step(eps, t, x).prev_sample
+                out = model(x, t.expand(len(y)), y).float()
+            x = scheduler.step(out, t, x).prev_sample
         out.append(x)
     return torch.cat(out)
 
@@ -60,7 +64,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--modes", default="eager,compile", help="comma-separated: eager, compile")
     args = parser.parse_args()
-    eager, s, _ = md.load_diffusion("mnist_cond", device="cuda")
+    eager, s, diffusion = md.load_diffusion("mnist_cond", device="cuda")
     labels = torch.arange(args.n, device="cuda") % 10
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}: {args.n} samples, {args.steps} steps, "
           f"batch {args.batch}, bf16 autocast, {sum(p.numel() for p in eager.parameters()) / 1e6:.2f}M parameters")
@@ -68,7 +72,7 @@ def main() -> None:
     for mode in args.modes.split(","):
         model = torch.compile(eager) if mode == "compile" else eager
         for name, fn in (("minidiff", ours), ("diffusers scheduler", peer)):
-            seconds, x = timed(fn, model, s, labels, args.steps, args.batch)
+            seconds, x = timed(fn, model, s, labels, args.steps, args.batch, diffusion.target)
             results[(name, mode)] = seconds
             accuracy = md.class_accuracy(x[:1000].clamp(-1, 1), labels[:1000])
             print(f"{name:20s} {mode:8s} {seconds:6.2f} s   {args.n / seconds:8.0f} samples/s   accuracy {accuracy:.1%}",

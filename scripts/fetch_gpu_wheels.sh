@@ -7,7 +7,7 @@ dir=${1:-.whl}
 pyver=${2:-3.12}
 mkdir -p "$dir"
 packages=(
-  nbval nbformat fastjsonschema jsonschema jsonschema-specifications referencing rpds-py
+  nbval nbclient nbformat fastjsonschema jsonschema jsonschema-specifications referencing rpds-py
   jupyter-client jupyter-core ipykernel ipython ipython-pygments-lexers comm debugpy traitlets
   pyzmq tornado nest-asyncio platformdirs decorator jedi parso matplotlib-inline pexpect
   ptyprocess prompt-toolkit wcwidth stack-data executing asttokens pure-eval

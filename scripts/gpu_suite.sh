@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Run the unit tests (UNIT_TESTS=0 skips them) and every notebook (student and solution versions;
 # NOTEBOOKS="…" picks some) under nbval in the `full` profile on a CUDA machine, and write the
-# results and per-notebook times to $OUT (or ./gpu_suite_out).
+# results and per-notebook times to $OUT (or ./gpu_suite_out). RUNNER=execute runs each notebook with
+# scripts/execute_notebook.py instead of nbval (the same pass/fail: no cell may raise) and keeps the
+# executed copy, outputs and figures included, in $OUT to be read and looked at.
 # Works on a bare box that has torch but not the Jupyter stack: wheels in .whl/ (made by
 # scripts/fetch_gpu_wheels.sh) are installed into /tmp/minidiff-site first.
 set -euo pipefail
@@ -10,7 +12,7 @@ out=${OUT:-gpu_suite_out}
 mkdir -p "$out"
 python=${PYTHON:-python3}
 
-if ! "$python" -c "import nbval, ipykernel, ipywidgets, mlxtend" 2>/dev/null; then
+if ! "$python" -c "import nbval, nbclient, ipykernel, ipywidgets, mlxtend" 2>/dev/null; then
   [ -d .whl ] || { echo "nbval/ipykernel missing and no .whl/: run scripts/fetch_gpu_wheels.sh" >&2; exit 2; }
   "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/minidiff-site .whl/*.whl
@@ -29,8 +31,13 @@ if [ "${UNIT_TESTS:-1}" = 1 ]; then
 fi
 for nb in ${NOTEBOOKS:-solutions/*.ipynb notebooks/*.ipynb}; do
   start=$(date +%s.%N)
-  if "$python" -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env "$nb" \
-       > "$out/$(basename "$(dirname "$nb")")_$(basename "$nb" .ipynb).log" 2>&1; then result=pass; else result=FAIL; status=1; fi
+  name=$(basename "$(dirname "$nb")")_$(basename "$nb" .ipynb)
+  if [ "${RUNNER:-nbval}" = execute ]; then
+    run=("$python" scripts/execute_notebook.py "$nb" "$out/$name.ipynb")
+  else
+    run=("$python" -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env "$nb")
+  fi
+  if "${run[@]}" > "$out/$name.log" 2>&1; then result=pass; else result=FAIL; status=1; fi
   elapsed=$("$python" -c "print(f'{$(date +%s.%N) - $start:.1f}')")
   printf '%-45s %-4s %7s s\n' "$nb" "$result" "$elapsed" | tee -a "$out/times.txt"
 done

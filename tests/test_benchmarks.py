@@ -22,10 +22,10 @@ def test_every_benchmark_explains_itself(script):
 
 def test_recipe_overrides_change_only_the_named_fields():
     base = RECIPES["mnist_cond"]
-    recipe = quality_vs_time.override(base, ["diffusion.target='v'", "model.channel_mults=(1, 2, 4)",
+    recipe = quality_vs_time.override(base, ["diffusion.target='eps'", "model.channel_mults=(1, 2, 4)",
                                              "train.ema_decay=0.9995"])
-    assert (recipe.diffusion.target, recipe.model.channel_mults, recipe.train.ema_decay) == ("v", (1, 2, 4), 0.9995)
-    assert recipe.train.lr == base.train.lr and base.diffusion.target == "eps"
+    assert (recipe.diffusion.target, recipe.model.channel_mults, recipe.train.ema_decay) == ("eps", (1, 2, 4), 0.9995)
+    assert recipe.train.lr == base.train.lr and base.diffusion.target == "v"
 
 
 @pytest.mark.parametrize("setting", ["foo.bar=1", "model.widths=2", "model.dropout", "diffusion.target=v"])

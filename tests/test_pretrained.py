@@ -128,11 +128,15 @@ def test_shipped_diffusion_model_loads_and_draws_digits():
     import minidiff as md
     model, schedule, diffusion = md.load_diffusion("mnist_cond")
     assert model.config.num_classes == 10 and diffusion.p_uncond > 0 and not model.training
-    # notebooks 05 and 06 call the samplers with their default target: ship an x0- or v-model only
-    # together with notebooks that pass target=diffusion.target
-    assert diffusion.target == "eps"
+    # the shipped model is the mnist_cond recipe's: a v-model, sampled with target=diffusion.target
+    from minidiff.recipes import RECIPES
+    assert diffusion == RECIPES["mnist_cond"].diffusion and diffusion.target == "v"
     labels = torch.arange(10).repeat(2)
     with torch.no_grad():
-        x = md.ddim_sample(model, schedule, (20, 1, 28, 28), steps=10, y=labels,
+        x = md.ddim_sample(model, schedule, (20, 1, 28, 28), steps=10, y=labels, target=diffusion.target,
                            generator=torch.Generator().manual_seed(0))
+        wrong = md.ddim_sample(model, schedule, (20, 1, 28, 28), steps=10, y=labels, target="eps",
+                               generator=torch.Generator().manual_seed(0))
     assert md.class_accuracy(x.clamp(-1, 1), labels) >= 0.9
+    # read as an ε-model, the same network draws no digits: the target is not optional
+    assert md.class_accuracy(wrong.clamp(-1, 1), labels) < 0.5
