@@ -2,7 +2,7 @@
 steps, bf16, batched, with the shipped model. Prints minidiff's sampler and diffusers'
 DPMSolverMultistepScheduler driving the same model, and the ratio.
 
-    python benchmarks/sampling_speed.py [--n 10000] [--batch 2500] [--steps 20] [--modes eager,compile]
+    python benchmarks/sampling_speed.py [--n 10000] [--batch 2500] [--steps 20] [--modes eager,compile] [--device cpu]
 
 Each mode runs both loops around the same network: "eager" as it is, "compile" after torch.compile
 (default mode; the first, untimed run compiles). The peer's loop is diffusers' scheduler stepping on
@@ -24,7 +24,7 @@ PREDICTION_TYPE = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}   # di
 
 
 def ours(model, s, labels: torch.Tensor, steps: int, batch: int, target: str) -> torch.Tensor:
-    g = torch.Generator("cuda").manual_seed(0)
+    g = torch.Generator(labels.device).manual_seed(0)
     return torch.cat([md.dpm_solver_sample(model, s, (len(y), 1, 28, 28), steps=steps, y=y, generator=g, target=target)
                       for y in labels.split(batch)])
 
@@ -35,25 +35,30 @@ def peer(model, s, labels: torch.Tensor, steps: int, batch: int, target: str) ->
                                             algorithm_type="dpmsolver++", solver_order=2,
                                             timestep_spacing="trailing", final_sigmas_type="zero",
                                             prediction_type=PREDICTION_TYPE[target])
-    g = torch.Generator("cuda").manual_seed(0)
+    g = torch.Generator(labels.device).manual_seed(0)
     out = []
     for y in labels.split(batch):
-        scheduler.set_timesteps(steps, device="cuda")
-        x = torch.randn(len(y), 1, 28, 28, device="cuda", generator=g)
+        scheduler.set_timesteps(steps, device=labels.device)
+        x = torch.randn(len(y), 1, 28, 28, device=labels.device, generator=g)
         for t in scheduler.timesteps:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                out = model(x, t.expand(len(y)), y).float()
-            x = scheduler.step(out, t, x).prev_sample
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=labels.is_cuda):
+                prediction = model(x, t.expand(len(y)), y).float()
+            x = scheduler.step(prediction, t, x).prev_sample
         out.append(x)
     return torch.cat(out)
 
 
-def timed(fn, *args) -> tuple[float, torch.Tensor]:
-    fn(*args)                                           # warm-up (and compilation)
-    torch.cuda.synchronize()
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, model, s, labels: torch.Tensor, *args) -> tuple[float, torch.Tensor]:
+    fn(model, s, labels, *args)                         # warm-up (and compilation)
+    synchronize(labels.device)
     start = time.perf_counter()
-    x = fn(*args)
-    torch.cuda.synchronize()
+    x = fn(model, s, labels, *args)
+    synchronize(labels.device)
     return time.perf_counter() - start, x
 
 
@@ -63,21 +68,28 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2500)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--modes", default="eager,compile", help="comma-separated: eager, compile")
+    parser.add_argument("--device", default="cuda", help="cuda (bf16 autocast), or cpu (float32) to check the loops")
     args = parser.parse_args()
-    eager, s, diffusion = md.load_diffusion("mnist_cond", device="cuda")
-    labels = torch.arange(args.n, device="cuda") % 10
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}: {args.n} samples, {args.steps} steps, "
-          f"batch {args.batch}, bf16 autocast, {sum(p.numel() for p in eager.parameters()) / 1e6:.2f}M parameters")
+    device = torch.device(args.device)
+    eager, s, diffusion = md.load_diffusion("mnist_cond", device=device)
+    labels = torch.arange(args.n, device=device) % 10
+    machine = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    print(f"{machine}, torch {torch.__version__}: {args.n} samples, {args.steps} steps, batch {args.batch}, "
+          f"{'bf16 autocast' if device.type == 'cuda' else 'float32'}, target {diffusion.target!r}, "
+          f"{sum(p.numel() for p in eager.parameters()) / 1e6:.2f}M parameters")
     results = {}
+    samples = {}
     for mode in args.modes.split(","):
         model = torch.compile(eager) if mode == "compile" else eager
         for name, fn in (("minidiff", ours), ("diffusers scheduler", peer)):
             seconds, x = timed(fn, model, s, labels, args.steps, args.batch, diffusion.target)
-            results[(name, mode)] = seconds
+            results[(name, mode)], samples[(name, mode)] = seconds, x
             accuracy = md.class_accuracy(x[:1000].clamp(-1, 1), labels[:1000])
             print(f"{name:20s} {mode:8s} {seconds:6.2f} s   {args.n / seconds:8.0f} samples/s   accuracy {accuracy:.1%}",
                   flush=True)
-        print(f"{mode}: diffusers scheduler / minidiff = {results[('diffusers scheduler', mode)] / results[('minidiff', mode)]:.2f}×")
+        difference = (samples[("diffusers scheduler", mode)] - samples[("minidiff", mode)]).abs().max().item()
+        print(f"{mode}: diffusers scheduler / minidiff = {results[('diffusers scheduler', mode)] / results[('minidiff', mode)]:.2f}× "
+              f"(same noise: samples differ by at most {difference:.1e})")
     best = min(results, key=results.get)
     print(f"fastest: {best[0]} ({best[1]}) {results[best]:.2f} s")
 

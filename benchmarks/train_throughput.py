@@ -4,6 +4,7 @@ forward and backward recorded as CUDA graphs (no compilation), bf16 + torch.comp
 torch.compile with CUDA graphs (mode reduce-overhead).
 
     python benchmarks/train_throughput.py [--batch 256] [--iters 50] [--only minidiff] [--channels-last]
+        [--cudnn-benchmark]
 
 Each configuration runs the same step: ε-prediction loss on random digits-shaped data, backward,
 fused AdamW. Prints images/s, the model FLOPs per image (forward + backward, counted by
@@ -110,10 +111,14 @@ def main() -> None:
     parser.add_argument("--modes", default="fp32,bf16,cuda-graph,compile,compile-cudagraphs")
     parser.add_argument("--only", choices=["minidiff", "diffusers"], default=None)
     parser.add_argument("--channels-last", action="store_true", help="weights and images in NHWC layout")
+    parser.add_argument("--cudnn-benchmark", action="store_true",
+                        help="let cuDNN time its convolution algorithms for these shapes first (both models)")
     args = parser.parse_args()
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     gpu = torch.cuda.get_device_name()
     peak = next((v for k, v in PEAK_BF16.items() if k in gpu), 989e12)
-    print(f"{gpu}, torch {torch.__version__}, batch {args.batch}, 28×28, dense bf16 peak {peak / 1e12:.0f} TFLOP/s")
+    print(f"{gpu}, torch {torch.__version__}, batch {args.batch}, 28×28, dense bf16 peak {peak / 1e12:.0f} TFLOP/s, "
+          f"channels_last={args.channels_last}, cudnn.benchmark={args.cudnn_benchmark}")
     models = {"minidiff": minidiff_model, "diffusers": diffusers_model}
     results = []
     for name, build in models.items():

@@ -75,6 +75,31 @@ def test_samplers_recover_gaussian_data(s, sampler, kwargs, std_tol):
     assert x.std().item() == pytest.approx(SIGMA, rel=std_tol)
 
 
+def gaussian_model(s, target):
+    r"""The exact predictor of ``target`` for N(μ, σ²) data, from the exact ε̂ and the identities
+    $\hat x_0 = (x_t - \sqrt{1-\bar\alpha}\,\hat\varepsilon)/\sqrt{\bar\alpha}$ and $\hat v = \sqrt{\bar\alpha}\,\hat\varepsilon - \sqrt{1-\bar\alpha}\,\hat x_0$."""
+    eps_model = gaussian_eps_model(s)
+
+    def model(x_t, t, y=None):
+        eps, abar = eps_model(x_t, t), md.extract(s.alphas_cumprod, t, x_t)
+        x0 = (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
+        return {"eps": eps, "x0": x0, "v": abar.sqrt() * eps - (1 - abar).sqrt() * x0}[target]
+    return model
+
+
+@pytest.mark.parametrize("target", ["x0", "v"])
+@pytest.mark.parametrize("name, steps", [("ddim", 20), ("dpm++", 10), ("ddpm", 1000)])
+def test_samplers_read_an_x0_or_v_model_as_the_same_eps_model(s, target, name, steps):
+    """Told its target, a sampler turns an exact x₀- or v-predictor into the same ε̂: from the same noise
+    it draws the same samples as from the exact ε-predictor (the shipped model is a v-model)."""
+    def draw(model, target):
+        return md.samplers.sample(name, model, s, (256, 1), steps, target=target,
+                                  generator=torch.Generator().manual_seed(1))
+    reference = draw(gaussian_eps_model(s), "eps")
+    torch.testing.assert_close(draw(gaussian_model(s, target), target), reference, atol=2e-3, rtol=1e-3)
+    assert not torch.allclose(draw(gaussian_model(s, target), "eps"), reference, atol=0.1)   # the target matters
+
+
 def test_timestep_spacings():
     assert ddim_timesteps(1000, 10) == [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]
     assert ddim_timesteps(1000, 10, "leading")[0] == 900            # never sees t = T−1: the pitfall
