@@ -3,6 +3,7 @@ r"""Command line: train a recipe, or sample from a trained model.
     python -m minidiff train --recipe mnist_cond --out runs/mnist_cond [--device cuda] [--steps N]
     python -m minidiff train --recipe mnist_cond --out runs/mnist_cond --resume runs/mnist_cond/checkpoint.pt
     python -m minidiff sample --checkpoint runs/mnist_cond/model.pt --n 64 --label 3 --out grid.png
+    python -m minidiff sample --checkpoint mnist_cond --sampler dpm++ --steps 20 --out grid.png   # the shipped model
     torchrun --nproc_per_node=8 -m minidiff train --recipe mnist_cond --out runs/ddp   # several GPUs
 
 ``train`` writes ``OUT/checkpoint.pt`` (resumable: weights, EMA, optimizer, RNG states) every few
@@ -18,6 +19,7 @@ from typing import Optional, Sequence
 import torch
 import torch.distributed as dist
 
+from . import pretrained
 from .recipes import RECIPES, make_trainer
 from .samplers import SAMPLERS, sample
 from .train import COMPILE_MODES, RunConfig, Trainer, load_trained, save_grid
@@ -54,7 +56,8 @@ def add_train_arguments(train: argparse.ArgumentParser) -> None:
 
 
 def add_sample_arguments(sample: argparse.ArgumentParser) -> None:
-    sample.add_argument("--checkpoint", required=True, help="a checkpoint.pt or model.pt from `train`")
+    sample.add_argument("--checkpoint", required=True,
+                        help="a checkpoint.pt or model.pt from `train`, or a shipped model's name (mnist_cond)")
     sample.add_argument("--out", default="samples.png", help="PNG file for the grid")
     sample.add_argument("--n", type=int, default=64, help="number of samples")
     sample.add_argument("--label", type=int, default=None, help="class of every sample (default: 0, 1, 2, …)")
@@ -135,7 +138,7 @@ def sample_command(args: argparse.Namespace) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.n < 1:
         raise SystemExit(f"--n must be >= 1; got {args.n}")
-    model, schedule, diffusion = load_trained(args.checkpoint, device)
+    model, schedule, diffusion = load_for_sampling(args.checkpoint, device)
     num_classes = model.config.num_classes
     labels = sample_labels(args.n, args.label, num_classes)
     labels = labels.to(device) if labels is not None else None
@@ -144,6 +147,15 @@ def sample_command(args: argparse.Namespace) -> int:
     path = save_grid(images, args.out, nrow=num_classes if args.label is None and num_classes else None)
     print(f"wrote {args.n} samples to {path}")
     return 0
+
+
+def load_for_sampling(checkpoint: str, device: torch.device) -> tuple:
+    """(model, schedule, DiffusionConfig) from a checkpoint file, or from the shipped model of that name
+    when no such file exists (its target, e.g. v, comes with it)."""
+    shipped = {name for name, entry in pretrained.manifest().items() if "diffusion" in entry["config"]}
+    if checkpoint in shipped and not Path(checkpoint).exists():
+        return pretrained.load_diffusion(checkpoint, device)
+    return load_trained(checkpoint, device)
 
 
 def sample_labels(n: int, label: Optional[int], num_classes: Optional[int]) -> Optional[torch.Tensor]:

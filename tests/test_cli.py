@@ -76,6 +76,23 @@ def test_train_resume_and_sample(tmp_path, digits, capsys):
         main(["sample", "--checkpoint", str(out / "model.pt"), "--label", "12", "--out", str(grid)])
 
 
+def test_sample_from_the_shipped_model_by_name(tmp_path, monkeypatch, capsys):
+    """`--checkpoint mnist_cond` samples the shipped v-model with its own target: digits of the asked
+    classes, not noise. A manifest name that is no diffusion model is still read as a path."""
+    import minidiff as md
+    import minidiff.__main__ as cli
+    drawn = []
+    save_grid = cli.save_grid
+    monkeypatch.setattr(cli, "save_grid", lambda images, path, nrow=None: drawn.append(images) or save_grid(images, path, nrow))
+    grid = tmp_path / "grid.png"
+    assert main(["sample", "--checkpoint", "mnist_cond", "--n", "20", "--steps", "10", "--sampler", "dpm++",
+                 "--out", str(grid), "--device", "cpu"]) == 0
+    assert "wrote 20 samples" in capsys.readouterr().out and grid.read_bytes().startswith(PNG_MAGIC)
+    assert md.class_accuracy(drawn[0], torch.arange(20) % 10) >= 0.9
+    with pytest.raises(FileNotFoundError, match="no checkpoint at classifier"):
+        main(["sample", "--checkpoint", "classifier", "--out", str(grid), "--device", "cpu"])
+
+
 def test_classifier_recipe_is_dispatched_to_metrics(monkeypatch, tmp_path, capsys):
     metrics = pytest.importorskip("minidiff.metrics")
     calls = []
