@@ -1,7 +1,8 @@
 """Training throughput (images/s) of minidiff's U-Net against diffusers' UNet2DModel at the same
 widths, levels and attention, batch 256, 28×28, one GPU: eager fp32, bf16 autocast, bf16 with the
 forward and backward recorded as CUDA graphs (no compilation), bf16 + torch.compile, and bf16 +
-torch.compile with CUDA graphs (mode reduce-overhead).
+torch.compile with CUDA graphs (mode reduce-overhead), and optionally bf16 + torch.compile mode
+max-autotune (Triton kernels tuned for these shapes, with CUDA graphs; compiling takes minutes).
 
     python benchmarks/train_throughput.py [--batch 256] [--iters 50] [--only minidiff] [--channels-last]
         [--cudnn-benchmark]
@@ -84,7 +85,8 @@ def measure(name: str, build, mode: str, batch: int, iters: int, channels_last: 
     y = torch.randint(0, 11, (batch,), device="cuda")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     if mode.startswith("compile"):
-        model = torch.compile(model, mode=None if mode == "compile" else "reduce-overhead")
+        model = torch.compile(model, mode={"compile": None, "compile-cudagraphs": "reduce-overhead",
+                                           "compile-max-autotune": "max-autotune"}[mode])
     if mode == "cuda-graph":              # eager kernels, recorded once (torch.cuda.make_graphed_callables)
         with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
             model = torch.cuda.make_graphed_callables(TensorOut(model), (x, t, y))
@@ -108,12 +110,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--iters", type=int, default=50)
-    parser.add_argument("--modes", default="fp32,bf16,cuda-graph,compile,compile-cudagraphs")
+    parser.add_argument("--modes", default="fp32,bf16,cuda-graph,compile,compile-cudagraphs",
+                        help="comma-separated, among these and compile-max-autotune")
     parser.add_argument("--only", choices=["minidiff", "diffusers"], default=None)
     parser.add_argument("--channels-last", action="store_true", help="weights and images in NHWC layout")
     parser.add_argument("--cudnn-benchmark", action="store_true",
                         help="let cuDNN time its convolution algorithms for these shapes first (both models)")
     args = parser.parse_args()
+    known = {"fp32", "bf16", "cuda-graph", "compile", "compile-cudagraphs", "compile-max-autotune"}
+    if set(args.modes.split(",")) - known:
+        parser.error(f"--modes must be among {sorted(known)}; got {sorted(set(args.modes.split(',')) - known)}")
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     gpu = torch.cuda.get_device_name()
     peak = next((v for k, v in PEAK_BF16.items() if k in gpu), 989e12)

@@ -39,3 +39,9 @@ def test_budget_fits_the_step_count_after_the_warm_up():
     seconds = quality_vs_time.fit_steps_to_budget(trainer, budget=1e3)
     assert trainer.step == trainer.cfg.warmup_steps and seconds > 0
     assert trainer.cfg.steps > 1000 * trainer.cfg.warmup_steps / seconds / 2   # ~ budget × measured speed
+
+
+def test_train_throughput_names_an_unknown_mode():
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "train_throughput.py"), "--modes", "bf16,turbo"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "--modes must be among" in done.stderr and "turbo" in done.stderr
