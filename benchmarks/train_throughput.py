@@ -22,6 +22,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import minidiff as md
 
+# torch.compile's mode for each of our modes that compiles, and every mode
+COMPILE_MODES = {"compile": None, "compile-cudagraphs": "reduce-overhead", "compile-max-autotune": "max-autotune"}
+MODES = ("fp32", "bf16", "cuda-graph", *COMPILE_MODES)
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12}          # dense bf16 tensor-core peak, SXM parts
 
 
@@ -84,9 +87,8 @@ def measure(name: str, build, mode: str, batch: int, iters: int, channels_last: 
     t = torch.randint(0, 1000, (batch,), device="cuda")
     y = torch.randint(0, 11, (batch,), device="cuda")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    if mode.startswith("compile"):
-        model = torch.compile(model, mode={"compile": None, "compile-cudagraphs": "reduce-overhead",
-                                           "compile-max-autotune": "max-autotune"}[mode])
+    if mode in COMPILE_MODES:
+        model = torch.compile(model, mode=COMPILE_MODES[mode])
     if mode == "cuda-graph":              # eager kernels, recorded once (torch.cuda.make_graphed_callables)
         with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
             model = torch.cuda.make_graphed_callables(TensorOut(model), (x, t, y))
@@ -111,15 +113,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--modes", default="fp32,bf16,cuda-graph,compile,compile-cudagraphs",
-                        help="comma-separated, among these and compile-max-autotune")
+                        help=f"comma-separated, among {', '.join(MODES)}")
     parser.add_argument("--only", choices=["minidiff", "diffusers"], default=None)
     parser.add_argument("--channels-last", action="store_true", help="weights and images in NHWC layout")
     parser.add_argument("--cudnn-benchmark", action="store_true",
                         help="let cuDNN time its convolution algorithms for these shapes first (both models)")
     args = parser.parse_args()
-    known = {"fp32", "bf16", "cuda-graph", "compile", "compile-cudagraphs", "compile-max-autotune"}
-    if set(args.modes.split(",")) - known:
-        parser.error(f"--modes must be among {sorted(known)}; got {sorted(set(args.modes.split(',')) - known)}")
+    unknown = sorted(set(args.modes.split(",")) - set(MODES))
+    if unknown:
+        parser.error(f"--modes must be among {list(MODES)}; got {unknown}")
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     gpu = torch.cuda.get_device_name()
     peak = next((v for k, v in PEAK_BF16.items() if k in gpu), 989e12)
