@@ -102,21 +102,21 @@ def test_attention_at_chosen_resolutions_only():
     assert not [m for m in small(attention_resolutions=()).modules() if isinstance(m, md.nn.Attention)][1:]
 
 
-def test_attention_is_softmax_qk_v_per_head_and_feeds_sdpa_contiguous_heads(monkeypatch):
+def test_attention_is_softmax_qk_v_per_head_and_feeds_sdpa_unit_stride_heads(monkeypatch):
     torch.manual_seed(0)
     attn = md.nn.Attention(64, head_dim=16)
     torch.nn.init.normal_(attn.out.weight)           # zero-initialised: make the branch visible
     x = torch.randn(2, 64, 5, 5)
-    q, k, v = attn.qkv(attn.norm(x)).reshape(2, 3, 4, 16, 25).transpose(-1, -2).unbind(1)   # (B, heads, HW, d)
+    tokens = attn.norm(x).flatten(2).transpose(1, 2)                                  # (B, HW, C)
+    q, k, v = attn.qkv(tokens).reshape(2, 25, 3, 4, 16).permute(2, 0, 3, 1, 4)      # (B, heads, HW, d)
     heads = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(16), dim=-1) @ v
-    expected = x + attn.out(heads.transpose(-1, -2).reshape(2, 64, 5, 5))
+    expected = x + attn.out(heads.transpose(1, 2).reshape(2, 25, 64)).transpose(1, 2).reshape(2, 64, 5, 5)
     seen = []
     sdpa = torch.nn.functional.scaled_dot_product_attention
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
-                        lambda q, k, v: seen.append(q.is_contiguous() and k.is_contiguous() and v.is_contiguous())
-                        or sdpa(q, k, v))
+                        lambda q, k, v: seen.append(all(u.stride(-1) == 1 for u in (q, k, v))) or sdpa(q, k, v))
     torch.testing.assert_close(attn(x), expected, atol=1e-5, rtol=1e-5)
-    assert seen == [True]            # strided heads would send SDPA down its slow, unfused path
+    assert seen == [True]            # a strided head dimension would send SDPA down its slow, unfused path
 
 
 def test_seeds_layout_64_to_8():

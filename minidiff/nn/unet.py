@@ -73,24 +73,23 @@ class ResBlock(nn.Module):
 
 
 class Attention(nn.Module):
-    r"""Multi-head self-attention over the $H \times W$ positions, residual:
-    $x + W_o\,\mathrm{softmax}(QK^\top/\sqrt{d})\,V$ with $Q, K, V$ from a 1×1 conv of $\mathrm{GN}(x)$."""
+    r"""Multi-head self-attention with the $H \times W$ positions as tokens, residual:
+    $x + W_o\,\mathrm{softmax}(QK^\top/\sqrt{d})\,V$, where $[Q, K, V] = W_{qkv}\,\mathrm{GN}(x)$ at each position."""
 
     def __init__(self, channels: int, head_dim: int):
         super().__init__()
         self.heads = max(1, channels // head_dim)
         self.norm = group_norm(channels)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.out = zero_init(nn.Conv2d(channels, channels, 1))
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.out = zero_init(nn.Linear(channels, channels))
 
     def forward(self, x: Tensor, emb: Optional[Tensor] = None) -> Tensor:
         height = x.shape[2]
-        qkv = rearrange(self.qkv(self.norm(x)), "b (three n d) h w -> three b n (h w) d", three=3, n=self.heads)
-        # one copy so that each head's vectors are contiguous: SDPA's fused kernels (flash, memory-
-        # efficient) need that, and a strided view falls back to the slow path that stores every QKᵀ
-        q, k, v = qkv.contiguous()
-        h = F.scaled_dot_product_attention(q, k, v)
-        return x + self.out(rearrange(h, "b n (h w) d -> b (n d) h w", h=height))
+        tokens = rearrange(self.norm(x), "b c h w -> b (h w) c")
+        # each head's d features stay adjacent in memory (stride 1), as SDPA's fused kernels need
+        q, k, v = rearrange(self.qkv(tokens), "b s (three n d) -> three b n s d", three=3, n=self.heads)
+        h = rearrange(F.scaled_dot_product_attention(q, k, v), "b n s d -> b s (n d)")
+        return x + rearrange(self.out(h), "b (h w) c -> b c h w", h=height)
 
 
 class Block(nn.Module):
