@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Download, on a machine with PyPI, the wheels a bare CUDA box (Python 3.12, torch already there)
-# needs to run the notebook suite: the Jupyter kernel stack, nbval, ipywidgets and mlxtend.
+# needs to run the notebook suite (the Jupyter kernel stack, nbval, ipywidgets and mlxtend) and the
+# benchmarks' peer, diffusers (its needs, e.g. huggingface-hub and safetensors, are there already; it ran
+# there without importlib-metadata, which it lists but Python 3.12 does not need).
 # Usage: bash scripts/fetch_gpu_wheels.sh [DIR=.whl] [PYTHON_VERSION=3.12]
 set -euo pipefail
 dir=${1:-.whl}
@@ -12,6 +14,7 @@ packages=(
   pyzmq tornado nest-asyncio platformdirs decorator jedi parso matplotlib-inline pexpect
   ptyprocess prompt-toolkit wcwidth stack-data executing asttokens pure-eval
   ipywidgets widgetsnbextension jupyterlab-widgets mlxtend
+  diffusers
 )
 platforms=()
 for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_24_x86_64 manylinux_2_17_x86_64 \

@@ -45,3 +45,16 @@ def test_train_throughput_names_an_unknown_mode():
     done = subprocess.run([sys.executable, str(BENCHMARKS / "train_throughput.py"), "--modes", "bf16,turbo"],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "--modes must be among" in done.stderr and "turbo" in done.stderr
+
+
+def test_train_throughput_compares_with_the_peers_named_modes_and_with_all_of_them():
+    import train_throughput
+    rows = [{"model": "minidiff", "mode": "compile-cudagraphs NHWC", "img_per_s": 14.9},
+            {"model": "minidiff", "mode": "fp32", "img_per_s": 5.1},
+            {"model": "diffusers", "mode": "compile", "img_per_s": 6.9},
+            {"model": "diffusers", "mode": "fp32", "img_per_s": 5.0},
+            {"model": "diffusers", "mode": "compile-cudagraphs", "img_per_s": 14.0}]
+    assert train_throughput.best(rows, "minidiff", train_throughput.MODES)["img_per_s"] == 14.9
+    assert train_throughput.best(rows, "diffusers", train_throughput.NAMED_PEER_MODES)["mode"] == "compile"
+    assert train_throughput.best(rows, "diffusers", train_throughput.MODES)["mode"] == "compile-cudagraphs"
+    assert train_throughput.best(rows, "diffusers", ("cuda-graph",)) is None
