@@ -45,7 +45,7 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     # Class-conditional digits with classifier-free guidance (labels dropped 10% of the time).
     # Size: 1.74 M parameters (widths 32-64-64), chosen for a learner's CPU as much as for the GPU.
-    # It draws 64 digits in 20 DDIM steps in ~4 s on 2 cores (goal ≤ 10 s). A 4.1 M variant
+    # It draws 64 digits in 20 DDIM steps in ~3.2 s on 2 cores (goal ≤ 10 s). A 4.1 M variant
     # (32-64-128, batch 512) measured no better on an H100 (benchmarks/RESULTS.md).
     # Target v: with ε the deterministic samplers (DDIM, DPM-Solver++) levelled off at 1.16× the FD of
     # DDPM-1000; with v they match it (1.02×), at the same cost. 6,106 steps are 2 minutes on an H200

@@ -76,14 +76,14 @@ def test_samplers_recover_gaussian_data(s, sampler, kwargs, std_tol):
 
 
 def gaussian_model(s, target):
-    r"""The exact predictor of ``target`` for N(μ, σ²) data, from the exact ε̂ and the identities
-    $\hat x_0 = (x_t - \sqrt{1-\bar\alpha}\,\hat\varepsilon)/\sqrt{\bar\alpha}$ and $\hat v = \sqrt{\bar\alpha}\,\hat\varepsilon - \sqrt{1-\bar\alpha}\,\hat x_0$."""
+    """The exact predictor of ``target`` for N(μ, σ²) data: the exact ε̂, turned into x̂₀ and v̂ by
+    minidiff's conversions (their identities are tested in test_diffusion and test_losses)."""
     eps_model = gaussian_eps_model(s)
 
     def model(x_t, t, y=None):
-        eps, abar = eps_model(x_t, t), md.extract(s.alphas_cumprod, t, x_t)
-        x0 = (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
-        return {"eps": eps, "x0": x0, "v": abar.sqrt() * eps - (1 - abar).sqrt() * x0}[target]
+        eps = eps_model(x_t, t)
+        x0 = md.diffusion.predict_x0_from_eps(x_t, t, eps, s)
+        return {"eps": eps, "x0": x0, "v": md.diffusion.predict_v(x0, eps, t, s)}[target]
     return model
 
 
