@@ -35,7 +35,7 @@ test-notebooks: $(STAMP)
 
 # Regenerate the student notebooks (notebooks/) from the single source (solutions/).
 notebooks: $(STAMP)
-	$(BIN)/python -m minidiff.nbgen
+	$(BIN)/python -m minidiff.course.nbgen
 
 # Every notebook in the `full` profile on a CUDA machine (brings its own wheels if needed).
 test-gpu:

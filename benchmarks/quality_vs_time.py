@@ -24,7 +24,7 @@ import torch
 
 import minidiff as md
 from minidiff.nn.unet import config_dict
-from minidiff.recipes import RECIPES, Recipe, make_trainer
+from minidiff.pretrained.recipes import RECIPES, Recipe, make_trainer
 
 SAMPLERS = {"DDIM 50": ("ddim", 50), "DPM-Solver++ 20": ("dpm++", 20), "DDPM 1000": ("ddpm", 1000)}
 

@@ -8,19 +8,37 @@ Notation (one name, one quantity; t is 0-indexed, t ∈ {0, …, T−1}):
     x0, x_t          x_0, x_t   clean image, noised image at step t
     eps / noise      ε          standard Gaussian noise, x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
     s                           a NoiseSchedule holding those tables
+    target                      what a network predicts: "eps" (ε), "x0" or "v" (model.target)
+    w                           the classifier-free guidance scale (guidance.py)
+
+The package, in the order the course teaches it:
+
+    schedules, diffusion, losses     the forward process and the objective      (notebooks 01–03, 05)
+    nn/                              timestep embedding, blocks, U-Net, classifier  (04)
+    objectives, train                one Trainer for any model and objective      (05)
+    samplers, guidance               DDPM, DDIM, DPM-Solver++; classifier-free guidance  (06, 07)
+    metrics                          Fréchet distance, KID, accuracy in a classifier's features
+    data                             MNIST, 8×8 digits, procedural Shapes, all in [-1, 1]
+    checkpoint, registry             atomic, checksummed files; build / save any model kind
+    pretrained/                      the shipped checkpoints and the recipes that made them
+    course/                          the course's tooling: profiles, plots, exercise checks, nbgen
 """
-from . import checkpoint, data, diffusion, exercises, losses, metrics, nn, pretrained, profiles, recipes, samplers, schedules, train, viz
+from . import checkpoint, data, diffusion, guidance, losses, nn, objectives, registry, samplers, schedules, train
+from . import metrics, pretrained
+from .course import exercises, nbgen, profiles, viz
+from .course.profiles import by_profile, profile
 from .data import LabelledImages, Shapes, mnist, sklearn_digits, to_model_range, to_pixel_range, torchvision_dataset
 from .diffusion import (eps_and_x0, predict_eps_from_v, predict_eps_from_x0, predict_v, predict_x0_from_eps,
                         predict_x0_from_v, q_posterior, q_sample, q_step)
+from .guidance import ClassifierFree, cfg_mix, drop_labels
 from .losses import diffusion_loss
-from .nn import UNet, UNetConfig, timestep_embedding
+from .metrics import class_accuracy, evaluate, evaluate_model, frechet_distance, kernel_distance, reference_floor
+from .nn import ClassifierConfig, DigitClassifier, UNet, UNetConfig, timestep_embedding
+from .objectives import ClassificationConfig, ClassificationObjective, DiffusionConfig, DiffusionObjective
+from .pretrained import load_classifier, load_diffusion, load_trained
 from .samplers import (ddim_invert, ddim_sample, ddim_step, ddpm_sample, ddpm_step, dpm_solver_sample, dpm_solver_step,
                        slerp)
-from .train import DiffusionConfig, RunConfig, TrainConfig, Trainer
-from .metrics import DigitClassifier, class_accuracy, evaluate, frechet_distance, kernel_distance, reference_floor
-from .pretrained import load_classifier, load_diffusion
-from .profiles import by_profile, profile
 from .schedules import NoiseSchedule, extract, make_schedule
+from .train import RunConfig, TrainConfig, Trainer
 
 __version__ = "0.1.0"

@@ -2,16 +2,20 @@ r"""Command line: train a recipe, or sample from a trained model.
 
     python -m minidiff train --recipe mnist_cond --out runs/mnist_cond [--device cuda] [--steps N]
     python -m minidiff train --recipe mnist_cond --out runs/mnist_cond --resume runs/mnist_cond/checkpoint.pt
+    python -m minidiff train --recipe classifier --out runs/classifier      # the metrics' digit classifier
     python -m minidiff sample --checkpoint runs/mnist_cond/model.pt --n 64 --label 3 --out grid.png
     python -m minidiff sample --checkpoint mnist_cond --sampler dpm++ --steps 20 --out grid.png   # the shipped model
     torchrun --nproc_per_node=8 -m minidiff train --recipe mnist_cond --out runs/ddp   # several GPUs
 
 ``train`` writes ``OUT/checkpoint.pt`` (resumable: weights, EMA, optimizer, RNG states) every few
-steps and at the end, plus ``OUT/model.pt`` (EMA weights and configs only, for sampling).
+steps and at the end, plus ``OUT/model.pt`` (EMA weights and configs only, for sampling); with
+``--ship DIR`` it also writes the EMA weights and their measured metrics into a checkpoints folder.
+A mistake on the command line ends in one line on stderr that says what was wrong, and exit code 2.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -20,11 +24,20 @@ import torch
 import torch.distributed as dist
 
 from . import pretrained
-from .recipes import RECIPES, make_trainer
+from .checkpoint import CorruptCheckpointError, UnsafeCheckpointError
+from .guidance import check_scale
+from .pretrained import ChecksumError
+from .pretrained.recipes import RECIPES, Recipe, evaluate_recipe, make_trainer
 from .samplers import SAMPLERS, sample
-from .train import COMPILE_MODES, RunConfig, Trainer, load_trained, save_grid
+from .train import COMPILE_MODES, NonFiniteLossError, RunConfig, RunFolderBusyError, Trainer, save_grid
 
-CLASSIFIER = "classifier"          # trained by minidiff.metrics, not by the diffusion Trainer
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+               CorruptCheckpointError, UnsafeCheckpointError, ChecksumError, RunFolderBusyError,
+               NonFiniteLossError, OSError)
+
+
+class UsageError(ValueError):
+    """A command-line argument that cannot work; the message says which and why."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,14 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_train_arguments(train: argparse.ArgumentParser) -> None:
-    train.add_argument("--recipe", required=True, choices=sorted(RECIPES) + [CLASSIFIER],
-                       help="a recipe of minidiff.recipes, or the metrics' digit classifier")
-    train.add_argument("--out", default=None, help="output folder (default: runs/RECIPE; for the classifier, "
-                                                   "the package's checkpoints)")
+    train.add_argument("--recipe", required=True, choices=sorted(RECIPES), help="a recipe of minidiff.pretrained.recipes")
+    train.add_argument("--out", default=None, help="output folder (default: runs/RECIPE)")
     train.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     train.add_argument("--steps", type=int, default=None, help="override the recipe's number of steps")
-    train.add_argument("--max-seconds", type=float, default=None, help="stop after this wall time")
+    train.add_argument("--max-seconds", type=float, default=None, help="stop after this wall time (> 0)")
     train.add_argument("--resume", default=None, metavar="PATH", help="continue from this checkpoint")
+    train.add_argument("--ship", default=None, metavar="DIR", help="also write the EMA weights and metrics "
+                                                                   "into the checkpoints folder DIR (manifest.json)")
     train.add_argument("--compile", nargs="?", const=True, default=False, choices=[True, *COMPILE_MODES],
                        metavar="MODE", help="torch.compile the model; MODE reduce-overhead adds CUDA graphs "
                                             "(fastest for small models on a GPU)")
@@ -55,115 +68,165 @@ def add_train_arguments(train: argparse.ArgumentParser) -> None:
     train.set_defaults(func=train_command)
 
 
-def add_sample_arguments(sample: argparse.ArgumentParser) -> None:
-    sample.add_argument("--checkpoint", required=True,
-                        help="a checkpoint.pt or model.pt from `train`, or a shipped model's name (mnist_cond)")
-    sample.add_argument("--out", default="samples.png", help="PNG file for the grid")
-    sample.add_argument("--n", type=int, default=64, help="number of samples")
-    sample.add_argument("--label", type=int, default=None, help="class of every sample (default: 0, 1, 2, …)")
-    sample.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
-    sample.add_argument("--sampler", choices=SAMPLERS, default="ddim",
-                        help="ddim (default), dpm++ (DPM-Solver++ 2M) or ddpm (all T steps; --steps is ignored)")
-    sample.add_argument("--steps", type=int, default=50, help="network calls for ddim and dpm++")
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    sample.set_defaults(func=sample_command)
+def add_sample_arguments(sample_parser: argparse.ArgumentParser) -> None:
+    sample_parser.add_argument("--checkpoint", required=True,
+                               help="a checkpoint.pt or model.pt from `train`, or a shipped model's name (mnist_cond)")
+    sample_parser.add_argument("--out", default="samples.png", help="PNG file for the grid")
+    sample_parser.add_argument("--n", type=int, default=64, help="number of samples")
+    sample_parser.add_argument("--label", type=int, default=None, help="class of every sample (default: 0, 1, 2, …)")
+    sample_parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale w "
+                                                                          "(0: unconditional, 1: conditional)")
+    sample_parser.add_argument("--sampler", choices=SAMPLERS, default="ddim",
+                               help="ddim (default), dpm++ (DPM-Solver++ 2M) or ddpm (all T steps; --steps is ignored)")
+    sample_parser.add_argument("--steps", type=int, default=50, help="network calls for ddim and dpm++")
+    sample_parser.add_argument("--seed", type=int, default=0)
+    sample_parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    sample_parser.set_defaults(func=sample_command)
 
 
+# -- checks made before any work ------------------------------------------------------------------
+def pick_device(name: Optional[str]) -> str:
+    """``name`` if this machine has it ("cpu", "cuda", "cuda:N"), else a UsageError saying what there is."""
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device must be cpu or cuda[:N]; got {name!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device must be cpu or cuda[:N]; got {name!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: this machine has no CUDA GPU that PyTorch can use; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices (0 to "
+                         f"{torch.cuda.device_count() - 1})")
+    return name
+
+
+def check_writable_folder(path: Path, flag: str) -> None:
+    """``path`` is a folder this process can create or write into (checked before training starts)."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path} is a file; it must be a folder")
+    parent = next(p for p in [path, *path.parents] if p.exists())
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: {parent} is not writable")
+
+
+def check_writable_file(path: Path, flag: str) -> None:
+    """``path`` is a file this process can write (checked before sampling starts)."""
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give a file name such as {path / 'samples.png'}")
+    parent = next(p for p in path.absolute().parents if p.exists())
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"{flag} {path} is not writable")
+
+
+def check_count(value: Optional[int], flag: str, minimum: int = 1) -> None:
+    if value is not None and value < minimum:
+        raise UsageError(f"{flag} must be >= {minimum}; got {value}")
+
+
+# -- train ---------------------------------------------------------------------------------------
 def train_command(args: argparse.Namespace) -> int:
-    if args.recipe == CLASSIFIER:
-        return train_classifier(args.out, args.device)
     out = Path(args.out or Path("runs") / args.recipe)
+    check_writable_folder(out, "--out")
+    if args.ship is not None:
+        check_writable_folder(Path(args.ship), "--ship")
+    check_count(args.steps, "--steps")
+    if args.max_seconds is not None and not args.max_seconds > 0:
+        raise UsageError(f"--max-seconds must be > 0 (a wall time in seconds); got {args.max_seconds}")
+    if args.resume is not None and not Path(args.resume).is_file():
+        raise UsageError(f"--resume {args.resume}: no such checkpoint file")
     recipe = RECIPES[args.recipe]
-    run = RunConfig(device=args.device, bf16=not args.fp32, compile=args.compile, cuda_graph=args.cuda_graph,
-                    channels_last=args.channels_last,
+    run = RunConfig(device=pick_device(args.device), bf16=not args.fp32, compile=args.compile,
+                    cuda_graph=args.cuda_graph, channels_last=args.channels_last,
                     log_every=recipe.log_every, sample_every=recipe.sample.every,
                     checkpoint_every=recipe.checkpoint_every, out_dir=str(out),
-                    max_seconds=args.max_seconds or recipe.max_seconds)
+                    max_seconds=args.max_seconds if args.max_seconds is not None else recipe.max_seconds)
     trainer = make_trainer(recipe, run, steps=args.steps, resume=args.resume)
+    if args.resume is not None and trainer.step >= trainer.cfg.steps:
+        raise UsageError(f"--resume {args.resume} is already at step {trainer.step} of {trainer.cfg.steps}: "
+                         f"nothing to train; give --steps above {trainer.step} to train on")
     trainer.train()
     trainer.save()
     trainer.save_model(out / "model.pt")
     if trainer.rank == 0:
         print(f"step {trainer.step}: loss {trainer.loss_history[-1][1]:.4f}; wrote {out / 'checkpoint.pt'} "
               f"and {out / 'model.pt'}")
-        print_metrics(trainer, recipe.sample.eval_samples, recipe.sample.guidance_scale, recipe.sample.steps)
+        metrics = evaluate_recipe(recipe, trainer)
+        if metrics:
+            print("metrics: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                          for k, v in metrics.items()))
+        if args.ship is not None:
+            ship(args.recipe, recipe, trainer, metrics, args.ship)
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
 
 
-def train_classifier(out: Optional[str], device: Optional[str]) -> int:
-    """The metrics' digit classifier has its own recipe, in minidiff.metrics (default folder: the
-    package's shipped checkpoints, which it reproduces)."""
-    try:
-        from .metrics import classifier_recipe
-    except ImportError as err:
-        raise SystemExit(f"--recipe {CLASSIFIER} needs minidiff.metrics.classifier_recipe: {err}")
-    print(classifier_recipe(out_dir=out, device=device))
-    return 0
+def ship(name: str, recipe: Recipe, trainer: Trainer, metrics: dict, root: str) -> None:
+    """Write the EMA weights into the checkpoints folder ``root`` with their config and metrics."""
+    run = {"bf16": trainer.run.bf16, "compile": trainer.run.compile, "cuda_graph": trainer.run.cuda_graph}
+    gpu = torch.cuda.get_device_name() if trainer.device.type == "cuda" else "cpu"
+    config = {"model": trainer.state_dict()["config"]["model"], "objective": trainer.objective.describe(),
+              "train": trainer.state_dict()["config"]["train"] | run}
+    metrics = metrics | {"steps": trainer.step, "trained_on": f"{gpu} (torch {torch.__version__})"}
+    dtype = "float16" if name != "classifier" else "float32"
+    pretrained.save_shipped(name, trainer.ema.state_dict(), recipe=name, metrics=metrics, config=config,
+                            dtype=dtype, root=root)
+    print(f"shipped {name} into {root}")
 
 
-def print_metrics(trainer: Trainer, n: int, guidance_scale: Optional[float], steps: int) -> None:
-    """Sample ``n`` images (classes in turn) with the EMA model and print minidiff.metrics.evaluate."""
-    if n <= 0:
-        return
-    try:
-        from .metrics import evaluate
-    except ImportError:
-        print("metrics: minidiff.metrics is not available; skipped")
-        return
-    num_classes = trainer.model.config.num_classes
-    labels = torch.arange(n, device=trainer.device) % num_classes if num_classes else None
-    images = draw(trainer.ema, trainer.schedule, n, labels, guidance_scale if num_classes else None, steps,
-                  trainer.diffusion.target, seed=0)
-    metrics = evaluate(images.cpu(), labels.cpu() if labels is not None else None)
-    print("metrics: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
-
-
-def draw(model: torch.nn.Module, schedule, n: int, labels: Optional[torch.Tensor], guidance_scale: Optional[float],
-         steps: int, target: str, seed: int, sampler: str = "ddim") -> torch.Tensor:
-    """``n`` samples from ``model`` in [-1, 1], reproducible from ``seed``, batched to bound memory."""
-    cfg, device = model.config, schedule.device
-    generator = torch.Generator(device).manual_seed(seed)
-    batches = []
-    for start in range(0, n, 500):
-        y = labels[start:start + 500] if labels is not None else None
-        shape = (min(500, n - start), cfg.in_channels, cfg.image_size, cfg.image_size)
-        batches.append(sample(sampler, model, schedule, shape, steps, y, guidance_scale, target, generator))
-    return torch.cat(batches).clamp(-1, 1)         # the last x̂_0 can overshoot the data range
-
-
+# -- sample --------------------------------------------------------------------------------------
 def sample_command(args: argparse.Namespace) -> int:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.n < 1:
-        raise SystemExit(f"--n must be >= 1; got {args.n}")
+    check_count(args.n, "--n")
+    check_count(args.steps, "--steps")
+    check_writable_file(Path(args.out), "--out")
+    if args.guidance is not None:
+        check_scale(args.guidance, "--guidance")
+    device = torch.device(pick_device(args.device))
     model, schedule, diffusion = load_for_sampling(args.checkpoint, device)
     num_classes = model.config.num_classes
     labels = sample_labels(args.n, args.label, num_classes)
     labels = labels.to(device) if labels is not None else None
-    images = draw(model, schedule, args.n, labels, args.guidance if labels is not None else None, args.steps,
-                  diffusion.target, args.seed, args.sampler)
-    path = save_grid(images, args.out, nrow=num_classes if args.label is None and num_classes else None)
+    guidance = args.guidance if labels is not None else None
+    if guidance is not None and guidance < 0:
+        print(f"note: --guidance {args.guidance} < 0 pushes samples *away* from their labels (anti-guidance); "
+              f"0 is unconditional, 1 conditional", file=sys.stderr)
+    if args.guidance is not None and labels is None:
+        raise UsageError("--guidance needs a class-conditional model; this one is unconditional")
+    shape = (args.n, model.config.in_channels, model.config.image_size, model.config.image_size)
+    with torch.no_grad():
+        images = sample(args.sampler, model, schedule, shape, args.steps, labels, guidance,
+                        generator=torch.Generator(device).manual_seed(args.seed))
+    if not torch.isfinite(images).all():
+        raise NonFiniteLossError(f"the samples hold NaN or inf (the model file {args.checkpoint} may hold "
+                                 f"non-finite weights); no image was written")
+    path = save_grid(images.clamp(-1, 1), args.out, nrow=num_classes if args.label is None and num_classes else None)
     print(f"wrote {args.n} samples to {path}")
     return 0
 
 
 def load_for_sampling(checkpoint: str, device: torch.device) -> tuple:
     """(model, schedule, DiffusionConfig) from a checkpoint file, or from the shipped model of that name
-    when no such file exists (its target, e.g. v, comes with it)."""
-    shipped = {name for name, entry in pretrained.manifest().items() if "diffusion" in entry["config"]}
-    if checkpoint in shipped and not Path(checkpoint).exists():
+    (its target, e.g. v, comes with it). A name that is neither lists the shipped names."""
+    shipped = pretrained.diffusion_names()
+    path = Path(checkpoint)
+    if path.is_file():
+        return pretrained.load_trained(path, device)
+    if checkpoint in shipped:
         return pretrained.load_diffusion(checkpoint, device)
-    return load_trained(checkpoint, device)
+    if path.is_dir():
+        raise UsageError(f"--checkpoint {checkpoint} is a folder; give the model.pt or checkpoint.pt in it")
+    raise UsageError(f"--checkpoint {checkpoint!r} is neither a file nor a shipped model ({', '.join(shipped)})")
 
 
 def sample_labels(n: int, label: Optional[int], num_classes: Optional[int]) -> Optional[torch.Tensor]:
     """``label`` n times, or classes 0, 1, 2, … in turn; None for an unconditional model."""
     if label is not None and num_classes is None:
-        raise SystemExit("--label needs a class-conditional model; this one is unconditional")
+        raise UsageError("--label needs a class-conditional model; this one is unconditional")
     if label is not None and not 0 <= label < num_classes:
-        raise SystemExit(f"--label must be in [0, {num_classes}) for this model; got {label}")
+        raise UsageError(f"--label must be in [0, {num_classes}) for this model; got {label}")
     if num_classes is None:
         return None
     return torch.full((n,), label) if label is not None else torch.arange(n) % num_classes
@@ -171,7 +234,11 @@ def sample_labels(n: int, label: Optional[int], num_classes: Optional[int]) -> O
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -28,10 +28,11 @@ import operator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Literal, Sequence, Union
+from typing import Callable, Literal, Optional, Sequence, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -385,3 +386,20 @@ class Shapes(Dataset[tuple[Tensor, Tensor]]):
 
     def __repr__(self) -> str:
         return f"Shapes(n={self.n}, size={self.size}, seed={self.seed}, rotate={self.rotate})"
+
+
+# -- augmentation -----------------------------------------------------------------------------
+def random_affine(x: Tensor, generator: Optional[torch.Generator] = None, degrees: float = 10.0, shift: float = 2.0,
+                  scale: float = 0.1) -> Tensor:
+    r"""Each image turned by θ ~ U(±``degrees``), moved by U(±``shift``) pixels on each axis and
+    zoomed by s ~ U(1 ± ``scale``): the sampling grid is $p' = R(θ)\,p / s + b$, background stays −1.
+    The angles, shifts and zooms are drawn on the CPU from ``generator`` (default: the global one)."""
+    B, _, H, _ = x.shape
+    u = torch.rand(4, B, generator=generator, dtype=torch.float64).to(x.device) * 2 - 1
+    theta, zoom = u[0] * math.radians(degrees), 1 + u[1] * scale
+    cos, sin = torch.cos(theta) / zoom, torch.sin(theta) / zoom
+    b = u[2:] * shift * 2 / H                            # pixels -> grid units: the image spans [-1, 1]
+    affine = torch.stack([torch.stack([cos, -sin, b[0]], 1), torch.stack([sin, cos, b[1]], 1)], 1)
+    grid = F.affine_grid(affine.to(x.dtype), list(x.shape), align_corners=False)
+    # shift to [0, 2] so that the zero padding outside the image is the black background, −1
+    return F.grid_sample(x + 1, grid, align_corners=False, padding_mode="zeros") - 1

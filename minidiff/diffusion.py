@@ -8,12 +8,15 @@ Symbols as in the notebooks (0-indexed t; ᾱ_t = ``s.alphas_cumprod[t]``):
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .schedules import NoiseSchedule, Timesteps, extract
+
+Target = Literal["eps", "x0", "v"]
+TARGETS = ("eps", "x0", "v")
 
 
 def q_step(x_prev: Tensor, t: Timesteps, s: NoiseSchedule, noise: Optional[Tensor] = None) -> Tensor:
@@ -117,7 +120,7 @@ def predict_eps_from_v(x_t: Tensor, t: Timesteps, v: Tensor, s: NoiseSchedule) -
 
 
 def eps_and_x0(output: Tensor, x_t: Tensor, t: Timesteps, s: NoiseSchedule,
-               target: Literal["eps", "x0", "v"] = "eps") -> tuple[Tensor, Tensor]:
+               target: Target = "eps") -> tuple[Tensor, Tensor]:
     r"""Turn a network's output (a prediction of ``target``) into the pair $(\hat\varepsilon, \hat x_0)$ samplers need."""
     if target == "eps":
         return output, predict_x0_from_eps(x_t, t, output, s)
@@ -125,4 +128,44 @@ def eps_and_x0(output: Tensor, x_t: Tensor, t: Timesteps, s: NoiseSchedule,
         return predict_eps_from_x0(x_t, t, output, s), output
     if target == "v":
         return predict_eps_from_v(x_t, t, output, s), predict_x0_from_v(x_t, t, output, s)
-    raise ValueError(f"target must be one of ('eps', 'x0', 'v'); got {target!r}")
+    raise ValueError(f"target must be one of {TARGETS}; got {target!r}")
+
+
+# -- what a network predicts ---------------------------------------------------------------------
+def check_target(target: Optional[str], allow_none: bool = False) -> Optional[Target]:
+    """``target`` after checking it is one of TARGETS (or None, where allowed)."""
+    if target is None and allow_none:
+        return None
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}{' or None' if allow_none else ''}; got {target!r}")
+    return target
+
+
+def unwrap(model: Any) -> Any:
+    """The module inside DistributedDataParallel (``.module``) and torch.compile (``._orig_mod``)."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        else:
+            return model
+
+
+def model_target(model: Any) -> Optional[Target]:
+    """What ``model`` says it predicts (its ``target`` attribute: "eps", "x0" or "v"), or None."""
+    return getattr(unwrap(model), "target", None)
+
+
+def resolve_target(model: Any, target: Optional[str] = None) -> Target:
+    """The target to read ``model``'s output as: ``target`` if given, else the model's own, else "eps"
+    (DDPM's default). A ``target`` that contradicts the model's own is a ValueError naming both."""
+    own = model_target(model)
+    if target is None:
+        return own or "eps"
+    check_target(target)
+    if own is not None and target != own:
+        raise ValueError(f"target={target!r} contradicts the model, which predicts {own!r}: sampling it as "
+                         f"{target!r} gives wrong images; leave target out to use the model's own")
+    return target
+

@@ -14,12 +14,11 @@ from typing import Callable, Literal, Optional
 import torch
 from torch import Tensor
 
-from .diffusion import predict_v, q_sample
+from .diffusion import TARGETS, Target, predict_v, q_sample
+from .guidance import drop_labels
 from .schedules import NoiseSchedule
 
-Target = Literal["eps", "x0", "v"]
 Weighting = Optional[Literal["p2", "min_snr"]]
-TARGETS = ("eps", "x0", "v")
 WEIGHTINGS = (None, "p2", "min_snr")
 
 
@@ -47,12 +46,6 @@ def loss_weight(weighting: Weighting, target: Target, snr: Tensor, gamma: float 
     return eps_scale * to_target
 
 
-def drop_labels(y: Tensor, p_uncond: float, null_class: int, generator: Optional[torch.Generator] = None) -> Tensor:
-    """Replace each label by ``null_class`` with probability ``p_uncond`` (classifier-free guidance training)."""
-    drop = torch.rand(y.shape, device=y.device, generator=generator) < p_uncond
-    return torch.where(drop, torch.full_like(y, null_class), y)
-
-
 def per_sample_loss(model: Callable[..., Tensor], x0: Tensor, t: Tensor, schedule: NoiseSchedule,
                     target: Target = "eps", weighting: Weighting = None, y: Optional[Tensor] = None,
                     noise: Optional[Tensor] = None) -> Tensor:
@@ -72,7 +65,8 @@ def diffusion_loss(model: Callable[..., Tensor], x0: Tensor, schedule: NoiseSche
                    noise: Optional[Tensor] = None) -> Tensor:
     r"""$\frac{1}{B}\sum_b w(t_b)\,\mathrm{mean}\big((f_\theta(x_{t_b}, t_b, y_b) - \text{target}_b)^2\big)$,
     with $t$ uniform and $\varepsilon \sim \mathcal N(0, I)$ unless given. With ``p_uncond`` > 0, labels
-    are dropped to ``null_class`` (the model's ``num_classes``) at that rate."""
+    are dropped to ``null_class`` (the model's null label, ``num_classes``) at that rate
+    (``guidance.drop_labels``)."""
     _check_loss_args(x0, target, weighting, p_uncond, y, null_class)
     t = torch.randint(0, schedule.num_steps, (x0.shape[0],), device=x0.device) if t is None else t
     if y is not None and p_uncond > 0:

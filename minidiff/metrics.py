@@ -1,8 +1,8 @@
 r"""Metrics: how good are generated digits, measured in the features of a small digit classifier.
 
 Inception weights cannot be downloaded here, so FID proper is out of reach. Instead a small CNN,
-``DigitClassifier``, is trained on the same MNIST digits as the diffusion models, and shipped
-(``pretrained.load_classifier()``). Its penultimate activations, ``features(x) ∈ ℝ^D`` (D = 128),
+``DigitClassifier`` (``minidiff.nn.classifier``), is trained on the same MNIST digits as the diffusion
+models (``python -m minidiff train --recipe classifier``) and shipped (``pretrained.load_classifier()``). Its penultimate activations, ``features(x) ∈ ℝ^D`` (D = 128),
 stand in for Inception's pool features:
 
 - **Fréchet distance in DigitClassifier features** (``frechet_distance``): fit a Gaussian to each
@@ -28,147 +28,22 @@ The protocol (fixed, so that numbers from different notebooks compare):
 """
 from __future__ import annotations
 
-import math
 import time
 import warnings
-from dataclasses import asdict, dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Optional, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import pretrained
+from .nn.classifier import DigitClassifier
+from .samplers import GuidanceArg, SamplerName, sample
+from .schedules import NoiseSchedule
 
 Device = Union[str, torch.device]
 NUM_CLASSES = 10
 PER_CLASS = 100                    # the protocol: 100 samples of each digit, 1,000 in all
-
-
-# -- the classifier ----------------------------------------------------------------------------
-@dataclass
-class ClassifierConfig:
-    """The shape of ``DigitClassifier``: two conv stages, then a ``feature_dim`` embedding."""
-    channels: tuple[int, int] = (32, 64)
-    feature_dim: int = 128
-    dropout: float = 0.3
-
-
-class DigitClassifier(nn.Module):
-    r"""A small CNN for 28×28 grayscale digits in [-1, 1]: logits = W · features(x) + b.
-
-    Three conv stages (each conv, BatchNorm, ReLU, 2×2 max-pool: 28 → 14 → 7 → 3 pixels), then a
-    linear map to ``feature_dim`` and a ReLU: those activations are ``features(x)``, the space the
-    metrics work in. Dropout and a linear map to 10 logits classify from them.
-    """
-
-    def __init__(self, config: Optional[ClassifierConfig] = None):
-        super().__init__()
-        self.config = config = config or ClassifierConfig()
-        c1, c2 = config.channels
-        self.body = nn.Sequential(
-            nn.Conv2d(1, c1, 5, padding=2), nn.BatchNorm2d(c1), nn.ReLU(), nn.MaxPool2d(2),    # 14×14
-            nn.Conv2d(c1, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(), nn.MaxPool2d(2),   # 7×7
-            nn.Conv2d(c2, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(), nn.MaxPool2d(2),   # 3×3
-            nn.Flatten(), nn.Linear(c2 * 9, config.feature_dim), nn.ReLU(),
-        )
-        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(config.feature_dim, NUM_CLASSES))
-
-    def features(self, x: Tensor) -> Tensor:
-        """Penultimate activations, after the ReLU: (B, 1, 28, 28) -> (B, feature_dim)."""
-        return self.body(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits: (B, 1, 28, 28) -> (B, 10)."""
-        return self.head(self.body(x))
-
-
-# -- training it -------------------------------------------------------------------------------
-def random_affine(x: Tensor, generator: torch.Generator, degrees: float = 10.0, shift: float = 2.0,
-                  scale: float = 0.1) -> Tensor:
-    r"""Each image turned by θ ~ U(±``degrees``), moved by U(±``shift``) pixels on each axis and
-    zoomed by s ~ U(1 ± ``scale``): the sampling grid is $p' = R(θ)\,p / s + b$, background stays −1."""
-    B, _, H, _ = x.shape
-    u = torch.rand(4, B, generator=generator, dtype=torch.float64).to(x.device) * 2 - 1
-    theta, zoom = u[0] * math.radians(degrees), 1 + u[1] * scale
-    cos, sin = torch.cos(theta) / zoom, torch.sin(theta) / zoom
-    b = u[2:] * shift * 2 / H                            # pixels -> grid units: the image spans [-1, 1]
-    affine = torch.stack([torch.stack([cos, -sin, b[0]], 1), torch.stack([sin, cos, b[1]], 1)], 1)
-    grid = F.affine_grid(affine.to(x.dtype), list(x.shape), align_corners=False)
-    # shift to [0, 2] so that the zero padding outside the image is the black background, −1
-    return F.grid_sample(x + 1, grid, align_corners=False, padding_mode="zeros") - 1
-
-
-def _train_epoch(model: DigitClassifier, images: Tensor, labels: Tensor, opt: torch.optim.Optimizer,
-                 sched: torch.optim.lr_scheduler.LRScheduler, batch_size: int, generator: torch.Generator) -> float:
-    """One pass over the training digits in a random order, each batch freshly augmented; the last loss."""
-    model.train()
-    order = torch.randperm(len(images), generator=generator).to(images.device)
-    for batch in order.split(batch_size):
-        x = random_affine(images[batch], generator)
-        # label smoothing: a softer target than one-hot, a regulariser for a training set this small
-        loss = F.cross_entropy(model(x), labels[batch], label_smoothing=0.1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    return loss.item()
-
-
-def train_classifier(epochs: int = 30, seed: int = 0, device: Device = "cpu", batch_size: int = 128,
-                     lr: float = 3e-3, config: Optional[ClassifierConfig] = None,
-                     verbose: bool = False) -> tuple[DigitClassifier, float]:
-    """Train a ``DigitClassifier`` on the 4,000 training digits; returns (model in eval mode, held-out accuracy).
-
-    AdamW with a one-cycle learning rate (warm up to ``lr``, then cosine down), label smoothing 0.1,
-    and a fresh random rotation/shift/zoom of every digit in every epoch (``random_affine``). On CPU
-    the result is a function of ``seed`` alone; the global RNG state is restored afterwards.
-    """
-    from .data import mnist           # imported on use: metrics alone need no dataset
-
-    train, heldout = mnist("train"), mnist("heldout")
-    images, labels = train.images.to(device), train.labels.to(device)
-    with torch.random.fork_rng(devices=[torch.device(device)] if torch.device(device).type == "cuda" else []):
-        torch.manual_seed(seed)                                      # the initial weights and dropout
-        generator = torch.Generator().manual_seed(seed)              # the batch order and augmentation
-        model = DigitClassifier(config).to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, epochs=epochs,
-                                                    steps_per_epoch=math.ceil(len(images) / batch_size))
-        for epoch in range(epochs):
-            loss = _train_epoch(model, images, labels, opt, sched, batch_size, generator)
-            if verbose:
-                print(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}", flush=True)
-    model.eval()
-    return model, class_accuracy(heldout.images.to(device), heldout.labels.to(device), model)
-
-
-def classifier_recipe(out_dir: Optional[Union[str, Path]] = None, device: Optional[Device] = None) -> dict:
-    """The recipe of the shipped ``classifier`` checkpoint (``python -m minidiff train --recipe classifier``).
-
-    Trains with seed 0 (30 epochs: about a minute on a 2-core CPU, seconds on a GPU), measures the
-    held-out accuracy and the floor, and saves weights and numbers with ``pretrained.save_shipped``
-    into ``out_dir`` (default: the package's own checkpoints folder). Returns the manifest entry.
-    On CPU it reproduces the shipped weights given the same PyTorch version.
-    """
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    settings = {"epochs": 30, "seed": 0, "batch_size": 128, "lr": 3e-3}
-    start = time.perf_counter()
-    model, accuracy = train_classifier(device=device, verbose=True, **settings)
-    seconds = time.perf_counter() - start
-    model = model.cpu()
-    floor = reference_floor(model)
-    _shipped_floor.cache_clear()         # computed with the previous classifier, if any
-    metrics = {"heldout_accuracy": accuracy, "floor_fd": floor["fd"], "floor_kid": floor["kid"][0],
-               "floor_kid_std": floor["kid"][1], "train_seconds": round(seconds, 1)}
-    config = {"model": asdict(model.config), "train": settings, "device": str(device)}
-    entry = pretrained.save_shipped("classifier", model.state_dict(), recipe="classifier",
-                                    metrics=metrics, config=config, root=out_dir)
-    print(f"classifier: held-out accuracy {accuracy:.4f}, floor FD {floor['fd']:.3f}, "
-          f"floor KID {floor['kid'][0]:.5f} ± {floor['kid'][1]:.5f}, {seconds:.0f} s on {device}")
-    return entry
 
 
 # -- input checks ------------------------------------------------------------------------------
@@ -445,3 +320,25 @@ def evaluate(samples: Tensor, labels: Optional[Tensor] = None,
     if labels is not None:
         result["accuracy"] = class_accuracy(samples, labels, classifier)
     return result
+
+
+def evaluate_model(model: nn.Module, schedule: NoiseSchedule, sampler: SamplerName = "ddim", steps: int = 50,
+                   guidance_scale: GuidanceArg = None, draws: int = 1, seed: int = 0) -> dict:
+    """The protocol on a class-conditional diffusion model: 1,000 samples (100 per class, unguided unless
+    ``guidance_scale``), ``evaluate``d; with ``draws`` > 1, the mean over that many draws (seeds
+    ``seed``, ``seed`` + 1, …), since one draw's FD moves by about ±7%. Adds ``sampler``, ``steps``,
+    ``draws`` and ``sample_seconds``."""
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be an int >= 1; got {draws!r}")
+    device = schedule.device
+    labels = torch.arange(NUM_CLASSES * PER_CLASS, device=device) % NUM_CLASSES
+    start, results = time.perf_counter(), []
+    for draw in range(draws):
+        with torch.no_grad():
+            x = sample(sampler, model, schedule, (len(labels), 1, 28, 28), steps, labels, guidance_scale,
+                       generator=torch.Generator(device).manual_seed(seed + draw))
+        results.append(evaluate(x.clamp(-1, 1).cpu(), labels.cpu()))
+    mean = {key: sum(r[key] for r in results) / draws for key in results[0]}
+    mean["fd_ratio"] = mean["fd"] / mean["fd_floor"]
+    return mean | {"sampler": sampler, "steps": steps, "draws": draws,
+                   "sample_seconds": round(time.perf_counter() - start, 2)}

@@ -1,22 +1,26 @@
 r"""Samplers: run the learned reverse process from pure noise $x_{T-1} \sim \mathcal N(0, I)$ to $x_0$.
 
 A sampler needs, at each step, the network's noise estimate $\hat\varepsilon$ (and from it
-$\hat x_0$). ``predict_eps`` gets both, whatever the network was trained to output, and applies
-classifier-free guidance when asked: $\hat\varepsilon = \varepsilon_u + w\,(\varepsilon_c - \varepsilon_u)$.
+$\hat x_0$). ``predict_eps`` gets both, reading the output as what the model says it predicts
+(``model.target``: ε, x_0 or v), with classifier-free guidance from ``minidiff.guidance`` when asked.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Literal, Optional, Union
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .diffusion import eps_and_x0, predict_x0_from_eps, q_posterior
+from .diffusion import Target, eps_and_x0, predict_x0_from_eps, q_posterior, resolve_target, unwrap
+from .guidance import Guidance, as_guidance, guided_output
 from .schedules import NoiseSchedule, Timesteps, check_timesteps, extract, same_device
 
 Model = Callable[..., Tensor]
 Spacing = Literal["trailing", "leading", "linspace"]
+SamplerName = Literal["ddim", "dpm++", "ddpm"]
+GuidanceArg = Union[float, Guidance, None]      # a scale w, a guidance function, or None (no guidance)
 
 
 # -- one step each --------------------------------------------------------------------------------
@@ -28,6 +32,8 @@ def ddpm_step(x_t: Tensor, eps: Tensor, t: int, s: NoiseSchedule, noise: Optiona
     posterior mean $\tilde\mu_t(x_t, \mathrm{clip}(\hat x_0))$. At $t = 0$ no noise is added."""
     if variance not in ("beta", "posterior"):
         raise ValueError(f"variance must be 'beta' or 'posterior'; got {variance!r}")
+    t = _one_timestep(t, s, "t")
+    _check_like(x_t, eps, "eps", noise)
     if clip_x0:
         mean = q_posterior(predict_x0_from_eps(x_t, t, eps, s).clamp(-1, 1), x_t, t, s)[0]
     else:
@@ -48,8 +54,9 @@ def ddim_step(x_t: Tensor, eps: Tensor, t: int, t_prev: int, s: NoiseSchedule, e
     $x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0 + \sqrt{1 - \bar\alpha_{t'} - \sigma^2}\,\hat\varepsilon + \sigma z$,
     $\sigma = \eta\sqrt{\frac{1-\bar\alpha_{t'}}{1-\bar\alpha_t}}\sqrt{1 - \frac{\bar\alpha_t}{\bar\alpha_{t'}}}$.
     $\eta = 0$ is deterministic; $\eta = 1$ with $t' = t - 1$ is DDPM with variance $\tilde\beta_t$."""
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0; got {eta}")
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta < 0:
+        raise ValueError(f"eta must be a finite number >= 0 (0: deterministic DDIM, 1: DDPM-like); got {eta!r}")
+    _check_like(x_t, eps, "eps", noise)
     t, t_prev = _check_step_pair(t, t_prev, s)
     # ᾱ with ᾱ_{−1} = 1 prepended, so index t + 1 is ᾱ_t and index 0 is ᾱ_{−1}
     abar = torch.cat([s.alphas_cumprod.new_ones(1), s.alphas_cumprod])
@@ -74,7 +81,17 @@ def dpm_solver_step(x_t: Tensor, x0: Tensor, t: int, t_next: int, s: NoiseSchedu
     given $\hat x_0$ at the previously visited step ``t_last`` (``x0_last``),
     $D = (1 + \tfrac{1}{2r})\,\hat x_0 - \tfrac{1}{2r}\,\hat x_0^{\text{last}}$ with $r = h_{\text{last}}/h$ (second order).
     ``t_next = -1`` ($\sigma = 0$, $\lambda = \infty$) returns $\hat x_0$: the last step is first order."""
+    t, t_next = _one_timestep(t, s, "t"), _one_timestep(t_next, s, "t_next", allow_minus_one=True)
     _check_step_pair(t, t_next, s)
+    _check_like(x_t, x0, "x0")
+    if (x0_last is None) != (t_last is None):
+        raise ValueError("x0_last and t_last go together (the previous step's x̂_0 and its timestep); got "
+                         f"x0_last={'a tensor' if x0_last is not None else None} and t_last={t_last!r}")
+    if x0_last is not None:
+        t_last = _one_timestep(t_last, s, "t_last")
+        _check_like(x_t, x0_last, "x0_last")
+        if t_last <= t:
+            raise ValueError(f"t_last must be larger than t (the step visited before it); got t_last={t_last}, t={t}")
     if t_next == -1:
         return x0
     lam = 0.5 * s.log_snr                                    # λ_t = log(α_t / σ_t) = ½ log SNR(t)
@@ -91,32 +108,37 @@ def dpm_solver_step(x_t: Tensor, x0: Tensor, t: int, t_next: int, s: NoiseSchedu
 
 # -- the model, guided ----------------------------------------------------------------------------
 def predict_eps(model: Model, x_t: Tensor, t: int, s: NoiseSchedule, y: Optional[Tensor] = None,
-                guidance_scale: Optional[float] = None, target: str = "eps") -> tuple[Tensor, Tensor]:
-    r"""$(\hat\varepsilon, \hat x_0)$ at $(x_t, t)$. With labels ``y`` and a ``guidance_scale`` $w$, one batched
-    pass evaluates the conditional and unconditional (null-label) model:
-    $\hat\varepsilon = \varepsilon_u + w(\varepsilon_c - \varepsilon_u)$; $w = 1$ is plain conditional, $w = 0$ unconditional."""
-    if guidance_scale is not None and y is None:
-        raise ValueError("guidance_scale needs labels y (guidance mixes the conditional and unconditional model)")
-    t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
+                guidance_scale: GuidanceArg = None, target: Optional[Target] = None) -> tuple[Tensor, Tensor]:
+    r"""$(\hat\varepsilon, \hat x_0)$ at $(x_t, t)$, the output read as the model's own ``target`` (or the
+    ``target`` given, which must agree with it). With labels ``y`` and a guidance scale $w$ (or a
+    ``minidiff.guidance`` function), $\hat\varepsilon = \varepsilon_u + w(\varepsilon_c - \varepsilon_u)$ from one
+    batched pass; $w = 1$ is plain conditional, $w = 0$ unconditional. On CUDA the network runs in bf16."""
+    target, guidance = resolve_target(model, target), as_guidance(guidance_scale)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x_t.is_cuda):
-        if guidance_scale is None:
-            out = (model(x_t, t_batch, y) if y is not None else model(x_t, t_batch)).float()
-        else:
-            null = torch.full_like(y, _null_class(model))
-            both = model(torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]), torch.cat([y, null])).float()
-            cond, uncond = both.chunk(2)
-            out = uncond + guidance_scale * (cond - uncond)
+        out = guided_output(model, x_t, t, y, guidance).float()
     return eps_and_x0(out, x_t, t, s, target)
+
+
+def _prepare(model: Model, s: NoiseSchedule, shape: tuple[int, ...], y: Optional[Tensor],
+             guidance_scale: GuidanceArg, target: Optional[Target]) -> tuple[Target, Optional[Guidance]]:
+    """Check a sampling call once, before its loop: the target to read, the guidance, the labels."""
+    target, guidance = resolve_target(model, target), as_guidance(guidance_scale)
+    if guidance is not None and y is None:
+        raise ValueError("guidance_scale needs labels y (guidance mixes the conditional and unconditional model)")
+    if y is not None:
+        _check_labels(model, y, shape)
+    return target, guidance
 
 
 # -- full loops ------------------------------------------------------------------------------------
 def ddpm_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], y: Optional[Tensor] = None,
-                guidance_scale: Optional[float] = None, target: str = "eps",
+                guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
                 variance: Literal["beta", "posterior"] = "beta", clip_x0: bool = False,
                 generator: Optional[torch.Generator] = None, return_trajectory: bool = False,
                 progress: bool = False) -> Union[Tensor, tuple[Tensor, dict]]:
     r"""Ancestral sampling through all $T$ steps: $x_{T-1} \sim \mathcal N(0, I)$, then ``ddpm_step`` for
     $t = T-1, \dots, 0$. Returns $x_0$ (and, with ``return_trajectory``, the $x_t$ and $\hat x_0$ per step)."""
+    target, guidance_scale = _prepare(model, s, shape, y, guidance_scale, target)
     x = _initial_noise(shape, s, generator)
     trajectory = {"t": [], "x_t": [], "x0": []}
     for t in tqdm(range(s.num_steps - 1, -1, -1), disable=not progress, desc="DDPM"):
@@ -145,14 +167,15 @@ def ddim_timesteps(num_steps: int, steps: int, spacing: Spacing = "trailing") ->
 
 
 def ddim_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], steps: int = 50, eta: float = 0.0,
-                y: Optional[Tensor] = None, guidance_scale: Optional[float] = None, target: str = "eps",
+                y: Optional[Tensor] = None, guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
                 spacing: Spacing = "trailing", generator: Optional[torch.Generator] = None,
                 x_T: Optional[Tensor] = None, return_trajectory: bool = False,
                 progress: bool = False) -> Union[Tensor, tuple[Tensor, dict]]:
     r"""DDIM sampling over a subsequence of ``steps`` timesteps (``ddim_timesteps``), deterministic at
     $\eta = 0$: the same starting noise ``x_T`` always gives the same image."""
     ts = ddim_timesteps(s.num_steps, steps, spacing)
-    x = _initial_noise(shape, s, generator) if x_T is None else x_T
+    target, guidance_scale = _prepare(model, s, shape if x_T is None else tuple(x_T.shape), y, guidance_scale, target)
+    x = _initial_noise(shape, s, generator) if x_T is None else _check_start(x_T, s, model)
     trajectory = {"t": [], "x_t": [], "x0": []}
     for t, t_prev in tqdm(list(zip(ts, ts[1:] + [-1])), disable=not progress, desc="DDIM"):
         eps, x0 = predict_eps(model, x, t, s, y, guidance_scale, target)
@@ -163,14 +186,15 @@ def ddim_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], steps: i
 
 
 def dpm_solver_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], steps: int = 20,
-                      y: Optional[Tensor] = None, guidance_scale: Optional[float] = None, target: str = "eps",
+                      y: Optional[Tensor] = None, guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
                       spacing: Spacing = "trailing", generator: Optional[torch.Generator] = None,
                       x_T: Optional[Tensor] = None, return_trajectory: bool = False,
                       progress: bool = False) -> Union[Tensor, tuple[Tensor, dict]]:
     r"""DPM-Solver++(2M): solve the probability-flow ODE in $\lambda$ with ``steps`` network calls,
     second order from the second step on, first order at the first and the last step."""
     ts = ddim_timesteps(s.num_steps, steps, spacing)
-    x = _initial_noise(shape, s, generator) if x_T is None else x_T
+    target, guidance_scale = _prepare(model, s, shape if x_T is None else tuple(x_T.shape), y, guidance_scale, target)
+    x = _initial_noise(shape, s, generator) if x_T is None else _check_start(x_T, s, model)
     trajectory = {"t": [], "x_t": [], "x0": []}
     x0_last, t_last = None, None
     for t, t_next in tqdm(list(zip(ts, ts[1:] + [-1])), disable=not progress, desc="DPM-Solver++"):
@@ -184,28 +208,39 @@ def dpm_solver_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], st
 SAMPLERS = ("ddim", "dpm++", "ddpm")
 
 
-def sample(sampler: str, model: Model, s: NoiseSchedule, shape: tuple[int, ...], steps: int = 50,
-           y: Optional[Tensor] = None, guidance_scale: Optional[float] = None, target: str = "eps",
-           generator: Optional[torch.Generator] = None) -> Tensor:
-    """Samples from the sampler named ``sampler`` ("ddim", "dpm++" or "ddpm"), with ``steps`` network
-    calls; DDPM always takes all T steps and ignores ``steps``."""
+def sample(sampler: SamplerName, model: Model, s: NoiseSchedule, shape: tuple[int, ...], steps: int = 50,
+           y: Optional[Tensor] = None, guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
+           generator: Optional[torch.Generator] = None, batch_size: int = 500) -> Tensor:
+    """``shape[0]`` samples from the sampler named ``sampler`` ("ddim", "dpm++" or "ddpm"), with ``steps``
+    network calls (DDPM always takes all T), drawn ``batch_size`` at a time to bound memory, one
+    ``generator`` for all batches, so a seed gives the same images on every run."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}; got {sampler!r}")
-    if sampler == "ddpm":
-        return ddpm_sample(model, s, shape, y=y, guidance_scale=guidance_scale, target=target, generator=generator)
-    solver = ddim_sample if sampler == "ddim" else dpm_solver_sample
-    return solver(model, s, shape, steps=steps, y=y, guidance_scale=guidance_scale, target=target,
-                  generator=generator)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1; got {batch_size!r}")
+    batches = []
+    for start in range(0, shape[0], batch_size):
+        part = (min(batch_size, shape[0] - start), *shape[1:])
+        y_part = y[start:start + batch_size] if y is not None else None
+        if sampler == "ddpm":
+            x = ddpm_sample(model, s, part, y=y_part, guidance_scale=guidance_scale, target=target, generator=generator)
+        else:
+            solver = ddim_sample if sampler == "ddim" else dpm_solver_sample
+            x = solver(model, s, part, steps=steps, y=y_part, guidance_scale=guidance_scale, target=target,
+                       generator=generator)
+        batches.append(x)
+    return torch.cat(batches)
 
 
 def ddim_invert(model: Model, s: NoiseSchedule, x0: Tensor, steps: int = 50, y: Optional[Tensor] = None,
-                guidance_scale: Optional[float] = None, target: str = "eps") -> Tensor:
+                guidance_scale: GuidanceArg = None, target: Optional[Target] = None) -> Tensor:
     r"""Run deterministic DDIM *upwards*, $x_0 \to x_{T-1}$, over the "linspace" timesteps
     $0 = t_1 < \dots < t_n = T-1$: $x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t'}}\,\hat\varepsilon$
     with $\hat\varepsilon = \varepsilon_\theta(x_t, t)$ at the level just below. The image itself is taken as $x_{t_1}$.
     ``ddim_sample(..., spacing="linspace", x_T=ddim_invert(...))`` maps it back to (nearly) $x_0$."""
     ts = ddim_timesteps(s.num_steps, steps, "linspace")[::-1]        # 0 … T−1, ascending
-    x = x0
+    target, guidance_scale = _prepare(model, s, tuple(x0.shape), y, guidance_scale, target)
+    x = _check_start(x0, s, model, "x0")
     for t, t_next in zip(ts, ts[1:]):
         eps, x0_hat = predict_eps(model, x, t, s, y, guidance_scale, target)
         abar_next = extract(s.alphas_cumprod, t_next, x)
@@ -235,13 +270,57 @@ def _check_step_pair(t: Timesteps, t_prev: Timesteps, s: NoiseSchedule) -> tuple
     return t, t_prev
 
 
-def _null_class(model: Model) -> int:
-    """The label that means "no class": the U-Net's ``num_classes`` (unwrapping DDP / torch.compile)."""
-    inner = getattr(model, "_orig_mod", getattr(model, "module", model))
-    num_classes = getattr(getattr(inner, "config", None), "num_classes", None)
-    if num_classes is None:
-        raise ValueError("guidance needs a class-conditional model (config.num_classes set)")
-    return num_classes
+def _one_timestep(t: Timesteps, s: NoiseSchedule, name: str, allow_minus_one: bool = False) -> int:
+    """One timestep shared by the batch, as an int (a 0-d tensor is read; a (B,) tensor is a TypeError)."""
+    if isinstance(t, Tensor) and t.ndim == 0 and not t.is_floating_point():
+        t = int(t)
+    if isinstance(t, bool) or not isinstance(t, int):
+        raise TypeError(f"{name} must be an int (one timestep for the whole batch); got "
+                        f"{type(t).__name__}{tuple(t.shape) if isinstance(t, Tensor) else ''}")
+    low = -1 if allow_minus_one else 0
+    if not low <= t < s.num_steps:
+        raise ValueError(f"{name} must be in [{low}, {s.num_steps - 1}] (T={s.num_steps}); got {t}")
+    return t
+
+
+def _check_like(x_t: Tensor, other: Tensor, name: str, noise: Optional[Tensor] = None) -> None:
+    """``other`` (ε̂ or x̂_0) and ``noise`` must be float tensors shaped exactly like the float ``x_t``:
+    broadcasting a batch of 1 against a batch of 4 would silently give wrong images."""
+    if not isinstance(x_t, Tensor) or not x_t.is_floating_point():
+        raise TypeError(f"x_t must be a floating tensor (e.g. float32); got "
+                        f"{x_t.dtype if isinstance(x_t, Tensor) else type(x_t).__name__}")
+    for label, value in ((name, other), ("noise", noise)):
+        if value is None:
+            continue
+        if not isinstance(value, Tensor) or not value.is_floating_point():
+            raise TypeError(f"{label} must be a floating tensor like x_t; got "
+                            f"{value.dtype if isinstance(value, Tensor) else type(value).__name__}")
+        if value.shape != x_t.shape:
+            raise ValueError(f"{label} must have the shape of x_t, {tuple(x_t.shape)}; got {tuple(value.shape)}")
+
+
+def _check_labels(model: Model, y: Tensor, shape: tuple[int, ...]) -> None:
+    """Labels for a conditional model: int64 (B,), each in [0, num_classes] (num_classes is the null label)."""
+    if not isinstance(y, Tensor) or y.dtype != torch.long or y.shape != (shape[0],):
+        raise ValueError(f"y must be a LongTensor of shape ({shape[0]},), one label per image; got "
+                         f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")
+    null = getattr(unwrap(model), "null_label", None)
+    if null is not None and y.numel() and (int(y.min()) < 0 or int(y.max()) > null):
+        raise ValueError(f"y must hold labels in [0, {null - 1}] (or {null}, the null label); got values from "
+                         f"{int(y.min())} to {int(y.max())}")
+
+
+def _check_start(x: Tensor, s: NoiseSchedule, model: Model, name: str = "x_T") -> Tensor:
+    """A starting image for a loop: a float tensor on the schedule's device, in the model's dtype."""
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor; got {getattr(x, 'dtype', type(x).__name__)}")
+    weights = next(unwrap(model).parameters(), None) if isinstance(unwrap(model), torch.nn.Module) else None
+    if weights is not None and x.dtype != weights.dtype:
+        raise TypeError(f"{name} is {x.dtype} but the model's weights are {weights.dtype}; cast one of them "
+                        f"({name}.to({weights.dtype}) or model.to({x.dtype}))")
+    if not same_device(x.device, s.device):
+        raise ValueError(f"{name} is on {x.device} but the schedule is on {s.device}; use one device")
+    return x
 
 
 def _initial_noise(shape: tuple[int, ...], s: NoiseSchedule, generator: Optional[torch.Generator]) -> Tensor:

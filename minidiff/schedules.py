@@ -197,6 +197,8 @@ def check_timesteps(t: Timesteps, num_steps: int, batch: int | None = None,
     if isinstance(t, bool) or not isinstance(t, (int, Tensor)):
         raise TypeError(f"t must be an int or a LongTensor; got {type(t).__name__}")
     if isinstance(t, int):
+        if not 0 <= t < num_steps:        # checked here, on the host, for every device
+            raise ValueError(f"t must be in [0, {num_steps - 1}] (0-indexed, T={num_steps}); got {t}")
         t = torch.tensor(t, device=device)
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError(f"t must hold integer timesteps (torch.long); got dtype {t.dtype}")
@@ -208,7 +210,7 @@ def check_timesteps(t: Timesteps, num_steps: int, batch: int | None = None,
     if batch is not None and t.ndim == 1 and t.shape[0] != batch:
         raise ValueError(f"t has {t.shape[0]} entries but x has batch size {batch}; give one t per "
                          f"image or a single int")
-    if t.is_cuda:   # checked on the GPU, without a device-to-host sync on every call
+    if t.is_cuda:   # a CUDA tensor is checked on the GPU, without a device-to-host sync on every call
         torch._assert_async(((t >= 0) & (t < num_steps)).all(), f"t must be in [0, {num_steps - 1}]")
     elif t.numel() and ((t < 0) | (t >= num_steps)).any():
         raise ValueError(f"t must be in [0, {num_steps - 1}] (0-indexed, T={num_steps}); got values "

@@ -1,24 +1,28 @@
-r"""Training: turn the diffusion loss into a trained denoiser. One loop, read top to bottom:
+r"""Training: one loop for any model and any objective, read top to bottom:
 
     for step in 0, 1, …, steps − 1:
-        x_0, y ← a random batch of the dataset (already on the device; no DataLoader)
-        t, ε   ← t ~ U{0, …, T−1}, ε ~ N(0, I);  labels dropped to the null class with p_uncond
-        loss   = mean_b w(t_b) ‖f_θ(x_t, t_b, y_b) − target_b‖²               (losses.py)
-        θ      ← AdamW(θ, ∇_θ loss), lr from ``lr_at``: linear warm-up, then cosine decay
+        batch  ← random rows of the data (already on the device; no DataLoader)
+        loss   = objective(model, batch)       the diffusion loss, a classifier's cross-entropy, …
+        θ      ← AdamW(θ, clip(∇_θ loss)), lr from ``lr_at``: linear warm-up, then cosine decay
         θ_ema  ← d θ_ema + (1 − d) θ                                              (``ema_update``)
-        every few steps: log the loss, draw samples with θ_ema, write a checkpoint
+        every few steps: log, draw samples with θ_ema, write a checkpoint
 
-The same code runs on a laptop CPU, one GPU, or several GPUs (``torchrun --nproc_per_node=N``):
-under torchrun each process trains a replica wrapped in DistributedDataParallel, draws its own
-batches, and gradients are averaged, so the effective batch is ``batch_size × N``. Only rank 0
-writes files and draws the progress bar.
+The objective (``minidiff.objectives``) is everything that depends on what is trained; the Trainer
+only optimises. The same code runs on a laptop CPU, one GPU, or several GPUs (``torchrun
+--nproc_per_node=N``): under torchrun each process trains a replica wrapped in
+DistributedDataParallel, draws its own batches, and gradients are averaged, so the effective batch is
+``batch_size × N``. Only rank 0 writes files and draws the progress bar.
 
-Resuming is exact: a checkpoint holds everything the next step depends on (weights, EMA, AdamW's
-moments, the step, which fixes the learning rate, and every random-number-generator state), so
-"train 3 steps, save, load, train 3 more" gives bit-for-bit the weights of "train 6 steps" on CPU.
+Nothing is lost. Resuming is exact: a checkpoint holds everything the next step depends on (weights,
+EMA, AdamW's moments, the step, which fixes the learning rate, and every random-number-generator
+state), so "train 3 steps, save, load, train 3 more" gives bit-for-bit the weights of "train 6
+steps" on CPU. A NaN or infinite loss or gradient stops training at the next log or save, before
+anything is written, so the last checkpoint on disk is always a finite one. A run owns its
+``out_dir``: a second process writing there is refused (``RunFolderBusyError``).
 """
 from __future__ import annotations
 
+import atexit
 import copy
 import math
 import os
@@ -32,19 +36,23 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .losses import TARGETS, WEIGHTINGS, Target, Weighting, drop_labels, per_sample_loss
-from .nn.unet import UNet, UNetConfig, config_dict
-from .samplers import ddim_sample
-from .schedules import SCHEDULES, NoiseSchedule, make_schedule
+from .checkpoint import TRAIN_FORMAT, load_checkpoint, save_checkpoint
+from .diffusion import Target
+from .objectives import Batch, DiffusionConfig, Objective, as_objective, objective_from_description
+from .registry import build, describe, save_model
+from .samplers import GuidanceArg, ddim_sample
+from .schedules import NoiseSchedule
 
 SampleFn = Callable[[nn.Module, int], Tensor]      # (EMA model, step) -> images in [-1, 1]
-NUM_T_BUCKETS = 10                                 # loss is also tracked per tenth of the t range
-CHECKPOINT_FORMAT = "minidiff.train/1"
-MODEL_FORMAT = "minidiff.model/1"
+CHECKPOINT_FORMAT = TRAIN_FORMAT
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+LOCK_FILE = ".minidiff.lock"
+
+__all__ = ["TrainConfig", "RunConfig", "DiffusionConfig", "Trainer", "NonFiniteLossError", "RunFolderBusyError",
+           "lr_at", "ema_decay_at", "ema_update", "ddim_sample_fn", "save_grid"]
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -67,30 +75,6 @@ class TrainConfig:
         _check_non_negative(self, "min_lr", "warmup_steps", "weight_decay", "grad_clip")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1); got {self.ema_decay}")
-
-
-@dataclass
-class DiffusionConfig:
-    """What the network learns: the noise schedule, the prediction target, the loss weighting."""
-    schedule: str = "linear"         # "linear", "cosine" or "sigmoid" (make_schedule)
-    num_steps: int = 1000            # T
-    target: Target = "eps"           # the network predicts ε, x_0 or v
-    weighting: Weighting = None      # None, "p2" or "min_snr" (losses.loss_weight)
-    p_uncond: float = 0.0            # label drop rate for classifier-free guidance
-
-    def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}; got {self.schedule!r}")
-        _check_positive(self, "num_steps")
-        if self.target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}; got {self.target!r}")
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}; got {self.weighting!r}")
-        if not 0.0 <= self.p_uncond <= 1.0:
-            raise ValueError(f"p_uncond must be in [0, 1]; got {self.p_uncond}")
-
-    def make_schedule(self, device: Union[str, torch.device] = "cpu") -> NoiseSchedule:
-        return make_schedule(self.schedule, self.num_steps).to(device)
 
 
 @dataclass
@@ -118,12 +102,16 @@ class RunConfig:
                              f"compile={self.compile!r} (compile='reduce-overhead' also uses CUDA graphs)")
         if self.checkpoint_every and self.out_dir is None:
             raise ValueError("checkpoint_every > 0 needs out_dir (the folder for checkpoint.pt); got out_dir=None")
-        if self.max_seconds is not None and self.max_seconds <= 0:
-            raise ValueError(f"max_seconds must be None or > 0; got {self.max_seconds}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"max_seconds must be None or > 0 (a wall time in seconds); got {self.max_seconds}")
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; training stopped before saving the bad weights."""
+    """The loss or the gradient became NaN or infinite; training stopped before saving the bad weights."""
+
+
+class RunFolderBusyError(RuntimeError):
+    """Another live process is training into the same ``out_dir``."""
 
 
 # -- the pieces of a step, as plain functions ------------------------------------------------------
@@ -185,34 +173,48 @@ def set_rng_state(state: dict, device: torch.device, batches: torch.Generator) -
 
 # -- the trainer --------------------------------------------------------------------------------------
 class Trainer:
-    r"""Trains ``model`` on ``images`` (N, C, H, W) in [-1, 1], with optional int64 ``labels`` (N,).
+    r"""Trains ``model`` on ``images`` (N, …) with optional ``labels`` (N,) by minimising ``objective``.
 
-    The whole dataset is moved to the device once; batches are drawn by indexing it with a seeded
-    generator. ``train()`` runs the loop; ``save()`` / ``resume()`` / ``from_checkpoint()`` checkpoint
-    it. ``loss_history`` holds (step, mean loss since the last log); ``bucket_history`` holds
-    (step, mean loss in each tenth of the t range); ``samples`` holds (step, images) from ``sample_fn``.
+    ``objective``: a function (model, batch) -> (loss, logs) (``minidiff.objectives``), or a
+    DiffusionConfig for the diffusion loss (the default). The whole dataset is moved to the device
+    once; batches are drawn by indexing it with a seeded generator. ``train()`` runs the loop;
+    ``save()`` / ``resume()`` / ``from_checkpoint()`` checkpoint it. ``history`` holds, for the loss and
+    every logged figure, (step, mean since the previous log); ``loss_history`` is ``history["loss"]``;
+    ``samples`` holds (step, images) from ``sample_fn``.
     """
 
     def __init__(self, model: nn.Module, images: Tensor, labels: Optional[Tensor] = None,
-                 train: Optional[TrainConfig] = None, diffusion: Optional[DiffusionConfig] = None,
+                 train: Optional[TrainConfig] = None, objective: Union[Objective, DiffusionConfig, None] = None,
                  run: Optional[RunConfig] = None, sample_fn: Optional[SampleFn] = None):
-        train, diffusion, run = train or TrainConfig(), diffusion or DiffusionConfig(), run or RunConfig()
-        _check_data(images, labels, model, diffusion)
-        self.cfg, self.diffusion, self.run, self.sample_fn = train, diffusion, run, sample_fn
-        self.rank, self.world_size, self.device = setup_distributed(run.device)
-        # t, ε, dropout and label drops come from the global generator: seeded per rank, so ranks differ
-        torch.manual_seed(train.seed + self.rank)
-        self.batches = torch.Generator(self.device).manual_seed(train.seed + self.rank)
-        self.images, self.labels = _to_device(images, labels, self.device, run.channels_last)
-        self.schedule = diffusion.make_schedule(self.device)
+        self.cfg, self.run, self.sample_fn = train or TrainConfig(), run or RunConfig(), sample_fn
+        _check_data(images, labels)
+        self.rank, self.world_size, self.device = setup_distributed(self.run.device)
+        self.objective = as_objective(objective)
+        self.objective = self.objective.to(self.device) if hasattr(self.objective, "to") else self.objective
+        self.schedule: Optional[NoiseSchedule] = getattr(self.objective, "schedule", None)
+        if hasattr(self.objective, "prepare"):
+            self.objective.prepare(model)
+        # dropout, t, ε and augmentation come from the global generator: seeded per rank, so ranks differ
+        torch.manual_seed(self.cfg.seed + self.rank)
+        self.batches = torch.Generator(self.device).manual_seed(self.cfg.seed + self.rank)
+        self.data = _to_device(images, labels, self.device, self.run.channels_last)
+        self.out_dir = Path(self.run.out_dir) if self.run.out_dir else None
+        if self.out_dir is not None and self.rank == 0:
+            own_folder(self.out_dir)
         self._setup_model(model)
         self.step = 0
-        self.loss_history: list[tuple[int, float]] = []
-        self.bucket_history: list[tuple[int, list[float]]] = []
+        self.history: dict[str, list[tuple[int, object]]] = {"loss": []}
         self.samples: list[tuple[int, Tensor]] = []
-        self.checkpoint_path = Path(run.out_dir) / "checkpoint.pt" if run.out_dir else None
         self.last_good: Optional[tuple[Path, int]] = None        # (path, step) of the newest save
         self._reset_window()
+
+    @property
+    def loss_history(self) -> list[tuple[int, float]]:
+        return self.history["loss"]
+
+    @property
+    def checkpoint_path(self) -> Optional[Path]:
+        return self.out_dir / "checkpoint.pt" if self.out_dir is not None else None
 
     def _setup_model(self, model: nn.Module) -> None:
         cuda = self.device.type == "cuda"
@@ -243,43 +245,35 @@ class Trainer:
             raise ValueError(f"cuda_graph=True needs a CUDA device; got device {self.device}")
         if self.world_size > 1:
             raise ValueError(f"cuda_graph=True runs in one process; got world size {self.world_size}")
-        batch = self.cfg.batch_size
-        memory_format = torch.channels_last if self.run.channels_last else torch.contiguous_format
-        x = torch.zeros(batch, *self.images.shape[1:], device=self.device).contiguous(memory_format=memory_format)
-        t = torch.zeros(batch, dtype=torch.long, device=self.device)
-        y = None if self.labels is None else torch.zeros(batch, dtype=torch.long, device=self.device)
+        if not hasattr(self.objective, "example_inputs"):
+            raise ValueError("cuda_graph=True needs objective.example_inputs(batch), the arguments of one forward call")
+        first_rows = torch.zeros(self.cfg.batch_size, dtype=torch.long, device=self.device)   # draws no random numbers
+        inputs = self.objective.example_inputs(tuple(part[first_rows] for part in self.data))
         with self.autocast:                 # recorded as it will run: in bf16 where enabled
-            return torch.cuda.make_graphed_callables(model, (x, t) if y is None else (x, t, y))
+            return torch.cuda.make_graphed_callables(model, inputs)
 
     # -- one step ----------------------------------------------------------------------------------
-    def next_batch(self) -> tuple[Tensor, Optional[Tensor]]:
-        """B images (and labels, some dropped to the null class) drawn with replacement."""
-        index = torch.randint(0, self.images.shape[0], (self.cfg.batch_size,), device=self.device,
+    def next_batch(self) -> Batch:
+        """``batch_size`` rows of the data (images, and labels if any), drawn with replacement."""
+        index = torch.randint(0, self.data[0].shape[0], (self.cfg.batch_size,), device=self.device,
                               generator=self.batches)
-        if self.labels is None:
-            return self.images[index], None
-        y = self.labels[index]
-        if self.diffusion.p_uncond > 0:
-            y = drop_labels(y, self.diffusion.p_uncond, _num_classes(self.model))
-        return self.images[index], y
+        return tuple(part[index] for part in self.data)
 
     def train_step(self) -> Tensor:
         """One optimisation step; returns the batch loss as a 0-d tensor (no GPU sync)."""
-        x0, y = self.next_batch()
-        t = torch.randint(0, self.schedule.num_steps, (x0.shape[0],), device=self.device)
+        batch = self.next_batch()
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step, self.cfg)
         with self.autocast:
-            losses = per_sample_loss(self.net, x0, t, self.schedule, self.diffusion.target,
-                                     self.diffusion.weighting, y)
-        loss = losses.mean()
+            loss, logs = self.objective(self.net, batch)
         loss.backward()
-        if self.cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        # the gradient norm is taken in any case: it tells a NaN gradient behind a finite loss
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or math.inf)
+        self._watch(loss, grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         ema_update(self.ema, self.model, ema_decay_at(self.step, self.cfg))
-        self._record(loss, losses, t)
+        self._record(loss, logs)
         self.step += 1
         return loss
 
@@ -307,24 +301,25 @@ class Trainer:
         """Call ``sample_fn`` with the EMA model (rank 0 only); keep the images and save a grid."""
         if self.sample_fn is None or self.rank != 0:
             return None
+        self._flush_log()                   # no samples from weights that went non-finite
         with torch.no_grad():
             images = self.sample_fn(self.ema, self.step).detach().float().cpu()
         self.samples.append((self.step, images))
-        if self.run.out_dir is not None:
-            save_grid(images, Path(self.run.out_dir) / "samples" / f"step_{self.step:07d}.png")
+        if self.out_dir is not None:
+            save_grid(images, self.out_dir / "samples" / f"step_{self.step:07d}.png")
         return images
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Everything a resumed run needs, as plain data. In DDP call it on every rank (it gathers)."""
         rng = rng_state(self.device, self.batches)
+        objective = self.objective.describe() if hasattr(self.objective, "describe") else None
         return {"format": CHECKPOINT_FORMAT, "step": self.step, "world_size": self.world_size,
                 "model": self.model.state_dict(), "ema": self.ema.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "rng": _gather(rng, self.world_size),          # one entry per rank
-                "config": {"model": _model_config(self.model), "train": asdict(self.cfg),
-                           "diffusion": asdict(self.diffusion)},
-                "history": {"loss": list(self.loss_history), "t_buckets": list(self.bucket_history)}}
+                "config": {"model": _describe(self.model), "train": asdict(self.cfg), "objective": objective},
+                "history": {key: list(values) for key, values in self.history.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a ``state_dict()``: weights, EMA, optimizer, step, histories and RNG states."""
@@ -332,8 +327,7 @@ class Trainer:
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = state["step"]
-        self.loss_history = [tuple(item) for item in state["history"]["loss"]]
-        self.bucket_history = [tuple(item) for item in state["history"]["t_buckets"]]
+        self.history = {key: [tuple(item) for item in values] for key, values in state["history"].items()}
         if state["world_size"] == self.world_size:
             set_rng_state(state["rng"][self.rank], self.device, self.batches)
         else:   # a different number of processes cannot replay the same batches; start fresh streams
@@ -342,30 +336,35 @@ class Trainer:
 
     def save(self, path: Union[str, os.PathLike, None] = None) -> Path:
         """Write a checkpoint atomically (default ``out_dir/checkpoint.pt``); rank 0 writes, every
-        rank must call. The loss is checked first, so a non-finite loss never reaches the disk."""
+        rank must call. Losses, gradients and weights are checked first: nothing non-finite is written."""
         path = Path(path) if path is not None else self.checkpoint_path
         if path is None:
             raise ValueError("save() needs a path, or RunConfig.out_dir for the default checkpoint.pt")
         self._flush_log()
+        self._check_weights()
         state = self.state_dict()
         if self.rank == 0:
-            save_checkpoint(path, state)
+            self._write(lambda: save_checkpoint(path, state), path)
         self.last_good = (path, self.step)
         return path
 
     def save_model(self, path: Union[str, os.PathLike]) -> Path:
         """Write the EMA weights and the configs only (for sampling and shipping, not resuming)."""
-        state = {"format": MODEL_FORMAT, "step": self.step, "ema": self.ema.state_dict(),
-                 "config": {"model": _model_config(self.model), "diffusion": asdict(self.diffusion)},
-                 "history": {"loss": list(self.loss_history)}}
+        self._flush_log()
+        self._check_weights()
+        objective = self.objective.describe() if hasattr(self.objective, "describe") else None
         if self.rank == 0:
-            save_checkpoint(path, state)
+            self._write(lambda: save_model(path, self.ema, objective=objective, step=self.step,
+                                           history={"loss": list(self.loss_history)}), Path(path))
         return Path(path)
 
     def resume(self, path: Union[str, os.PathLike]) -> "Trainer":
         """Load a checkpoint written by ``save()`` into this trainer; training goes on exactly."""
         state = load_checkpoint(path)
-        _check_format(state, path, CHECKPOINT_FORMAT)
+        _check_format(state, path)
+        if state["config"]["model"] != _describe(self.model):
+            raise ValueError(f"{path} holds a different model ({state['config']['model']}) than this trainer's "
+                             f"({_describe(self.model)}); use Trainer.from_checkpoint to rebuild the saved one")
         self.load_state_dict(state)
         self.last_good = (Path(path), self.step)
         return self
@@ -373,56 +372,88 @@ class Trainer:
     @classmethod
     def from_checkpoint(cls, path: Union[str, os.PathLike], images: Tensor, labels: Optional[Tensor] = None,
                         run: Optional[RunConfig] = None, sample_fn: Optional[SampleFn] = None,
-                        train: Optional[TrainConfig] = None) -> "Trainer":
-        """A trainer rebuilt from a checkpoint's configs (``train`` overrides the saved TrainConfig,
-        e.g. for more steps), with its state loaded: ``.train()`` continues the run."""
+                        train: Optional[TrainConfig] = None, objective: Optional[Objective] = None) -> "Trainer":
+        """A trainer rebuilt from a checkpoint's model, TrainConfig and objective, with its state loaded:
+        ``.train()`` continues the run. ``train`` overrides the saved TrainConfig (e.g. for more steps;
+        fewer steps than already trained is an error); ``objective`` is needed when the run's was a
+        function of your own."""
         state = load_checkpoint(path)
-        _check_format(state, path, CHECKPOINT_FORMAT)
+        _check_format(state, path)
         config = state["config"]
         train = TrainConfig(**config["train"]) if train is None else train
-        trainer = cls(model_from_config(config["model"]), images, labels, train,
-                      DiffusionConfig(**config["diffusion"]), run, sample_fn)
+        if train.steps < state["step"]:
+            raise ValueError(f"train.steps must be at least the checkpoint's step {state['step']} to continue "
+                             f"the run; got {train.steps} (nothing would be trained)")
+        if objective is None:
+            if config["objective"] is None:
+                raise ValueError(f"{path} was trained with an objective of your own: pass objective= to resume it")
+            objective = objective_from_description(config["objective"])
+        model = _build(config["model"], path)
+        trainer = cls(model, images, labels, train, objective, run, sample_fn)
         trainer.load_state_dict(state)
         trainer.last_good = (Path(path), trainer.step)
         return trainer
 
-    # -- bookkeeping: losses stay on the device until a log step --------------------------------------
-    def _reset_window(self) -> None:
-        self._window: list[Tensor] = []
-        self._buckets = torch.zeros(2, NUM_T_BUCKETS, device=self.device)   # rows: loss sum, count
+    def _write(self, write: Callable[[], None], path: Path) -> None:
+        try:
+            write()
+        except OSError as err:
+            raise type(err)(err.errno, f"{err.strerror or err}; {self._last_good_text()}") from err
 
-    def _record(self, loss: Tensor, losses: Tensor, t: Tensor) -> None:
-        self._window.append(loss.detach().float())
-        bucket = t * NUM_T_BUCKETS // self.schedule.num_steps
-        self._buckets[0].index_add_(0, bucket, losses.detach().float())
-        self._buckets[1].index_add_(0, bucket, torch.ones_like(losses, dtype=torch.float))
+    # -- bookkeeping: figures stay on the device until a log step ---------------------------------------
+    def _reset_window(self) -> None:
+        self._window: dict[str, Tensor] = {}
+        self._window_steps = 0
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)   # first non-finite step
+
+    def _watch(self, loss: Tensor, grad_norm: Tensor) -> None:
+        """Remember, on the device (no sync), the first step whose loss or gradient was not finite."""
+        bad = ~(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm))
+        self._first_bad = torch.where(bad & (self._first_bad < 0), self.step, self._first_bad)
+
+    def _record(self, loss: Tensor, logs: dict[str, Tensor]) -> None:
+        for key, value in {"loss": loss, **logs}.items():
+            value = value.detach().float()
+            self._window[key] = self._window[key] + value if key in self._window else value
+        self._window_steps += 1
 
     def _flush_log(self) -> Optional[float]:
-        """Move the losses since the last log to the CPU (one sync), check them, append the means."""
-        if not self._window:
+        """Move the figures since the last log to the CPU (one sync), check them, append the means."""
+        if not self._window_steps:
             return None
-        losses, buckets = torch.stack(self._window), self._buckets
+        keys = sorted(self._window)
+        sums, first_bad = [self._window[k] for k in keys], self._first_bad
         if self.world_size > 1:         # every rank sees the same numbers, so all stop together
-            dist.all_reduce(losses)
-            dist.all_reduce(buckets)
-            losses = losses / self.world_size
-        losses, buckets = losses.cpu(), buckets.cpu()
-        self._raise_if_not_finite(losses)
-        self.loss_history.append((self.step, losses.mean().item()))
-        self.bucket_history.append((self.step, (buckets[0] / buckets[1]).tolist()))   # nan: empty bucket
+            for value in sums:
+                dist.all_reduce(value)
+            dist.all_reduce(first_bad, op=dist.ReduceOp.MAX)
+        means = {k: (v / (self._window_steps * self.world_size)).cpu() for k, v in zip(keys, sums)}
+        self._raise_if_not_finite(int(first_bad), means["loss"].item())
+        for key, mean in means.items():
+            self.history.setdefault(key, []).append((self.step, mean.item() if mean.ndim == 0 else mean.tolist()))
         self._reset_window()
         return self.loss_history[-1][1]
 
-    def _raise_if_not_finite(self, losses: Tensor) -> None:
-        bad = (~torch.isfinite(losses)).nonzero()
-        if len(bad) == 0:
+    def _raise_if_not_finite(self, first_bad: int, loss: float) -> None:
+        if first_bad < 0:
             return
-        step = self.step - len(losses) + int(bad[0])
-        saved = (f"The last good checkpoint, {self.last_good[0]} (step {self.last_good[1]}), is intact."
-                 if self.last_good else "No checkpoint had been written yet.")
-        raise NonFiniteLossError(f"the training loss is {losses[bad[0]].item()} at step {step}; training "
-                                 f"stopped and the weights after it were not saved. {saved} Try a lower lr, "
-                                 f"grad_clip > 0, or check the data for NaN.")
+        raise NonFiniteLossError(f"the loss or its gradient was not finite at step {first_bad} (mean loss since "
+                                 f"the last log: {loss}); training stopped and the weights after it were not "
+                                 f"saved. {self._last_good_text()} Try a lower lr, grad_clip > 0, or check the "
+                                 f"data for NaN.")
+
+    def _check_weights(self) -> None:
+        """Refuse to save weights or EMA weights that hold NaN or inf (the step guard would have said why)."""
+        for name, module in (("model", self.model), ("EMA", self.ema)):
+            norms = torch._foreach_norm([p.detach().float() for p in module.parameters()])
+            if not torch.isfinite(torch.stack(norms)).all():
+                raise NonFiniteLossError(f"the {name} weights hold NaN or inf at step {self.step}; they were not "
+                                         f"saved. {self._last_good_text()}")
+
+    def _last_good_text(self) -> str:
+        if self.last_good is None:
+            return "No checkpoint had been written yet."
+        return f"The last good checkpoint, {self.last_good[0]} (step {self.last_good[1]}), is intact."
 
     def _every(self, n: int) -> bool:
         return n > 0 and self.step % n == 0
@@ -443,11 +474,11 @@ class Trainer:
 
 # -- samples ---------------------------------------------------------------------------------------
 def ddim_sample_fn(schedule: NoiseSchedule, shape: tuple[int, ...], labels: Optional[Tensor] = None,
-                   steps: int = 50, guidance_scale: Optional[float] = None, target: Target = "eps",
+                   steps: int = 50, guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
                    seed: int = 0) -> SampleFn:
     """A ``sample_fn`` for the Trainer: DDIM from the same seeded noise every time, so successive
     grids show the same samples improving. Its own generator leaves the training RNG untouched.
-    It runs on the device of the model it is given."""
+    It runs on the device of the model it is given, and reads the model's own target."""
     def sample(model: nn.Module, step: int) -> Tensor:
         device = next(model.parameters()).device
         s = schedule if schedule.device == device else schedule.to(device)
@@ -458,50 +489,67 @@ def ddim_sample_fn(schedule: NoiseSchedule, shape: tuple[int, ...], labels: Opti
 
 
 def save_grid(images: Tensor, path: Union[str, os.PathLike], nrow: Optional[int] = None) -> Path:
-    """Save a batch in [-1, 1] as one PNG grid (parent folders created)."""
-    from .viz import png_bytes          # matplotlib and widgets load only when a grid is drawn
+    """Save a batch in [-1, 1] as one PNG grid, 2× enlarged (parent folders created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png_bytes(images, nrow=nrow, zoom=2))
+    images = (images.detach().float().cpu().clamp(-1, 1) + 1) / 2
+    images = torch.nn.functional.interpolate(images, scale_factor=2, mode="nearest")
+    save_image(images, path, nrow=nrow or math.ceil(math.sqrt(len(images))), padding=2, pad_value=1.0)
     return path
 
 
-def load_trained(path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu",
-                 weights: str = "ema") -> tuple[nn.Module, NoiseSchedule, DiffusionConfig]:
-    """(model in eval mode, schedule, DiffusionConfig) from a checkpoint or a ``save_model`` file.
-    ``weights`` = "ema" (the averaged weights, what to sample with) or "model" (checkpoints only)."""
-    state = load_checkpoint(path)
-    if state.get("format") not in (CHECKPOINT_FORMAT, MODEL_FORMAT):
-        raise ValueError(f"{path} is not a minidiff training checkpoint or model file "
-                         f"(format {state.get('format')!r})")
-    if weights not in state:
-        raise ValueError(f"weights must be one of {[k for k in ('ema', 'model') if k in state]} for {path}; "
-                         f"got {weights!r}")
-    model = model_from_config(state["config"]["model"])
-    model.load_state_dict(state[weights])
-    diffusion = DiffusionConfig(**state["config"]["diffusion"])
-    return model.to(device).eval().requires_grad_(False), diffusion.make_schedule(device), diffusion
+# -- a run owns its folder -------------------------------------------------------------------------
+def own_folder(out_dir: Path) -> None:
+    """Take ``out_dir`` for this process: write its pid to ``out_dir/.minidiff.lock``, released at exit.
+    A lock held by another live process is a RunFolderBusyError; one left by a dead process is taken over,
+    and temporary files a killed save left behind are removed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = out_dir / LOCK_FILE
+    owner = _lock_owner(lock)
+    if owner is not None and owner != os.getpid() and _alive(owner):
+        raise RunFolderBusyError(f"{out_dir} is in use by another training run (pid {owner}); choose another "
+                                 f"out_dir (--out), or wait for it to finish (if no such process runs, delete {lock})")
+    lock.write_text(f"{os.getpid()}\n")
+    for stale in out_dir.glob(".*.pt.*.tmp"):        # left by a save that was killed halfway
+        stale.unlink(missing_ok=True)
+    atexit.register(_release, lock, os.getpid())
 
 
-def model_from_config(config: Optional[dict]) -> UNet:
-    """A fresh UNet from ``config_dict(UNetConfig)`` (lists back to tuples)."""
-    if not isinstance(config, dict):
-        raise ValueError("this checkpoint holds no UNet config (the model was not a minidiff UNet); build the "
-                         "model yourself, then use Trainer(model, ...).resume(path)")
-    return UNet(UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}))
+def _lock_owner(lock: Path) -> Optional[int]:
+    try:
+        return int(lock.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _release(lock: Path, pid: int) -> None:
+    if _lock_owner(lock) == pid:
+        lock.unlink(missing_ok=True)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
 def _check_positive(cfg: object, *names: str) -> None:
     for name in names:
-        if getattr(cfg, name) <= 0:
-            raise ValueError(f"{type(cfg).__name__}.{name} must be > 0; got {getattr(cfg, name)}")
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{type(cfg).__name__}.{name} must be > 0; got {value!r}")
 
 
 def _check_non_negative(cfg: object, *names: str) -> None:
     for name in names:
-        if getattr(cfg, name) < 0:
-            raise ValueError(f"{type(cfg).__name__}.{name} must be >= 0; got {getattr(cfg, name)}")
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"{type(cfg).__name__}.{name} must be >= 0; got {value!r}")
 
 
 def _show_progress(progress: Optional[bool]) -> bool:
@@ -509,35 +557,35 @@ def _show_progress(progress: Optional[bool]) -> bool:
     return progress if progress is not None else sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
-def _num_classes(model: nn.Module) -> Optional[int]:
-    """The model's ``config.num_classes`` (None: unconditional); also the null-class label."""
-    return getattr(getattr(model, "config", None), "num_classes", None)
-
-
-def _check_data(images: Tensor, labels: Optional[Tensor], model: nn.Module, diffusion: DiffusionConfig) -> None:
-    if not isinstance(images, Tensor) or images.ndim != 4 or not images.is_floating_point():
+def _check_data(images: Tensor, labels: Optional[Tensor]) -> None:
+    if not isinstance(images, Tensor) or images.ndim < 2 or not images.is_floating_point():
         raise TypeError(f"images must be a float tensor (N, C, H, W) in [-1, 1]; got "
                         f"{getattr(images, 'dtype', type(images).__name__)} {tuple(getattr(images, 'shape', ()))}")
     if labels is not None and (not isinstance(labels, Tensor) or labels.dtype != torch.long
                                or labels.shape != (images.shape[0],)):
         raise TypeError(f"labels must be None or an int64 tensor of shape ({images.shape[0]},); got "
                         f"{getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}")
-    if labels is not None and _num_classes(model) is None:
-        raise ValueError("labels were given but the model is unconditional (config.num_classes is None)")
-    if diffusion.p_uncond > 0 and labels is None:
-        raise ValueError(f"p_uncond = {diffusion.p_uncond} drops labels for guidance, but no labels were given")
 
 
-def _to_device(images: Tensor, labels: Optional[Tensor], device: torch.device,
-               channels_last: bool) -> tuple[Tensor, Optional[Tensor]]:
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+def _to_device(images: Tensor, labels: Optional[Tensor], device: torch.device, channels_last: bool) -> Batch:
+    memory_format = torch.channels_last if channels_last and images.ndim == 4 else torch.contiguous_format
     images = images.to(device).contiguous(memory_format=memory_format)
-    return images, labels.to(device) if labels is not None else None
+    return (images,) if labels is None else (images, labels.to(device))
 
 
-def _model_config(model: nn.Module) -> Optional[dict]:
-    config = getattr(model, "config", None)
-    return config_dict(config) if isinstance(config, UNetConfig) else None
+def _describe(model: nn.Module) -> Optional[dict]:
+    """The registry's description of ``model``, or None for a network of an unregistered kind."""
+    try:
+        return describe(model)
+    except ValueError:
+        return None
+
+
+def _build(description: Optional[dict], path: Union[str, os.PathLike]) -> nn.Module:
+    if description is None:
+        raise ValueError(f"{path} holds a model of a kind minidiff.registry does not know; build the model "
+                         f"yourself, then use Trainer(model, ...).resume(path)")
+    return build(description)
 
 
 def _gather(rng: dict, world_size: int) -> list[dict]:
@@ -549,7 +597,7 @@ def _gather(rng: dict, world_size: int) -> list[dict]:
     return states
 
 
-def _check_format(state: dict, path: Union[str, os.PathLike], expected: str) -> None:
-    if state.get("format") != expected:
+def _check_format(state: dict, path: Union[str, os.PathLike]) -> None:
+    if state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a resumable training checkpoint: format {state.get('format')!r}, "
-                         f"expected {expected!r} (a save_model file holds EMA weights only)")
+                         f"expected {CHECKPOINT_FORMAT!r} (a model file holds EMA weights only)")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import minidiff as md
-from minidiff.recipes import RECIPES, make_trainer
+from minidiff.pretrained.recipes import RECIPES, make_trainer
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from minidiff import recipes
+from minidiff.pretrained import recipes
 from minidiff.__main__ import main
 from minidiff.checkpoint import load_checkpoint
 from minidiff.nn.unet import config_dict

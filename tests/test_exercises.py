@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import minidiff as md
-from minidiff import exercises as ex
-from minidiff.exercises import Case, ExerciseError
+from minidiff.course import exercises as ex
+from minidiff.course.exercises import Case, ExerciseError
 
 
 def coef(table, t, x):

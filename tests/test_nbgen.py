@@ -7,8 +7,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from minidiff import nbgen
-from minidiff.nbgen import NotebookError
+from minidiff.course import nbgen
+from minidiff.course.nbgen import NotebookError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,7 +196,7 @@ def test_strip_solutions_cleans_solutions_in_place(tmp_path):
 
 def test_command_line_defaults_to_solutions_and_notebooks_in_cwd(tmp_path):
     write_solutions(tmp_path, a=notebook(Q_STEP))
-    done = subprocess.run([sys.executable, "-m", "minidiff.nbgen"], cwd=tmp_path, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "minidiff.course.nbgen"], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert STUB.format("q_step").replace('"', '\\"') in (tmp_path / "notebooks" / "a.ipynb").read_text()
 
@@ -217,4 +217,4 @@ def test_solutions_are_stored_without_outputs():
     files = nbgen.planned_files(ROOT / "solutions", ROOT / "notebooks", strip_solutions=True)
     dirty = [p for p in nbgen.outdated(files) if p.parent.name == "solutions"]
     assert not dirty, (f"solutions with outputs or volatile metadata: {[p.name for p in dirty]}; "
-                       f"run `python -m minidiff.nbgen --strip-solutions`")
+                       f"run `python -m minidiff.course.nbgen --strip-solutions`")

@@ -56,7 +56,7 @@ def test_a_flipped_byte_is_caught_before_loading(shipped_copy):
     with pytest.raises(pretrained.ChecksumError, match="corrupt or was tampered with") as info:
         pretrained.load_state("classifier", root=shipped_copy)
     message = str(info.value)
-    assert "git checkout minidiff/checkpoints/classifier.pt" in message
+    assert "git checkout minidiff/pretrained/checkpoints/classifier.pt" in message
     assert "python -m minidiff train --recipe classifier" in message
     assert isinstance(info.value, ValueError)
 
@@ -129,7 +129,7 @@ def test_shipped_diffusion_model_loads_and_draws_digits():
     model, schedule, diffusion = md.load_diffusion("mnist_cond")
     assert model.config.num_classes == 10 and diffusion.p_uncond > 0 and not model.training
     # the shipped model is the mnist_cond recipe's: a v-model, sampled with target=diffusion.target
-    from minidiff.recipes import RECIPES
+    from minidiff.pretrained.recipes import RECIPES
     assert diffusion == RECIPES["mnist_cond"].diffusion and diffusion.target == "v"
     labels = torch.arange(10).repeat(2)
     with torch.no_grad():

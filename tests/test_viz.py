@@ -1,4 +1,4 @@
-"""minidiff.viz: grid layout, the fixed gray mapping, figure contents, the sliders and bad input."""
+"""minidiff.course.viz: grid layout, the fixed gray mapping, figure contents, the sliders and bad input."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -9,7 +9,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 import minidiff as md  # noqa: E402
-from minidiff import viz  # noqa: E402
+from minidiff.course import viz  # noqa: E402
 
 T = 100
 

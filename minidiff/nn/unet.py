@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
+from ..diffusion import Target, check_target
+from .blocks import Attention, Downsample, ResBlock, Upsample, group_norm, zero_init
 from .embedding import timestep_embedding
 
 
@@ -33,65 +33,6 @@ class UNetConfig:
     head_dim: int = 32
 
 
-def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with 32 groups, or the largest power of two that divides ``channels``."""
-    groups = next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0)
-    return nn.GroupNorm(groups, channels)
-
-
-def zero_init(module: nn.Module) -> nn.Module:
-    """Zero a layer's weights so the residual branch it ends starts as the identity (and the output as 0)."""
-    for p in module.parameters():
-        nn.init.zeros_(p)
-    return module
-
-
-def film(h: Tensor, emb: Tensor, emb_layer: nn.Linear) -> Tensor:
-    r"""Feature-wise linear modulation: $[\gamma, \beta] = W\,\mathrm{SiLU}(e) + b$, then $h \odot (1 + \gamma) + \beta$,
-    with $\gamma, \beta$ of shape (B, C) broadcast over H and W."""
-    scale, shift = rearrange(emb_layer(F.silu(emb)), "b (two c) -> two b c 1 1", two=2)
-    return h * (1 + scale) + shift
-
-
-class ResBlock(nn.Module):
-    r"""$h = \mathrm{conv}(\mathrm{SiLU}(\mathrm{GN}(x)))$; $h = \mathrm{GN}(h)\,(1 + \gamma(e)) + \beta(e)$;
-    $\text{out} = x' + \mathrm{conv}(\mathrm{dropout}(\mathrm{SiLU}(h)))$, where $(\gamma, \beta)$ come from the
-    time/class embedding $e$ (FiLM, "scale-shift") and $x'$ is $x$, 1×1-projected if the width changes."""
-
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float):
-        super().__init__()
-        self.norm1, self.conv1 = group_norm(in_ch), nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, 2 * out_ch)
-        self.norm2, self.dropout = group_norm(out_ch), nn.Dropout(dropout)
-        self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
-        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
-
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = film(self.norm2(h), emb, self.emb)
-        return self.skip(x) + self.conv2(self.dropout(F.silu(h)))
-
-
-class Attention(nn.Module):
-    r"""Multi-head self-attention with the $H \times W$ positions as tokens, residual:
-    $x + W_o\,\mathrm{softmax}(QK^\top/\sqrt{d})\,V$, where $[Q, K, V] = W_{qkv}\,\mathrm{GN}(x)$ at each position."""
-
-    def __init__(self, channels: int, head_dim: int):
-        super().__init__()
-        self.heads = max(1, channels // head_dim)
-        self.norm = group_norm(channels)
-        self.qkv = nn.Linear(channels, 3 * channels)
-        self.out = zero_init(nn.Linear(channels, channels))
-
-    def forward(self, x: Tensor, emb: Optional[Tensor] = None) -> Tensor:
-        height = x.shape[2]
-        tokens = rearrange(self.norm(x), "b c h w -> b (h w) c")
-        # each head's d features stay adjacent in memory (stride 1), as SDPA's fused kernels need
-        q, k, v = rearrange(self.qkv(tokens), "b s (three n d) -> three b n s d", three=3, n=self.heads)
-        h = rearrange(F.scaled_dot_product_attention(q, k, v), "b n s d -> b s (n d)")
-        return x + rearrange(self.out(h), "b (h w) c -> b c h w", h=height)
-
-
 class Block(nn.Module):
     """One ResBlock, followed by self-attention at the chosen resolutions."""
 
@@ -103,28 +44,6 @@ class Block(nn.Module):
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         x = self.res(x, emb)
         return self.attn(x) if self.attn is not None else x
-
-
-class Downsample(nn.Module):
-    """Halve H and W with a stride-2 3×3 conv."""
-
-    def __init__(self, ch: int):
-        super().__init__()
-        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x)
-
-
-class Upsample(nn.Module):
-    """Double H and W: nearest-neighbour upsampling, then a 3×3 conv."""
-
-    def __init__(self, ch: int):
-        super().__init__()
-        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class Level(nn.Module):
@@ -140,14 +59,19 @@ class UNet(nn.Module):
 
     ``t``: int or LongTensor (B,) (floats allowed for continuous time). ``y``: None (unconditional:
     every image gets the null class), or a LongTensor (B,) of labels in [0, num_classes], where
-    ``num_classes`` itself is the null label used for classifier-free guidance.
+    ``num_classes`` itself is the null label used for classifier-free guidance (``null_label``).
     H and W must be divisible by 2^(len(channel_mults) − 1): 28×28 with three levels runs at 28, 14, 7.
+
+    ``target`` says what the output means, "eps", "x0" or "v" (None: not known yet). The Trainer's
+    diffusion objective sets it, checkpoints store it, and the samplers read it, so a model is never
+    sampled as if it predicted something else.
     """
 
-    def __init__(self, config: UNetConfig = UNetConfig()):
+    def __init__(self, config: UNetConfig = UNetConfig(), target: Optional[Target] = None):
         super().__init__()
         _check_config(config)
         self.config = cfg = config
+        self.target = check_target(target, allow_none=True)
         ch, emb_dim = cfg.base_channels, 4 * cfg.base_channels
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.class_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes else None
@@ -188,6 +112,11 @@ class UNet(nn.Module):
             levels.append(Level(blocks, Upsample(ch) if i > 0 else None))
             size *= 2 if i > 0 else 1
         return levels
+
+    @property
+    def null_label(self) -> Optional[int]:
+        """The label that means "no class" (``num_classes``), or None for an unconditional U-Net."""
+        return self.config.num_classes
 
     def embed(self, t: Tensor, y: Optional[Tensor], batch: int, device: torch.device) -> Tensor:
         """The conditioning vector e = MLP(sinusoids(t)) + E[y], shape (B, 4·base_channels)."""

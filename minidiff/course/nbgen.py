@@ -1,8 +1,8 @@
 r"""Generate the student notebooks (notebooks/) from the solved ones (solutions/), the single source.
 
-    python -m minidiff.nbgen                     # solutions/*.ipynb -> notebooks/*.ipynb
-    python -m minidiff.nbgen --check             # exit 1, listing stale files, without writing
-    python -m minidiff.nbgen --strip-solutions   # also store solutions/ without outputs
+    python -m minidiff.course.nbgen                     # solutions/*.ipynb -> notebooks/*.ipynb
+    python -m minidiff.course.nbgen --check             # exit 1, listing stale files, without writing
+    python -m minidiff.course.nbgen --strip-solutions   # also store solutions/ without outputs
 
 In a code cell every region from a line ``### BEGIN SOLUTION`` to ``### END SOLUTION`` becomes one line,
 at the BEGIN line's indentation:
@@ -149,7 +149,7 @@ def extra_notebooks(files: dict[Path, str], out: Path) -> list[Path]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minidiff.nbgen", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m minidiff.course.nbgen", description=__doc__.split("\n")[0])
     parser.add_argument("--solutions", type=Path, default=Path("solutions"), help="solved notebooks (source)")
     parser.add_argument("--out", type=Path, default=Path("notebooks"), help="where student notebooks go")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 and list stale files")
@@ -184,7 +184,7 @@ def report(stale: list[Path], extra: list[Path]) -> int:
     if not stale and not extra:
         print("up to date")
         return 0
-    print("regenerate with: python -m minidiff.nbgen  (make notebooks)")
+    print("regenerate with: python -m minidiff.course.nbgen  (make notebooks)")
     return 1
 
 

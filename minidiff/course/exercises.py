@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 # Plain submodule imports: neither imports this module, so minidiff/__init__ may import us anywhere.
-from . import diffusion, schedules
+from .. import diffusion, schedules
 
 
 class ExerciseError(AssertionError):
@@ -252,7 +252,7 @@ HINT_INJECT_TIME = ("Apply SiLU to emb, then emb_layer: (B, 2C). The first C col
 
 def check_timestep_embedding(fn: Callable) -> Callable:
     """Check ``fn(t, dim, max_period=10000) -> (B, dim)`` against ``minidiff.timestep_embedding`` (even dims)."""
-    from .nn.embedding import timestep_embedding
+    from ..nn.embedding import timestep_embedding
     settings = [([0, 1, 2], 2, {}), ([0, 10, 500, 999], 8, {}), ([3, 999], 64, {}),
                 ([0, 250, 999], 128, {}), ([5, 50], 16, {"max_period": 100})]
     cases = [Case(describe(t=torch.tensor(t), dim=d, **kw), (torch.tensor(t), d), kw) for t, d, kw in settings]
@@ -261,7 +261,7 @@ def check_timestep_embedding(fn: Callable) -> Callable:
 
 def check_inject_time(fn: Callable) -> Callable:
     """Check ``fn(h, emb, emb_layer) -> h·(1 + γ) + β`` (FiLM) against the U-Net's ``film``."""
-    from .nn.unet import film
+    from ..nn.blocks import film
     cases = []
     with torch.random.fork_rng(devices=[]):            # seeded layers without touching the notebook's RNG
         for seed, (b, c, hw, e) in enumerate([(2, 4, 3, 8), (3, 16, 7, 32), (1, 8, 14, 16)]):
@@ -290,7 +290,7 @@ class _TinyDenoiser(torch.nn.Module):
 
 def check_training_loss(fn: Callable) -> Callable:
     """Check ``fn(model, x0, t, noise, s) -> scalar`` against ``minidiff.diffusion_loss`` with the same t and ε."""
-    from .losses import diffusion_loss
+    from ..losses import diffusion_loss
     cases = []
     with torch.random.fork_rng(devices=[]):            # seeded models without touching the notebook's RNG
         for seed, (shape, t, kind) in enumerate([((4, 1, 8, 8), [0, 10, 500, 999], "linear"),
@@ -333,7 +333,7 @@ def _sampler_cases(with_prev: bool) -> list[Case]:
 
 def check_ddpm_step(fn: Callable) -> Callable:
     """Check ``fn(x_t, eps, t, s, noise) -> x_{t-1}`` against ``minidiff.ddpm_step`` (variance β_t, no clipping)."""
-    from .samplers import ddpm_step
+    from ..samplers import ddpm_step
 
     def reference(x_t: Tensor, eps: Tensor, t: int, s: schedules.NoiseSchedule, noise: Tensor) -> Tensor:
         return ddpm_step(x_t, eps, t, s, noise=noise)
@@ -342,7 +342,7 @@ def check_ddpm_step(fn: Callable) -> Callable:
 
 def check_ddim_step(fn: Callable) -> Callable:
     """Check ``fn(x_t, eps, t, t_prev, s, eta, noise) -> x_{t_prev}`` against ``minidiff.ddim_step``."""
-    from .samplers import ddim_step
+    from ..samplers import ddim_step
 
     def reference(x_t: Tensor, eps: Tensor, t: int, t_prev: int, s: schedules.NoiseSchedule, eta: float,
                   noise: Tensor) -> Tensor:

@@ -1,6 +1,6 @@
 r"""Pretrained: the small checkpoints that ship inside the package, checked before they are read.
 
-``minidiff/checkpoints/`` holds one file per checkpoint and ``manifest.json``, which records for each
+``minidiff/pretrained/checkpoints/`` holds one file per checkpoint and ``manifest.json``, which records for each
 name: the file, its SHA-256, the recipe that made it (``python -m minidiff train --recipe NAME``
 remakes it), the metrics it reached, when, its size in numbers, its storage dtype and its config.
 
@@ -24,20 +24,19 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Optional, Union
+from typing import Literal, Optional, Union
 
 import torch
+from torch import nn
 
-from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
-
-if TYPE_CHECKING:                      # metrics imports this module; import it back only on use
-    from .metrics import DigitClassifier
-    from .nn.unet import UNet
-    from .schedules import NoiseSchedule
-    from .train import DiffusionConfig
+from ..checkpoint import TRAIN_FORMAT, atomic_write, load_checkpoint, save_checkpoint
+from ..nn.classifier import DigitClassifier
+from ..objectives import DiffusionConfig
+from ..registry import from_weights
+from ..schedules import NoiseSchedule
 
 PathLike = Union[str, os.PathLike]
-CHECKPOINT_DIR = Path(str(importlib.resources.files("minidiff").joinpath("checkpoints")))
+CHECKPOINT_DIR = Path(str(importlib.resources.files("minidiff.pretrained").joinpath("checkpoints")))
 MANIFEST = "manifest.json"
 SHIPPED_MODE = 0o644                   # temporary files are created private (0600); shipped ones are for all to read
 
@@ -69,7 +68,7 @@ def sha256(path: PathLike) -> str:
 
 
 def _restore_hint(entry: dict, root: Path) -> str:
-    return (f"restore it with `git checkout minidiff/checkpoints/{entry['file']}` in a clone of minidiff, "
+    return (f"restore it with `git checkout minidiff/pretrained/checkpoints/{entry['file']}` in a clone of minidiff, "
             f"by reinstalling minidiff (`pip install --force-reinstall minidiff`), or remake it with "
             f"`python -m minidiff train --recipe {entry['recipe']} --out {root}`")
 
@@ -133,22 +132,13 @@ def save_shipped(name: str, state_dict: dict, recipe: str, metrics: dict, config
 
 
 @lru_cache(maxsize=8)
-def _classifier(name: str, device: str) -> "DigitClassifier":
-    from .metrics import ClassifierConfig, DigitClassifier
-
+def _classifier(name: str, device: str) -> DigitClassifier:
     state, entry = load_state(name)
-    model = DigitClassifier(ClassifierConfig(**_tuples(entry["config"]["model"])))
-    model.load_state_dict(state)
-    return model.to(device).eval().requires_grad_(False)
+    return from_weights(entry["config"]["model"], state, device)
 
 
-def _tuples(config: dict) -> dict:
-    # JSON has no tuples: lists in a config dataclass come back as lists
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-
-
-def load_classifier(device: Union[str, torch.device] = "cpu", name: str = "classifier") -> "DigitClassifier":
-    """The shipped ``DigitClassifier`` (``minidiff.metrics``) on ``device``, in eval mode, frozen.
+def load_classifier(device: Union[str, torch.device] = "cpu", name: str = "classifier") -> DigitClassifier:
+    """The shipped ``DigitClassifier`` (``minidiff.nn.classifier``) on ``device``, in eval mode, frozen.
 
     Loaded once per (name, device) and then shared: do not train it in place (``copy.deepcopy`` it first).
     """
@@ -160,14 +150,52 @@ def manifest() -> dict[str, dict]:
     return read_manifest()
 
 
-def load_diffusion(name: str = "mnist_cond", device: Union[str, torch.device] = "cpu"
-                   ) -> tuple["UNet", "NoiseSchedule", "DiffusionConfig"]:
-    """A shipped diffusion model: (U-Net with its EMA weights, eval mode and frozen; its schedule; its
-    DiffusionConfig), on ``device``. The file's SHA-256 is checked against the manifest first."""
-    from .train import DiffusionConfig, model_from_config
+def diffusion_names() -> list[str]:
+    """The shipped checkpoints that are diffusion models (``load_diffusion`` loads them)."""
+    return sorted(name for name, entry in manifest().items() if _is_diffusion(entry["config"]))
 
+
+def _is_diffusion(config: dict) -> bool:
+    return (config.get("objective") or {}).get("kind") == "diffusion"
+
+
+def load_diffusion(name: str = "mnist_cond", device: Union[str, torch.device] = "cpu"
+                   ) -> tuple[nn.Module, NoiseSchedule, DiffusionConfig]:
+    """A shipped diffusion model: (U-Net with its EMA weights, eval mode and frozen, knowing its target;
+    its schedule; its DiffusionConfig), on ``device``. The file's SHA-256 is checked against the manifest first."""
+    entry = _entry(name, _root(None))
+    if not _is_diffusion(entry["config"]):
+        raise ValueError(f"name must be a shipped diffusion model, one of {diffusion_names()}; got {name!r}, "
+                         f"which is a {entry['config']['model']['kind']} (load it with its own loader, e.g. "
+                         f"load_classifier)")
     state, entry = load_state(name)
-    model = model_from_config(entry["config"]["model"])
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    diffusion = DiffusionConfig(**entry["config"]["diffusion"])
-    return model.to(device).eval().requires_grad_(False), diffusion.make_schedule(device), diffusion
+    return _diffusion(entry["config"]["model"], state, entry["config"]["objective"], device)
+
+
+def load_trained(path: PathLike, device: Union[str, torch.device] = "cpu",
+                 weights: Literal["ema", "model"] = "ema") -> tuple[nn.Module, NoiseSchedule, DiffusionConfig]:
+    """(model in eval mode, schedule, DiffusionConfig) of a diffusion model from a training checkpoint
+    (``Trainer.save``) or a model file (``Trainer.save_model``). ``weights`` = "ema" (the averaged
+    weights, what to sample with) or "model" (the raw weights; training checkpoints only)."""
+    state = load_checkpoint(path)
+    if state.get("format") == TRAIN_FORMAT:
+        description, objective = state["config"]["model"], state["config"]["objective"]
+        stored = {"ema": state["ema"], "model": state["model"]}
+    elif "weights" in state and "model" in state:
+        description, objective, stored = state["model"], state.get("objective"), {"ema": state["weights"]}
+    else:
+        raise ValueError(f"{path} is not a minidiff training checkpoint or model file "
+                         f"(format {state.get('format')!r})")
+    if weights not in stored:
+        raise ValueError(f"weights must be one of {sorted(stored)} for {path}; got {weights!r}")
+    if not objective or objective.get("kind") != "diffusion":
+        raise ValueError(f"{path} holds a {description.get('kind')} trained with a "
+                         f"{(objective or {}).get('kind', 'custom')} objective, not a diffusion model")
+    return _diffusion(description, stored[weights], objective, device)
+
+
+def _diffusion(description: dict, weights: dict, objective: dict, device: Union[str, torch.device]
+               ) -> tuple[nn.Module, NoiseSchedule, DiffusionConfig]:
+    diffusion = DiffusionConfig(**objective["config"])
+    model = from_weights({**description, "target": description.get("target") or diffusion.target}, weights, device)
+    return model, diffusion.make_schedule(device), diffusion

@@ -35,9 +35,9 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
 
-from .data import to_pixel_range
-from .diffusion import q_sample
-from .schedules import NoiseSchedule
+from ..data import to_pixel_range
+from ..diffusion import q_sample
+from ..schedules import NoiseSchedule
 
 Label = Union[int, str]
 

@@ -1,0 +1,187 @@
+r"""Recipes: named training runs, written down as data so that a shipped checkpoint can be remade.
+
+    python -m minidiff train --recipe mnist_cond          # reproduces checkpoints/mnist_cond
+    python -m minidiff train --recipe classifier          # reproduces checkpoints/classifier (CPU: ~1 minute)
+    python -m minidiff train --recipe tiny --out /tmp/t   # seconds on a CPU: every code path, no quality
+
+A recipe fixes the data, the network (any kind in ``minidiff.registry``), the objective (a
+DiffusionConfig, or a ClassificationConfig) and the optimisation. Where it runs (device, compile, bf16,
+output folder) is not part of it: that is ``RunConfig``, chosen on the command line.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Optional, Union
+
+import torch
+from torch import Tensor
+
+from .. import metrics
+from ..checkpoint import load_checkpoint
+from ..data import mnist
+from ..nn.classifier import ClassifierConfig
+from ..nn.unet import UNetConfig
+from ..objectives import OBJECTIVES, ClassificationConfig, DiffusionConfig, Objective
+from ..registry import KINDS, build, config_dict
+from ..train import RunConfig, SampleFn, TrainConfig, Trainer, ddim_sample_fn
+
+ModelConfig = Union[UNetConfig, ClassifierConfig]
+ObjectiveConfig = Union[DiffusionConfig, ClassificationConfig]
+
+
+@dataclass
+class SampleConfig:
+    """How a recipe draws samples (DDIM, classes 0, 1, 2, … in turn): grids while training, metrics after."""
+    every: int = 0                             # steps between grids in out_dir/samples (0: none)
+    n: int = 64                                # images per grid
+    steps: int = 50                            # DDIM steps
+    guidance_scale: Optional[float] = None     # classifier-free guidance (conditional models)
+    eval_samples: int = 0                      # 1,000: score the protocol of minidiff.metrics after training
+
+
+@dataclass
+class Recipe:
+    """One reproducible run. ``max_seconds`` trains for a fixed wall time instead of all ``steps``
+    (the learning-rate schedule still spans ``train.steps``)."""
+    data: str                                  # a name in DATASETS
+    model: ModelConfig                         # the config of a kind in minidiff.registry.KINDS
+    objective: ObjectiveConfig
+    train: TrainConfig
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    max_seconds: Optional[float] = None
+    log_every: int = 100
+    checkpoint_every: int = 1000
+
+
+RECIPES: dict[str, Recipe] = {
+    # Class-conditional digits with classifier-free guidance (labels dropped 10% of the time).
+    # Size: 1.74 M parameters (widths 32-64-64), chosen for a learner's CPU as much as for the GPU.
+    # It draws 64 digits in 20 DDIM steps in ~3.2 s on 2 cores (goal ≤ 10 s). A 4.1 M variant
+    # (32-64-128, batch 512) measured no better on an H100 (benchmarks/RESULTS.md).
+    # Target v: with ε the deterministic samplers (DDIM, DPM-Solver++) levelled off at 1.16× the FD of
+    # DDPM-1000; with v they match it (1.02×), at the same cost. 6,106 steps are 2 minutes on an H200
+    # with CUDA graphs (`benchmarks/quality_vs_time.py --cuda-graph --budget 120` fitted them).
+    "mnist_cond": Recipe(
+        data="mnist",
+        model=UNetConfig(image_size=28, in_channels=1, base_channels=32, channel_mults=(1, 2, 2),
+                         blocks_per_level=2, attention_resolutions=(7,), dropout=0.1, num_classes=10,
+                         head_dim=32),
+        objective=DiffusionConfig(schedule="linear", num_steps=1000, target="v", p_uncond=0.1),
+        train=TrainConfig(steps=6106, batch_size=256, lr=1e-3, min_lr=1e-5, warmup_steps=300,
+                          ema_decay=0.999, grad_clip=1.0, seed=0),
+        sample=SampleConfig(every=0, n=100, steps=50, guidance_scale=None, eval_samples=1000),
+        checkpoint_every=4000),
+    # The metrics' digit classifier: 30 passes' worth of batches over the 4,000 training digits, each
+    # digit freshly turned/moved/zoomed, warm-up then cosine (the shape of a one-cycle schedule). No
+    # EMA (ema_decay 0: the "EMA" is the weights themselves, so BatchNorm's statistics match them).
+    "classifier": Recipe(
+        data="mnist",
+        model=ClassifierConfig(channels=(32, 64), feature_dim=128, dropout=0.3),
+        objective=ClassificationConfig(label_smoothing=0.1),
+        train=TrainConfig(steps=940, batch_size=128, lr=3e-3, min_lr=0.0, warmup_steps=282, weight_decay=5e-4,
+                          ema_decay=0.0, ema_warmup=False, grad_clip=0.0, seed=0),
+        log_every=94, checkpoint_every=0),
+    # The smallest run that still goes through every code path: for tests and smoke checks.
+    "tiny": Recipe(
+        data="mnist",
+        model=UNetConfig(image_size=28, in_channels=1, base_channels=8, channel_mults=(1, 2, 2),
+                         blocks_per_level=1, attention_resolutions=(7,), dropout=0.1, num_classes=10,
+                         head_dim=8),
+        objective=DiffusionConfig(p_uncond=0.1),
+        train=TrainConfig(steps=20, batch_size=16, lr=1e-3, warmup_steps=5, ema_decay=0.9, seed=0),
+        sample=SampleConfig(every=10, n=10, steps=5, guidance_scale=2.0),
+        log_every=5, checkpoint_every=10),
+}
+
+
+def _mnist() -> tuple[Tensor, Tensor]:
+    digits = mnist("train")
+    return digits.images, digits.labels
+
+
+DATASETS: dict[str, Callable[[], tuple[Tensor, Optional[Tensor]]]] = {"mnist": _mnist}
+
+
+def load_data(name: str) -> tuple[Tensor, Optional[Tensor]]:
+    """(images (N, C, H, W) in [-1, 1], labels (N,) or None) of the dataset called ``name``."""
+    if name not in DATASETS:
+        raise ValueError(f"data must be one of {sorted(DATASETS)}; got {name!r}")
+    return DATASETS[name]()
+
+
+def model_description(config: ModelConfig) -> dict:
+    """The registry description of a fresh model with ``config`` (its kind found from the config's class)."""
+    kinds = [name for name, kind in KINDS.items() if isinstance(config, kind.config_class)]
+    if not kinds:
+        raise ValueError(f"model must be the config of a registered kind ({sorted(KINDS)}); got {type(config).__name__}")
+    return {"kind": kinds[0], "config": config_dict(config), "target": None}
+
+
+def make_objective(config: ObjectiveConfig) -> Objective:
+    """The objective a recipe's ``objective`` config stands for."""
+    for make, config_class in OBJECTIVES.values():
+        if isinstance(config, config_class):
+            return make(config)
+    raise ValueError(f"objective must be one of {[c.__name__ for _, c in OBJECTIVES.values()]}; "
+                     f"got {type(config).__name__}")
+
+
+def make_trainer(recipe: Recipe, run: RunConfig, steps: Optional[int] = None,
+                 resume: Optional[str] = None) -> Trainer:
+    """A Trainer for ``recipe`` (data loaded, weights seeded), or continuing the checkpoint ``resume``
+    with the run's own saved settings (a checkpoint of another recipe's model or objective is an error).
+    ``steps`` overrides the number of steps; ``run`` decides where and how fast."""
+    images, labels = load_data(recipe.data)
+    sample_fn = recipe_sample_fn(recipe) if recipe.sample.every else None
+    if resume is not None:
+        saved = _check_resume(recipe, resume)
+        train = replace(saved, steps=steps) if steps is not None else saved
+        return Trainer.from_checkpoint(resume, images, labels, run, sample_fn, train)
+    train = replace(recipe.train, steps=steps) if steps is not None else recipe.train
+    torch.manual_seed(train.seed)          # the initial weights are part of the recipe
+    model = build(model_description(recipe.model))
+    return Trainer(model, images, labels, train, make_objective(recipe.objective), run, sample_fn)
+
+
+def _check_resume(recipe: Recipe, path: str) -> TrainConfig:
+    """The saved TrainConfig of checkpoint ``path``, after checking that it was made by ``recipe``'s
+    model and objective."""
+    config = load_checkpoint(path).get("config") or {}
+    saved_model = dict(config.get("model") or {}, target=None)
+    wanted = model_description(recipe.model)
+    if saved_model != wanted:
+        raise ValueError(f"--resume {path} holds a different model than the recipe: {saved_model} vs {wanted}; "
+                         f"resume it with the recipe that made it")
+    wanted_objective = make_objective(recipe.objective).describe()
+    if config.get("objective") != wanted_objective:
+        raise ValueError(f"--resume {path} was trained with objective {config.get('objective')}, the recipe "
+                         f"asks for {wanted_objective}; resume it with the recipe that made it")
+    return TrainConfig(**config["train"])
+
+
+def recipe_sample_fn(recipe: Recipe) -> SampleFn:
+    """The Trainer's ``sample_fn`` for a diffusion ``recipe``: a grid of ``recipe.sample.n`` DDIM samples."""
+    if not isinstance(recipe.objective, DiffusionConfig):
+        raise ValueError(f"only diffusion recipes draw samples; this one's objective is {type(recipe.objective).__name__}")
+    cfg, sample = recipe.model, recipe.sample
+    labels = torch.arange(sample.n) % cfg.num_classes if cfg.num_classes else None
+    shape = (sample.n, cfg.in_channels, cfg.image_size, cfg.image_size)
+    return ddim_sample_fn(recipe.objective.make_schedule(), shape, labels, steps=sample.steps,
+                          guidance_scale=sample.guidance_scale if labels is not None else None)
+
+
+def evaluate_recipe(recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
+    """The numbers a recipe is judged by, measured on the trained EMA model: for a diffusion recipe
+    with ``eval_samples``, the metrics protocol (DDIM, ``sample.steps``); for the classifier, its
+    held-out accuracy and the metrics' floor in its features. {} when the recipe measures nothing."""
+    if isinstance(recipe.objective, ClassificationConfig):
+        model = trainer.ema
+        images, labels = metrics.reference_images()
+        floor = metrics.reference_floor(model.to("cpu"))
+        accuracy = metrics.class_accuracy(images, labels, model)
+        return {"heldout_accuracy": accuracy, "floor_fd": floor["fd"], "floor_kid": floor["kid"][0],
+                "floor_kid_std": floor["kid"][1]}
+    if recipe.sample.eval_samples <= 0 or not recipe.model.num_classes:
+        return {}
+    return metrics.evaluate_model(trainer.ema, trainer.schedule, "ddim", recipe.sample.steps,
+                                  recipe.sample.guidance_scale)
