@@ -23,28 +23,16 @@ from dataclasses import asdict, replace
 import torch
 
 import minidiff as md
-from minidiff.nn.unet import config_dict
+from minidiff.pretrained import recipes
 from minidiff.pretrained.recipes import RECIPES, Recipe, make_trainer
 
 SAMPLERS = {"DDIM 50": ("ddim", 50), "DPM-Solver++ 20": ("dpm++", 20), "DDPM 1000": ("ddpm", 1000)}
 
 
 def evaluate(trainer: md.Trainer, sampler: str = "DDIM 50", draws: int = 1) -> dict:
-    """The metrics protocol: 1,000 unguided samples, 100 per class, from the EMA model; with ``draws`` > 1
-    the mean of that many draws (other seeds), since one draw's FD moves by about ±7%."""
-    labels = torch.arange(1000, device=trainer.device) % 10
+    """The metrics protocol (``md.evaluate_model``) on the EMA model, with one of SAMPLERS."""
     name, steps = SAMPLERS[sampler]
-    start, results = time.perf_counter(), []
-    for draw in range(draws):
-        with torch.no_grad():
-            x = torch.cat([md.samplers.sample(name, trainer.ema, trainer.schedule, (500, 1, 28, 28), steps, y,
-                                              target=trainer.diffusion.target,
-                                              generator=torch.Generator(trainer.device).manual_seed(2 * draw + i))
-                           for i, y in enumerate(labels.split(500))])
-        results.append(md.evaluate(x.clamp(-1, 1), labels))
-    mean = {key: sum(r[key] for r in results) / draws for key in results[0]}
-    mean["fd_ratio"] = mean["fd"] / mean["fd_floor"]
-    return mean | {"sampler": sampler, "draws": draws, "sample_seconds": round(time.perf_counter() - start, 2)}
+    return md.evaluate_model(trainer.ema, trainer.schedule, name, steps, draws=draws) | {"sampler": sampler}
 
 
 def line(minutes: float, step: int, r: dict) -> str:
@@ -54,34 +42,28 @@ def line(minutes: float, step: int, r: dict) -> str:
 
 def ship(trainer: md.Trainer, result: dict, seconds: float, root: str, command: str,
          by_sampler: dict[str, dict]) -> None:
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     metrics = {"fd": round(result["fd"], 4), "fd_floor": round(result["fd_floor"], 4),
                "fd_ratio": round(result["fd_ratio"], 3), "kid": round(result["kid"], 6),
                "kid_std": round(result["kid_std"], 6), "kid_floor": round(result["kid_floor"], 6),
-               "accuracy": result["accuracy"], "steps": trainer.step, "train_seconds": round(seconds),
-               "sampler": "DDIM 50 steps, eta 0, no guidance, 1,000 samples (100 per class)",
-               "trained_on": f"{gpu} (torch {torch.__version__})", "command": command,
+               "accuracy": result["accuracy"], "train_seconds": round(seconds), "draws": result["draws"],
+               "sampler": "DDIM 50 steps, eta 0, no guidance, 1,000 samples (100 per class)", "command": command,
                "by_sampler": {name: {"fd": round(r["fd"], 4), "fd_ratio": round(r["fd_ratio"], 3),
                                      "accuracy": r["accuracy"]} for name, r in by_sampler.items()}}
-    config = {"model": config_dict(trainer.model.config), "diffusion": asdict(trainer.diffusion),
-              "train": asdict(trainer.cfg) | {"bf16": trainer.run.bf16, "compile": trainer.run.compile,
-                                              "cuda_graph": trainer.run.cuda_graph}}
-    md.pretrained.save_shipped("mnist_cond", trainer.ema.state_dict(), recipe="mnist_cond", metrics=metrics,
-                               config=config, dtype="float16", root=root)
+    recipes.ship("mnist_cond", trainer, metrics, root=root)
 
 
 def override(recipe: Recipe, settings: list[str]) -> Recipe:
-    """The recipe with fields replaced: each setting is "part.field=value", part one of model, diffusion
-    or train, value a Python literal (e.g. "diffusion.target='v'", "model.channel_mults=(1, 2, 4)")."""
+    """The recipe with fields replaced: each setting is "part.field=value", part one of model, objective
+    or train, value a Python literal (e.g. "objective.target='v'", "model.channel_mults=(1, 2, 4)")."""
     for setting in settings:
         key, equals, value = setting.partition("=")
         part, _, name = key.partition(".")
         try:
-            if not equals or part not in ("model", "diffusion", "train") or name not in asdict(getattr(recipe, part)):
+            if not equals or part not in ("model", "objective", "train") or name not in asdict(getattr(recipe, part)):
                 raise ValueError
             value = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            raise ValueError(f"--set must look like part.field=value with part in model, diffusion, train, a field "
+            raise ValueError(f"--set must look like part.field=value with part in model, objective, train, a field "
                              f"of it and a Python literal; got {setting!r}") from None
         recipe = replace(recipe, **{part: replace(getattr(recipe, part), **{name: value})})
     return recipe
@@ -121,7 +103,7 @@ def main() -> None:
                         help="fit the step count to this much training time, from the speed of the warm-up "
                              "steps (the cosine decay starts after them, so it spans the whole budget)")
     parser.add_argument("--set", action="append", default=[], metavar="PART.FIELD=VALUE",
-                        help="change the recipe (repeatable), e.g. --set model.dropout=0.0 --set \"diffusion.target='v'\"")
+                        help="change the recipe (repeatable), e.g. --set model.dropout=0.0 --set \"objective.target='v'\"")
     parser.add_argument("--draws", type=int, default=1, help="average this many draws of 1,000 samples")
     parser.add_argument("--ship", default=None, metavar="DIR", help="save the finished EMA model here")
     parser.add_argument("--json", default=None, metavar="PATH", help="append every result as a JSON line")

@@ -15,8 +15,8 @@ A mistake on the command line ends in one line on stderr that says what was wron
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -27,9 +27,9 @@ from . import pretrained
 from .checkpoint import CorruptCheckpointError, UnsafeCheckpointError
 from .guidance import check_scale
 from .pretrained import ChecksumError
-from .pretrained.recipes import RECIPES, Recipe, evaluate_recipe, make_trainer
+from .pretrained.recipes import RECIPES, evaluate_recipe, make_trainer, ship
 from .samplers import SAMPLERS, sample
-from .train import COMPILE_MODES, NonFiniteLossError, RunConfig, RunFolderBusyError, Trainer, save_grid
+from .train import COMPILE_MODES, NonFiniteLossError, RunConfig, RunFolderBusyError, save_grid
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
                CorruptCheckpointError, UnsafeCheckpointError, ChecksumError, RunFolderBusyError,
@@ -107,18 +107,25 @@ def check_writable_folder(path: Path, flag: str) -> None:
     """``path`` is a folder this process can create or write into (checked before training starts)."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"{flag} {path} is a file; it must be a folder")
-    parent = next(p for p in [path, *path.parents] if p.exists())
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag} {path}: {parent} is not writable")
+    _probe(next(p for p in [path, *path.parents] if p.exists()), flag, path)
 
 
 def check_writable_file(path: Path, flag: str) -> None:
     """``path`` is a file this process can write (checked before sampling starts)."""
     if path.is_dir():
         raise UsageError(f"{flag} {path} is a folder; give a file name such as {path / 'samples.png'}")
-    parent = next(p for p in path.absolute().parents if p.exists())
-    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"{flag} {path} is not writable")
+    _probe(next(p for p in path.absolute().parents if p.exists()), flag, path)
+
+
+def _probe(folder: Path, flag: str, path: Path) -> None:
+    """Create and remove a file in ``folder``: the one sure test that the output can be written there."""
+    if not folder.is_dir():
+        raise UsageError(f"{flag} {path}: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UsageError(f"{flag} {path} is not writable ({folder}: {err.strerror or err})") from None
 
 
 def check_count(value: Optional[int], flag: str, minimum: int = 1) -> None:
@@ -144,6 +151,13 @@ def train_command(args: argparse.Namespace) -> int:
                     checkpoint_every=recipe.checkpoint_every, out_dir=str(out),
                     max_seconds=args.max_seconds if args.max_seconds is not None else recipe.max_seconds)
     trainer = make_trainer(recipe, run, steps=args.steps, resume=args.resume)
+    try:
+        return train_and_save(args, recipe, trainer, out)
+    finally:
+        trainer.close()
+
+
+def train_and_save(args: argparse.Namespace, recipe, trainer, out: Path) -> int:
     if args.resume is not None and trainer.step >= trainer.cfg.steps:
         raise UsageError(f"--resume {args.resume} is already at step {trainer.step} of {trainer.cfg.steps}: "
                          f"nothing to train; give --steps above {trainer.step} to train on")
@@ -158,23 +172,11 @@ def train_command(args: argparse.Namespace) -> int:
             print("metrics: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                           for k, v in metrics.items()))
         if args.ship is not None:
-            ship(args.recipe, recipe, trainer, metrics, args.ship)
+            ship(args.recipe, trainer, metrics, args.ship, dtype="float32" if args.recipe == "classifier" else "float16")
+            print(f"shipped {args.recipe} into {args.ship}")
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
-
-
-def ship(name: str, recipe: Recipe, trainer: Trainer, metrics: dict, root: str) -> None:
-    """Write the EMA weights into the checkpoints folder ``root`` with their config and metrics."""
-    run = {"bf16": trainer.run.bf16, "compile": trainer.run.compile, "cuda_graph": trainer.run.cuda_graph}
-    gpu = torch.cuda.get_device_name() if trainer.device.type == "cuda" else "cpu"
-    config = {"model": trainer.state_dict()["config"]["model"], "objective": trainer.objective.describe(),
-              "train": trainer.state_dict()["config"]["train"] | run}
-    metrics = metrics | {"steps": trainer.step, "trained_on": f"{gpu} (torch {torch.__version__})"}
-    dtype = "float16" if name != "classifier" else "float32"
-    pretrained.save_shipped(name, trainer.ema.state_dict(), recipe=name, metrics=metrics, config=config,
-                            dtype=dtype, root=root)
-    print(f"shipped {name} into {root}")
 
 
 # -- sample --------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ about what it trains: the diffusion loss, the classifier's cross-entropy and the
 reconstruction loss are three objectives for one loop.
 
 An objective may also have
-- ``prepare(model)``: called once when training starts (e.g. to tell the model what it predicts);
+- ``prepare(model, data)``: called once when training starts, to check that the model and the data
+  fit the objective and, for diffusion, to tell the model what it predicts;
 - ``example_inputs(batch)``: the arguments of one forward call, for recording CUDA graphs;
 - ``to(device)`` and ``describe()`` (``{"kind": …, "config": …}``): to move it, and to save it in a
   checkpoint so that a resumed run rebuilds it (``objective_from_description``).
@@ -79,9 +80,16 @@ class DiffusionObjective:
     def describe(self) -> dict:
         return {"kind": "diffusion", "config": asdict(self.config)}
 
-    def prepare(self, model: nn.Module) -> None:
-        """Tell the model what it predicts (``model.target``); a model that predicts something else is an error."""
+    def prepare(self, model: nn.Module, data: Batch) -> None:
+        """Check model and data, then tell the model what it predicts (``model.target``); a model that
+        already predicts something else is an error."""
         inner = unwrap(model)
+        conditional = getattr(inner, "null_label", None) is not None
+        if len(data) > 1 and not conditional:
+            raise ValueError("labels were given but the model is unconditional (it has no null label, e.g. a UNet "
+                             "with config.num_classes None); drop the labels or give the model num_classes")
+        if self.config.p_uncond > 0 and len(data) < 2:
+            raise ValueError(f"p_uncond = {self.config.p_uncond} drops labels for guidance, but no labels were given")
         own = getattr(inner, "target", None)
         if own is not None and own != self.config.target:
             raise ValueError(f"the model predicts {own!r} but the objective trains target {self.config.target!r}; "

@@ -193,7 +193,7 @@ class Trainer:
         self.objective = self.objective.to(self.device) if hasattr(self.objective, "to") else self.objective
         self.schedule: Optional[NoiseSchedule] = getattr(self.objective, "schedule", None)
         if hasattr(self.objective, "prepare"):
-            self.objective.prepare(model)
+            self.objective.prepare(model, (images,) if labels is None else (images, labels))
         # dropout, t, ε and augmentation come from the global generator: seeded per rank, so ranks differ
         torch.manual_seed(self.cfg.seed + self.rank)
         self.batches = torch.Generator(self.device).manual_seed(self.cfg.seed + self.rank)
@@ -207,6 +207,11 @@ class Trainer:
         self.samples: list[tuple[int, Tensor]] = []
         self.last_good: Optional[tuple[Path, int]] = None        # (path, step) of the newest save
         self._reset_window()
+
+    def close(self) -> None:
+        """Give up ``out_dir`` (its lock) now rather than when the process exits."""
+        if self.out_dir is not None and self.rank == 0:
+            _release(self.out_dir / LOCK_FILE, os.getpid())
 
     @property
     def loss_history(self) -> list[tuple[int, float]]:

@@ -4,6 +4,7 @@ import ast
 from pathlib import Path
 
 import minidiff
+import minidiff as md
 
 PACKAGE = Path(minidiff.__file__).parent
 
@@ -72,3 +73,18 @@ def test_metrics_only_measure():
     classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
     assert classes == [], f"metrics.py defines {classes}; networks live in minidiff.nn"
     assert "optimizer" not in source.lower() and "backward(" not in source
+
+
+def test_no_docstring_has_control_characters():
+    """LaTeX in a non-raw docstring turns \\b, \\f, \\t… into control characters: every module is checked."""
+    import importlib
+    import inspect
+    import pkgutil
+    names = [m.name for m in pkgutil.walk_packages(md.__path__, "minidiff.") if m.name != "minidiff.__main__"]
+    for module in [md] + [importlib.import_module(n) for n in names]:
+        members = [("module", module)] + inspect.getmembers(module)
+        members += [(f"{n}.{a}", v) for n, c in inspect.getmembers(module, inspect.isclass) for a, v in vars(c).items()]
+        for name, obj in members:
+            doc = getattr(obj, "__doc__", None) if not isinstance(obj, str) else None
+            doc = doc if isinstance(doc, str) else ""
+            assert not any(ord(c) < 32 and c not in "\n\t" for c in doc), f"{module.__name__}.{name}"

@@ -22,13 +22,13 @@ def test_every_benchmark_explains_itself(script):
 
 def test_recipe_overrides_change_only_the_named_fields():
     base = RECIPES["mnist_cond"]
-    recipe = quality_vs_time.override(base, ["diffusion.target='eps'", "model.channel_mults=(1, 2, 4)",
+    recipe = quality_vs_time.override(base, ["objective.target='eps'", "model.channel_mults=(1, 2, 4)",
                                              "train.ema_decay=0.9995"])
-    assert (recipe.diffusion.target, recipe.model.channel_mults, recipe.train.ema_decay) == ("eps", (1, 2, 4), 0.9995)
-    assert recipe.train.lr == base.train.lr and base.diffusion.target == "v"
+    assert (recipe.objective.target, recipe.model.channel_mults, recipe.train.ema_decay) == ("eps", (1, 2, 4), 0.9995)
+    assert recipe.train.lr == base.train.lr and base.objective.target == "v"
 
 
-@pytest.mark.parametrize("setting", ["foo.bar=1", "model.widths=2", "model.dropout", "diffusion.target=v"])
+@pytest.mark.parametrize("setting", ["foo.bar=1", "model.widths=2", "model.dropout", "objective.target=v", "diffusion.target='v'"])
 def test_recipe_override_names_the_bad_setting(setting):
     with pytest.raises(ValueError, match=f"--set must look like part.field=value.*{setting}"):
         quality_vs_time.override(RECIPES["mnist_cond"], [setting])

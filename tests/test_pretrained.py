@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from minidiff import metrics, pretrained
+import minidiff as md
+from minidiff import pretrained
 from minidiff.checkpoint import UnsafeCheckpointError
 
 REQUIRED = {"file", "sha256", "recipe", "metrics", "created", "params", "dtype", "config"}
@@ -34,7 +35,7 @@ def test_manifest_describes_the_shipped_classifier():
 
 def test_load_classifier_is_frozen_eval_mode_and_cached():
     model = pretrained.load_classifier()
-    assert isinstance(model, metrics.DigitClassifier) and not model.training
+    assert isinstance(model, md.DigitClassifier) and not model.training
     assert not any(p.requires_grad for p in model.parameters())
     assert pretrained.load_classifier("cpu") is model
     entry = pretrained.read_manifest()["classifier"]
@@ -117,26 +118,27 @@ def test_a_failed_manifest_write_leaves_the_old_manifest(shipped_copy, monkeypat
     assert not [p for p in shipped_copy.iterdir() if p.name.endswith(".tmp")], "temporary files are removed"
 
 
-def test_docstrings_have_no_control_characters():
-    mine = [obj for obj in vars(pretrained).values() if getattr(obj, "__module__", None) == pretrained.__name__]
-    for obj in [pretrained, *mine]:
-        assert not any(ord(c) < 32 and c not in "\n\t" for c in obj.__doc__ or ""), obj
-
-
 def test_shipped_diffusion_model_loads_and_draws_digits():
     """The shipped class-conditional U-Net: verified, loaded, and its samples are the digits asked for."""
     import minidiff as md
     model, schedule, diffusion = md.load_diffusion("mnist_cond")
     assert model.config.num_classes == 10 and diffusion.p_uncond > 0 and not model.training
-    # the shipped model is the mnist_cond recipe's: a v-model, sampled with target=diffusion.target
+    # the shipped model is the mnist_cond recipe's: a v-model, and it knows it
     from minidiff.pretrained.recipes import RECIPES
-    assert diffusion == RECIPES["mnist_cond"].diffusion and diffusion.target == "v"
+    assert diffusion == RECIPES["mnist_cond"].objective and diffusion.target == "v" and model.target == "v"
+    assert model.null_label == 10
     labels = torch.arange(10).repeat(2)
     with torch.no_grad():
-        x = md.ddim_sample(model, schedule, (20, 1, 28, 28), steps=10, y=labels, target=diffusion.target,
+        x = md.ddim_sample(model, schedule, (20, 1, 28, 28), steps=10, y=labels,       # no target named
                            generator=torch.Generator().manual_seed(0))
-        wrong = md.ddim_sample(model, schedule, (20, 1, 28, 28), steps=10, y=labels, target="eps",
+        dpm = md.dpm_solver_sample(model, schedule, (20, 1, 28, 28), steps=10, y=labels,
+                                   generator=torch.Generator().manual_seed(0))
+        with pytest.raises(ValueError, match="target='eps' contradicts the model, which predicts 'v'"):
+            md.ddim_sample(model, schedule, (20, 1, 28, 28), steps=10, y=labels, target="eps")
+        blind = lambda x, t, y=None: model(x, t, y)                      # a plain function knows no target
+        wrong = md.ddim_sample(blind, schedule, (20, 1, 28, 28), steps=10, y=labels, target="eps",
                                generator=torch.Generator().manual_seed(0))
     assert md.class_accuracy(x.clamp(-1, 1), labels) >= 0.9
-    # read as an ε-model, the same network draws no digits: the target is not optional
+    assert md.class_accuracy(dpm.clamp(-1, 1), labels) >= 0.9
+    # read as an ε-model, the same network draws no digits: that is why the model carries its target
     assert md.class_accuracy(wrong.clamp(-1, 1), labels) < 0.5

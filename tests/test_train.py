@@ -1,4 +1,5 @@
-"""The training loop: lr schedule, EMA, a loss that falls, exact resume, the NaN guard, DDP on gloo."""
+"""The training loop: lr schedule, EMA, a loss that falls, exact resume for every objective, the NaN
+guard (loss and gradient), a run owning its folder, DDP on gloo."""
 import json
 import math
 import os
@@ -10,12 +11,12 @@ import pytest
 import torch
 
 import minidiff as md
-from minidiff import train as train_module
-from minidiff.checkpoint import load_checkpoint
-from minidiff.losses import diffusion_loss
-from minidiff.train import (DiffusionConfig, NonFiniteLossError, RunConfig, TrainConfig, Trainer, ddim_sample_fn,
-                            ema_decay_at, ema_update, load_trained, lr_at)
-from minidiff.losses import per_sample_loss
+from minidiff.checkpoint import CorruptCheckpointError, load_checkpoint
+from minidiff.losses import diffusion_loss, per_sample_loss
+from minidiff.objectives import ClassificationConfig, ClassificationObjective, loss_by_t
+from minidiff.pretrained import load_trained
+from minidiff.train import (DiffusionConfig, NonFiniteLossError, RunConfig, RunFolderBusyError, TrainConfig, Trainer,
+                            ddim_sample_fn, ema_decay_at, ema_update, lr_at)
 
 HERE = Path(__file__).resolve().parent
 
@@ -110,6 +111,9 @@ def test_per_sample_loss_averages_to_diffusion_loss():
     (lambda: RunConfig(log_every=0), "log_every"),
     (lambda: RunConfig(compile="fastest"), "compile"),
     (lambda: RunConfig(cuda_graph=True, compile="reduce-overhead"), "cuda_graph and compile"),
+    (lambda: RunConfig(max_seconds=0), "max_seconds"),
+    (lambda: RunConfig(max_seconds=float("nan")), "max_seconds"),
+    (lambda: TrainConfig(lr=float("nan")), "lr"),
 ])
 def test_bad_configs_name_the_field(make, match):
     with pytest.raises(ValueError, match=match):
@@ -126,7 +130,9 @@ def test_bad_data_is_refused():
     with pytest.raises(ValueError, match="unconditional"):
         Trainer(unconditional, images, labels, run=QUIET)
     with pytest.raises(ValueError, match="p_uncond"):
-        Trainer(conditional, images, None, diffusion=DiffusionConfig(p_uncond=0.1), run=QUIET)
+        Trainer(conditional, images, None, objective=DiffusionConfig(p_uncond=0.1), run=QUIET)
+    with pytest.raises(TypeError, match="objective"):
+        Trainer(conditional, images, labels, objective="diffusion", run=QUIET)
 
 
 def test_cuda_graph_needs_a_cuda_device():
@@ -166,7 +172,9 @@ def test_loss_falls_when_overfitting_32_images():
     assert [step for step, _ in history] == [20, 40, 60, 80]
     first, last = history[0][1], history[-1][1]
     assert last < 0.7 * first, history
-    assert len(trainer.bucket_history) == 4 and len(trainer.bucket_history[-1][1]) == 10
+    buckets = loss_by_t(trainer.history)
+    assert len(buckets) == 4 and len(buckets[-1][1]) == 10
+    assert model.target == "eps"                     # the objective told the model what it predicts
 
 
 def test_samples_every_n_steps_with_a_dummy_sampler(tmp_path):
@@ -226,7 +234,8 @@ def test_resume_is_bit_identical(tmp_path):
     del first
     torch.manual_seed(12345)                # scramble the global RNG: resuming must restore it
     resumed = Trainer.from_checkpoint(path, images, labels, run=QUIET)
-    assert resumed.step == 3 and resumed.cfg == train and resumed.diffusion == diffusion
+    assert resumed.step == 3 and resumed.cfg == train and resumed.objective.config == diffusion
+    assert resumed.model.target == "v"
     resumed.train()
 
     assert resumed.step == straight.step == 6
@@ -247,7 +256,8 @@ def test_resume_into_an_existing_trainer_and_weights_only_contents(tmp_path):
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)      # plain data only
     assert state["step"] == 4 and state["world_size"] == 1
     assert set(state) >= {"model", "ema", "optimizer", "rng", "config", "history"}
-    assert state["config"]["model"]["base_channels"] == 8
+    assert state["config"]["model"]["kind"] == "unet" and state["config"]["model"]["config"]["base_channels"] == 8
+    assert state["config"]["objective"] == {"kind": "diffusion", "config": vars(diffusion)}
     assert [s for s, _ in state["history"]["loss"]] == [1, 2, 3, 4]
     other = Trainer(md.UNet(tiny_config()), images, labels, train, diffusion, QUIET).resume(tmp_path / "checkpoint.pt")
     assert other.step == 4 and other.loss_history == trainer.loss_history
@@ -261,7 +271,8 @@ def test_save_model_and_load_trained(tmp_path):
     trainer.train()
     trainer.save_model(tmp_path / "model.pt")
     model, schedule, diffusion = load_trained(tmp_path / "model.pt")
-    assert not model.training and schedule.num_steps == 1000 and diffusion == trainer.diffusion
+    assert not model.training and schedule.num_steps == 1000 and diffusion == trainer.objective.config
+    assert model.target == "eps"
     _assert_same_tensors(model.state_dict(), trainer.ema.state_dict(), "ema")
     with pytest.raises(ValueError, match="resumable"):
         trainer.resume(tmp_path / "model.pt")
@@ -296,7 +307,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     assert state["step"] == 4
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     assert all(math.isfinite(loss) for _, loss in state["history"]["loss"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".minidiff.lock", "checkpoint.pt"]
 
 
 def test_nan_before_any_checkpoint_says_so():
@@ -330,8 +341,175 @@ def test_ddp_two_processes_keep_identical_weights_and_resume_exactly(tmp_path):
     assert state["world_size"] == 2 and len(state["rng"]) == 2
 
 
-def test_docstrings_have_no_control_characters():
-    for name in dir(train_module):
-        doc = getattr(getattr(train_module, name), "__doc__", None)
-        if isinstance(doc, str) and getattr(getattr(train_module, name), "__module__", "") == train_module.__name__:
-            assert not any(ord(c) < 32 and c not in "\n\t" for c in doc), name
+def nan_gradient_at(model: md.UNet, step: int) -> md.UNet:
+    """``model`` whose stem's gradient turns NaN at training step ``step``: that step's loss is finite,
+    its gradient is not (issue 13's hook experiment)."""
+    calls = {"n": 0}
+
+    def hook(grad):
+        calls["n"] += 1
+        return grad * float("nan") if calls["n"] == step + 1 else grad
+
+    model.stem.weight.register_hook(hook)
+    return model
+
+
+def test_nan_gradient_with_a_finite_loss_is_caught_and_never_saved(tmp_path):
+    images, labels = tiny_data()
+    torch.manual_seed(0)
+    trainer = Trainer(nan_gradient_at(md.UNet(tiny_config()), step=8), images, labels,
+                      TrainConfig(steps=10, batch_size=4),
+                      run=RunConfig(device="cpu", log_every=100, checkpoint_every=5, out_dir=str(tmp_path),
+                                    progress=False))
+    with pytest.raises(NonFiniteLossError, match="at step 8") as err:
+        trainer.train()
+    assert "(step 5), is intact" in str(err.value)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == 5
+    for part in ("model", "ema"):
+        assert all(torch.isfinite(v).all() for v in state[part].values() if v.is_floating_point()), part
+    with pytest.raises(NonFiniteLossError):            # the weights in memory are NaN now: nothing is written
+        trainer.save_model(tmp_path / "model.pt")
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_save_refuses_non_finite_weights(tmp_path):
+    images, labels = tiny_data()
+    trainer = Trainer(md.UNet(tiny_config()), images, labels, TrainConfig(steps=2, batch_size=4), run=QUIET)
+    trainer.train()
+    with torch.no_grad():
+        next(trainer.ema.parameters()).view(-1)[0] = float("inf")
+    with pytest.raises(NonFiniteLossError, match="EMA weights hold NaN or inf"):
+        trainer.save_model(tmp_path / "model.pt")
+    with pytest.raises(NonFiniteLossError, match="EMA"):
+        trainer.save(tmp_path / "checkpoint.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resuming_below_the_saved_step_is_an_error(tmp_path):
+    images, labels = tiny_data()
+    trainer = Trainer(md.UNet(tiny_config()), images, labels, TrainConfig(steps=4, batch_size=4), run=QUIET)
+    trainer.train()
+    path = trainer.save(tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="at least the checkpoint's step 4"):
+        Trainer.from_checkpoint(path, images, labels, run=QUIET, train=TrainConfig(steps=3, batch_size=4))
+    with pytest.raises(ValueError, match="different model"):
+        Trainer(md.UNet(tiny_config(num_classes=5)), images, labels, run=QUIET).resume(path)
+
+
+def test_a_flipped_bit_in_a_saved_model_is_refused(tmp_path):
+    images, labels = tiny_data()
+    trainer = Trainer(md.UNet(tiny_config()), images, labels, TrainConfig(steps=2, batch_size=4), run=QUIET)
+    trainer.train()
+    path = trainer.save_model(tmp_path / "model.pt")
+    state = torch.load(path, weights_only=True)
+    key = next(k for k, v in state["weights"].items() if v.is_floating_point() and v.numel() > 1)
+    state["weights"][key].view(torch.int32).view(-1)[0] ^= 1 << 30          # an exponent bit
+    torch.save(state, path)                                                  # the stored checksum is now wrong
+    with pytest.raises(CorruptCheckpointError, match="do not match the SHA-256"):
+        load_trained(path)
+
+
+# -- a run owns its folder -------------------------------------------------------------------------
+def test_a_second_process_cannot_write_into_a_running_folder(tmp_path):
+    """Two processes, one folder: the second is refused with the first's pid; after the first exits
+    (its lock released) a new run may take the folder, and a dead owner's lock is taken over."""
+    script = ("import sys, time, torch, minidiff as md\n"
+              "cfg = md.UNetConfig(image_size=8, base_channels=8, channel_mults=(1, 2), blocks_per_level=1, "
+              "attention_resolutions=(), num_classes=None, head_dim=8)\n"
+              "run = md.RunConfig(device='cpu', out_dir=sys.argv[1], progress=False)\n"
+              "md.Trainer(md.UNet(cfg), torch.zeros(4, 1, 8, 8), run=run)\n"
+              "print('owner', flush=True)\n"
+              "time.sleep(float(sys.argv[2]))\n")
+    first = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), "30"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "owner"
+        second = subprocess.run([sys.executable, "-c", script, str(tmp_path), "0"], capture_output=True, text=True,
+                                timeout=120)
+        assert second.returncode != 0
+        assert "RunFolderBusyError" in second.stderr and f"pid {first.pid}" in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+    (tmp_path / ".checkpoint.pt.abc.tmp").write_bytes(b"half a save")      # what a killed save leaves
+    third = subprocess.run([sys.executable, "-c", script, str(tmp_path), "0"], capture_output=True, text=True,
+                           timeout=120)
+    assert third.returncode == 0, third.stderr                               # the killed owner's lock is stale
+    assert not (tmp_path / ".checkpoint.pt.abc.tmp").exists()
+    assert not (tmp_path / ".minidiff.lock").exists()                        # released at exit
+
+
+def test_same_process_may_reuse_its_folder(tmp_path):
+    images, _ = tiny_data()
+    run = RunConfig(device="cpu", out_dir=str(tmp_path), progress=False)
+    Trainer(md.UNet(tiny_config(num_classes=None)), images, run=run)
+    Trainer(md.UNet(tiny_config(num_classes=None)), images, run=run)         # a notebook re-running a cell
+
+
+# -- any model, any objective ----------------------------------------------------------------------
+def tiny_classifier_data(n=64):
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(n, 1, 28, 28, generator=g) * 2 - 1
+    return images, torch.randint(0, 10, (n,), generator=g)
+
+
+def test_the_classifier_trains_and_resumes_exactly_through_the_trainer(tmp_path):
+    images, labels = tiny_classifier_data()
+    train = TrainConfig(steps=6, batch_size=8, lr=3e-3, warmup_steps=2, weight_decay=5e-4, ema_decay=0.0,
+                        ema_warmup=False, grad_clip=0.0, seed=1)
+    objective = ClassificationObjective(ClassificationConfig())
+    torch.manual_seed(0)
+    straight = Trainer(md.DigitClassifier(), images, labels, train, objective, QUIET)
+    straight.train()
+    torch.manual_seed(0)
+    first = Trainer(md.DigitClassifier(), images, labels, train, objective, QUIET)
+    first.train(3)
+    path = first.save(tmp_path / "c.pt")
+    torch.manual_seed(999)
+    resumed = Trainer.from_checkpoint(path, images, labels, run=QUIET)       # the objective is rebuilt from the file
+    assert isinstance(resumed.objective, ClassificationObjective)
+    resumed.train()
+    _assert_same_tensors(straight.model.state_dict(), resumed.model.state_dict(), "model")
+    _assert_same_tensors(straight.ema.state_dict(), resumed.ema.state_dict(), "ema")
+    assert "accuracy" in straight.history and len(straight.history["accuracy"]) == 3
+
+
+class TinyAutoencoder(torch.nn.Module):
+    """A stand-in for notebook 08's autoencoder: 8×8 -> 4×4×2 -> 8×8."""
+
+    def __init__(self):
+        super().__init__()
+        self.encode = torch.nn.Conv2d(1, 2, 3, stride=2, padding=1)
+        self.decode = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2), torch.nn.Conv2d(2, 1, 3, padding=1))
+
+    def forward(self, x):
+        return self.decode(torch.nn.functional.dropout(self.encode(x), 0.1, self.training))
+
+
+def reconstruction(model, batch):
+    """An autoencoder objective: L1 reconstruction (a plain function, as the Trainer allows)."""
+    x = batch[0]
+    error = (model(x) - x).abs().mean()
+    return error, {"l1": error.detach()}
+
+
+def test_a_toy_autoencoder_objective_trains_and_resumes_exactly(tmp_path):
+    images, _ = tiny_data(32)
+    train = TrainConfig(steps=40, batch_size=8, lr=1e-2, warmup_steps=2, ema_decay=0.5, seed=2)
+    torch.manual_seed(0)
+    straight = Trainer(TinyAutoencoder(), images, train=train, objective=reconstruction,
+                       run=RunConfig(device="cpu", log_every=10, progress=False))
+    straight.train()
+    assert straight.history["l1"][-1][1] < 0.9 * straight.history["l1"][0][1]       # it learns something
+    torch.manual_seed(0)
+    first = Trainer(TinyAutoencoder(), images, train=train, objective=reconstruction,
+                    run=RunConfig(device="cpu", log_every=10, progress=False))
+    first.train(20)
+    path = first.save(tmp_path / "ae.pt")
+    with pytest.raises(ValueError, match="objective of your own"):
+        Trainer.from_checkpoint(path, images)
+    second = Trainer(TinyAutoencoder(), images, train=train, objective=reconstruction,
+                     run=RunConfig(device="cpu", log_every=10, progress=False)).resume(path)
+    second.train()
+    _assert_same_tensors(straight.model.state_dict(), second.model.state_dict(), "model")
+    assert second.loss_history == straight.loss_history

@@ -10,7 +10,7 @@ output folder) is not part of it: that is ``RunConfig``, chosen on the command l
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Optional, Union
 
 import torch
@@ -18,11 +18,12 @@ from torch import Tensor
 
 from .. import metrics
 from ..checkpoint import load_checkpoint
+from . import save_shipped
 from ..data import mnist
 from ..nn.classifier import ClassifierConfig
 from ..nn.unet import UNetConfig
 from ..objectives import OBJECTIVES, ClassificationConfig, DiffusionConfig, Objective
-from ..registry import KINDS, build, config_dict
+from ..registry import KINDS, build, config_dict, describe
 from ..train import RunConfig, SampleFn, TrainConfig, Trainer, ddim_sample_fn
 
 ModelConfig = Union[UNetConfig, ClassifierConfig]
@@ -185,3 +186,16 @@ def evaluate_recipe(recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
         return {}
     return metrics.evaluate_model(trainer.ema, trainer.schedule, "ddim", recipe.sample.steps,
                                   recipe.sample.guidance_scale)
+
+
+def ship(name: str, trainer: Trainer, metrics: dict, root: Optional[str] = None, dtype: str = "float16") -> dict:
+    """Write ``trainer``'s EMA weights into the checkpoints folder ``root`` (default: the package's own)
+    as the shipped checkpoint ``name``, with the model's description, the objective, the settings it was
+    trained with and the measured ``metrics``; returns the manifest entry."""
+    run = {"bf16": trainer.run.bf16, "compile": trainer.run.compile, "cuda_graph": trainer.run.cuda_graph}
+    gpu = torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else "cpu"
+    config = {"model": describe(trainer.ema), "objective": trainer.objective.describe(),
+              "train": asdict(trainer.cfg) | run}
+    metrics = {"steps": trainer.step, "trained_on": f"{gpu} (torch {torch.__version__})"} | metrics
+    return save_shipped(name, trainer.ema.state_dict(), recipe=name, metrics=metrics, config=config,
+                        dtype=dtype, root=root)
