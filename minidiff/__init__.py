@@ -25,7 +25,7 @@ The package, in the order the course teaches it:
 """
 from . import checkpoint, data, diffusion, guidance, losses, nn, objectives, registry, samplers, schedules, train
 from . import metrics, pretrained
-from .course import exercises, nbgen, profiles, viz
+from .course import exercises, profiles, viz
 from .course.profiles import by_profile, profile
 from .data import LabelledImages, Shapes, mnist, sklearn_digits, to_model_range, to_pixel_range, torchvision_dataset
 from .diffusion import (eps_and_x0, predict_eps_from_v, predict_eps_from_x0, predict_v, predict_x0_from_eps,

@@ -29,7 +29,8 @@ from .guidance import check_scale
 from .pretrained import ChecksumError
 from .pretrained.recipes import RECIPES, evaluate_recipe, make_trainer, ship
 from .samplers import SAMPLERS, sample
-from .train import COMPILE_MODES, NonFiniteLossError, RunConfig, RunFolderBusyError, save_grid
+from .images import save_grid
+from .train import COMPILE_MODES, NonFiniteLossError, RunConfig, RunFolderBusyError
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
                CorruptCheckpointError, UnsafeCheckpointError, ChecksumError, RunFolderBusyError,

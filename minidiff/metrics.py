@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from . import pretrained
+from .images import check_batch
 from .nn.classifier import DigitClassifier
 from .samplers import GuidanceArg, SamplerName, sample
 from .schedules import NoiseSchedule
@@ -49,12 +50,8 @@ PER_CLASS = 100                    # the protocol: 100 samples of each digit, 1,
 # -- input checks ------------------------------------------------------------------------------
 def check_images(images: Tensor, name: str = "images") -> None:
     """Raise, naming ``name``, unless ``images`` is a finite float tensor (B, 1, 28, 28) in model range."""
-    if not isinstance(images, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor (B, 1, 28, 28) in [-1, 1]; got {type(images).__name__}")
-    if not images.is_floating_point():
-        raise TypeError(f"{name} must be a float tensor in [-1, 1]; got {images.dtype} "
-                        f"(integer pixels? scale them with minidiff.data.to_model_range)")
-    if images.ndim != 4 or tuple(images.shape[1:]) != (1, 28, 28) or len(images) == 0:
+    check_batch(images, name, channels=(1,))
+    if tuple(images.shape[2:]) != (28, 28):
         raise ValueError(f"{name} must have shape (B, 1, 28, 28) with B >= 1, grayscale MNIST-sized digits; "
                          f"got {tuple(images.shape)}")
     if not torch.isfinite(images).all():

@@ -36,11 +36,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 from .checkpoint import TRAIN_FORMAT, load_checkpoint, save_checkpoint
 from .diffusion import Target
+from .images import check_batch, save_grid
 from .objectives import Batch, DiffusionConfig, Objective, as_objective, objective_from_description
 from .registry import build, describe, save_model
 from .samplers import GuidanceArg, ddim_sample
@@ -52,7 +52,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 LOCK_FILE = ".minidiff.lock"
 
 __all__ = ["TrainConfig", "RunConfig", "DiffusionConfig", "Trainer", "NonFiniteLossError", "RunFolderBusyError",
-           "lr_at", "ema_decay_at", "ema_update", "ddim_sample_fn", "save_grid"]
+           "lr_at", "ema_decay_at", "ema_update", "ddim_sample_fn"]
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -493,16 +493,6 @@ def ddim_sample_fn(schedule: NoiseSchedule, shape: tuple[int, ...], labels: Opti
     return sample
 
 
-def save_grid(images: Tensor, path: Union[str, os.PathLike], nrow: Optional[int] = None) -> Path:
-    """Save a batch in [-1, 1] as one PNG grid, 2× enlarged (parent folders created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images = (images.detach().float().cpu().clamp(-1, 1) + 1) / 2
-    images = torch.nn.functional.interpolate(images, scale_factor=2, mode="nearest")
-    save_image(images, path, nrow=nrow or math.ceil(math.sqrt(len(images))), padding=2, pad_value=1.0)
-    return path
-
-
 # -- a run owns its folder -------------------------------------------------------------------------
 def own_folder(out_dir: Path) -> None:
     """Take ``out_dir`` for this process: write its pid to ``out_dir/.minidiff.lock``, released at exit.
@@ -563,9 +553,7 @@ def _show_progress(progress: Optional[bool]) -> bool:
 
 
 def _check_data(images: Tensor, labels: Optional[Tensor]) -> None:
-    if not isinstance(images, Tensor) or images.ndim < 2 or not images.is_floating_point():
-        raise TypeError(f"images must be a float tensor (N, C, H, W) in [-1, 1]; got "
-                        f"{getattr(images, 'dtype', type(images).__name__)} {tuple(getattr(images, 'shape', ()))}")
+    check_batch(images, "images", channels=None)
     if labels is not None and (not isinstance(labels, Tensor) or labels.dtype != torch.long
                                or labels.shape != (images.shape[0],)):
         raise TypeError(f"labels must be None or an int64 tensor of shape ({images.shape[0]},); got "

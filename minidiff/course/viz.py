@@ -36,6 +36,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..data import to_pixel_range
+from ..images import check_batch, grid_shape, image_grid, png_bytes
 from ..diffusion import q_sample
 from ..schedules import NoiseSchedule
 
@@ -44,20 +45,8 @@ Label = Union[int, str]
 
 # -- checks and conversions ---------------------------------------------------------------------
 def _check_images(images: Tensor, name: str = "images") -> Tensor:
-    """``images`` detached, as float32 on the CPU, after checking it is a (B, 1 or 3, H, W) batch."""
-    if not isinstance(images, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W); got {type(images).__name__}")
-    if images.ndim != 4:
-        hint = f"; for one image use {name}[None]" if images.ndim == 3 else ""
-        raise ValueError(f"{name} must be 4-D (B, C, H, W); got shape {tuple(images.shape)}{hint}")
-    if images.shape[1] not in (1, 3):
-        raise ValueError(f"{name} must have 1 (gray) or 3 (RGB) channels, shape (B, C, H, W); "
-                         f"got C={images.shape[1]} in shape {tuple(images.shape)}")
-    if images.shape[0] < 1:
-        raise ValueError(f"{name} must hold at least one image; got shape {tuple(images.shape)}")
-    if not images.is_floating_point():
-        hint = " (map uint8 pixels with x / 127.5 - 1)" if images.dtype == torch.uint8 else ""
-        raise TypeError(f"{name} must be a float tensor in [-1, 1]; got dtype {images.dtype}{hint}")
+    """``images`` detached, as float32 on the CPU, after ``images.check_batch``."""
+    check_batch(images, name)
     return images.detach().float().cpu()
 
 
@@ -108,34 +97,6 @@ def _check_ts(ts: Optional[Sequence[int]], num_steps: int) -> list[int]:
 
 
 # -- layout -------------------------------------------------------------------------------------
-def _grid_shape(n: int, nrow: Optional[int]) -> tuple[int, int]:
-    """(rows, columns) of a grid of ``n`` cells with ``nrow`` cells per row (square-ish when None)."""
-    ncol = math.ceil(math.sqrt(n)) if nrow is None else nrow
-    if isinstance(ncol, bool) or not isinstance(ncol, int) or ncol < 1:
-        raise ValueError(f"nrow must be a positive int (images per row); got {nrow!r}")
-    ncol = min(ncol, n)
-    return math.ceil(n / ncol), ncol
-
-
-def image_grid(images: Tensor, nrow: Optional[int] = None, pad: int = 0, fill: float = 1.0) -> Tensor:
-    r"""Tile a batch (B, C, H, W) into one image (rows·(H+pad) − pad, nrow·(W+pad) − pad, C), row by row.
-
-    ``nrow`` is the number of images per row (as in torchvision's ``make_grid``); by default the
-    grid is as square as possible. Empty cells and the ``pad`` pixels between tiles hold ``fill``.
-    Values are only moved, never changed (the result is float32 on the CPU, in the range of ``images``).
-    """
-    images = _check_images(images)
-    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
-        raise ValueError(f"pad must be an int >= 0 (pixels between tiles); got {pad!r}")
-    rows, ncol = _grid_shape(images.shape[0], nrow)
-    blanks = images.new_full((rows * ncol - images.shape[0], *images.shape[1:]), fill)
-    tiles = torch.cat([images, blanks])
-    # pad only right and bottom of every tile, then drop the last gap of the whole grid
-    tiles = torch.nn.functional.pad(tiles, (0, pad, 0, pad), value=fill)
-    grid = rearrange(tiles, "(r c) ch h w -> (r h) (c w) ch", r=rows)
-    return grid[: grid.shape[0] - pad, : grid.shape[1] - pad]
-
-
 def _imshow(ax: plt.Axes, image: Tensor) -> None:
     """Draw one (C, H, W) image in [-1, 1] on ``ax``: fixed gray levels for C = 1, RGB for C = 3."""
     unit = to_pixel_range(image)
@@ -169,7 +130,7 @@ def show_grid(images: Tensor, labels: Union[Sequence[Label], Tensor, None] = Non
         labels = labels.tolist()
     if labels is not None and len(labels) != images.shape[0]:
         raise ValueError(f"labels must have one entry per image ({images.shape[0]}); got {len(labels)}")
-    rows, cols = _grid_shape(images.shape[0], nrow)
+    rows, cols = grid_shape(images.shape[0], nrow)
     fig, axes = _subplots(rows, cols, scale, row_extra=0.25 if labels is not None else 0.0,
                           extra=0.4 if title else 0.0)
     for i, ax in enumerate(axes.flat):
@@ -305,7 +266,7 @@ def plot_histograms_over_t(x0: Tensor, schedule: NoiseSchedule, ts: Optional[Seq
     s = _check_schedule(schedule)
     ts = _check_ts(ts, s.num_steps)
     xs = _noised(x0, s, ts, _check_noise(noise, x0))
-    rows, cols = _grid_shape(len(ts), nrow=4)
+    rows, cols = grid_shape(len(ts), nrow=4)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
     for ax in axes.flat[len(ts):]:
         ax.axis("off")
@@ -320,17 +281,6 @@ def plot_histograms_over_t(x0: Tensor, schedule: NoiseSchedule, ts: Optional[Seq
 
 
 # -- widgets ------------------------------------------------------------------------------------
-def png_bytes(images: Tensor, nrow: Optional[int] = None, zoom: int = 4) -> bytes:
-    """A PNG of the grid of ``images`` (in [-1, 1]), each pixel drawn as a zoom × zoom block."""
-    grid = image_grid(to_pixel_range(_check_images(images)), nrow=nrow, pad=1, fill=1.0)
-    # nearest-neighbour upscaling, so small images stay sharp in the browser
-    grid = repeat(grid, "h w c -> (h zh) (w zw) c", zh=zoom, zw=zoom)
-    pixels = (grid * 255).round().to(torch.uint8).numpy()
-    buffer = io.BytesIO()
-    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buffer, format="png")
-    return buffer.getvalue()
-
-
 def _step_text(s: NoiseSchedule, t: int) -> str:
     """'ᾱ_t = 0.6129   √ᾱ_t = 0.78   SNR = 1.58   log-SNR = +0.46' for step t."""
     abar = s.alphas_cumprod[t].item()
