@@ -263,7 +263,10 @@ def slerp(z0: Tensor, z1: Tensor, alpha: Union[float, Tensor]) -> Tensor:
 
 # -- helpers ----------------------------------------------------------------------------------------
 def _check_step_pair(t: Timesteps, t_prev: Timesteps, s: NoiseSchedule) -> tuple[Tensor, Tensor]:
+    """``t`` in [0, T−1] and ``t_prev`` in [−1, T−1] (−1: "to x_0"), with ``t_prev`` < ``t``."""
     t = check_timesteps(t, s.num_steps, device=s.device)
+    if isinstance(t_prev, int) and not isinstance(t_prev, bool) and not -1 <= t_prev < s.num_steps:
+        raise ValueError(f"t_prev must be in [-1, {s.num_steps - 1}] (-1 means 'to x_0'; T={s.num_steps}); got {t_prev}")
     t_prev = check_timesteps(torch.as_tensor(t_prev, device=s.device) + 1, s.num_steps + 1, device=s.device) - 1
     if (t_prev >= t).any():
         raise ValueError(f"t_prev must be smaller than t (−1 means 'to x_0'); got t={t.tolist()}, t_prev={t_prev.tolist()}")

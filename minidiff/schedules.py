@@ -14,6 +14,7 @@ Formulas cast a table to the dtype of the image they meet (float32, bfloat16), v
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable, Literal, Union
 
 import torch
@@ -48,6 +49,7 @@ class NoiseSchedule:
         self.posterior_log_variance_clipped = _clipped_log(self.posterior_variance)
         # log SNR(t) = log(ᾱ_t / (1 − ᾱ_t))
         self.log_snr = self.alphas_cumprod.log() - torch.log1p(-self.alphas_cumprod)
+        _warn_if_underflowing(self.sqrt_alphas_cumprod)
 
     # -- constructors ---------------------------------------------------------------------------
     @classmethod
@@ -171,6 +173,15 @@ def _validated_betas(betas: Tensor) -> Tensor:
         raise ValueError(f"every beta must be in (0, 1); got min {betas.min().item():.3g}, "
                          f"max {betas.max().item():.3g}")
     return betas
+
+
+def _warn_if_underflowing(sqrt_abar: Tensor) -> None:
+    """√ᾱ_t that rounds to 0 in float32 makes x̂_0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t infinite: say so when the table is built."""
+    zero = (sqrt_abar.float() == 0).nonzero()
+    if len(zero):
+        warnings.warn(f"ᾱ_t underflows: √ᾱ_t is 0 in float32 from t = {int(zero[0])} on (ᾱ_T-1 = "
+                      f"{sqrt_abar[-1].item() ** 2:.3g}), so x̂_0 and the samplers give inf/NaN there; use fewer "
+                      f"steps, a smaller beta_end, or the cosine schedule", RuntimeWarning, stacklevel=3)
 
 
 def _clipped_log(posterior_variance: Tensor) -> Tensor:

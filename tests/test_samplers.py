@@ -234,3 +234,95 @@ def test_sample_by_name_is_the_named_sampler_and_refuses_unknown_names():
     assert torch.equal(got, md.ddpm_sample(model, s, (2, 1, 4, 4), generator=torch.Generator().manual_seed(0)))
     with pytest.raises(ValueError, match=r"sampler must be one of \('ddim', 'dpm\+\+', 'ddpm'\); got 'euler'"):
         md.samplers.sample("euler", model, s, (2, 1, 4, 4))
+
+
+# -- the model knows its target ------------------------------------------------------------------
+class Knows(torch.nn.Module):
+    """A wrapper that says what the exact Gaussian predictor predicts, as a trained minidiff model does."""
+
+    def __init__(self, s, target):
+        super().__init__()
+        self.fn, self.target, self.anchor = gaussian_model(s, target), target, torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, t, y=None):
+        return self.fn(x, t, y)
+
+
+@pytest.mark.parametrize("target", ["x0", "v"])
+@pytest.mark.parametrize("name, steps", [("ddim", 20), ("dpm++", 10), ("ddpm", 1000)])
+def test_every_sampler_reads_the_models_own_target_without_being_told(s, target, name, steps):
+    draw = lambda model, **kw: md.samplers.sample(name, model, s, (256, 1), steps,
+                                                  generator=torch.Generator().manual_seed(1), **kw)
+    reference = draw(gaussian_eps_model(s))
+    torch.testing.assert_close(draw(Knows(s, target)), reference, atol=2e-3, rtol=1e-3)
+    torch.testing.assert_close(draw(Knows(s, target), target=target), reference, atol=2e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("call", [
+    lambda m, s: md.ddpm_sample(m, s, (2, 1), target="eps"),
+    lambda m, s: md.ddim_sample(m, s, (2, 1), steps=2, target="eps"),
+    lambda m, s: md.dpm_solver_sample(m, s, (2, 1), steps=2, target="eps"),
+    lambda m, s: md.ddim_invert(m, s, torch.zeros(2, 1), steps=2, target="eps"),
+    lambda m, s: predict_eps(m, torch.zeros(2, 1), 5, s, target="eps"),
+    lambda m, s: md.samplers.sample("ddim", m, s, (2, 1), 2, target="eps"),
+])
+def test_a_target_that_contradicts_the_model_is_refused_by_every_sampler(s, call):
+    with pytest.raises(ValueError, match="target='eps' contradicts the model, which predicts 'v'"):
+        call(Knows(s, "v"), s)
+
+
+# -- bad input to the step functions and loops (issue 13) --------------------------------------------
+def test_step_functions_refuse_to_broadcast_a_batch(s):
+    x4, one = torch.zeros(4, 1, 2, 2), torch.zeros(1, 1, 2, 2)
+    with pytest.raises(ValueError, match=r"eps must have the shape of x_t, \(4, 1, 2, 2\); got \(1, 1, 2, 2\)"):
+        md.ddpm_step(x4, one, 5, s)
+    with pytest.raises(ValueError, match="eps must have the shape of x_t"):
+        md.ddim_step(x4, one, 5, 4, s)
+    with pytest.raises(ValueError, match=r"eps must have the shape of x_t, \(1, 1, 2, 2\)"):
+        md.ddim_step(one, x4, 5, 4, s)
+    with pytest.raises(ValueError, match="noise must have the shape of x_t"):
+        md.ddim_step(x4, x4, 5, 4, s, eta=1.0, noise=one)
+    with pytest.raises(ValueError, match="noise must have the shape of x_t"):
+        md.ddpm_step(x4, x4, 5, s, noise=one)
+    with pytest.raises(ValueError, match="x0 must have the shape of x_t"):
+        md.dpm_solver_step(x4, one, 5, 4, s)
+    with pytest.raises(ValueError, match="x0_last must have the shape of x_t"):
+        md.dpm_solver_step(x4, x4, 5, 4, s, x0_last=one, t_last=6)
+
+
+def test_step_functions_name_bad_types_and_values(s):
+    x = torch.zeros(2, 1)
+    with pytest.raises(TypeError, match="x_t must be a floating tensor"):
+        md.ddim_step(torch.zeros(2, 1, dtype=torch.long), x, 5, 4, s)
+    with pytest.raises(ValueError, match="eta must be a finite number"):
+        md.ddim_step(x, x, 5, 4, s, eta=float("nan"))
+    with pytest.raises(TypeError, match=r"t must be an int \(one timestep for the whole batch\)"):
+        md.ddpm_step(x, x, torch.tensor([5, 6]), s)
+    with pytest.raises(TypeError, match="t must be an int"):
+        md.dpm_solver_step(x, x, torch.tensor([5, 6]), 4, s)
+    torch.testing.assert_close(md.ddpm_step(x, x, torch.tensor(0), s), md.ddpm_step(x, x, 0, s))   # 0-d is fine
+    with pytest.raises(ValueError, match=r"t_prev must be in \[-1, 999\].*got -2"):
+        md.ddim_step(x, x, 5, -2, s)
+    with pytest.raises(ValueError, match="x0_last and t_last go together"):
+        md.dpm_solver_step(x, x, 5, 4, s, x0_last=x)
+    with pytest.raises(ValueError, match="t_last must be larger than t"):
+        md.dpm_solver_step(x, x, 5, 4, s, x0_last=x, t_last=3)
+
+
+def test_loops_check_labels_and_dtypes_once(s):
+    model = md.UNet(md.UNetConfig(image_size=8, base_channels=8, channel_mults=(1, 2), blocks_per_level=1,
+                                  attention_resolutions=(), num_classes=10, head_dim=8)).eval()
+    shape = (2, 1, 8, 8)
+    for bad in (torch.tensor([11, 0]), torch.tensor([-1, 0])):
+        with pytest.raises(ValueError, match=r"y must hold labels in \[0, 9\] \(or 10, the null label\)"):
+            md.ddim_sample(model, s, shape, steps=2, y=bad)
+    for dtype in (torch.float16, torch.float64):
+        with pytest.raises(TypeError, match=f"x_T is {dtype} but the model's weights are torch.float32"):
+            md.ddim_sample(model, s, shape, steps=2, x_T=torch.zeros(shape, dtype=dtype))
+    with pytest.raises(ValueError, match=r"y must be a LongTensor of shape \(2,\)"):
+        md.dpm_solver_sample(model, s, shape, steps=2, y=torch.tensor([1.0, 2.0]))
+
+
+def test_a_schedule_whose_abar_underflows_warns():
+    with pytest.warns(RuntimeWarning, match="underflows"):
+        md.NoiseSchedule.linear(1_000_000)
