@@ -206,7 +206,7 @@ class Trainer:
         self.history: dict[str, list[tuple[int, object]]] = {"loss": []}
         self.samples: list[tuple[int, Tensor]] = []
         self.last_good: Optional[tuple[Path, int]] = None        # (path, step) of the newest save
-        self._reset_window()
+        self.monitor = Monitor(self.device, self.world_size)
 
     def close(self) -> None:
         """Give up ``out_dir`` (its lock) now rather than when the process exits."""
@@ -238,24 +238,9 @@ class Trainer:
         if self.run.compile:
             self.net = torch.compile(self.net, mode=None if self.run.compile is True else self.run.compile)
         if self.run.cuda_graph:
-            self.net = self._graphed(self.model)
-
-    def _graphed(self, model: nn.Module) -> nn.Module:
-        """``model`` with its forward and backward recorded as CUDA graphs (``make_graphed_callables``).
-
-        A small U-Net on 28×28 images spends most of an eager step launching ~2,000 tiny kernels; a
-        replayed graph launches them all at once. Shapes are frozen at the batch size, so every batch
-        must have ``batch_size`` images. Called after the EMA copy is made: the copy stays eager."""
-        if self.device.type != "cuda":
-            raise ValueError(f"cuda_graph=True needs a CUDA device; got device {self.device}")
-        if self.world_size > 1:
-            raise ValueError(f"cuda_graph=True runs in one process; got world size {self.world_size}")
-        if not hasattr(self.objective, "example_inputs"):
-            raise ValueError("cuda_graph=True needs objective.example_inputs(batch), the arguments of one forward call")
-        first_rows = torch.zeros(self.cfg.batch_size, dtype=torch.long, device=self.device)   # draws no random numbers
-        inputs = self.objective.example_inputs(tuple(part[first_rows] for part in self.data))
-        with self.autocast:                 # recorded as it will run: in bf16 where enabled
-            return torch.cuda.make_graphed_callables(model, inputs)
+            first_rows = torch.zeros(self.cfg.batch_size, dtype=torch.long, device=self.device)   # no random draws
+            self.net = graphed(self.model, self.objective, tuple(part[first_rows] for part in self.data),
+                               self.autocast, self.world_size)
 
     # -- one step ----------------------------------------------------------------------------------
     def next_batch(self) -> Batch:
@@ -274,11 +259,11 @@ class Trainer:
         loss.backward()
         # the gradient norm is taken in any case: it tells a NaN gradient behind a finite loss
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or math.inf)
-        self._watch(loss, grad_norm)
+        self.monitor.watch(self.step, loss, grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         ema_update(self.ema, self.model, ema_decay_at(self.step, self.cfg))
-        self._record(loss, logs)
+        self.monitor.add({"loss": loss, **logs})
         self.step += 1
         return loss
 
@@ -290,7 +275,7 @@ class Trainer:
         start = time.monotonic()
         show = self.rank == 0 and _show_progress(self.run.progress)
         with tqdm(total=self.cfg.steps, initial=self.step, disable=not show, desc="train") as bar:
-            while self.step < end and not self._out_of_time(start):
+            while self.step < end and not out_of_time(start, self.run, self.step, self.world_size, self.device):
                 self.train_step()
                 bar.update()
                 if self._every(self.run.log_every):
@@ -303,10 +288,13 @@ class Trainer:
         return self.loss_history
 
     def sample(self) -> Optional[Tensor]:
-        """Call ``sample_fn`` with the EMA model (rank 0 only); keep the images and save a grid."""
-        if self.sample_fn is None or self.rank != 0:
+        """Call ``sample_fn`` with the EMA model (rank 0 only; every rank must call); keep the images and
+        save a grid."""
+        if self.sample_fn is None:
             return None
-        self._flush_log()                   # no samples from weights that went non-finite
+        self._flush_log()                   # no samples from weights that went non-finite (all ranks agree)
+        if self.rank != 0:
+            return None
         with torch.no_grad():
             images = self.sample_fn(self.ema, self.step).detach().float().cpu()
         self.samples.append((self.step, images))
@@ -406,52 +394,24 @@ class Trainer:
             raise type(err)(err.errno, f"{err.strerror or err}; {self._last_good_text()}") from err
 
     # -- bookkeeping: figures stay on the device until a log step ---------------------------------------
-    def _reset_window(self) -> None:
-        self._window: dict[str, Tensor] = {}
-        self._window_steps = 0
-        self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)   # first non-finite step
-
-    def _watch(self, loss: Tensor, grad_norm: Tensor) -> None:
-        """Remember, on the device (no sync), the first step whose loss or gradient was not finite."""
-        bad = ~(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm))
-        self._first_bad = torch.where(bad & (self._first_bad < 0), self.step, self._first_bad)
-
-    def _record(self, loss: Tensor, logs: dict[str, Tensor]) -> None:
-        for key, value in {"loss": loss, **logs}.items():
-            value = value.detach().float()
-            self._window[key] = self._window[key] + value if key in self._window else value
-        self._window_steps += 1
-
     def _flush_log(self) -> Optional[float]:
         """Move the figures since the last log to the CPU (one sync), check them, append the means."""
-        if not self._window_steps:
+        means, first_bad = self.monitor.flush()
+        if means is None:
             return None
-        keys = sorted(self._window)
-        sums, first_bad = [self._window[k] for k in keys], self._first_bad
-        if self.world_size > 1:         # every rank sees the same numbers, so all stop together
-            for value in sums:
-                dist.all_reduce(value)
-            dist.all_reduce(first_bad, op=dist.ReduceOp.MAX)
-        means = {k: (v / (self._window_steps * self.world_size)).cpu() for k, v in zip(keys, sums)}
-        self._raise_if_not_finite(int(first_bad), means["loss"].item())
+        if first_bad >= 0:
+            raise NonFiniteLossError(f"the loss or its gradient was not finite at step {first_bad} (mean loss "
+                                     f"since the last log: {means['loss']}); training stopped and the weights "
+                                     f"after it were not saved. {self._last_good_text()} Try a lower lr, "
+                                     f"grad_clip > 0, or check the data for NaN.")
         for key, mean in means.items():
-            self.history.setdefault(key, []).append((self.step, mean.item() if mean.ndim == 0 else mean.tolist()))
-        self._reset_window()
+            self.history.setdefault(key, []).append((self.step, mean))
         return self.loss_history[-1][1]
-
-    def _raise_if_not_finite(self, first_bad: int, loss: float) -> None:
-        if first_bad < 0:
-            return
-        raise NonFiniteLossError(f"the loss or its gradient was not finite at step {first_bad} (mean loss since "
-                                 f"the last log: {loss}); training stopped and the weights after it were not "
-                                 f"saved. {self._last_good_text()} Try a lower lr, grad_clip > 0, or check the "
-                                 f"data for NaN.")
 
     def _check_weights(self) -> None:
         """Refuse to save weights or EMA weights that hold NaN or inf (the step guard would have said why)."""
         for name, module in (("model", self.model), ("EMA", self.ema)):
-            norms = torch._foreach_norm([p.detach().float() for p in module.parameters()])
-            if not torch.isfinite(torch.stack(norms)).all():
+            if not all_finite(module):
                 raise NonFiniteLossError(f"the {name} weights hold NaN or inf at step {self.step}; they were not "
                                          f"saved. {self._last_good_text()}")
 
@@ -463,18 +423,82 @@ class Trainer:
     def _every(self, n: int) -> bool:
         return n > 0 and self.step % n == 0
 
-    def _out_of_time(self, start: float) -> bool:
-        """Has ``max_seconds`` passed? With several ranks they agree on it at log steps only."""
-        if self.run.max_seconds is None:
-            return False
-        out = time.monotonic() - start >= self.run.max_seconds
-        if self.world_size == 1:
-            return out
-        if self.step % self.run.log_every:
-            return False
-        flag = torch.tensor(float(out), device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+
+def graphed(model: nn.Module, objective: Objective, batch: Batch, autocast: torch.autocast,
+            world_size: int = 1) -> nn.Module:
+    """``model`` with its forward and backward recorded as CUDA graphs (``make_graphed_callables``).
+
+    A small U-Net on 28×28 images spends most of an eager step launching ~2,000 tiny kernels; a
+    replayed graph launches them all at once. Shapes are frozen at the batch size, so every batch
+    must have that many images. The Trainer calls it after making the EMA copy: the copy stays eager."""
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        raise ValueError(f"cuda_graph=True needs a CUDA device; got device {device}")
+    if world_size > 1:
+        raise ValueError(f"cuda_graph=True runs in one process; got world size {world_size}")
+    if not hasattr(objective, "example_inputs"):
+        raise ValueError("cuda_graph=True needs objective.example_inputs(batch), the arguments of one forward call")
+    with autocast:                      # recorded as it will run: in bf16 where enabled
+        return torch.cuda.make_graphed_callables(model, objective.example_inputs(batch))
+
+
+def out_of_time(start: float, run: RunConfig, step: int, world_size: int, device: torch.device) -> bool:
+    """Has ``run.max_seconds`` passed since ``start``? With several ranks they agree on it at log steps only."""
+    if run.max_seconds is None:
+        return False
+    out = time.monotonic() - start >= run.max_seconds
+    if world_size == 1:
+        return out
+    if step % run.log_every:
+        return False
+    flag = torch.tensor(float(out), device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+# -- what the loop watches -------------------------------------------------------------------------
+class Monitor:
+    """The figures of the steps since the last log, summed on the device (no GPU → CPU sync per step),
+    and the first step whose loss or gradient norm was not finite."""
+
+    def __init__(self, device: torch.device, world_size: int = 1):
+        self.device, self.world_size = device, world_size
+        self._reset()
+
+    def _reset(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.steps = 0
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+
+    def watch(self, step: int, loss: Tensor, grad_norm: Tensor) -> None:
+        bad = ~(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm))
+        self.first_bad = torch.where(bad & (self.first_bad < 0), step, self.first_bad)
+
+    def add(self, figures: dict[str, Tensor]) -> None:
+        for key, value in figures.items():
+            value = value.detach().float()
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        self.steps += 1
+
+    def flush(self) -> tuple[Optional[dict[str, Union[float, list]]], int]:
+        """(the mean of each figure since the last flush, or None if no step was taken; the first
+        non-finite step, or −1), averaged over every rank; then start a new window."""
+        if not self.steps:
+            return None, -1
+        keys, first_bad = sorted(self.sums), self.first_bad
+        if self.world_size > 1:         # every rank sees the same numbers, so all stop together
+            for key in keys:
+                dist.all_reduce(self.sums[key])
+            dist.all_reduce(first_bad, op=dist.ReduceOp.MAX)
+        means = {k: (self.sums[k] / (self.steps * self.world_size)).cpu() for k in keys}
+        self._reset()
+        return {k: v.item() if v.ndim == 0 else v.tolist() for k, v in means.items()}, int(first_bad)
+
+
+def all_finite(module: nn.Module) -> bool:
+    """Whether every parameter of ``module`` is finite (one sync)."""
+    norms = torch._foreach_norm([p.detach().float() for p in module.parameters()])
+    return bool(torch.isfinite(torch.stack(norms)).all()) if norms else True
 
 
 # -- samples ---------------------------------------------------------------------------------------

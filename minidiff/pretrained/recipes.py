@@ -72,16 +72,19 @@ RECIPES: dict[str, Recipe] = {
                           ema_decay=0.999, grad_clip=1.0, seed=0),
         sample=SampleConfig(every=0, n=100, steps=50, guidance_scale=None, eval_samples=1000),
         checkpoint_every=4000),
-    # The metrics' digit classifier: 30 passes' worth of batches over the 4,000 training digits, each
+    # The metrics' digit classifier: 60 passes' worth of batches over the 4,000 training digits, each
     # digit freshly turned/moved/zoomed, warm-up then cosine (the shape of a one-cycle schedule). No
     # EMA (ema_decay 0: the "EMA" is the weights themselves, so BatchNorm's statistics match them).
+    # Measured 2026-12-01 on a 2-core CPU: 99.3% on the held-out digits (940 steps: 98.5%). The shipped
+    # file predates the common Trainer (see its manifest entry) and is kept, so that every Fréchet
+    # distance measured in its features stays comparable.
     "classifier": Recipe(
         data="mnist",
         model=ClassifierConfig(channels=(32, 64), feature_dim=128, dropout=0.3),
         objective=ClassificationConfig(label_smoothing=0.1),
-        train=TrainConfig(steps=940, batch_size=128, lr=3e-3, min_lr=0.0, warmup_steps=282, weight_decay=5e-4,
+        train=TrainConfig(steps=1880, batch_size=128, lr=3e-3, min_lr=0.0, warmup_steps=564, weight_decay=5e-4,
                           ema_decay=0.0, ema_warmup=False, grad_clip=0.0, seed=0),
-        log_every=94, checkpoint_every=0),
+        log_every=188, checkpoint_every=0),
     # The smallest run that still goes through every code path: for tests and smoke checks.
     "tiny": Recipe(
         data="mnist",
