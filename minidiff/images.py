@@ -29,7 +29,7 @@ def check_batch(images: Tensor, name: str = "images", channels: Optional[Sequenc
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W); got {type(images).__name__}")
     if not images.is_floating_point():
         hint = " (integer pixels? scale them with minidiff.data.to_model_range)" if not images.is_complex() else ""
-        raise TypeError(f"{name} must be a float tensor in [-1, 1]; got dtype {images.dtype}{hint}")
+        raise TypeError(f"{name} must be a float tensor in [-1, 1]; got {images.dtype}{hint}")
     if images.ndim != 4:
         hint = f"; for one image use {name}[None]" if images.ndim == 3 else ""
         raise ValueError(f"{name} must be 4-D (B, C, H, W); got shape {tuple(images.shape)}{hint}")

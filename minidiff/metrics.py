@@ -50,10 +50,11 @@ PER_CLASS = 100                    # the protocol: 100 samples of each digit, 1,
 # -- input checks ------------------------------------------------------------------------------
 def check_images(images: Tensor, name: str = "images") -> None:
     """Raise, naming ``name``, unless ``images`` is a finite float tensor (B, 1, 28, 28) in model range."""
-    check_batch(images, name, channels=(1,))
-    if tuple(images.shape[2:]) != (28, 28):
+    if isinstance(images, Tensor) and images.is_floating_point() and (
+            images.ndim != 4 or tuple(images.shape[1:]) != (1, 28, 28) or len(images) == 0):
         raise ValueError(f"{name} must have shape (B, 1, 28, 28) with B >= 1, grayscale MNIST-sized digits; "
                          f"got {tuple(images.shape)}")
+    check_batch(images, name, channels=(1,))
     if not torch.isfinite(images).all():
         raise ValueError(f"{name} holds NaN or infinite values (did the sampler diverge?)")
     if images.abs().max() > 10:

@@ -142,3 +142,24 @@ def test_shipped_diffusion_model_loads_and_draws_digits():
     assert md.class_accuracy(dpm.clamp(-1, 1), labels) >= 0.9
     # read as an ε-model, the same network draws no digits: that is why the model carries its target
     assert md.class_accuracy(wrong.clamp(-1, 1), labels) < 0.5
+
+
+def test_load_diffusion_names_the_diffusion_models_when_given_another_kind():
+    import minidiff as md
+    with pytest.raises(ValueError, match=r"shipped diffusion model, one of \['mnist_cond'\]; got 'classifier'"):
+        md.load_diffusion("classifier")
+    with pytest.raises(ValueError, match="one of"):
+        md.load_diffusion("mnist_cnod")
+
+
+def test_the_shipped_model_samples_the_same_with_or_without_naming_its_target():
+    """Issue 12's trap: leaving target= out used to read the v-model as an ε-model. Now the default is
+    the model's own target, so the samples are the very same as with target="v"."""
+    import minidiff as md
+    model, schedule, _ = md.load_diffusion("mnist_cond")
+    y = torch.arange(4)
+    for sampler in (md.ddim_sample, md.dpm_solver_sample):
+        draw = lambda **kw: sampler(model, schedule, (4, 1, 28, 28), steps=4, y=y,
+                                    generator=torch.Generator().manual_seed(0), **kw)
+        with torch.no_grad():
+            assert torch.equal(draw(), draw(target="v"))
