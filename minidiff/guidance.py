@@ -11,9 +11,16 @@ Sampling: the two predictions are mixed with a guidance scale $w$ (``cfg_mix``),
 computed in one batched forward pass (``guided_output``). The mix is linear, so it may be taken in
 whatever the network predicts (ε, x_0 or v): the conversions between them are affine in the output.
 
-A **guidance** is any function ``(cond, uncond, t) -> guided output``; samplers take either a scale
-$w$ (which becomes ``ClassifierFree(w)``) or such a function, so a variant (a rescaled mix, guidance
-only on an interval of t) is one small function here, not a new argument of every sampler.
+A **guidance** is any function ``(cond, uncond, t, x_t) -> guided output``; samplers take either a
+scale $w$ (which becomes ``ClassifierFree(w)``) or such a function, so a variant is one small class
+here, not a new argument of every sampler:
+
+    ClassifierFree(w)                  the plain mix, at every t
+    Rescaled(w, phi)                   the mix with its standard deviation brought back to the
+                                       conditional output's (Lin et al. 2024, §3.4)
+    Interval(w, t_low, t_high)         guidance only for t in [t_low, t_high], conditional elsewhere
+                                       (Kynkäänniemi et al. 2024)
+    Thresholded(w, s, target, p)       dynamic thresholding of the guided x̂_0 (Saharia et al. 2022)
 """
 from __future__ import annotations
 
@@ -24,9 +31,10 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import Tensor
 
-from .diffusion import unwrap
+from .diffusion import Target, eps_and_x0, predict_v, unwrap
+from .schedules import NoiseSchedule, extract
 
-Guidance = Callable[[Tensor, Tensor, int], Tensor]        # (conditional, unconditional, t) -> guided
+Guidance = Callable[[Tensor, Tensor, int, Tensor], Tensor]     # (conditional, unconditional, t, x_t) -> guided
 
 
 def null_label(model: Any) -> int:
@@ -59,8 +67,82 @@ class ClassifierFree:
     def __post_init__(self) -> None:
         check_scale(self.scale)
 
-    def __call__(self, cond: Tensor, uncond: Tensor, t: int) -> Tensor:
+    def __call__(self, cond: Tensor, uncond: Tensor, t: int, x_t: Tensor) -> Tensor:
         return cfg_mix(cond, uncond, self.scale)
+
+
+def per_image_std(x: Tensor) -> Tensor:
+    """The standard deviation of each image's values, shaped (B, 1, 1, …) to broadcast against ``x``."""
+    return x.flatten(1).std(dim=1).reshape(-1, *([1] * (x.ndim - 1)))
+
+
+@dataclass(frozen=True)
+class Rescaled:
+    r"""The guided output rescaled towards the conditional output's standard deviation (Lin et al. 2024,
+    "Common diffusion noise schedules and sample steps are flawed", §3.4, eqs. 15–17):
+
+    $x_{cfg} = x_u + w(x_c - x_u)$, $x_{re} = x_{cfg}\,\sigma(x_c)/\sigma(x_{cfg})$,
+    $x = \phi\,x_{re} + (1 - \phi)\,x_{cfg}$, per image. A large $w$ inflates $\sigma(x_{cfg})$, which is
+    what over-exposes guided samples; $\phi = 0$ is plain CFG."""
+    scale: float
+    phi: float = 0.7
+
+    def __post_init__(self) -> None:
+        check_scale(self.scale)
+        if not 0.0 <= check_scale(self.phi, "phi") <= 1.0:
+            raise ValueError(f"phi must be in [0, 1] (0: plain CFG, 1: fully rescaled); got {self.phi}")
+
+    def __call__(self, cond: Tensor, uncond: Tensor, t: int, x_t: Tensor) -> Tensor:
+        guided = cfg_mix(cond, uncond, self.scale)
+        rescaled = guided * per_image_std(cond) / per_image_std(guided).clamp(min=1e-12)
+        return self.phi * rescaled + (1 - self.phi) * guided
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Guidance with scale ``scale`` only while ``t_low`` ≤ t ≤ ``t_high``; the conditional output
+    (w = 1) elsewhere (Kynkäänniemi et al. 2024, "Applying guidance in a limited interval improves
+    sample and distribution quality": guidance at high noise mostly removes diversity, at low noise
+    it does little)."""
+    scale: float
+    t_low: int
+    t_high: int
+
+    def __post_init__(self) -> None:
+        check_scale(self.scale)
+        if not 0 <= self.t_low <= self.t_high:
+            raise ValueError(f"the interval must have 0 <= t_low <= t_high; got t_low={self.t_low}, t_high={self.t_high}")
+
+    def __call__(self, cond: Tensor, uncond: Tensor, t: int, x_t: Tensor) -> Tensor:
+        return cfg_mix(cond, uncond, self.scale if self.t_low <= t <= self.t_high else 1.0)
+
+
+@dataclass(frozen=True)
+class Thresholded:
+    r"""Plain CFG, then dynamic thresholding of the guided $\hat x_0$ (Saharia et al. 2022, Imagen, §2.3):
+    per image $q$ = the ``percentile`` quantile of $|\hat x_0|$, $q \leftarrow \max(q, 1)$,
+    $\hat x_0 \leftarrow \mathrm{clip}(\hat x_0, -q, q)/q$; the output is rebuilt from $x_t$ and that $\hat x_0$
+    ($\hat\varepsilon = (x_t - \sqrt{\bar\alpha_t}\hat x_0)/\sqrt{1-\bar\alpha_t}$), in the model's own ``target``."""
+    scale: float
+    schedule: NoiseSchedule
+    target: Target
+    percentile: float = 0.995
+
+    def __post_init__(self) -> None:
+        check_scale(self.scale)
+        if not 0.0 < self.percentile <= 1.0:
+            raise ValueError(f"percentile must be in (0, 1]; got {self.percentile}")
+
+    def __call__(self, cond: Tensor, uncond: Tensor, t: int, x_t: Tensor) -> Tensor:
+        s = self.schedule
+        guided = cfg_mix(cond, uncond, self.scale)
+        _, x0 = eps_and_x0(guided.float(), x_t.float(), t, s, self.target)
+        q = x0.abs().flatten(1).quantile(self.percentile, dim=1).clamp(min=1.0)
+        q = q.reshape(-1, *([1] * (x0.ndim - 1)))
+        x0 = x0.clamp(-q, q) / q
+        eps = (x_t.float() - extract(s.sqrt_alphas_cumprod, t, x0) * x0) / extract(s.sqrt_one_minus_alphas_cumprod, t, x0)
+        out = {"eps": eps, "x0": x0, "v": predict_v(x0, eps, t, s) if self.target == "v" else None}[self.target]
+        return out.to(guided.dtype)
 
 
 def check_scale(scale: float, name: str = "guidance_scale") -> float:
@@ -91,4 +173,4 @@ def guided_output(model: Callable[..., Tensor], x_t: Tensor, t: int, y: Optional
     null = torch.full_like(y, null_label(model))
     both = model(torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]), torch.cat([y, null]))
     cond, uncond = both.chunk(2)
-    return guidance(cond, uncond, t)
+    return guidance(cond, uncond, t, x_t)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import minidiff as md
-from minidiff.guidance import ClassifierFree, as_guidance, cfg_mix, drop_labels, guided_output, null_label
+from minidiff.guidance import (ClassifierFree, Interval, Rescaled, Thresholded, as_guidance, cfg_mix, drop_labels,
+                               guided_output, null_label, per_image_std)
 
 
 def tiny_unet(num_classes=3) -> md.UNet:
@@ -56,7 +57,7 @@ def test_a_guidance_function_is_all_a_variant_needs():
     model = tiny_unet()
     seen = []
 
-    def interval(cond, uncond, t, low=10, high=30, w=4.0):
+    def interval(cond, uncond, t, x_t, low=10, high=30, w=4.0):
         seen.append(t)
         return cfg_mix(cond, uncond, w if low <= t <= high else 1.0)
 
@@ -95,5 +96,62 @@ def test_a_scale_that_would_make_every_image_nan_is_refused(bad):
 def test_as_guidance_turns_a_scale_into_classifier_free():
     assert as_guidance(None) is None
     assert as_guidance(2) == ClassifierFree(2.0) and math.isclose(as_guidance(0.5).scale, 0.5)
-    fn = lambda c, u, t: c
+    fn = lambda c, u, t, x_t: c
     assert as_guidance(fn) is fn
+
+
+# -- the variants notebook 07 measures ---------------------------------------------------------------
+def test_rescaled_brings_the_guided_std_back_to_the_conditional_one():
+    g = torch.Generator().manual_seed(0)
+    cond, uncond = torch.randn(4, 1, 8, 8, generator=g), 0.5 * torch.randn(4, 1, 8, 8, generator=g)
+    x_t = torch.zeros(4, 1, 8, 8)
+    plain = cfg_mix(cond, uncond, 5.0)
+    assert (per_image_std(plain) > 1.5 * per_image_std(cond)).all()                   # guidance inflates σ
+    full = Rescaled(5.0, phi=1.0)(cond, uncond, 10, x_t)
+    torch.testing.assert_close(per_image_std(full), per_image_std(cond))               # eq. 16
+    torch.testing.assert_close(Rescaled(5.0, phi=0.0)(cond, uncond, 10, x_t), plain)    # φ = 0: plain CFG
+    mixed = Rescaled(5.0, phi=0.7)(cond, uncond, 10, x_t)
+    torch.testing.assert_close(mixed, 0.7 * full + 0.3 * plain)                         # eq. 17
+    with pytest.raises(ValueError, match="phi must be in"):
+        Rescaled(2.0, phi=1.5)
+
+
+def test_interval_guides_only_inside_it():
+    cond, uncond, x_t = torch.randn(3, 2, 1, 4, 4).unbind(0)
+    guide = Interval(4.0, t_low=100, t_high=600)
+    torch.testing.assert_close(guide(cond, uncond, 300, x_t), cfg_mix(cond, uncond, 4.0))
+    for t in (0, 99, 601, 999):
+        torch.testing.assert_close(guide(cond, uncond, t, x_t), cond)
+    with pytest.raises(ValueError, match="t_low <= t_high"):
+        Interval(2.0, 600, 100)
+
+
+@pytest.mark.parametrize("target", ["eps", "x0", "v"])
+def test_thresholded_clips_the_guided_x0_and_answers_in_the_models_target(target):
+    s = md.NoiseSchedule.linear(1000)
+    g = torch.Generator().manual_seed(0)
+    x_t = torch.randn(3, 1, 8, 8, generator=g, dtype=torch.float64)
+    cond, uncond = (3 * torch.randn(2, 3, 1, 8, 8, generator=g, dtype=torch.float64)).unbind(0)
+    t = 400
+    out = Thresholded(4.0, s, target, percentile=0.9)(cond, uncond, t, x_t)
+    eps, x0 = md.eps_and_x0(out, x_t, t, s, target)
+    assert x0.abs().max() <= 1 + 1e-6                                  # back in the data range (round-off aside)
+    # x_t is unchanged: the thresholded pair still satisfies x_t = √ᾱ x̂_0 + √(1 − ᾱ) ε̂
+    torch.testing.assert_close(md.q_sample(x0, t, s, eps), x_t)
+    # where the guided x̂_0 is already in [-1, 1], nothing changes (q = max(q, 1) = 1)
+    x0_in, eps = 0.9 * torch.tanh(torch.randn_like(x_t)), torch.randn_like(x_t)
+    x_t = md.q_sample(x0_in, t, s, eps)
+    out = md.losses.training_target(target, x0_in, eps, torch.full((3,), t), s)
+    torch.testing.assert_close(Thresholded(4.0, s, target)(out, out, t, x_t), out)
+
+
+def test_variants_run_through_every_sampler():
+    s = md.NoiseSchedule.linear(50)
+    model = tiny_unet()
+    y = torch.tensor([0, 1])
+    for guide in (Rescaled(3.0), Interval(3.0, 10, 40), Thresholded(3.0, s, "eps")):
+        for name in ("ddim", "dpm++", "ddpm"):
+            with torch.no_grad():
+                x = md.samplers.sample(name, model, s, (2, 1, 8, 8), 3, y, guide,
+                                       generator=torch.Generator().manual_seed(0))
+            assert x.shape == (2, 1, 8, 8) and torch.isfinite(x).all(), (guide, name)
