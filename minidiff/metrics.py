@@ -340,3 +340,23 @@ def evaluate_model(model: nn.Module, schedule: NoiseSchedule, sampler: SamplerNa
     mean["fd_ratio"] = mean["fd"] / mean["fd_floor"]
     return mean | {"sampler": sampler, "steps": steps, "draws": draws,
                    "sample_seconds": round(time.perf_counter() - start, 2)}
+
+
+def within_class_diversity(samples: Tensor, labels: Tensor, classifier: Optional[DigitClassifier] = None) -> float:
+    r"""How different the samples of one class are from each other, in the classifier's features:
+    $\frac1K\sum_k \mathrm{mean}_{i \ne j,\ y_i = y_j = k} \|f(x_i) - f(x_j)\|$ over the classes present
+    (with at least two samples). Guidance trades it for accuracy: compare it with the same number for
+    real digits (``within_class_diversity(*reference_images())``), not across classifiers."""
+    check_images(samples, "samples")
+    check_labels(labels, samples)
+    f = features(samples, classifier).double()
+    per_class = []
+    for k in labels.unique().tolist():
+        fk = f[labels == k]
+        if len(fk) < 2:
+            continue
+        distances = torch.cdist(fk, fk)
+        per_class.append(distances.sum() / (len(fk) * (len(fk) - 1)))        # the diagonal is 0
+    if not per_class:
+        raise ValueError("labels must give at least one class two samples, to measure a distance between them")
+    return torch.stack(per_class).mean().item()

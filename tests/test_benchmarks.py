@@ -58,3 +58,22 @@ def test_train_throughput_compares_with_the_peers_named_modes_and_with_all_of_th
     assert train_throughput.best(rows, "diffusers", train_throughput.NAMED_PEER_MODES)["mode"] == "compile"
     assert train_throughput.best(rows, "diffusers", train_throughput.MODES)["mode"] == "compile-cudagraphs"
     assert train_throughput.best(rows, "diffusers", ("cuda-graph",)) is None
+
+
+def test_guidance_sweep_runs_every_variant_on_a_few_samples(capsys):
+    import guidance_sweep
+    results = guidance_sweep.main(["--scales", "1,3", "--n", "20", "--steps", "2", "--draws", "1", "--device", "cpu"])
+    assert [(r["variant"], r["w"]) for r in results] == [(v, w) for v in guidance_sweep.VARIANTS for w in (1.0, 3.0)]
+    assert all(0 <= r["accuracy"] <= 1 and r["diversity"] > 0 for r in results)
+    out = capsys.readouterr().out
+    assert "FD/floor" in out and ("best at" in out or "no setting" in out)
+
+
+def test_guidance_sweep_interval_in_sigma_maps_to_timesteps():
+    import guidance_sweep
+    s = md.NoiseSchedule.linear(1000)
+    low, high = guidance_sweep.sigma_interval(s, 0.28, 5.42)
+    sigma = ((1 - s.alphas_cumprod) / s.alphas_cumprod).sqrt()
+    assert sigma[low] > 0.28 >= sigma[low - 1] and sigma[high] <= 5.42 < sigma[high + 1]
+    with pytest.raises(SystemExit):
+        guidance_sweep.parse_args(["--variants", "plain,magic"])

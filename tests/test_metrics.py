@@ -207,3 +207,16 @@ def test_bad_feature_and_gaussian_shapes_are_named():
 def test_classifier_on_another_device_is_an_error(heldout):
     with pytest.raises(ValueError, match="classifier is on cpu but the images are on cuda"):
         M.features(heldout[0][:4].cuda(), M.DigitClassifier())
+
+
+def test_within_class_diversity_is_zero_for_copies_and_ranks_real_above_copies(heldout):
+    images, labels = heldout
+    x, y = images[:200], labels[:200]
+    real = M.within_class_diversity(x, y)
+    assert real > 0
+    copies = x[y == 3][:1].repeat(10, 1, 1, 1)
+    assert M.within_class_diversity(copies, torch.full((10,), 3)) == pytest.approx(0.0, abs=1e-6)
+    # halving the variety (each image twice) lowers the mean distance between distinct samples
+    assert M.within_class_diversity(torch.cat([x[:100], x[:100]]), torch.cat([y[:100], y[:100]])) < real
+    with pytest.raises(ValueError, match="two samples"):
+        M.within_class_diversity(x[:1], y[:1])
