@@ -92,6 +92,17 @@ def test_stub_falls_back_to_the_reference(check, capsys):
 
 
 @pytest.mark.parametrize("check", list(CHECKS), ids=list(NAMES.values()))
+def test_under_nbgrader_a_skipped_exercise_fails_its_check(check, monkeypatch):
+    """For a learner a stub falls back; under autograde (NBGRADER_EXECUTION set) it must score 0."""
+    def stub(*args, **kwargs):
+        raise NotImplementedError(f"Exercise '{NAMES[check]}': replace this line with your implementation.")
+
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    with pytest.raises(ExerciseError, match=f"{NAMES[check]} was not attempted.*scores 0"):
+        check(stub)
+
+
+@pytest.mark.parametrize("check", list(CHECKS), ids=list(NAMES.values()))
 def test_any_other_exception_is_explained_and_chained(check):
     def crashes(*args, **kwargs):
         raise KeyError("no such table")

@@ -9,7 +9,8 @@ shapes, a batch of t and a single int t, the edges t = 0 and t = T−1, explicit
 
 * all cases match          → prints one line and returns the learner's function;
 * NotImplementedError      → the exercise is not attempted yet: prints a note and returns
-                             minidiff's reference, so the rest of the notebook still runs;
+                             minidiff's reference, so the rest of the notebook still runs (under
+                             nbgrader's autograde, where NBGRADER_EXECUTION is set, it fails instead);
 * a wrong result or error  → raises ``ExerciseError`` naming the case, what differs
                              (shape, dtype or values, expected vs got) and a hint.
 
@@ -18,6 +19,7 @@ shapes, a batch of t and a single int t, the edges t = 0 and t = T−1, explicit
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -58,7 +60,10 @@ def check(name: str, fn: Callable, reference: Callable, cases: Sequence[Case], h
             expected = _call(reference, case)
             try:
                 got = _call(fn, case)
-            except NotImplementedError:
+            except NotImplementedError as exc:
+                if os.environ.get("NBGRADER_EXECUTION"):        # set by nbgrader's autograde and validate
+                    raise ExerciseError(f"{name} was not attempted: the exercise cell still raises "
+                                        f"NotImplementedError, so this check scores 0") from exc
                 print(f"{name}: not attempted yet — using minidiff's reference implementation so the "
                       f"rest of the notebook runs. (Replace the raise in the exercise cell to try it.)")
                 return reference
