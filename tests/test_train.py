@@ -530,3 +530,11 @@ def test_a_full_disk_names_the_last_good_checkpoint(tmp_path, monkeypatch):
         trainer.save(good)
     monkeypatch.undo()
     assert load_checkpoint(good)["step"] == 2
+
+
+def test_a_live_owners_lock_is_respected_in_process(tmp_path):
+    (tmp_path / ".minidiff.lock").write_text(f"{os.getppid()}\n")          # the test runner's parent is alive
+    images, _ = tiny_data()
+    with pytest.raises(RunFolderBusyError, match=f"pid {os.getppid()}"):
+        Trainer(md.UNet(tiny_config(num_classes=None)), images,
+                run=RunConfig(device="cpu", out_dir=str(tmp_path), progress=False))

@@ -30,7 +30,7 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from einops import rearrange, repeat
+from einops import rearrange
 from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
