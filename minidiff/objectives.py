@@ -171,8 +171,11 @@ def objective_from_description(description: dict, device: Union[str, torch.devic
         raise ValueError(f"objective kind must be one of {sorted(OBJECTIVES)}; got {kind!r} (a checkpoint whose "
                          f"objective is your own function: rebuild it and pass objective= yourself)")
     make, config_class = OBJECTIVES[kind]
-    known = {f.name for f in fields(config_class)}
-    return make(config_class(**{k: v for k, v in description["config"].items() if k in known}), device)
+    unknown = set(description["config"]) - {f.name for f in fields(config_class)}
+    if unknown:
+        raise ValueError(f"the {kind} objective has fields {sorted(unknown)} that {config_class.__name__} does "
+                         f"not know (saved by a newer minidiff?)")
+    return make(config_class(**description["config"]), device)
 
 
 def as_objective(objective: Union[Objective, DiffusionConfig, None]) -> Objective:
