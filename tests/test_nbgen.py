@@ -1,4 +1,5 @@
 """Student notebooks from solutions: stubs, cleaning, errors, determinism, --check, and the repo's own notebooks."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -218,3 +219,39 @@ def test_solutions_are_stored_without_outputs():
     dirty = [p for p in nbgen.outdated(files) if p.parent.name == "solutions"]
     assert not dirty, (f"solutions with outputs or volatile metadata: {[p.name for p in dirty]}; "
                        f"run `python -m minidiff.course.nbgen --strip-solutions`")
+
+
+# -- nbgrader's metadata (issue 16) ---------------------------------------------------------------------
+SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"
+
+
+@pytest.mark.parametrize("path", sorted(SOLUTIONS.glob("*.ipynb")), ids=lambda p: p.stem)
+def test_every_solution_cell_carries_nbgrader_metadata(path):
+    """Exercise cells are solution cells, checks are locked autograded tests with points, the rest is
+    locked teaching; grade ids are unique, so plain `nbgrader generate_assignment` accepts the notebook."""
+    nb = nbformat.read(path, as_version=4)
+    ids = []
+    for cell in nb.cells:
+        meta = cell.metadata["nbgrader"]
+        ids.append(meta["grade_id"])
+        assert meta["schema_version"] == 3 and re.fullmatch(r"[A-Za-z0-9_\-]+", meta["grade_id"])
+        if "### BEGIN SOLUTION" in cell.source:
+            assert meta["solution"] and not meta["grade"] and not meta["locked"]
+            assert meta["grade_id"] in nbgen.exercise_names(cell.source, path.stem)
+        elif "md.exercises.check_" in cell.source:
+            assert meta["grade"] and meta["locked"] and meta["points"] >= 1 and not meta["solution"]
+            assert meta["grade_id"].startswith("check_")
+        else:
+            assert meta["locked"] and not meta["grade"] and not meta["solution"]
+    assert len(ids) == len(set(ids)), "grade ids must be unique within a notebook"
+    checks = [c for c in nb.cells if c.metadata["nbgrader"]["grade"]]
+    exercises = [c for c in nb.cells if c.metadata["nbgrader"]["solution"]]
+    assert checks and len(checks) == len(exercises)
+
+
+def test_nbgrader_metadata_is_idempotent_and_keeps_the_source():
+    path = sorted(SOLUTIONS.glob("*.ipynb"))[1]
+    nb = nbformat.read(path, as_version=4)
+    again = nbgen.nbgrader_metadata(nb, path.stem)
+    assert nbgen.render(again) == nbgen.render(nb)
+    assert [c.source for c in again.cells] == [c.source for c in nb.cells]

@@ -13,6 +13,11 @@ named after the enclosing ``def`` (or a ``# Exercise: NAME`` comment between tha
 A region must sit inside a function, so the check after it can fall back to minidiff's reference.
 In a markdown cell ``<!-- BEGIN SOLUTION -->`` … ``<!-- END SOLUTION -->`` becomes *Your answer here.*
 Outputs, execution counts and volatile metadata are dropped; cell ids are kept, so diffs stay small.
+
+The solutions also carry nbgrader's cell metadata, written by this same command (``nbgrader_metadata``),
+so that plain ``nbgrader generate_assignment`` accepts them: an exercise cell is a solution cell
+(grade id: the exercise's name), the check after it a locked autograded test worth ``POINTS``
+(``check_NAME``), every other cell locked, read-only teaching (``NOTEBOOK-CELLID``).
 """
 from __future__ import annotations
 
@@ -33,7 +38,10 @@ ANSWER = "*Your answer here.*"
 DEF = re.compile(r"\s*(?:async\s+)?def\s+(\w+)\s*\(")
 EXERCISE = re.compile(r"\s*#\s*Exercise:\s*(\w+)")
 # Cell metadata that an author sets on purpose (nbval and slideshow read some); the rest is editor state.
-CELL_METADATA = ("tags", "editable", "deletable", "slideshow", "jupyter", "scrolled")
+CELL_METADATA = ("tags", "editable", "deletable", "slideshow", "jupyter", "scrolled", "nbgrader")
+CHECK = re.compile(r"md\.exercises\.check_(\w+)\(")
+POINTS = 1                          # per exercise check
+NBGRADER_SCHEMA = 3
 
 
 class NotebookError(ValueError):
@@ -121,6 +129,33 @@ def student_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbfor
     return nb
 
 
+def exercise_names(source: str, where: str) -> list[str]:
+    """The names of the exercises whose solution regions sit in a code cell's ``source``."""
+    lines = source.split("\n")
+    return [exercise_name(lines[:i], _indent(line), where) for i, line in enumerate(lines)
+            if line.strip().startswith(BEGIN)]
+
+
+def nbgrader_cell(cell: nbformat.NotebookNode, stem: str, where: str) -> dict:
+    """nbgrader's metadata for one cell of the solution notebook ``stem``."""
+    base = {"schema_version": NBGRADER_SCHEMA, "solution": False, "grade": False, "locked": True}
+    if cell.cell_type == "code" and (names := exercise_names(cell.source, where)):
+        return base | {"solution": True, "locked": False, "grade_id": "-".join(names)}
+    if cell.cell_type == "code" and (checks := CHECK.findall(cell.source)):
+        return base | {"grade": True, "points": POINTS * len(checks), "grade_id": "check_" + "-".join(checks)}
+    return base | {"grade_id": f"{stem}-{cell.id}"}
+
+
+def nbgrader_metadata(nb: nbformat.NotebookNode, stem: str, name: Optional[str] = None) -> nbformat.NotebookNode:
+    """A copy of the solution notebook ``nb`` with nbgrader's metadata on every cell (nothing else
+    changed); ``name`` (default ``stem``) appears in error messages."""
+    nb = copy.deepcopy(nb)
+    for i, cell in enumerate(nb.cells):
+        cell.setdefault("id", f"cell-{i}")
+        cell.metadata["nbgrader"] = nbformat.NotebookNode(nbgrader_cell(cell, stem, f"{name or stem} cell {i}"))
+    return nb
+
+
 def render(nb: nbformat.NotebookNode) -> str:
     """The file's text: nbformat's JSON has sorted keys, so the same notebook always gives the same bytes."""
     text = nbformat.writes(nb, version=4)
@@ -131,10 +166,9 @@ def planned_files(solutions: Path, out: Path, strip_solutions: bool = False) -> 
     """Every file to write, path -> text: one student notebook per solution (and the cleaned solutions)."""
     files = {}
     for path in sorted(solutions.glob("*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
+        nb = nbgrader_metadata(nbformat.read(path, as_version=4), path.stem, str(path))
         files[out / path.name] = render(student_notebook(nb, str(path)))
-        if strip_solutions:
-            files[path] = render(cleaned_solution(nb))
+        files[path] = render(cleaned_solution(nb) if strip_solutions else nb)
     return files
 
 
