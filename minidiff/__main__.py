@@ -24,17 +24,15 @@ import torch
 import torch.distributed as dist
 
 from . import pretrained
-from .checkpoint import CorruptCheckpointError, UnsafeCheckpointError
 from .guidance import check_scale
-from .pretrained import ChecksumError
 from .pretrained.recipes import RECIPES, evaluate_recipe, make_trainer, ship
 from .samplers import SAMPLERS, sample
 from .images import save_grid
 from .train import COMPILE_MODES, NonFiniteLossError, RunConfig, RunFolderBusyError
 
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
-               CorruptCheckpointError, UnsafeCheckpointError, ChecksumError, RunFolderBusyError,
-               NonFiniteLossError, OSError)
+# CorruptCheckpointError, UnsafeCheckpointError and ChecksumError are ValueErrors; FileNotFoundError,
+# PermissionError and DiskFullError are OSErrors
+USER_ERRORS = (ValueError, TypeError, OSError, RunFolderBusyError, NonFiniteLossError)
 
 
 class UsageError(ValueError):

@@ -119,6 +119,16 @@ def predict_eps_from_v(x_t: Tensor, t: Timesteps, v: Tensor, s: NoiseSchedule) -
     return extract(s.sqrt_one_minus_alphas_cumprod, t, x_t) * x_t + extract(s.sqrt_alphas_cumprod, t, x_t) * v
 
 
+def training_target(target: Target, x0: Tensor, eps: Tensor, t: Timesteps, s: NoiseSchedule) -> Tensor:
+    """What a network of ``target`` should output for (x_0, ε): ε, x_0, or v = √ᾱ_t ε − √(1 − ᾱ_t) x_0
+    (the inverse of ``eps_and_x0``)."""
+    if target == "eps":
+        return eps
+    if target == "x0":
+        return x0
+    return predict_v(x0, eps, t, s)
+
+
 def eps_and_x0(output: Tensor, x_t: Tensor, t: Timesteps, s: NoiseSchedule,
                target: Target = "eps") -> tuple[Tensor, Tensor]:
     r"""Turn a network's output (a prediction of ``target``) into the pair $(\hat\varepsilon, \hat x_0)$ samplers need."""

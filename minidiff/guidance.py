@@ -31,8 +31,8 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import Tensor
 
-from .diffusion import Target, eps_and_x0, predict_v, unwrap
-from .schedules import NoiseSchedule, extract
+from .diffusion import Target, eps_and_x0, predict_eps_from_x0, training_target, unwrap
+from .schedules import NoiseSchedule
 
 Guidance = Callable[[Tensor, Tensor, int, Tensor], Tensor]     # (conditional, unconditional, t, x_t) -> guided
 
@@ -140,8 +140,7 @@ class Thresholded:
         q = x0.abs().flatten(1).quantile(self.percentile, dim=1).clamp(min=1.0)
         q = q.reshape(-1, *([1] * (x0.ndim - 1)))
         x0 = x0.clamp(-q, q) / q
-        eps = (x_t.float() - extract(s.sqrt_alphas_cumprod, t, x0) * x0) / extract(s.sqrt_one_minus_alphas_cumprod, t, x0)
-        out = {"eps": eps, "x0": x0, "v": predict_v(x0, eps, t, s) if self.target == "v" else None}[self.target]
+        out = training_target(self.target, x0, predict_eps_from_x0(x_t.float(), t, x0, s), t, s)
         return out.to(guided.dtype)
 
 

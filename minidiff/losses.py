@@ -14,21 +14,12 @@ from typing import Callable, Literal, Optional
 import torch
 from torch import Tensor
 
-from .diffusion import TARGETS, Target, predict_v, q_sample
+from .diffusion import TARGETS, Target, q_sample, training_target
 from .guidance import drop_labels
 from .schedules import NoiseSchedule
 
 Weighting = Optional[Literal["p2", "min_snr"]]
 WEIGHTINGS = (None, "p2", "min_snr")
-
-
-def training_target(target: Target, x0: Tensor, eps: Tensor, t: Tensor, s: NoiseSchedule) -> Tensor:
-    """What the network should output: ε, x_0, or v = √ᾱ_t ε − √(1 − ᾱ_t) x_0."""
-    if target == "eps":
-        return eps
-    if target == "x0":
-        return x0
-    return predict_v(x0, eps, t, s)
 
 
 def loss_weight(weighting: Weighting, target: Target, snr: Tensor, gamma: float = 5.0) -> Tensor:

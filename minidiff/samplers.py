@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .diffusion import Target, eps_and_x0, predict_x0_from_eps, q_posterior, resolve_target, unwrap
+from .diffusion import Target, _check_float, _check_same_shape, eps_and_x0, predict_x0_from_eps, q_posterior, resolve_target, unwrap
 from .guidance import Guidance, as_guidance, guided_output
 from .schedules import NoiseSchedule, Timesteps, check_timesteps, extract, same_device
 
@@ -289,17 +289,10 @@ def _one_timestep(t: Timesteps, s: NoiseSchedule, name: str, allow_minus_one: bo
 def _check_like(x_t: Tensor, other: Tensor, name: str, noise: Optional[Tensor] = None) -> None:
     """``other`` (ε̂ or x̂_0) and ``noise`` must be float tensors shaped exactly like the float ``x_t``:
     broadcasting a batch of 1 against a batch of 4 would silently give wrong images."""
-    if not isinstance(x_t, Tensor) or not x_t.is_floating_point():
-        raise TypeError(f"x_t must be a floating tensor (e.g. float32); got "
-                        f"{x_t.dtype if isinstance(x_t, Tensor) else type(x_t).__name__}")
-    for label, value in ((name, other), ("noise", noise)):
-        if value is None:
-            continue
-        if not isinstance(value, Tensor) or not value.is_floating_point():
-            raise TypeError(f"{label} must be a floating tensor like x_t; got "
-                            f"{value.dtype if isinstance(value, Tensor) else type(value).__name__}")
-        if value.shape != x_t.shape:
-            raise ValueError(f"{label} must have the shape of x_t, {tuple(x_t.shape)}; got {tuple(value.shape)}")
+    _check_float(x_t, "x_t")
+    _check_same_shape(other, x_t, name, "x_t")
+    if noise is not None:
+        _check_same_shape(noise, x_t, "noise", "x_t")
 
 
 def _check_labels(model: Model, y: Tensor, shape: tuple[int, ...]) -> None:

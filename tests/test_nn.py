@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import minidiff as md
-from minidiff.nn.unet import config_dict
+from minidiff.registry import config_dict
 
 
 def test_embedding_formula():

@@ -8,7 +8,7 @@ to a prediction of the same shape (ε, x_0 or v, whichever it was trained on).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -204,8 +204,3 @@ def _check_inputs(cfg: UNetConfig, x: Tensor, t: Tensor, y: Optional[Tensor]) ->
     if not isinstance(y, Tensor) or y.dtype != torch.long or y.shape != (x.shape[0],):
         raise ValueError(f"y must be a LongTensor of shape ({x.shape[0]},); got "
                          f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")
-
-
-def config_dict(cfg: UNetConfig) -> dict:
-    """The config as plain JSON-able data (tuples become lists), for checkpoints and manifests."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
