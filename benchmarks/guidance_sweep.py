@@ -1,7 +1,7 @@
 """Classifier-free guidance, measured: quality, accuracy and diversity of the shipped mnist_cond model
 at each guidance scale w, for plain CFG and each fix of its over-saturation (minidiff.guidance).
 
-    python benchmarks/guidance_sweep.py [--scales 0,1,1.5,2,3,5,8] [--variants plain,rescaled,interval,thresholded]
+    python benchmarks/guidance_sweep.py [--model mnist_cond|shapes_cond] [--scales 0,1,1.5,2,3,5,8] [--variants plain,rescaled,interval,thresholded]
         [--sampler ddim] [--steps 50] [--n 1000] [--draws 3] [--device cuda] [--json results.jsonl]
 
 For every (variant, w): ``--draws`` draws of ``--n`` samples (100 per class at n = 1,000), each scored
@@ -9,6 +9,11 @@ by the metrics protocol (Fréchet distance in the shipped classifier's features 
 accuracy) and by the within-class diversity (mean feature distance between two samples of the same
 digit, relative to the held-out digits'). The last line names the setting with the lowest FD among
 those with accuracy ≥ 99.5% (issue 14's goal: FD ≤ 1.5× the floor there).
+
+``--model shapes_cond``: the Shapes model conditioned on (shape, colour), drawn for every pair in turn
+(n = 1,024: 32 of each) and scored by ``metrics.evaluate_shapes``: the accuracy is both attributes
+right at once (shape by the shipped shapes classifier, colour read off the pixels), and the Fréchet
+distance is in the shapes classifier's features against held-out Shapes, over the floor of real ones.
 
 Variants: plain = ClassifierFree(w); rescaled = Rescaled(w, phi) (Lin et al. 2024); interval =
 Interval(w, t_low, t_high) with the t range whose σ_t = √((1 − ᾱ_t)/ᾱ_t) lies in --sigma-interval
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 import warnings
 
@@ -50,21 +56,33 @@ def make_guidance(variant: str, w: float, s: md.NoiseSchedule, target: str, args
 
 
 def measure(model, s, guidance, args, real_diversity: float) -> dict:
-    labels = torch.arange(args.n, device=s.device) % 10
+    """The mean over ``args.draws`` draws of ``args.n`` samples (every class, or every (shape, colour), in
+    turn) of the model's metrics: FD / floor and accuracy; for digits also the within-class diversity,
+    for Shapes each attribute's accuracy ("accuracy" is then both right at once)."""
+    shapes = args.model == "shapes_cond"
+    labels = md.guidance.labels_in_turn(args.n, model.null_label).to(s.device)
+    shape = (args.n, 3, 32, 32) if shapes else (args.n, 1, 28, 28)
     rows = []
     for draw in range(args.draws):
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")               # fd_ratio is only comparable at n = 1,000: said below
-            x = md.samplers.sample(args.sampler, model, s, (args.n, 1, 28, 28), args.steps, labels, guidance,
+            x = md.samplers.sample(args.sampler, model, s, shape, args.steps, labels, guidance,
                                    generator=torch.Generator(s.device).manual_seed(draw)).clamp(-1, 1).cpu()
-            r = md.evaluate(x, labels.cpu())
-        r["diversity"] = md.metrics.within_class_diversity(x, labels.cpu()) / real_diversity
+            if shapes:
+                r = md.metrics.evaluate_shapes(x, labels.cpu())
+                r["accuracy"] = r["both"]
+            else:
+                r = md.evaluate(x, labels.cpu())
+                r["diversity"] = md.metrics.within_class_diversity(x, labels.cpu()) / real_diversity
         rows.append(r)
-    return {key: sum(r[key] for r in rows) / len(rows) for key in ("fd", "fd_ratio", "accuracy", "diversity")}
+    keys = ("fd", "fd_ratio", "accuracy") + (("shape", "color") if shapes else ("diversity",))
+    return {key: sum(r[key] for r in rows) / len(rows) for key in keys}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="mnist_cond", choices=("mnist_cond", "shapes_cond"),
+                        help="the shipped model: digits, or Shapes conditioned on (shape, colour)")
     parser.add_argument("--scales", default="0,1,1.5,2,3,5,8")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--sampler", default="ddim", choices=md.samplers.SAMPLERS)
@@ -93,9 +111,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
-    model, s, _ = md.load_diffusion("mnist_cond", device=args.device)
-    images, labels = md.metrics.reference_images()
-    real_diversity = md.metrics.within_class_diversity(images, labels)
+    model, s, _ = md.load_diffusion(args.model, device=args.device)
+    real_diversity = float("nan")
+    if args.model == "mnist_cond":
+        real_diversity = md.metrics.within_class_diversity(*md.metrics.reference_images())
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(f"{device}, torch {torch.__version__}; {args.sampler} {args.steps} steps, n = {args.n}, {args.draws} draws; "
           f"held-out digits' within-class diversity {real_diversity:.3f}", flush=True)
@@ -108,8 +127,10 @@ def main(argv=None) -> list[dict]:
             r |= {"variant": variant, "w": w, "sampler": args.sampler, "steps": args.steps, "n": args.n,
                   "draws": args.draws, "seconds": round(time.perf_counter() - start, 1)}
             results.append(r)
-            print(f"{variant:12s} {w:5.2f} {r['fd_ratio']:9.2f} {r['accuracy']:9.1%} {r['diversity']:9.2f} "
-                  f"{r['seconds']:8.1f}", flush=True)
+            r |= {"model": args.model}
+            print(f"{variant:12s} {w:5.2f} {r['fd_ratio']:9.2f} {r['accuracy']:9.1%} {r.get('diversity', math.nan):9.2f} "
+                  f"{r['seconds']:8.1f}" + (f"   shape {r['shape']:.1%}, colour {r['color']:.1%}" if "shape" in r else ""),
+                  flush=True)
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps(r) + "\n")

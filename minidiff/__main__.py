@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from . import pretrained
-from .guidance import check_scale
+from .guidance import check_scale, labels_in_turn
 from .pretrained.recipes import RECIPES, evaluate_recipe, make_trainer, ship
 from .samplers import SAMPLERS, sample
 from .images import save_grid
@@ -203,7 +203,7 @@ def sample_command(args: argparse.Namespace) -> int:
     if not torch.isfinite(images).all():
         raise NonFiniteLossError(f"the samples hold NaN or inf (the model file {args.checkpoint} may hold "
                                  f"non-finite weights); no image was written")
-    path = save_grid(images.clamp(-1, 1), args.out, nrow=num_classes if args.label is None and num_classes else None)
+    path = save_grid(images.clamp(-1, 1), args.out, nrow=grid_row(num_classes) if args.label is None and num_classes else None)
     print(f"wrote {args.n} samples to {path}")
     return 0
 
@@ -222,15 +222,25 @@ def load_for_sampling(checkpoint: str, device: torch.device) -> tuple:
     raise UsageError(f"--checkpoint {checkpoint!r} is neither a file nor a shipped model ({', '.join(shipped)})")
 
 
-def sample_labels(n: int, label: Optional[int], num_classes: Optional[int]) -> Optional[torch.Tensor]:
-    """``label`` n times, or classes 0, 1, 2, … in turn; None for an unconditional model."""
+def grid_row(num_classes) -> int:
+    """Images per grid row: one per class (per class of the first attribute, for several)."""
+    return num_classes if isinstance(num_classes, int) else num_classes[0]
+
+
+def sample_labels(n: int, label: Optional[int], num_classes) -> Optional[torch.Tensor]:
+    """``label`` n times, or the classes in turn (every combination, for a model of several attributes);
+    None for an unconditional model."""
     if label is not None and num_classes is None:
         raise UsageError("--label needs a class-conditional model; this one is unconditional")
+    if label is not None and not isinstance(num_classes, int):
+        raise UsageError(f"--label picks one class of a single-label model; this one is conditioned on "
+                         f"{len(num_classes)} attributes (class counts {tuple(num_classes)}): leave --label out "
+                         f"to draw every combination, or use minidiff.guidance.Composed from Python")
     if label is not None and not 0 <= label < num_classes:
         raise UsageError(f"--label must be in [0, {num_classes}) for this model; got {label}")
     if num_classes is None:
         return None
-    return torch.full((n,), label) if label is not None else torch.arange(n) % num_classes
+    return torch.full((n,), label) if label is not None else labels_in_turn(n, num_classes)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

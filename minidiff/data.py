@@ -341,6 +341,9 @@ def _check_int(name: str, value: int, minimum: int) -> None:
         raise ValueError(f"{name} must be an int >= {minimum}; got {value}")
 
 
+ATTRIBUTES = {"shape": SHAPES, "color": COLOR_NAMES}     # what a Shapes label can say, and its class names
+
+
 class Shapes(Dataset[tuple[Tensor, Tensor]]):
     """Coloured shapes on black, RGB ``(3, size, size)`` in [-1, 1]: ``ds[i] == (image, shape label)``.
 
@@ -348,15 +351,28 @@ class Shapes(Dataset[tuple[Tensor, Tensor]]):
     ``Shapes(size=128, seed=s)[i]`` is the very same shape as ``Shapes(size=32, seed=s)[i]``, drawn
     finer. Labels index ``SHAPES``; ``ds.spec(i)`` has the colour, position and size as well, and
     ``ds.caption(i)`` says it in words ("a small red circle at the top left").
+
+    ``attributes=("shape", "color")`` labels each image with both, as a row (shape, colour) indexing
+    ``SHAPES`` and ``COLOR_NAMES``: labels of shape (2,) per item, (n, 2) per batch, and
+    ``ds.classes == (SHAPES, COLOR_NAMES)``.
     """
     SHAPES = SHAPES
     COLORS = COLORS
 
-    def __init__(self, n: int = 10_000, size: int = 32, seed: int = 0, rotate: bool = True):
+    def __init__(self, n: int = 10_000, size: int = 32, seed: int = 0, rotate: bool = True,
+                 attributes: Sequence[str] = ("shape",)):
         for name, value, minimum in (("n", n, 1), ("size", size, 8), ("seed", seed, 0)):
             _check_int(name, value, minimum)
-        self.n, self.size, self.seed, self.rotate = n, size, seed, rotate
-        self.classes = SHAPES
+        attributes = tuple(attributes)
+        if not attributes or any(a not in ATTRIBUTES for a in attributes) or len(set(attributes)) < len(attributes):
+            raise ValueError(f"attributes must be distinct names from {tuple(ATTRIBUTES)}; got {attributes!r}")
+        self.n, self.size, self.seed, self.rotate, self.attributes = n, size, seed, rotate, attributes
+        self.classes = SHAPES if attributes == ("shape",) else tuple(ATTRIBUTES[a] for a in attributes)
+
+    def _labels(self, specs: Sequence[ShapeSpec]) -> Tensor:
+        """(B,) shape labels, or (B, K) rows of the chosen attributes."""
+        columns = [torch.tensor([getattr(s, a) for s in specs]) for a in self.attributes]
+        return columns[0] if self.attributes == ("shape",) else torch.stack(columns, dim=1)
 
     def __len__(self) -> int:
         return self.n
@@ -373,7 +389,7 @@ class Shapes(Dataset[tuple[Tensor, Tensor]]):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         spec = self.spec(index)
-        return render_shapes([spec], self.size)[0], torch.tensor(spec.shape)
+        return render_shapes([spec], self.size)[0], self._labels([spec])[0]
 
     def batch(self, n: int, start: int = 0) -> tuple[Tensor, Tensor]:
         """Items ``start, ..., start + n - 1`` rendered in one go: (images (n, 3, size, size), labels (n,))."""
@@ -382,10 +398,11 @@ class Shapes(Dataset[tuple[Tensor, Tensor]]):
         if start + n > self.n:
             raise ValueError(f"start + n must be <= len(self) = {self.n}; got start={start}, n={n}")
         specs = [sample_spec(self.seed, i, self.rotate) for i in range(start, start + n)]
-        return render_shapes(specs, self.size), torch.tensor([s.shape for s in specs])
+        return render_shapes(specs, self.size), self._labels(specs)
 
     def __repr__(self) -> str:
-        return f"Shapes(n={self.n}, size={self.size}, seed={self.seed}, rotate={self.rotate})"
+        extra = "" if self.attributes == ("shape",) else f", attributes={self.attributes}"
+        return f"Shapes(n={self.n}, size={self.size}, seed={self.seed}, rotate={self.rotate}{extra})"
 
 
 # -- augmentation -----------------------------------------------------------------------------

@@ -21,24 +21,32 @@ here, not a new argument of every sampler:
     Interval(w, t_low, t_high)         guidance only for t in [t_low, t_high], conditional elsewhere
                                        (Kynkäänniemi et al. 2024)
     Thresholded(w, s, target, p)       dynamic thresholding of the guided x̂_0 (Saharia et al. 2022)
+
+A model conditioned on several attributes (labels (B, K), one null label per attribute) can also be
+guided towards some attributes and away from others: ``Composed(model, terms)`` is such a mix of
+conditions, wrapped up as a model the samplers draw from like an unconditional one.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from .diffusion import Target, eps_and_x0, predict_eps_from_x0, training_target, unwrap
+from .diffusion import Target, eps_and_x0, model_target, predict_eps_from_x0, training_target, unwrap
 from .schedules import NoiseSchedule
 
 Guidance = Callable[[Tensor, Tensor, int, Tensor], Tensor]     # (conditional, unconditional, t, x_t) -> guided
 
 
-def null_label(model: Any) -> int:
-    """The label that means "no class" for ``model`` (its ``null_label``); ValueError if it has none."""
+Null = Union[int, tuple[int, ...]]          # one null label, or one per attribute
+
+
+def null_label(model: Any) -> Null:
+    """The label that means "no class" for ``model`` (its ``null_label``; a tuple, one per attribute, for a
+    model conditioned on several); ValueError if it has none."""
     label = getattr(unwrap(model), "null_label", None)
     if label is None:
         raise ValueError("guidance needs a class-conditional model (one with a null_label, e.g. a UNet "
@@ -46,12 +54,57 @@ def null_label(model: Any) -> int:
     return label
 
 
-def drop_labels(y: Tensor, p_uncond: float, null: int, generator: Optional[torch.Generator] = None) -> Tensor:
-    """Replace each label by the null label ``null`` with probability ``p_uncond`` (training for CFG)."""
+def null_like(y: Tensor, null: Null) -> Tensor:
+    """A tensor shaped like the labels ``y`` that holds only null labels: ``null`` everywhere for (B,)
+    labels; for (B, K) labels of K attributes, column k holds attribute k's null label ``null[k]``."""
+    return torch.as_tensor(null, dtype=y.dtype, device=y.device).expand_as(y)
+
+
+def label_shape(null: Null, batch: int) -> tuple[int, ...]:
+    """The shape of a batch's labels: (B,) for one null label, (B, K) for one per attribute."""
+    return (batch,) if isinstance(null, int) else (batch, len(null))
+
+
+def check_labels(y: Any, null: Null, batch: int, name: str = "y") -> Tensor:
+    """Labels for a conditional model, checked: a LongTensor of ``label_shape(null, batch)`` whose
+    entries lie in [0, null] (column k in [0, null[k]] for several attributes; the null label itself
+    means "not given"). Anything else is a ValueError naming ``name``, what was expected and what came."""
+    shape = label_shape(null, batch)
+    if not isinstance(y, Tensor) or y.dtype != torch.long or tuple(y.shape) != shape:
+        raise ValueError(f"{name} must be a LongTensor of shape {shape}, one label per image"
+                         f"{'' if isinstance(null, int) else ' and attribute'}; got "
+                         f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")
+    if y.numel() and (bool((y < 0).any()) or bool((y > null_like(y, null)).any())):
+        if isinstance(null, int):
+            raise ValueError(f"{name} must hold labels in [0, {null - 1}] (or {null}, the null label); got values "
+                             f"from {int(y.min())} to {int(y.max())}")
+        raise ValueError(f"{name}[:, k] must hold labels in [0, n_k] for the attributes' class counts n = {null} "
+                         f"(n_k is attribute k's null label); got columns ranging "
+                         f"{[(int(c.min()), int(c.max())) for c in y.unbind(1)]}")
+    return y
+
+
+def labels_in_turn(n: int, null: Null) -> Tensor:
+    """Labels for ``n`` images that run through the classes in turn: 0, 1, 2, … for one label; for
+    several attributes every combination, the first attribute changing fastest."""
+    i = torch.arange(n)
+    if isinstance(null, int):
+        return i % null
+    columns, stride = [], 1
+    for count in null:
+        columns.append(i // stride % count)
+        stride *= count
+    return torch.stack(columns, dim=1)
+
+
+def drop_labels(y: Tensor, p_uncond: float, null: Null, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Replace each label by the null label ``null`` with probability ``p_uncond`` (training for CFG).
+    With several attributes (y of shape (B, K)) each one is dropped on its own, so the network also
+    learns every partial condition ("a circle, any colour"), which composing conditions needs."""
     if not 0.0 <= p_uncond <= 1.0:
         raise ValueError(f"p_uncond must be in [0, 1]; got {p_uncond}")
     drop = torch.rand(y.shape, device=y.device, generator=generator) < p_uncond
-    return torch.where(drop, torch.full_like(y, null), y)
+    return torch.where(drop, null_like(y, null), y)
 
 
 def cfg_mix(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
@@ -144,6 +197,61 @@ class Thresholded:
         return out.to(guided.dtype)
 
 
+Condition = Union[int, None, Sequence[Optional[int]]]       # a label, or one per attribute; None: not given
+
+
+class Composed(nn.Module):
+    r"""Several conditions of one model, composed into a single prediction (Liu et al. 2022,
+    "Compositional visual generation with composable diffusion models"):
+
+    $	ilde f(x_t, t) = f(x_t, t, b) + \sum_k w_k\,[f(x_t, t, y_k) - f(x_t, t, b)]$
+
+    ``terms`` are the pairs $(y_k, w_k)$, ``base`` is $b$ (default: every attribute null, i.e. the
+    unconditional model). Plain CFG is one term, $w_1 = w$. A condition is one label per attribute,
+    None standing for that attribute's null label: ``(0, None)`` is "a circle, any colour". A
+    negative $w_k$ steers *away* from $y_k$, as a negative prompt does. The $1 + K$ outputs come from
+    one batched forward pass. It is sampled like an unconditional model (no ``y``):
+    ``ddim_sample(Composed(model, [((0, 2), 3.0)]), s, shape)``; the mix is linear, so it is valid for
+    any target, which it takes from ``model``."""
+
+    def __init__(self, model: nn.Module, terms: Sequence[tuple[Condition, float]], base: Condition = None):
+        super().__init__()
+        if not terms:
+            raise ValueError("terms must hold at least one (condition, weight) pair; got none")
+        self.model, self.null = model, null_label(model)
+        rows = [self._row(base, "base")] + [self._row(y, f"terms[{k}]") for k, (y, _) in enumerate(terms)]
+        self.register_buffer("conditions", torch.tensor(rows, dtype=torch.long), persistent=False)   # (1 + K, A)
+        self.weights = [check_scale(w, f"terms[{k}]'s weight") for k, (_, w) in enumerate(terms)]
+
+    def _row(self, condition: Condition, name: str) -> list[int]:
+        """A condition as one label per attribute (nulls filled in), checked against the model's counts."""
+        nulls = [self.null] if isinstance(self.null, int) else list(self.null)
+        given = [condition] if isinstance(self.null, int) or condition is None else list(condition)
+        given = [None] * len(nulls) if condition is None else given
+        if len(given) != len(nulls):
+            raise ValueError(f"{name} must give {len(nulls)} labels (one per attribute, None for 'not given'); "
+                             f"got {condition!r}")
+        for label, null in zip(given, nulls):
+            if label is not None and (isinstance(label, bool) or not isinstance(label, int) or not 0 <= label <= null):
+                raise ValueError(f"{name} must hold labels in [0, {null}] or None; got {condition!r}")
+        return [null if label is None else label for label, null in zip(given, nulls)]
+
+    @property
+    def target(self) -> Optional[Target]:
+        return model_target(self.model)
+
+    def forward(self, x: Tensor, t: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        if y is not None:
+            raise ValueError("a Composed model holds its own conditions; sample it without labels y")
+        n, batch = len(self.conditions), x.shape[0]
+        t = torch.as_tensor(t, device=x.device)
+        t = t.expand(batch) if t.ndim == 0 else t
+        ys = self.conditions.repeat_interleave(batch, dim=0)                # condition i for images i·B … (i+1)·B − 1
+        ys = ys[:, 0] if isinstance(self.null, int) else ys
+        base, *outs = self.model(x.repeat(n, *([1] * (x.ndim - 1))), t.repeat(n), ys).chunk(n)
+        return base + sum(w * (out - base) for w, out in zip(self.weights, outs))
+
+
 def check_scale(scale: float, name: str = "guidance_scale") -> float:
     """A finite real ``scale``; NaN or ±inf would make every image NaN, so they are a ValueError."""
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
@@ -169,7 +277,7 @@ def guided_output(model: Callable[..., Tensor], x_t: Tensor, t: int, y: Optional
         return model(x_t, t_batch, y) if y is not None else model(x_t, t_batch)
     if y is None:
         raise ValueError("guidance needs labels y (it mixes the conditional and unconditional model)")
-    null = torch.full_like(y, null_label(model))
+    null = null_like(y, null_label(model))
     both = model(torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]), torch.cat([y, null]))
     cond, uncond = both.chunk(2)
     return guidance(cond, uncond, t, x_t)

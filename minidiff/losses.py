@@ -9,7 +9,7 @@ differ only by a t-dependent factor: for a fixed x_t, ‖x̂_0 − x_0‖² = �
 """
 from __future__ import annotations
 
-from typing import Callable, Literal, Optional
+from typing import Callable, Literal, Optional, Union
 
 import torch
 from torch import Tensor
@@ -52,7 +52,7 @@ def per_sample_loss(model: Callable[..., Tensor], x0: Tensor, t: Tensor, schedul
 
 def diffusion_loss(model: Callable[..., Tensor], x0: Tensor, schedule: NoiseSchedule, target: Target = "eps",
                    weighting: Weighting = None, p_uncond: float = 0.0, y: Optional[Tensor] = None,
-                   null_class: Optional[int] = None, t: Optional[Tensor] = None,
+                   null_class: Union[int, tuple[int, ...], None] = None, t: Optional[Tensor] = None,
                    noise: Optional[Tensor] = None) -> Tensor:
     r"""$\frac{1}{B}\sum_b w(t_b)\,\mathrm{mean}\big((f_\theta(x_{t_b}, t_b, y_b) - \text{target}_b)^2\big)$,
     with $t$ uniform and $\varepsilon \sim \mathcal N(0, I)$ unless given. With ``p_uncond`` > 0, labels
@@ -66,7 +66,7 @@ def diffusion_loss(model: Callable[..., Tensor], x0: Tensor, schedule: NoiseSche
 
 
 def _check_loss_args(x0: Tensor, target: str, weighting: Optional[str], p_uncond: float,
-                     y: Optional[Tensor], null_class: Optional[int]) -> None:
+                     y: Optional[Tensor], null_class: Union[int, tuple[int, ...], None]) -> None:
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}; got {target!r}")
     if weighting not in WEIGHTINGS:
@@ -75,5 +75,6 @@ def _check_loss_args(x0: Tensor, target: str, weighting: Optional[str], p_uncond
         raise ValueError(f"p_uncond must be in [0, 1]; got {p_uncond}")
     if p_uncond > 0 and (y is None or null_class is None):
         raise ValueError("p_uncond > 0 needs labels y and the model's null_class (= num_classes)")
-    if y is not None and (y.shape != (x0.shape[0],) or y.dtype != torch.long):
-        raise ValueError(f"y must be a LongTensor of shape ({x0.shape[0]},); got {y.dtype} {tuple(y.shape)}")
+    if y is not None and (y.ndim not in (1, 2) or y.shape[0] != x0.shape[0] or y.dtype != torch.long):
+        raise ValueError(f"y must be a LongTensor of shape ({x0.shape[0]},), or ({x0.shape[0]}, K) for K "
+                         f"attributes; got {y.dtype} {tuple(y.shape)}")

@@ -360,3 +360,68 @@ def within_class_diversity(samples: Tensor, labels: Tensor, classifier: Optional
     if not per_class:
         raise ValueError("labels must give at least one class two samples, to measure a distance between them")
     return torch.stack(per_class).mean().item()
+
+
+# -- Shapes: what a sample shows, measured ----------------------------------------------------------
+# Shapes (minidiff.data) is procedural, so its colour can be read off the pixels exactly; its shape is
+# judged by a small classifier trained on it (``python -m minidiff train --recipe shapes_classifier``).
+SHAPES_CLASSIFIER = "shapes_classifier"
+SHAPES_ATTRIBUTES = ("shape", "color")
+
+
+def check_shapes(images: Tensor, name: str = "images") -> None:
+    """Raise, naming ``name``, unless ``images`` is a finite float batch (B, 3, 32, 32) in model range."""
+    if isinstance(images, Tensor) and images.is_floating_point() and tuple(images.shape[1:]) != (3, 32, 32):
+        raise ValueError(f"{name} must have shape (B, 3, 32, 32), Shapes images of 32×32; got {tuple(images.shape)}")
+    check_batch(images, name, channels=(3,))
+    if not torch.isfinite(images).all():
+        raise ValueError(f"{name} holds NaN or infinite values (did the sampler diverge?)")
+
+
+def shape_colors(images: Tensor) -> Tensor:
+    r"""The colour of each Shapes image, read off its pixels: the mean RGB $\bar c$ of the foreground (the
+    pixels whose brightest channel is above mid-grey; every colour of ``data.COLORS`` is brighter than
+    that, the background is black), then the index of the nearest colour, $\arg\min_k \|\bar c - c_k\|$.
+    Exact on real Shapes; −1 for an image with no foreground at all."""
+    from .data import COLORS
+    pixels = (images.clamp(-1, 1) + 1) / 2                                    # (B, 3, H, W) in [0, 1]
+    foreground = (pixels.amax(dim=1, keepdim=True) > 0.5).to(pixels.dtype)
+    count = foreground.sum(dim=(1, 2, 3))
+    mean = (pixels * foreground).sum(dim=(2, 3)) / count.clamp(min=1).unsqueeze(1)        # (B, 3)
+    palette = torch.tensor(list(COLORS.values()), dtype=pixels.dtype, device=images.device)
+    nearest = torch.cdist(mean, palette).argmin(dim=1)
+    return torch.where(count > 0, nearest, torch.full_like(nearest, -1))
+
+
+def shapes_reference(n: int = 1024, seed: int = 1) -> tuple[Tensor, Tensor]:
+    """``n`` held-out Shapes images (seed 1: never trained on) and their (shape, colour) labels (n, 2)."""
+    from .data import Shapes
+    return Shapes(n, 32, seed=seed, attributes=SHAPES_ATTRIBUTES).batch(n)
+
+
+def attribute_accuracy(samples: Tensor, labels: Tensor, classifier: Optional[DigitClassifier] = None) -> dict:
+    r"""How often a sample shows what it was drawn for: ``{"shape", "color", "both"}``, each a fraction.
+    ``labels`` are (B, 2) rows (shape, colour); the shape is judged by the shapes classifier (default: the
+    shipped one), the colour by ``shape_colors``."""
+    check_shapes(samples, "samples")
+    if not isinstance(labels, Tensor) or labels.shape != (len(samples), 2) or labels.is_floating_point():
+        raise ValueError(f"labels must be an integer tensor ({len(samples)}, 2) of (shape, colour) rows; got "
+                         f"{getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}")
+    classifier = classifier or pretrained.load_classifier(samples.device, name=SHAPES_CLASSIFIER)
+    shape_ok = _apply(classifier, samples, "forward", 500).argmax(dim=1) == labels[:, 0].to(samples.device)
+    color_ok = shape_colors(samples) == labels[:, 1].to(samples.device)
+    return {"shape": shape_ok.double().mean().item(), "color": color_ok.double().mean().item(),
+            "both": (shape_ok & color_ok).double().mean().item()}
+
+
+def evaluate_shapes(samples: Tensor, labels: Tensor, classifier: Optional[DigitClassifier] = None) -> dict:
+    """``attribute_accuracy`` plus the Fréchet distance in the shapes classifier's features to as many
+    held-out images (seed 1), and the floor: the same distance from real images (seed 2) to them."""
+    classifier = classifier or pretrained.load_classifier(samples.device, name=SHAPES_CLASSIFIER)
+    result = attribute_accuracy(samples, labels, classifier)
+    reference = shapes_reference(len(samples))[0].to(samples.device)
+    real = shapes_reference(len(samples), seed=2)[0].to(samples.device)
+    f_ref = _apply(classifier, reference, "features", 500)
+    fd = frechet_distance_from_features(_apply(classifier, samples, "features", 500), f_ref)
+    floor = frechet_distance_from_features(_apply(classifier, real, "features", 500), f_ref)
+    return result | {"fd": fd, "fd_floor": floor, "fd_ratio": fd / floor}

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .data import random_affine
 from .diffusion import TARGETS, Target, unwrap
-from .guidance import drop_labels, null_label
+from .guidance import check_labels, drop_labels, null_label
 from .losses import WEIGHTINGS, Weighting, per_sample_loss
 from .schedules import SCHEDULES, NoiseSchedule, make_schedule
 
@@ -88,6 +88,8 @@ class DiffusionObjective:
         if len(data) > 1 and not conditional:
             raise ValueError("labels were given but the model is unconditional (it has no null label, e.g. a UNet "
                              "with config.num_classes None); drop the labels or give the model num_classes")
+        if len(data) > 1:
+            check_labels(data[1], inner.null_label, len(data[0]), name="labels")
         if self.config.p_uncond > 0 and len(data) < 2:
             raise ValueError(f"p_uncond = {self.config.p_uncond} drops labels for guidance, but no labels were given")
         own = getattr(inner, "target", None)

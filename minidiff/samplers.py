@@ -14,7 +14,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .diffusion import Target, _check_float, _check_same_shape, eps_and_x0, predict_x0_from_eps, q_posterior, resolve_target, unwrap
-from .guidance import Guidance, as_guidance, guided_output
+from .guidance import Guidance, as_guidance, check_labels, guided_output
 from .schedules import NoiseSchedule, Timesteps, check_timesteps, extract, same_device
 
 Model = Callable[..., Tensor]
@@ -296,14 +296,12 @@ def _check_like(x_t: Tensor, other: Tensor, name: str, noise: Optional[Tensor] =
 
 
 def _check_labels(model: Model, y: Tensor, shape: tuple[int, ...]) -> None:
-    """Labels for a conditional model: int64 (B,), each in [0, num_classes] (num_classes is the null label)."""
-    if not isinstance(y, Tensor) or y.dtype != torch.long or y.shape != (shape[0],):
-        raise ValueError(f"y must be a LongTensor of shape ({shape[0]},), one label per image; got "
-                         f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")
+    """Labels for a conditional model: int64 (B,) in [0, num_classes], num_classes being the null label;
+    (B, K) for a model conditioned on K attributes (``guidance.check_labels``)."""
     null = getattr(unwrap(model), "null_label", None)
-    if null is not None and y.numel() and (int(y.min()) < 0 or int(y.max()) > null):
-        raise ValueError(f"y must hold labels in [0, {null - 1}] (or {null}, the null label); got values from "
-                         f"{int(y.min())} to {int(y.max())}")
+    if null is None:          # a plain function: only the form can be checked
+        null = 2**62
+    check_labels(y, null, shape[0])
 
 
 def _check_start(x: Tensor, s: NoiseSchedule, model: Model, name: str = "x_T") -> Tensor:

@@ -173,7 +173,7 @@ def set_rng_state(state: dict, device: torch.device, batches: torch.Generator) -
 
 # -- the trainer --------------------------------------------------------------------------------------
 class Trainer:
-    r"""Trains ``model`` on ``images`` (N, …) with optional ``labels`` (N,) by minimising ``objective``.
+    r"""Trains ``model`` on ``images`` (N, …) with optional ``labels`` (N,) or (N, K) by minimising ``objective``.
 
     ``objective``: a function (model, batch) -> (loss, logs) (``minidiff.objectives``), or a
     DiffusionConfig for the diffusion loss (the default). The whole dataset is moved to the device
@@ -579,8 +579,9 @@ def _show_progress(progress: Optional[bool]) -> bool:
 def _check_data(images: Tensor, labels: Optional[Tensor]) -> None:
     check_batch(images, "images", channels=None)
     if labels is not None and (not isinstance(labels, Tensor) or labels.dtype != torch.long
-                               or labels.shape != (images.shape[0],)):
-        raise TypeError(f"labels must be None or an int64 tensor of shape ({images.shape[0]},); got "
+                               or labels.ndim not in (1, 2) or labels.shape[0] != images.shape[0]):
+        raise TypeError(f"labels must be None or an int64 tensor of shape ({images.shape[0]},), or "
+                        f"({images.shape[0]}, K) for K attributes; got "
                         f"{getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}")
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import minidiff as md
 from minidiff import data
 
 
@@ -248,3 +249,17 @@ def test_torchvision_rgb_layout_becomes_channels_first(monkeypatch):
     cifar = data.torchvision_dataset("cifar10")
     assert cifar.images.shape == (2, 3, 32, 32) and cifar.images.is_contiguous()
     assert cifar.images[1, :, 5, 6].tolist() == [1.0, -1.0, -1.0]
+
+
+def test_shapes_can_label_both_shape_and_colour():
+    both = md.data.Shapes(50, 16, seed=4, attributes=("shape", "color"))
+    images, labels = both.batch(50)
+    assert labels.shape == (50, 2) and labels.dtype == torch.long
+    assert labels.tolist() == [[both.spec(i).shape, both.spec(i).color] for i in range(50)]
+    assert both.classes == (md.data.SHAPES, md.data.COLOR_NAMES)
+    image, label = both[7]
+    assert torch.equal(image, images[7]) and torch.equal(label, labels[7])
+    # the images do not depend on what the labels say
+    assert torch.equal(md.data.Shapes(50, 16, seed=4).batch(50)[0], images)
+    with pytest.raises(ValueError, match="attributes must be distinct names from"):
+        md.data.Shapes(10, 16, attributes=("shape", "size"))

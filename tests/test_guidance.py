@@ -155,3 +155,89 @@ def test_variants_run_through_every_sampler():
                 x = md.samplers.sample(name, model, s, (2, 1, 8, 8), 3, y, guide,
                                        generator=torch.Generator().manual_seed(0))
             assert x.shape == (2, 1, 8, 8) and torch.isfinite(x).all(), (guide, name)
+
+
+# -- several attributes, composed ---------------------------------------------------------------
+def attribute_unet(counts=(4, 8)) -> md.UNet:
+    torch.manual_seed(0)
+    model = md.UNet(md.UNetConfig(image_size=8, in_channels=3, base_channels=8, channel_mults=(1, 2),
+                                  blocks_per_level=1, attention_resolutions=(), dropout=0.0, num_classes=counts)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def test_each_attribute_has_its_own_rows_and_null_label():
+    model = attribute_unet()
+    assert model.null_label == (4, 8) and model.class_emb.num_embeddings == 5 + 9
+    t = torch.tensor([3, 3])
+    y = torch.tensor([[1, 6], [4, 8]])                                 # a square in cyan; nothing given
+    table = model.class_emb.weight
+    expected = model.time_mlp(md.timestep_embedding(t, 8)) + torch.stack([table[1] + table[5 + 6], table[4] + table[5 + 8]])
+    torch.testing.assert_close(model.embed(t, y, 2, torch.device("cpu")), expected)
+    # no labels at all is the same as every attribute's null label
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(model(x, t), model(x, t, torch.tensor([[4, 8], [4, 8]])))
+
+
+def test_attributes_are_dropped_independently_at_the_given_rate():
+    y = torch.zeros(40_000, 2, dtype=torch.long)
+    dropped = drop_labels(y, 0.2, (4, 8), torch.Generator().manual_seed(0)) != 0
+    assert torch.equal(drop_labels(y, 0.2, (4, 8), torch.Generator().manual_seed(0))[dropped[:, 0], 0],
+                       torch.full((int(dropped[:, 0].sum()),), 4))
+    rate = dropped.double().mean(0)
+    assert torch.allclose(rate, torch.tensor([0.2, 0.2], dtype=torch.float64), atol=0.01)
+    assert abs(dropped.all(1).double().mean().item() - 0.04) < 0.005          # both at once: 0.2 × 0.2
+
+
+def test_labels_in_turn_run_through_every_combination():
+    y = md.guidance.labels_in_turn(64, (4, 8))
+    assert y.shape == (64, 2)
+    assert len({tuple(r) for r in y[:32].tolist()}) == 32 and torch.equal(y[:32], y[32:])
+    assert y[:5, 0].tolist() == [0, 1, 2, 3, 0]                            # the first attribute changes fastest
+    assert torch.equal(md.guidance.labels_in_turn(12, 10), torch.arange(12) % 10)
+
+
+def test_labels_of_the_wrong_form_or_range_are_refused_naming_the_attribute():
+    model, s = attribute_unet(), md.NoiseSchedule.linear(20)
+    with pytest.raises(ValueError, match=r"y must be a LongTensor of shape \(2, 2\), one label per image and attribute"):
+        md.ddim_sample(model, s, (2, 3, 8, 8), steps=2, y=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"y\[:, k\] must hold labels in \[0, n_k\].*\(4, 8\).*\(3, 9\)"):
+        md.ddim_sample(model, s, (2, 3, 8, 8), steps=2, y=torch.tensor([[0, 3], [2, 9]]))
+    with pytest.raises(ValueError, match="labels must be a LongTensor"):
+        md.Trainer(model, torch.zeros(4, 3, 8, 8), torch.zeros(4, 3, dtype=torch.long),
+                   md.train.TrainConfig(steps=1, batch_size=2), md.objectives.DiffusionObjective())
+
+
+def test_composed_with_one_term_is_classifier_free_guidance():
+    model, s = tiny_unet(), md.NoiseSchedule.linear(50)
+    gen = lambda: torch.Generator().manual_seed(0)
+    guided = md.ddim_sample(model, s, (3, 1, 8, 8), steps=4, y=torch.full((3,), 2), guidance_scale=2.5, generator=gen())
+    composed = md.ddim_sample(md.guidance.Composed(model, [(2, 2.5)]), s, (3, 1, 8, 8), steps=4, generator=gen())
+    torch.testing.assert_close(composed, guided)
+
+
+def test_composed_is_the_sum_of_weighted_differences_from_its_base():
+    model = attribute_unet()
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([5, 5])
+    f = lambda row: model(x, t, torch.tensor([row, row]))
+    # "a circle, not red": from (circle, any colour), away from (circle, red)
+    composed = md.guidance.Composed(model, [((0, 0), -1.5), ((None, 3), 2.0)], base=(0, None))
+    expected = f([0, 8]) - 1.5 * (f([0, 0]) - f([0, 8])) + 2.0 * (f([4, 3]) - f([0, 8]))
+    torch.testing.assert_close(composed(x, t), expected)
+    assert composed.target == model.target and getattr(composed, "null_label", None) is None
+
+
+def test_composed_refuses_conditions_that_do_not_fit_the_model():
+    model = attribute_unet()
+    with pytest.raises(ValueError, match=r"terms\[0\] must give 2 labels"):
+        md.guidance.Composed(model, [((0,), 3.0)])
+    with pytest.raises(ValueError, match=r"terms\[1\] must hold labels in \[0, 8\] or None"):
+        md.guidance.Composed(model, [((0, 1), 3.0), ((None, 9), 1.0)])
+    with pytest.raises(ValueError, match="terms must hold at least one"):
+        md.guidance.Composed(model, [])
+    with pytest.raises(ValueError, match="weight must be a finite number"):
+        md.guidance.Composed(model, [((0, 1), float("nan"))])
+    with pytest.raises(ValueError, match="sample it without labels"):
+        md.guidance.Composed(model, [((0, 1), 2.0)])(torch.zeros(1, 3, 8, 8), 3, torch.tensor([[0, 1]]))

@@ -220,3 +220,32 @@ def test_within_class_diversity_is_zero_for_copies_and_ranks_real_above_copies(h
     assert M.within_class_diversity(torch.cat([x[:100], x[:100]]), torch.cat([y[:100], y[:100]])) < real
     with pytest.raises(ValueError, match="two samples"):
         M.within_class_diversity(x[:1], y[:1])
+
+
+def test_the_colour_of_a_shape_is_read_off_its_pixels_exactly():
+    images, labels = md.metrics.shapes_reference(500, seed=5)
+    assert torch.equal(md.metrics.shape_colors(images), labels[:, 1])
+    assert md.metrics.shape_colors(-torch.ones(2, 3, 32, 32)).tolist() == [-1, -1]     # nothing drawn
+
+
+def test_attribute_accuracy_counts_each_attribute_and_both():
+    images, labels = md.metrics.shapes_reference(40, seed=6)
+    wrong_colour = labels.clone()
+    wrong_colour[:10, 1] = (wrong_colour[:10, 1] + 1) % 8
+    classifier = _ShapeOracle(labels[:, 0])
+    r = md.metrics.attribute_accuracy(images, wrong_colour, classifier)
+    assert r == {"shape": 1.0, "color": 0.75, "both": 0.75}
+    with pytest.raises(ValueError, match=r"labels must be an integer tensor \(40, 2\)"):
+        md.metrics.attribute_accuracy(images, labels[:, 0], classifier)
+    with pytest.raises(ValueError, match=r"must have shape \(B, 3, 32, 32\)"):
+        md.metrics.attribute_accuracy(images[:, :, :28, :28], labels, classifier)
+
+
+class _ShapeOracle(torch.nn.Module):
+    """A stand-in classifier that answers the given shapes, in order (the real one is a shipped file)."""
+    def __init__(self, shapes):
+        super().__init__()
+        self.shapes, self.w = shapes, torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return torch.nn.functional.one_hot(self.shapes[:len(x)], 4).float() + 0 * self.w

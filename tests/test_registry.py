@@ -65,3 +65,18 @@ def test_register_adds_a_kind():
         del registry.KINDS["linear_test"]
     with pytest.raises(TypeError, match="dataclass"):
         registry.register("bad", Linear, dict)
+
+
+def test_a_model_of_several_attributes_and_an_rgb_classifier_round_trip(tmp_path):
+    unet = md.UNet(md.UNetConfig(image_size=8, in_channels=3, base_channels=8, channel_mults=(1, 2), blocks_per_level=1,
+                                 attention_resolutions=(), num_classes=(4, 8)), target="v")
+    path = md.registry.save_model(tmp_path / "u.pt", unet)
+    loaded, _ = md.registry.load_model(path)
+    assert loaded.config.num_classes == (4, 8) and loaded.null_label == (4, 8)
+    x, t, y = torch.randn(2, 3, 8, 8), torch.tensor([1, 2]), torch.tensor([[0, 7], [4, 8]])
+    torch.testing.assert_close(loaded(x, t, y), unet.eval()(x, t, y))
+    from minidiff.nn.classifier import ClassifierConfig, DigitClassifier
+    classifier = DigitClassifier(ClassifierConfig(num_classes=4, in_channels=3, image_size=32)).eval()
+    assert classifier(torch.zeros(2, 3, 32, 32)).shape == (2, 4)
+    loaded, _ = md.registry.load_model(md.registry.save_model(tmp_path / "c.pt", classifier))
+    assert loaded.config.image_size == 32 and loaded.features(torch.zeros(1, 3, 32, 32)).shape == (1, 128)

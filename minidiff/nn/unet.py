@@ -9,7 +9,7 @@ to a prediction of the same shape (ε, x_0 or v, whichever it was trained on).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +29,9 @@ class UNetConfig:
     blocks_per_level: int = 2
     attention_resolutions: tuple[int, ...] = (14, 7)
     dropout: float = 0.1
-    num_classes: Optional[int] = None      # class-conditional when set; id ``num_classes`` means "no label"
+    # Class-conditional when set: an int n (labels y of shape (B,), id n means "no label"), or one count
+    # per attribute, e.g. (4, 8) for shape and colour (labels (B, 2); attribute k's null label is n_k).
+    num_classes: Union[int, tuple[int, ...], None] = None
     head_dim: int = 32
 
 
@@ -60,6 +62,8 @@ class UNet(nn.Module):
     ``t``: int or LongTensor (B,) (floats allowed for continuous time). ``y``: None (unconditional:
     every image gets the null class), or a LongTensor (B,) of labels in [0, num_classes], where
     ``num_classes`` itself is the null label used for classifier-free guidance (``null_label``).
+    With one count per attribute, ``num_classes = (n_1, …, n_K)``, ``y`` is (B, K): column k holds
+    attribute k's label in [0, n_k], n_k meaning "attribute k not given"; ``null_label`` is (n_1, …, n_K).
     H and W must be divisible by 2^(len(channel_mults) − 1): 28×28 with three levels runs at 28, 14, 7.
 
     ``target`` says what the output means, "eps", "x0" or "v" (None: not known yet). The Trainer's
@@ -74,7 +78,11 @@ class UNet(nn.Module):
         self.target = check_target(target, allow_none=True)
         ch, emb_dim = cfg.base_channels, 4 * cfg.base_channels
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.class_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes else None
+        counts = class_counts(cfg)
+        # one table for all attributes: attribute k's rows start at offsets[k] (n_1 + 1 + … + n_{k-1} + 1)
+        self.class_emb = nn.Embedding(sum(n + 1 for n in counts), emb_dim) if counts else None
+        self.register_buffer("offsets", torch.tensor([sum(n + 1 for n in counts[:k]) for k in range(len(counts))],
+                                                     dtype=torch.long), persistent=False)
         self.stem = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
         self.down, skip_channels = self._down_path(emb_dim)
         mid = cfg.base_channels * cfg.channel_mults[-1]
@@ -114,19 +122,23 @@ class UNet(nn.Module):
         return levels
 
     @property
-    def null_label(self) -> Optional[int]:
-        """The label that means "no class" (``num_classes``), or None for an unconditional U-Net."""
+    def null_label(self) -> Union[int, tuple[int, ...], None]:
+        """The label that means "no class" (``num_classes``: one per attribute for a tuple), or None for an
+        unconditional U-Net."""
         return self.config.num_classes
 
     def embed(self, t: Tensor, y: Optional[Tensor], batch: int, device: torch.device) -> Tensor:
-        """The conditioning vector e = MLP(sinusoids(t)) + E[y], shape (B, 4·base_channels)."""
+        r"""The conditioning vector e = MLP(sinusoids(t)) + E[y], shape (B, 4·base_channels); with several
+        attributes, $e = \mathrm{MLP}(\ldots) + \sum_k E_k[y_k]$, each attribute with its own rows of the table."""
         t = torch.as_tensor(t, device=device)
         t = t.expand(batch) if t.ndim == 0 else t
         sinusoids = timestep_embedding(t, self.config.base_channels).to(self.stem.weight.dtype)
         emb = self.time_mlp(sinusoids)
         if self.class_emb is not None:
-            y = torch.full((batch,), self.config.num_classes, device=device) if y is None else y
-            emb = emb + self.class_emb(y)
+            if y is None:
+                y = torch.tensor(class_counts(self.config), device=device).expand(batch, -1)
+            rows = y.view(batch, -1) + self.offsets                  # (B, K): each attribute's own rows
+            emb = emb + self.class_emb(rows).sum(dim=1)
         return emb
 
     def forward(self, x: Tensor, t: Tensor, y: Optional[Tensor] = None) -> Tensor:
@@ -173,6 +185,13 @@ class UNet(nn.Module):
         return "\n".join(lines + [f"{'total':28s} {'':>20s} {self.num_parameters():10,d}"])
 
 
+def class_counts(cfg: UNetConfig) -> tuple[int, ...]:
+    """The number of classes of each attribute: () unconditional, (n,) for ``num_classes = n``."""
+    if cfg.num_classes is None:
+        return ()
+    return (cfg.num_classes,) if isinstance(cfg.num_classes, int) else tuple(cfg.num_classes)
+
+
 def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -184,8 +203,11 @@ def _check_config(cfg: UNetConfig) -> None:
     if cfg.image_size % factor:
         raise ValueError(f"image_size must be divisible by 2^(len(channel_mults) − 1) = {factor}; got "
                          f"{cfg.image_size} (pad the images, or use fewer levels)")
-    if cfg.num_classes is not None and cfg.num_classes < 1:
-        raise ValueError(f"num_classes must be None or >= 1; got {cfg.num_classes}")
+    counts = cfg.num_classes if isinstance(cfg.num_classes, tuple) else (cfg.num_classes,)
+    if cfg.num_classes is not None and (cfg.num_classes == () or any(
+            isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in counts)):
+        raise ValueError(f"num_classes must be None, an int >= 1 or a non-empty tuple of them (one per attribute); "
+                         f"got {cfg.num_classes!r}")
 
 
 def _check_inputs(cfg: UNetConfig, x: Tensor, t: Tensor, y: Optional[Tensor]) -> None:
@@ -201,6 +223,12 @@ def _check_inputs(cfg: UNetConfig, x: Tensor, t: Tensor, y: Optional[Tensor]) ->
         return
     if cfg.num_classes is None:
         raise ValueError("y was given but this U-Net is unconditional (config.num_classes is None)")
-    if not isinstance(y, Tensor) or y.dtype != torch.long or y.shape != (x.shape[0],):
-        raise ValueError(f"y must be a LongTensor of shape ({x.shape[0]},); got "
+    shape = label_shape(cfg, x.shape[0])
+    if not isinstance(y, Tensor) or y.dtype != torch.long or tuple(y.shape) != shape:
+        raise ValueError(f"y must be a LongTensor of shape {shape}; got "
                          f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")
+
+
+def label_shape(cfg: UNetConfig, batch: int) -> tuple[int, ...]:
+    """The shape of a batch's labels: (B,) for one class per image, (B, K) for K attributes."""
+    return (batch,) if isinstance(cfg.num_classes, int) else (batch, len(cfg.num_classes))

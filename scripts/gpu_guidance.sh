@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Notebook 07's GPU measurements, in one go (≈ 8 minutes on one H200): train and ship the Shapes model
+# conditioned on (shape, colour), while the guidance sweep measures the shipped digit model; then the
+# same sweep on the new Shapes model. Results (JSON lines, logs, the shipped files) go to $OUT.
+#     OUT=/tmp/g bash scripts/gpu_guidance.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-gpu_guidance_out}
+mkdir -p "$out"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+python=${PYTHON:-python3}
+ship=minidiff/pretrained/checkpoints
+
+"$python" -m minidiff train --recipe shapes_cond --out "$out/shapes_cond" --device cuda --cuda-graph \
+  --ship "$ship" > "$out/train_shapes_cond.log" 2>&1 &
+train=$!
+"$python" benchmarks/guidance_sweep.py --n 1000 --draws 3 --json "$out/sweep_mnist.jsonl" \
+  ${SWEEP_ARGS:-} > "$out/sweep_mnist.log" 2>&1 &
+sweep=$!
+wait $train && echo "shapes_cond trained" || { echo "shapes_cond training FAILED"; tail -20 "$out/train_shapes_cond.log"; }
+"$python" benchmarks/guidance_sweep.py --model shapes_cond --n 1024 --draws 3 --scales 0,1,1.5,2,3,5 \
+  --variants plain,rescaled,interval --json "$out/sweep_shapes.jsonl" > "$out/sweep_shapes.log" 2>&1 \
+  && echo "shapes sweep done" || echo "shapes sweep FAILED"
+wait $sweep && echo "mnist sweep done" || echo "mnist sweep FAILED"
+cp "$ship"/shapes_cond.pt "$ship"/manifest.json "$out"/ 2>/dev/null || true
+tail -5 "$out"/*.log
