@@ -7,8 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu_guidance_out}
 mkdir -p "$out"
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}
+if ! "$python" -c "import ipywidgets, mlxtend" 2>/dev/null; then      # a bare box: wheels from scripts/fetch_gpu_wheels.sh
+  [ -d .whl ] || { echo "ipywidgets/mlxtend missing and no .whl/: run scripts/fetch_gpu_wheels.sh" >&2; exit 2; }
+  "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/minidiff-site .whl/*.whl
+  export PYTHONPATH=/tmp/minidiff-site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 ship=minidiff/pretrained/checkpoints
 
 "$python" -m minidiff train --recipe shapes_cond --out "$out/shapes_cond" --device cuda --cuda-graph \
@@ -23,4 +28,4 @@ wait $train && echo "shapes_cond trained" || { echo "shapes_cond training FAILED
   && echo "shapes sweep done" || echo "shapes sweep FAILED"
 wait $sweep && echo "mnist sweep done" || echo "mnist sweep FAILED"
 cp "$ship"/shapes_cond.pt "$ship"/manifest.json "$out"/ 2>/dev/null || true
-tail -5 "$out"/*.log
+for f in "$out"/*.log; do echo "== $f"; tail -n 8 "$f"; done
