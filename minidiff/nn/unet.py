@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..diffusion import Target, check_target
+from ..guidance import label_shape
 from .blocks import Attention, Downsample, ResBlock, Upsample, group_norm, zero_init
 from .embedding import timestep_embedding
 
@@ -223,12 +224,8 @@ def _check_inputs(cfg: UNetConfig, x: Tensor, t: Tensor, y: Optional[Tensor]) ->
         return
     if cfg.num_classes is None:
         raise ValueError("y was given but this U-Net is unconditional (config.num_classes is None)")
-    shape = label_shape(cfg, x.shape[0])
+    shape = label_shape(cfg.num_classes, x.shape[0])
     if not isinstance(y, Tensor) or y.dtype != torch.long or tuple(y.shape) != shape:
         raise ValueError(f"y must be a LongTensor of shape {shape}; got "
                          f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")
 
-
-def label_shape(cfg: UNetConfig, batch: int) -> tuple[int, ...]:
-    """The shape of a batch's labels: (B,) for one class per image, (B, K) for K attributes."""
-    return (batch,) if isinstance(cfg.num_classes, int) else (batch, len(cfg.num_classes))
