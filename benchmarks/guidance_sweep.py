@@ -18,7 +18,8 @@ distance is in the shapes classifier's features against held-out Shapes, over th
 Variants: plain = ClassifierFree(w); rescaled = Rescaled(w, phi) (Lin et al. 2024); interval =
 Interval(w, t_low, t_high) with the t range whose σ_t = √((1 − ᾱ_t)/ᾱ_t) lies in --sigma-interval
 (Kynkäänniemi et al. 2024 used (0.28, 5.42] for EDM2); thresholded = Thresholded(w, …, percentile)
-(Saharia et al. 2022).
+(Saharia et al. 2022's dynamic thresholding); clipped = Thresholded(w, …, None) (their static
+thresholding: x̂_0 clipped to [-1, 1]).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ import torch
 import minidiff as md
 from minidiff.guidance import ClassifierFree, Interval, Rescaled, Thresholded
 
-VARIANTS = ("plain", "rescaled", "interval", "thresholded")
+VARIANTS = ("plain", "rescaled", "interval", "thresholded", "clipped")
 
 
 def sigma_interval(s: md.NoiseSchedule, low: float, high: float) -> tuple[int, int]:
@@ -52,7 +53,7 @@ def make_guidance(variant: str, w: float, s: md.NoiseSchedule, target: str, args
         return Rescaled(w, args.phi)
     if variant == "interval":
         return Interval(w, *sigma_interval(s, *args.sigma_interval))
-    return Thresholded(w, s, target, args.percentile)
+    return Thresholded(w, s, target, args.percentile if variant == "thresholded" else None)
 
 
 def measure(model, s, guidance, args, real_diversity: float) -> dict:

@@ -20,7 +20,8 @@ here, not a new argument of every sampler:
                                        conditional output's (Lin et al. 2024, §3.4)
     Interval(w, t_low, t_high)         guidance only for t in [t_low, t_high], conditional elsewhere
                                        (Kynkäänniemi et al. 2024)
-    Thresholded(w, s, target, p)       dynamic thresholding of the guided x̂_0 (Saharia et al. 2022)
+    Thresholded(w, s, target, p)       dynamic thresholding of the guided x̂_0 (Saharia et al. 2022);
+                                       p = None: static clipping to [-1, 1]
 
 A model conditioned on several attributes (labels (B, K), one null label per attribute) can also be
 guided towards some attributes and away from others: ``Composed(model, terms)`` is such a mix of
@@ -172,29 +173,37 @@ class Interval:
 
 @dataclass(frozen=True)
 class Thresholded:
-    r"""Plain CFG, then dynamic thresholding of the guided $\hat x_0$ (Saharia et al. 2022, Imagen, §2.3):
-    per image $q$ = the ``percentile`` quantile of $|\hat x_0|$, $q \leftarrow \max(q, 1)$,
-    $\hat x_0 \leftarrow \mathrm{clip}(\hat x_0, -q, q)/q$; the output is rebuilt from $x_t$ and that $\hat x_0$
+    r"""Plain CFG, then thresholding of the guided $\hat x_0$ (Saharia et al. 2022, Imagen, §2.3).
+
+    Dynamic (``percentile`` = p): per image $q$ = the p quantile of $|\hat x_0|$, $q \leftarrow \max(q, 1)$,
+    $\hat x_0 \leftarrow \mathrm{clip}(\hat x_0, -q, q)/q$. Static (``percentile=None``): $\hat x_0 \leftarrow
+    \mathrm{clip}(\hat x_0, -1, 1)$. The output is rebuilt from $x_t$ and that $\hat x_0$
     ($\hat\varepsilon = (x_t - \sqrt{\bar\alpha_t}\hat x_0)/\sqrt{1-\bar\alpha_t}$), in the model's own ``target``."""
     scale: float
     schedule: NoiseSchedule
     target: Target
-    percentile: float = 0.995
+    percentile: Optional[float] = 0.995
 
     def __post_init__(self) -> None:
         check_scale(self.scale)
-        if not 0.0 < self.percentile <= 1.0:
-            raise ValueError(f"percentile must be in (0, 1]; got {self.percentile}")
+        if self.percentile is not None and not 0.0 < self.percentile <= 1.0:
+            raise ValueError(f"percentile must be in (0, 1], or None for static clipping to [-1, 1]; got {self.percentile}")
 
     def __call__(self, cond: Tensor, uncond: Tensor, t: int, x_t: Tensor) -> Tensor:
         s = self.schedule
         guided = cfg_mix(cond, uncond, self.scale)
         _, x0 = eps_and_x0(guided.float(), x_t.float(), t, s, self.target)
-        q = x0.abs().flatten(1).quantile(self.percentile, dim=1).clamp(min=1.0)
-        q = q.reshape(-1, *([1] * (x0.ndim - 1)))
-        x0 = x0.clamp(-q, q) / q
+        x0 = x0.clamp(-1, 1) if self.percentile is None else dynamic_threshold(x0, self.percentile)
         out = training_target(self.target, x0, predict_eps_from_x0(x_t.float(), t, x0, s), t, s)
         return out.to(guided.dtype)
+
+
+def dynamic_threshold(x0: Tensor, percentile: float) -> Tensor:
+    r"""Imagen's dynamic thresholding: per image $q = \max(1, \mathrm{quantile}_p |\hat x_0|)$, then
+    $\mathrm{clip}(\hat x_0, -q, q)/q$: values inside [-1, 1] stay in it, the image is shrunk when it overshoots."""
+    q = x0.abs().flatten(1).quantile(percentile, dim=1).clamp(min=1.0)
+    q = q.reshape(-1, *([1] * (x0.ndim - 1)))
+    return x0.clamp(-q, q) / q
 
 
 Condition = Union[int, None, Sequence[Optional[int]]]       # a label, or one per attribute; None: not given
@@ -204,7 +213,7 @@ class Composed(nn.Module):
     r"""Several conditions of one model, composed into a single prediction (Liu et al. 2022,
     "Compositional visual generation with composable diffusion models"):
 
-    $	ilde f(x_t, t) = f(x_t, t, b) + \sum_k w_k\,[f(x_t, t, y_k) - f(x_t, t, b)]$
+    $\tilde f(x_t, t) = f(x_t, t, b) + \sum_k w_k\,[f(x_t, t, y_k) - f(x_t, t, b)]$
 
     ``terms`` are the pairs $(y_k, w_k)$, ``base`` is $b$ (default: every attribute null, i.e. the
     unconditional model). Plain CFG is one term, $w_1 = w$. A condition is one label per attribute,

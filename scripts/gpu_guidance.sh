@@ -16,16 +16,17 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 ship=minidiff/pretrained/checkpoints
 
-"$python" -m minidiff train --recipe shapes_cond --out "$out/shapes_cond" --device cuda --cuda-graph \
-  --ship "$ship" > "$out/train_shapes_cond.log" 2>&1 &
+# The run's own folder stays off $OUT (only 8 files come back from a device call); the shipped file is
+# copied out the moment training ends, so a later timeout cannot lose it.
+( "$python" -m minidiff train --recipe shapes_cond --out /tmp/shapes_cond_run --device cuda --cuda-graph \
+    --ship "$ship" > "$out/train_shapes_cond.log" 2>&1 && cp "$ship"/shapes_cond.pt "$ship"/manifest.json "$out"/ ) &
 train=$!
 "$python" benchmarks/guidance_sweep.py --n 1000 --draws 3 --json "$out/sweep_mnist.jsonl" \
   ${SWEEP_ARGS:-} > "$out/sweep_mnist.log" 2>&1 &
 sweep=$!
 wait $train && echo "shapes_cond trained" || { echo "shapes_cond training FAILED"; tail -20 "$out/train_shapes_cond.log"; }
-"$python" benchmarks/guidance_sweep.py --model shapes_cond --n 1024 --draws 3 --scales 0,1,1.5,2,3,5 \
-  --variants plain,rescaled,interval --json "$out/sweep_shapes.jsonl" > "$out/sweep_shapes.log" 2>&1 \
+"$python" benchmarks/guidance_sweep.py --model shapes_cond --n 1024 --draws 3 --scales ${SHAPES_SCALES:-0,1,1.5,2,3,5} \
+  --variants ${SHAPES_VARIANTS:-plain,rescaled,interval} --json "$out/sweep_shapes.jsonl" > "$out/sweep_shapes.log" 2>&1 \
   && echo "shapes sweep done" || echo "shapes sweep FAILED"
 wait $sweep && echo "mnist sweep done" || echo "mnist sweep FAILED"
-cp "$ship"/shapes_cond.pt "$ship"/manifest.json "$out"/ 2>/dev/null || true
 for f in "$out"/*.log; do echo "== $f"; tail -n 8 "$f"; done

@@ -145,11 +145,36 @@ def test_thresholded_clips_the_guided_x0_and_answers_in_the_models_target(target
     torch.testing.assert_close(Thresholded(4.0, s, target)(out, out, t, x_t), out)
 
 
+@pytest.mark.parametrize("target", ["eps", "x0", "v"])
+def test_static_clipping_clamps_the_guided_x0_to_the_data_range(target):
+    s = md.NoiseSchedule.linear(1000)
+    g = torch.Generator().manual_seed(1)
+    x_t = torch.randn(2, 1, 8, 8, generator=g, dtype=torch.float64)
+    cond, uncond = (3 * torch.randn(2, 2, 1, 8, 8, generator=g, dtype=torch.float64)).unbind(0)
+    t = 300
+    out = Thresholded(3.0, s, target, percentile=None)(cond, uncond, t, x_t)
+    _, x0 = md.eps_and_x0(out, x_t, t, s, target)
+    _, x0_guided = md.eps_and_x0(cfg_mix(cond, uncond, 3.0), x_t, t, s, target)
+    torch.testing.assert_close(x0, x0_guided.clamp(-1, 1), atol=1e-5, rtol=1e-5)   # clipped, not rescaled (float32 inside)
+
+
+def test_dynamic_threshold_shrinks_an_overshooting_image_and_keeps_one_in_range():
+    x0 = torch.tensor([[[[-1.0, 0.5, 2.0, -3.0]]], [[[0.1, -0.2, 0.9, -1.0]]]])
+    out = md.guidance.dynamic_threshold(x0, percentile=1.0)             # q = max |x̂_0| per image
+    torch.testing.assert_close(out[0], x0[0] / 3)                         # an overshoot is shrunk as a whole
+    torch.testing.assert_close(out[1], x0[1])                             # q = max(q, 1) = 1: unchanged
+
+
+def test_thresholded_refuses_a_percentile_outside_zero_one():
+    with pytest.raises(ValueError, match="percentile must be in"):
+        Thresholded(2.0, md.NoiseSchedule.linear(10), "eps", percentile=1.5)
+
+
 def test_variants_run_through_every_sampler():
     s = md.NoiseSchedule.linear(50)
     model = tiny_unet()
     y = torch.tensor([0, 1])
-    for guide in (Rescaled(3.0), Interval(3.0, 10, 40), Thresholded(3.0, s, "eps")):
+    for guide in (Rescaled(3.0), Interval(3.0, 10, 40), Thresholded(3.0, s, "eps"), Thresholded(3.0, s, "v", None)):
         for name in ("ddim", "dpm++", "ddpm"):
             with torch.no_grad():
                 x = md.samplers.sample(name, model, s, (2, 1, 8, 8), 3, y, guide,
