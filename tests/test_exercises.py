@@ -414,3 +414,70 @@ def test_check_ddim_step(capsys):
         md.exercises.check_ddim_step(lambda *a: _ddim(*a, prev_is_one=False))
     with pytest.raises(md.exercises.ExerciseError, match=r"(?s)ddim_step is not right yet, on case 3 of 6: .*eta=1.0"):
         md.exercises.check_ddim_step(lambda x_t, eps, t, tp, s, eta, n: _ddim(x_t, eps, t, tp, s, 0.0, n))
+
+
+# -- notebook 07 ---------------------------------------------------------------------------------
+def _guided(model, x_t, t, y, null_label, w):
+    out = model(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, null_label)]))
+    cond, uncond = out.chunk(2)
+    return uncond + w * (cond - uncond)
+
+
+def test_guided_prediction_accepts_one_batched_pass_and_refuses_two():
+    assert ex.check_guided_prediction(_guided) is _guided
+
+    def two_passes(model, x_t, t, y, null_label, w):
+        return md.guidance.cfg_mix(model(x_t, t, y), model(x_t, t, torch.full_like(y, null_label)), w)
+    with pytest.raises(ExerciseError, match=r"called the model 2 time\(s\).*once, on the batch of 4"):
+        ex.check_guided_prediction(two_passes)
+
+    def mixed_from_the_conditional(model, x_t, t, y, null_label, w):       # c + w(c − u): w = 0 is not unconditional
+        cond, uncond = model(torch.cat([x_t, x_t]), torch.cat([t, t]),
+                             torch.cat([y, torch.full_like(y, null_label)])).chunk(2)
+        return cond + w * (cond - uncond)
+    with pytest.raises(ExerciseError, match=r"(?s)not right yet.*wrong values.*w multiplies the difference"):
+        ex.check_guided_prediction(mixed_from_the_conditional)
+
+
+def test_drop_labels_check_passes_the_reference_and_names_each_mistake():
+    def ours(y, p, null):
+        return md.guidance.drop_labels(y, p, null)
+    assert ex.check_drop_labels(ours) is ours
+
+    def whole_batch(y, p, null):
+        return torch.full_like(y, null) if torch.rand(()) < p else y.clone()
+    with pytest.raises(ExerciseError, match="whole batch was dropped at once"):
+        ex.check_drop_labels(whole_batch)
+
+    def in_place(y, p, null):
+        y[torch.rand(y.shape) < p] = null
+        return y
+    with pytest.raises(ExerciseError, match=r"y itself was modified \(in place\)"):
+        ex.check_drop_labels(in_place)
+
+    def keep_probability(y, p, null):                                      # p read as the chance to keep
+        return torch.where(torch.rand(y.shape) < p, y, torch.full_like(y, null))
+    with pytest.raises(ExerciseError, match="p_uncond=0 keeps every label"):
+        ex.check_drop_labels(keep_probability)
+
+
+def test_exercise_checks_fall_back_to_the_reference_when_not_attempted(capsys):
+    def stub(*args):
+        raise NotImplementedError
+    for check in (ex.check_guided_prediction, ex.check_drop_labels, ex.check_rescaled_guidance):
+        assert check(stub) is not stub
+    assert capsys.readouterr().out.count("not attempted yet") == 3
+
+
+def test_rescaled_guidance_check_wants_each_images_own_spread():
+    def per_image(cond, uncond, w, phi):
+        x = uncond + w * (cond - uncond)
+        sd = lambda z: z.flatten(1).std(dim=1).view(-1, *[1] * (z.ndim - 1))
+        return phi * x * sd(cond) / sd(x) + (1 - phi) * x
+    assert ex.check_rescaled_guidance(per_image) is per_image
+
+    def whole_batch(cond, uncond, w, phi):
+        x = uncond + w * (cond - uncond)
+        return phi * x * cond.std() / x.std() + (1 - phi) * x
+    with pytest.raises(ExerciseError, match="each image's standard deviation"):
+        ex.check_rescaled_guidance(whole_batch)

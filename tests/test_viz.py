@@ -147,6 +147,17 @@ def test_schedule_compare_widget_redraws_every_panel(x0):
         viz.schedule_compare_widget({"a": md.NoiseSchedule.linear(10), "b": md.NoiseSchedule.linear(20)}, x0)
 
 
+def test_gallery_slider_shows_each_keys_images_and_caption(x0):
+    grids = {0.0: x0, 1.5: -x0}
+    slider, image, caption = viz.gallery_slider(grids, captions={1.5: "accuracy 99%"}).children
+    assert list(slider.options) == ["0.0", "1.5"] and image.value[:8] == b"\x89PNG\r\n\x1a\n"
+    before = image.value
+    slider.value = "1.5"
+    assert image.value != before and caption.value == "w = 1.5   accuracy 99%"
+    with pytest.raises(ValueError, match="at least one batch"):
+        viz.gallery_slider({})
+
+
 # -- bad input ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("images, error, match", [
     (torch.zeros(1, 8, 8), ValueError, r"4-D \(B, C, H, W\).*images\[None\]"),

@@ -61,12 +61,9 @@ def check(name: str, fn: Callable, reference: Callable, cases: Sequence[Case], h
             try:
                 got = _call(fn, case)
             except NotImplementedError as exc:
-                if os.environ.get("NBGRADER_EXECUTION"):        # set by nbgrader's autograde and validate
-                    raise ExerciseError(f"{name} was not attempted: the exercise cell still raises "
-                                        f"NotImplementedError, so this check scores 0") from exc
-                print(f"{name}: not attempted yet — using minidiff's reference implementation so the "
-                      f"rest of the notebook runs. (Replace the raise in the exercise cell to try it.)")
-                return reference
+                return not_attempted(name, reference, exc)
+            except ExerciseError:                                # a check inside the case said what is wrong
+                raise
             except Exception as exc:
                 raise ExerciseError(f"{name} raised an error on {where}\n"
                                     f"  {type(exc).__name__}: {exc}\n  Hint: {hint}") from exc
@@ -74,6 +71,43 @@ def check(name: str, fn: Callable, reference: Callable, cases: Sequence[Case], h
             if problem is not None:
                 raise ExerciseError(f"{name} is not right yet, on {where}\n  {problem}\n  Hint: {hint}")
     print(f"✓ {name}: correct on {len(cases)} test cases.")
+    return fn
+
+
+def not_attempted(name: str, reference: Callable, exc: NotImplementedError) -> Callable:
+    """The exercise still raises NotImplementedError: the reference stands in for it (an ExerciseError,
+    scoring 0, under nbgrader's autograde)."""
+    if os.environ.get("NBGRADER_EXECUTION"):        # set by nbgrader's autograde and validate
+        raise ExerciseError(f"{name} was not attempted: the exercise cell still raises "
+                            f"NotImplementedError, so this check scores 0") from exc
+    print(f"{name}: not attempted yet — using minidiff's reference implementation so the "
+          f"rest of the notebook runs. (Replace the raise in the exercise cell to try it.)")
+    return reference
+
+
+Property = tuple[str, Callable[[Callable], Optional[str]]]      # (what it checks, test(fn) -> problem or None)
+
+
+def check_properties(name: str, fn: Callable, reference: Callable, properties: Sequence[Property],
+                     hint: str) -> Callable:
+    """Like ``check``, for a function whose output is random: each property calls ``fn`` itself and
+    returns what is wrong (one line) or None. The reference must pass them all (a unit test checks)."""
+    if not callable(fn):
+        raise TypeError(f"{name}: the check expects your function; got {type(fn).__name__}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for i, (description, test) in enumerate(properties, start=1):
+            try:
+                problem = test(fn)
+            except NotImplementedError as exc:
+                return not_attempted(name, reference, exc)
+            except Exception as exc:
+                raise ExerciseError(f"{name} raised an error on check {i} of {len(properties)}: {description}\n"
+                                    f"  {type(exc).__name__}: {exc}\n  Hint: {hint}") from exc
+            if problem is not None:
+                raise ExerciseError(f"{name} is not right yet, on check {i} of {len(properties)}: {description}\n"
+                                    f"  {problem}\n  Hint: {hint}")
+    print(f"✓ {name}: passes all {len(properties)} checks.")
     return fn
 
 
@@ -353,3 +387,128 @@ def check_ddim_step(fn: Callable) -> Callable:
                   noise: Tensor) -> Tensor:
         return ddim_step(x_t, eps, t, t_prev, s, eta=eta, noise=noise)
     return check("ddim_step", fn, reference, _sampler_cases(with_prev=True), HINT_DDIM_STEP, **IMAGE_TOLERANCE)
+
+
+# -- notebook 07: classifier-free guidance ------------------------------------------------------
+HINT_GUIDED_PREDICTION = ("One forward pass: out = model(torch.cat([x_t, x_t]), torch.cat([t, t]), "
+                          "torch.cat([y, null])) with null = torch.full_like(y, null_label); cond, uncond = "
+                          "out.chunk(2); return uncond + w·(cond − uncond) — w multiplies the difference "
+                          "(conditional minus unconditional), and w = 0 must give the unconditional output.")
+
+HINT_DROP_LABELS = ("Draw one uniform number per label (torch.rand(y.shape, device=y.device)); where it is below "
+                    "p_uncond put null_label, elsewhere keep y (torch.where). Return a new tensor: each label is "
+                    "dropped on its own, not the whole batch at once, and y itself is left unchanged.")
+
+HINT_RESCALED = ("x_cfg = uncond + w·(cond − uncond); σ(·) is each image's standard deviation over all its "
+                 "values (x.flatten(1).std(dim=1), reshaped to (B, 1, 1, 1)), not the batch's; "
+                 "x_re = x_cfg·σ(cond)/σ(x_cfg); return φ·x_re + (1 − φ)·x_cfg.")
+
+
+class _TinyConditional(torch.nn.Module):
+    """A small deterministic stand-in for a conditional U-Net: a conv plus a per-label offset. It
+    records the batch size of every call, so a check can tell one batched pass from two."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, channels, 3, padding=1)
+        self.label = torch.nn.Embedding(num_classes + 1, channels)
+        self.calls: list[int] = []
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        self.calls.append(x.shape[0])
+        return self.conv(x) * (1 + t.float().view(-1, 1, 1, 1) / 1000) + self.label(y)[:, :, None, None]
+
+
+def check_guided_prediction(fn: Callable) -> Callable:
+    """Check ``fn(model, x_t, t, y, null_label, w) -> ε̃`` against ``cfg_mix`` of the conditional and the
+    null-label output, and that it calls the model once, on the batch of 2B."""
+    from ..guidance import cfg_mix
+    cases = []
+    with torch.random.fork_rng(devices=[]):
+        for seed, (b, c, hw, w) in enumerate([(2, 1, 6, 3.0), (3, 3, 4, 0.0), (4, 1, 8, 1.0), (5, 2, 4, 7.5)]):
+            torch.manual_seed(seed)
+            model, x_t = _TinyConditional(c, 10), torch.randn(b, c, hw, hw)
+            t, y = torch.randint(0, 1000, (b,)), torch.randint(0, 10, (b,))
+            inputs = dict(model=model, x_t=x_t, t=t, y=y, null_label=10, w=w)
+            cases.append(Case(describe(**inputs), tuple(inputs.values())))
+
+    def reference(model, x_t, t, y, null_label, w):
+        both = model(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, null_label)]))
+        return cfg_mix(*both.chunk(2), w)
+
+    def one_pass(model, x_t, t, y, null_label, w):
+        model.calls.clear()
+        out = fn(model, x_t, t, y, null_label, w)
+        if model.calls != [2 * len(x_t)]:
+            raise ExerciseError(f"guided_prediction called the model {len(model.calls)} time(s), on batches of "
+                                f"{model.calls}, for {len(x_t)} images; it should call it once, on the batch of "
+                                f"{2 * len(x_t)} (conditional and unconditional together).\n  Hint: {HINT_GUIDED_PREDICTION}")
+        return out
+    checked = check("guided_prediction", one_pass, reference, cases, HINT_GUIDED_PREDICTION)
+    return fn if checked is one_pass else checked
+
+
+def check_drop_labels(fn: Callable) -> Callable:
+    """Check ``fn(y, p_uncond, null_label) -> labels`` (random) by its properties: p = 0 and p = 1, the
+    fraction dropped, each label dropped on its own, kept labels unchanged, y itself untouched."""
+    from ..guidance import drop_labels
+
+    def reference(y: Tensor, p_uncond: float, null_label: int) -> Tensor:
+        return drop_labels(y, p_uncond, null_label)
+
+    y = torch.arange(40_000) % 10
+
+    def same_labels(p: float, expected: Tensor, what: str) -> Callable[[Callable], Optional[str]]:
+        def test(f: Callable) -> Optional[str]:
+            problem = compare_tensors(expected, f(y.clone(), p, 10), 0, 0)
+            return problem and f"with p_uncond={p} {what}: {problem}"
+        return test
+
+    def fraction(f: Callable) -> Optional[str]:
+        out = f(y.clone(), 0.25, 10)
+        if not isinstance(out, Tensor) or out.shape != y.shape or out.dtype != y.dtype:
+            return f"expected a {y.dtype} tensor of shape {tuple(y.shape)}; got {getattr(out, 'dtype', type(out).__name__)} {tuple(getattr(out, 'shape', ()))}"
+        kept, dropped = out == y, out == 10
+        if not bool((kept | dropped).all()):
+            return "some labels were changed to something other than the null label 10"
+        share = dropped.float().mean().item()
+        if not 0.24 <= share <= 0.26:
+            whole = " (0 or 1: the whole batch was dropped at once?)" if share in (0.0, 1.0) else ""
+            return f"with p_uncond=0.25, {share:.1%} of 40,000 labels were dropped{whole}; expected about 25%"
+        per_class = [dropped[y == k].float().mean().item() for k in range(10)]
+        if max(per_class) - min(per_class) > 0.04:
+            return f"the share dropped differs by class ({min(per_class):.1%} to {max(per_class):.1%}); every label should be dropped with the same probability"
+        return None
+
+    def independent(f: Callable) -> Optional[str]:
+        a, b = f(y.clone(), 0.5, 10), f(y.clone(), 0.5, 10)
+        return "two calls dropped exactly the same labels: draw fresh random numbers each call" if torch.equal(a, b) else None
+
+    def untouched(f: Callable) -> Optional[str]:
+        labels = y.clone()
+        f(labels, 0.5, 10)
+        return "y itself was modified (in place); return a new tensor and leave y as it was" if not torch.equal(labels, y) else None
+
+    properties = [("p_uncond=0 keeps every label", same_labels(0.0, y, "every label should be kept")),
+                  ("p_uncond=1 drops every label", same_labels(1.0, torch.full_like(y, 10), "every label should be the null label")),
+                  ("p_uncond=0.25 drops about a quarter of the labels, each on its own", fraction),
+                  ("each call draws anew", independent),
+                  ("y itself is left unchanged", untouched)]
+    return check_properties("drop_labels", fn, reference, properties, HINT_DROP_LABELS)
+
+
+def check_rescaled_guidance(fn: Callable) -> Callable:
+    """Check ``fn(cond, uncond, w, phi) -> guided`` against ``guidance.Rescaled(w, phi)`` (Lin et al. 2024)."""
+    from ..guidance import Rescaled
+    settings = [((2, 1, 8, 8), 3.0, 0.7), ((3, 3, 4, 4), 7.5, 1.0), ((2, 1, 6, 6), 5.0, 0.0), ((4, 2, 4, 4), 1.0, 0.5)]
+    cases = []
+    for seed, (shape, w, phi) in enumerate(settings):
+        g = torch.Generator().manual_seed(seed)
+        scale = torch.logspace(-1, 1, shape[0]).view(-1, 1, 1, 1)        # images of very different spread
+        cond, uncond = scale * torch.randn(shape, generator=g), scale * torch.randn(shape, generator=g)
+        inputs = dict(cond=cond, uncond=uncond, w=w, phi=phi)
+        cases.append(Case(describe(**inputs), tuple(inputs.values())))
+
+    def reference(cond: Tensor, uncond: Tensor, w: float, phi: float) -> Tensor:
+        return Rescaled(w, phi)(cond, uncond, 0, cond)
+    return check("rescaled_guidance", fn, reference, cases, HINT_RESCALED)

@@ -10,7 +10,7 @@ Every ``show_*`` / ``plot_*`` function returns its matplotlib Figure and does no
 cell ends, so end the line with ``;`` (or write ``_ = ...``) rather than letting the cell print the
 returned Figure as well.
 
-The two widgets, ``t_slider`` and ``schedule_compare_widget``, each have a static twin that a notebook
+The widgets, ``t_slider``, ``schedule_compare_widget`` and ``gallery_slider``, each have a static twin that a notebook
 draws just before them, so the saved page reads without a kernel:
 
     md.viz.show_forward_strip(x0, s);          # static: saved in the notebook
@@ -18,6 +18,9 @@ draws just before them, so the saved page reads without a kernel:
 
     md.viz.show_schedule_comparison(schedules, x0);
     md.viz.schedule_compare_widget(schedules, x0)
+
+    md.viz.show_grid(torch.cat(list(grids.values())), ...);
+    md.viz.gallery_slider(grids)               # precomputed batches, one per slider position
 """
 from __future__ import annotations
 
@@ -358,3 +361,30 @@ def schedule_compare_widget(schedules: Mapping[str, NoiseSchedule], x0: Tensor, 
                           layout=widgets.Layout(margin="0 16px 0 0"))
              for name, (_, image, caption) in zip(schedules, panels)]
     return widgets.VBox([slider, widgets.HBox(boxes)])
+
+
+def gallery_slider(grids: Mapping[str, Tensor], description: str = "w", captions: Optional[Mapping[str, str]] = None,
+                   nrow: Optional[int] = None, zoom: int = 3) -> widgets.VBox:
+    """A slider over the keys of ``grids`` (e.g. guidance scales "0", "1", "2"), showing that key's batch
+    of images, already computed, and its caption (e.g. the measured accuracy).
+
+    Returns ``VBox(children=(slider, image, caption))`` with a ``SelectionSlider``. Nothing is sampled
+    while it moves, so it is instant on a CPU. Needs a kernel; draw the same grids with ``show_grid``
+    before it as the static fallback.
+    """
+    if not grids:
+        raise ValueError("grids must hold at least one batch of images; got none")
+    grids = {str(key): _check_images(images, f"grids[{key!r}]") for key, images in grids.items()}
+    captions = {str(key): text for key, text in (captions or {}).items()}
+    slider = widgets.SelectionSlider(options=list(grids), value=next(iter(grids)), description=description,
+                                     continuous_update=True, layout=widgets.Layout(width="520px"))
+    image, caption = widgets.Image(format="png"), widgets.Label()
+
+    def redraw(change: Optional[dict] = None) -> None:
+        images = grids[slider.value]
+        _show_png(image, png_bytes(images, nrow=nrow or images.shape[0], zoom=zoom))
+        caption.value = f"{description} = {slider.value}   " + captions.get(slider.value, "")
+
+    redraw()
+    slider.observe(redraw, names="value")
+    return widgets.VBox([slider, image, caption])
