@@ -255,7 +255,7 @@ class Composed(nn.Module):
         n, batch = len(self.conditions), x.shape[0]
         t = torch.as_tensor(t, device=x.device)
         t = t.expand(batch) if t.ndim == 0 else t
-        ys = self.conditions.repeat_interleave(batch, dim=0)                # condition i for images i·B … (i+1)·B − 1
+        ys = self.conditions.to(x.device).repeat_interleave(batch, dim=0)   # condition i for images i·B … (i+1)·B − 1
         ys = ys[:, 0] if isinstance(self.null, int) else ys
         base, *outs = self.model(x.repeat(n, *([1] * (x.ndim - 1))), t.repeat(n), ys).chunk(n)
         return base + sum(w * (out - base) for w, out in zip(self.weights, outs))

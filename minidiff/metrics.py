@@ -399,6 +399,14 @@ def shapes_reference(n: int = 1024, seed: int = 1) -> tuple[Tensor, Tensor]:
     return Shapes(n, 32, seed=seed, attributes=SHAPES_ATTRIBUTES).batch(n)
 
 
+def shape_predictions(samples: Tensor, classifier: Optional[DigitClassifier] = None) -> Tensor:
+    """The shape index (``data.SHAPES``) the shapes classifier (default: the shipped one) reads in each
+    Shapes image, (B,) on the images' device."""
+    check_shapes(samples, "samples")
+    classifier = classifier or pretrained.load_classifier(samples.device, name=SHAPES_CLASSIFIER)
+    return _apply(classifier, samples, "forward", 500).argmax(dim=1)
+
+
 def attribute_accuracy(samples: Tensor, labels: Tensor, classifier: Optional[DigitClassifier] = None) -> dict:
     r"""How often a sample shows what it was drawn for: ``{"shape", "color", "both"}``, each a fraction.
     ``labels`` are (B, 2) rows (shape, colour); the shape is judged by the shapes classifier (default: the
@@ -407,8 +415,7 @@ def attribute_accuracy(samples: Tensor, labels: Tensor, classifier: Optional[Dig
     if not isinstance(labels, Tensor) or labels.shape != (len(samples), 2) or labels.is_floating_point():
         raise ValueError(f"labels must be an integer tensor ({len(samples)}, 2) of (shape, colour) rows; got "
                          f"{getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}")
-    classifier = classifier or pretrained.load_classifier(samples.device, name=SHAPES_CLASSIFIER)
-    shape_ok = _apply(classifier, samples, "forward", 500).argmax(dim=1) == labels[:, 0].to(samples.device)
+    shape_ok = shape_predictions(samples, classifier) == labels[:, 0].to(samples.device)
     color_ok = shape_colors(samples) == labels[:, 1].to(samples.device)
     return {"shape": shape_ok.double().mean().item(), "color": color_ok.double().mean().item(),
             "both": (shape_ok & color_ok).double().mean().item()}

@@ -226,8 +226,8 @@ def evaluate_recipe(recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
 def _evaluate_classifier(recipe: Recipe, model: torch.nn.Module) -> dict[str, Any]:
     if recipe.data == "shapes":
         images, labels = metrics.shapes_reference(2000)
-        logits = metrics._apply(model, images, "forward", 500)
-        return {"heldout_accuracy": (logits.argmax(dim=1) == labels[:, 0]).double().mean().item()}
+        predicted = metrics.shape_predictions(images, model)
+        return {"heldout_accuracy": (predicted == labels[:, 0]).double().mean().item()}
     images, labels = metrics.reference_images()
     floor = metrics.reference_floor(model)
     return {"heldout_accuracy": metrics.class_accuracy(images, labels, model), "floor_fd": floor["fd"],
