@@ -426,8 +426,8 @@ The next cell measures the same thing live, with fewer images in the `smoke` and
 
 code(r"""
 SCALES = [0.0, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0]
-N = md.by_profile(smoke=10, default=30, full=1000)
-STEPS = md.by_profile(smoke=5, default=10, full=50)
+N = md.by_profile(smoke=20, default=30, full=1000)
+STEPS = md.by_profile(smoke=4, default=10, full=50)
 DRAWS = md.by_profile(smoke=1, default=1, full=1)
 y_eval = torch.arange(N, device=device) % 10
 real = md.mnist("train").images[:N]
@@ -685,7 +685,7 @@ shapes_model, shapes_s, _ = md.load_diffusion("shapes_cond", device=device)
 SHAPE_NAMES, COLOUR_NAMES = md.data.SHAPES, md.data.COLOR_NAMES
 print("null labels (shape, colour):", shapes_model.null_label, "| shapes:", SHAPE_NAMES, "| colours:", COLOUR_NAMES)
 pairs = md.guidance.labels_in_turn(32, shapes_model.null_label).to(device)    # every (shape, colour) once
-SHAPE_STEPS = md.by_profile(smoke=5, default=10, full=50)
+SHAPE_STEPS = md.by_profile(smoke=4, default=10, full=50)
 with torch.no_grad():
     x_pairs = shapes_model_sample = md.ddim_sample(shapes_model, shapes_s, (32, 3, 32, 32), steps=SHAPE_STEPS, y=pairs,
                                                    guidance_scale=1.5, generator=gen(0)).clamp(-1, 1)
