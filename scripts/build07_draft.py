@@ -149,16 +149,16 @@ class ToyDenoiser(nn.Module):
 def train_toy(num_classes, p_uncond, steps, seed=0):
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    net, toy_s = ToyDenoiser(num_classes), md.NoiseSchedule.linear(1000)
+    net, toy_s = ToyDenoiser(num_classes).to(device), md.NoiseSchedule.linear(1000).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     for step in range(steps):
-        x0, y = blobs(256, g)
+        x0, y = (v.to(device) for v in blobs(256, g))
         y = drop_labels(y, p_uncond, num_classes) if num_classes else None
         loss = md.diffusion_loss(net, x0, toy_s, target="v", y=y)
         opt.zero_grad(); loss.backward(); opt.step()
     return net.eval(), toy_s
 
-TOY_STEPS = md.by_profile(smoke=500, default=2500, full=5000)
+TOY_STEPS = md.by_profile(smoke=500, default=2500, full=4000)
 start = time.perf_counter()
 toy_cond, toy_s = train_toy(4, 0.1, TOY_STEPS)
 toy_uncond, _ = train_toy(None, 0.0, TOY_STEPS)
@@ -168,9 +168,9 @@ print(f"two toy denoisers, {TOY_STEPS} steps each: {time.perf_counter() - start:
 code(r"""
 def toy_sample(net, n, y=None, guidance=None, seed=0):
     with torch.no_grad():
-        x = md.ddim_sample(net, toy_s, (n, 2, 1, 1), steps=50, y=y, guidance_scale=guidance,
-                           generator=torch.Generator().manual_seed(seed))
-    return x.flatten(1)
+        x = md.ddim_sample(net, toy_s, (n, 2, 1, 1), steps=50, y=None if y is None else y.to(device),
+                           guidance_scale=guidance, generator=gen(seed))
+    return x.flatten(1).cpu()
 
 def nearest_centre(points):
     return torch.cdist(points, CENTRES).argmin(dim=1)
@@ -331,12 +331,12 @@ $w = 8$ right out of the data (the axes reach further than in the first panel).
 code(r"""
 t_arrow = 300
 grid = torch.stack(torch.meshgrid(torch.linspace(-2.5, 2.5, 15), torch.linspace(-2.5, 2.5, 15), indexing="xy"), -1).view(-1, 2)
-x_grid = grid.view(-1, 2, 1, 1)
+x_grid, t_grid = grid.view(-1, 2, 1, 1).to(device), torch.full((len(grid),), t_arrow, device=device)
 with torch.no_grad():
-    eps_c = md.samplers.predict_eps(toy_cond, x_grid, t_arrow, toy_s, torch.zeros(len(grid), dtype=torch.long))[0]
-    eps_u = md.samplers.predict_eps(toy_cond, x_grid, t_arrow, toy_s, torch.full((len(grid),), 4))[0]
+    eps_c = md.eps_and_x0(toy_cond(x_grid, t_grid, torch.zeros_like(t_grid)), x_grid, t_arrow, toy_s, "v")[0]
+    eps_u = md.eps_and_x0(toy_cond(x_grid, t_grid, torch.full_like(t_grid, 4)), x_grid, t_arrow, toy_s, "v")[0]
 sigma = toy_s.sqrt_one_minus_alphas_cumprod[t_arrow].item()
-arrows = (-(eps_c - eps_u) / sigma).flatten(1)
+arrows = (-(eps_c - eps_u) / sigma).flatten(1).cpu()
 
 fig, axes = plt.subplots(1, 5, figsize=(20, 4))
 axes[0].scatter(real_points[:, 0], real_points[:, 1], s=1, c=colours[real_y], alpha=0.2)
@@ -360,21 +360,28 @@ assert toy_guided[8.0].mean(0).sum() > toy_guided[1.0].mean(0).sum()       # pus
 """)
 
 md(r"""
-Now on a digit. Take a held-out **3**, noise it to $t = 500$, and ask the shipped model for the
+Now on a digit. Take a held-out **3**, noise it to $t = 300$, and ask the shipped model for the
 implicit classifier's gradient towards each class: which pixels to brighten (red) or darken (blue) to
-make $x_t$ more like that digit. Towards 0 it brightens the left side, closing the loop; towards 4 it
+make $x_t$ more like that digit. The figure shows one noise draw; the norms printed below it are the
+mean over 16 draws of the noise. Towards 0 it brightens the left side, closing the loop; towards 4 it
 darkens the lower curve; towards 3 itself there is least to change.
 """)
 
 code(r"""
 three = heldout.images[(heldout.labels == 3).nonzero()[0]].to(device)       # one held-out 3, (1, 1, 28, 28)
-t_img = 500
-x_t = md.q_sample(three, t_img, s, torch.randn(three.shape, device=device, generator=gen(4))).expand(10, -1, -1, -1)
-classes, t10 = torch.arange(10, device=device), torch.full((10,), t_img, device=device)
-with torch.no_grad():                                                      # in float32, also on a GPU
-    eps_c = md.eps_and_x0(model(x_t, t10, classes), x_t, t_img, s, model.target)[0]
-    eps_u = md.eps_and_x0(model(x_t, t10, torch.full_like(classes, model.null_label)), x_t, t_img, s, model.target)[0]
-implicit = (-(eps_c - eps_u) / s.sqrt_one_minus_alphas_cumprod[t_img]).cpu()
+t_img, draws = 300, 16
+noise = torch.randn((draws, 1, 28, 28), generator=torch.Generator().manual_seed(4)).to(device)   # the same on any device
+x_t = md.q_sample(three.expand(draws, -1, -1, -1), t_img, s, noise)
+t_batch = torch.full((draws,), t_img, device=device)
+
+def implicit_gradient(y):
+    # −(ε_c − ε_u)/σ_t for label y at each of the noisy copies, in float32 (also on a GPU)
+    eps = lambda labels: md.eps_and_x0(model(x_t, t_batch, labels), x_t, t_img, s, model.target)[0]
+    with torch.no_grad():
+        return -(eps(torch.full_like(t_batch, y)) - eps(torch.full_like(t_batch, model.null_label))) / s.sqrt_one_minus_alphas_cumprod[t_img]
+
+gradients = torch.stack([implicit_gradient(k) for k in range(10)]).cpu()    # (10 classes, draws, 1, 28, 28)
+implicit = gradients[:, 0]                                                  # the first draw, for the figure
 
 fig, axes = plt.subplots(1, 12, figsize=(18, 2.2))
 axes[0].imshow(three[0, 0].cpu(), cmap="gray", vmin=-1, vmax=1); axes[0].set_title("x_0")
@@ -386,8 +393,8 @@ for k in range(10):
 for ax in axes:
     ax.set_axis_off()
 plt.suptitle("the implicit classifier's gradient −(ε_c − ε_u)/σ_t: red brightens, blue darkens", y=1.05)
-norms = implicit.flatten(1).norm(dim=1)
-print("gradient norm towards each class:", " ".join(f"{k}: {v:.2f}" for k, v in enumerate(norms.tolist())))
+norms = gradients.flatten(2).norm(dim=2).mean(dim=1)                        # mean over the draws
+print(f"gradient norm towards each class, mean of {draws} noise draws:", " ".join(f"{k}: {v:.2f}" for k, v in enumerate(norms.tolist())))
 assert norms.argmin().item() == 3          # the image already is a 3: the least to change
 """)
 
