@@ -42,7 +42,16 @@ from .schedules import NoiseSchedule
 Guidance = Callable[[Tensor, Tensor, int, Tensor], Tensor]     # (conditional, unconditional, t, x_t) -> guided
 
 
-Null = Union[int, tuple[int, ...]]          # one null label, or one per attribute
+@dataclass(frozen=True)
+class NullCaption:
+    """The null condition of a text-conditional model (notebook 08): the empty caption, ``length``
+    padding tokens (id 0). Its labels are captions as token ids, (B, ``length``) in [0, ``vocab_size``),
+    and a caption is dropped as a whole, never word by word."""
+    length: int
+    vocab_size: int
+
+
+Null = Union[int, tuple[int, ...], NullCaption]     # one null label, one per attribute, or the empty caption
 
 
 def null_label(model: Any) -> Null:
@@ -57,12 +66,17 @@ def null_label(model: Any) -> Null:
 
 def null_like(y: Tensor, null: Null) -> Tensor:
     """A tensor shaped like the labels ``y`` that holds only null labels: ``null`` everywhere for (B,)
-    labels; for (B, K) labels of K attributes, column k holds attribute k's null label ``null[k]``."""
+    labels; for (B, K) labels of K attributes, column k holds attribute k's null label ``null[k]``; for
+    captions (B, L), the empty caption (all padding, 0)."""
+    if isinstance(null, NullCaption):
+        return torch.zeros_like(y)
     return torch.as_tensor(null, dtype=y.dtype, device=y.device).expand_as(y)
 
 
 def label_shape(null: Null, batch: int) -> tuple[int, ...]:
-    """The shape of a batch's labels: (B,) for one null label, (B, K) for one per attribute."""
+    """The shape of a batch's labels: (B,) for one null label, (B, K) for one per attribute, (B, L) for captions."""
+    if isinstance(null, NullCaption):
+        return (batch, null.length)
     return (batch,) if isinstance(null, int) else (batch, len(null))
 
 
@@ -71,6 +85,8 @@ def check_labels(y: Any, null: Null, batch: int, name: str = "y") -> Tensor:
     entries lie in [0, null] (column k in [0, null[k]] for several attributes; the null label itself
     means "not given"). Anything else is a ValueError naming ``name``, what was expected and what came."""
     shape = label_shape(null, batch)
+    if isinstance(null, NullCaption):
+        return _check_captions(y, null, shape, name)
     if not isinstance(y, Tensor) or y.dtype != torch.long or tuple(y.shape) != shape:
         raise ValueError(f"{name} must be a LongTensor of shape {shape}, one label per image"
                          f"{'' if isinstance(null, int) else ' and attribute'}; got "
@@ -85,9 +101,23 @@ def check_labels(y: Any, null: Null, batch: int, name: str = "y") -> Tensor:
     return y
 
 
+def _check_captions(y: Any, null: NullCaption, shape: tuple[int, ...], name: str) -> Tensor:
+    if not isinstance(y, Tensor) or y.dtype != torch.long or tuple(y.shape) != shape:
+        raise ValueError(f"{name} must be a LongTensor of shape {shape}: one caption of {null.length} token ids "
+                         f"per image (Tokenizer.encode makes them); got "
+                         f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")
+    if y.numel() and (bool((y < 0).any()) or bool((y >= null.vocab_size).any())):
+        raise ValueError(f"{name} must hold token ids in [0, {null.vocab_size - 1}]; got values from "
+                         f"{int(y.min())} to {int(y.max())}")
+    return y
+
+
 def labels_in_turn(n: int, null: Null) -> Tensor:
     """Labels for ``n`` images that run through the classes in turn: 0, 1, 2, … for one label; for
     several attributes every combination, the first attribute changing fastest."""
+    if isinstance(null, NullCaption):
+        raise ValueError("labels_in_turn runs through classes; a text-conditional model takes captions "
+                         "(Tokenizer.encode) instead")
     i = torch.arange(n)
     if isinstance(null, int):
         return i % null
@@ -101,9 +131,13 @@ def labels_in_turn(n: int, null: Null) -> Tensor:
 def drop_labels(y: Tensor, p_uncond: float, null: Null, generator: Optional[torch.Generator] = None) -> Tensor:
     """Replace each label by the null label ``null`` with probability ``p_uncond`` (training for CFG).
     With several attributes (y of shape (B, K)) each one is dropped on its own, so the network also
-    learns every partial condition ("a circle, any colour"), which composing conditions needs."""
+    learns every partial condition ("a circle, any colour"), which composing conditions needs. A caption
+    (``NullCaption``) is dropped whole: it becomes the empty caption."""
     if not 0.0 <= p_uncond <= 1.0:
         raise ValueError(f"p_uncond must be in [0, 1]; got {p_uncond}")
+    if isinstance(null, NullCaption):
+        drop = (torch.rand(y.shape[0], device=y.device, generator=generator) < p_uncond).unsqueeze(1)
+        return torch.where(drop, null_like(y, null), y)
     drop = torch.rand(y.shape, device=y.device, generator=generator) < p_uncond
     return torch.where(drop, null_like(y, null), y)
 
@@ -228,6 +262,9 @@ class Composed(nn.Module):
         if not terms:
             raise ValueError("terms must hold at least one (condition, weight) pair; got none")
         self.model, self.null = model, null_label(model)
+        if isinstance(self.null, NullCaption):
+            raise ValueError("Composed mixes class labels; for a text-conditional model, guide with captions "
+                             "(y = token ids) instead")
         rows = [self._row(base, "base")] + [self._row(y, f"terms[{k}]") for k, (y, _) in enumerate(terms)]
         self.register_buffer("conditions", torch.tensor(rows, dtype=torch.long), persistent=False)   # (1 + K, A)
         self.weights = [check_scale(w, f"terms[{k}]'s weight") for k, (_, w) in enumerate(terms)]

@@ -3,6 +3,7 @@ autoencoder of latent diffusion (notebook 08) are made of the same pieces.
 
     ResBlock     x + conv(SiLU(GN(conv(SiLU(GN(x)))))), optionally modulated by an embedding e (FiLM)
     Attention    x + W_o softmax(QKᵀ/√d) V over the H·W positions
+    CrossAttention  the same, with K and V from a caption's tokens instead of the image (notebook 08)
     Downsample   stride-2 3×3 conv              Upsample   nearest ×2, then a 3×3 conv
 """
 from __future__ import annotations
@@ -58,6 +59,14 @@ class ResBlock(nn.Module):
         return self.skip(x) + self.conv2(self.dropout(F.silu(h)))
 
 
+def multi_head_attention(q: Tensor, k: Tensor, v: Tensor, heads: int) -> Tensor:
+    r"""$\mathrm{softmax}(QK^\top/\sqrt d)\,V$ in ``heads`` heads of $d = C/\text{heads}$ features each:
+    q (B, S, C) attends over k, v (B, S', C); returns (B, S, C)."""
+    # each head's d features stay adjacent in memory (stride 1), as SDPA's fused kernels need
+    q, k, v = (rearrange(part, "b s (n d) -> b n s d", n=heads) for part in (q, k, v))
+    return rearrange(F.scaled_dot_product_attention(q, k, v), "b n s d -> b s (n d)")
+
+
 class Attention(nn.Module):
     r"""Multi-head self-attention with the $H \times W$ positions as tokens, residual:
     $x + W_o\,\mathrm{softmax}(QK^\top/\sqrt{d})\,V$, where $[Q, K, V] = W_{qkv}\,\mathrm{GN}(x)$ at each position."""
@@ -72,9 +81,28 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, emb: Optional[Tensor] = None) -> Tensor:
         height = x.shape[2]
         tokens = rearrange(self.norm(x), "b c h w -> b (h w) c")
-        # each head's d features stay adjacent in memory (stride 1), as SDPA's fused kernels need
-        q, k, v = rearrange(self.qkv(tokens), "b s (three n d) -> three b n s d", three=3, n=self.heads)
-        attended = rearrange(F.scaled_dot_product_attention(q, k, v), "b n s d -> b s (n d)")
+        attended = multi_head_attention(*self.qkv(tokens).chunk(3, dim=-1), heads=self.heads)
+        return x + rearrange(self.out(attended), "b (h w) c -> b c h w", h=height)
+
+
+class CrossAttention(nn.Module):
+    r"""Each image position attends to the tokens of a caption (Rombach et al. 2022, §3.3), residual:
+    $x + W_o\,\mathrm{softmax}(QK^\top/\sqrt{d})\,V$ with $Q = W_q\,\mathrm{GN}(x)$ from the image and
+    $K = W_k\,c$, $V = W_v\,c$ from the context $c$ (B, L, ``context_dim``), the text encoder's output.
+    This is how *where* a word applies is learned: position (h, w) picks the tokens it needs."""
+
+    def __init__(self, channels: int, context_dim: int, head_dim: int):
+        super().__init__()
+        self.heads = max(1, channels // head_dim)
+        self.norm = group_norm(channels)
+        self.q = nn.Linear(channels, channels)
+        self.kv = nn.Linear(context_dim, 2 * channels)
+        self.out = zero_init(nn.Linear(channels, channels))
+
+    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+        height = x.shape[2]
+        q = self.q(rearrange(self.norm(x), "b c h w -> b (h w) c"))
+        attended = multi_head_attention(q, *self.kv(context).chunk(2, dim=-1), heads=self.heads)
         return x + rearrange(self.out(attended), "b (h w) c -> b c h w", h=height)
 
 

@@ -5,6 +5,10 @@ to a prediction of the same shape (ε, x_0 or v, whichever it was trained on).
                 │  (ResBlock [+ attention]) × blocks, then downsample   ↑ skips   │
     t ─ sinusoids ─ MLP ─┐                                                         │
     y ─ embedding ───────┴─ emb: added as a scale and shift in *every* ResBlock ───┘
+
+Text-conditional (notebook 08, ``vocab_size`` set): y is a caption's token ids; a TextEncoder turns it
+into a context c (L tokens × ``text_dim``), which the blocks at ``cross_attention_resolutions`` attend
+to (cross-attention), and whose mean joins the embedding.
 """
 from __future__ import annotations
 
@@ -15,9 +19,10 @@ import torch
 from torch import Tensor, nn
 
 from ..diffusion import Target, check_target
-from ..guidance import label_shape
-from .blocks import Attention, Downsample, ResBlock, Upsample, group_norm, zero_init
+from ..guidance import NullCaption, label_shape
+from .blocks import Attention, CrossAttention, Downsample, ResBlock, Upsample, group_norm, zero_init
 from .embedding import timestep_embedding
+from .text import Pooled, TextEncoder
 
 
 @dataclass
@@ -34,19 +39,28 @@ class UNetConfig:
     # per attribute, e.g. (4, 8) for shape and colour (labels (B, 2); attribute k's null label is n_k).
     num_classes: Union[int, tuple[int, ...], None] = None
     head_dim: int = 32
+    # Text-conditional when set: y holds captions as ids (B, max_tokens) of a vocabulary of vocab_size
+    # (0 = padding; the empty caption is the null condition), read by a TextEncoder of text_layers layers.
+    vocab_size: Optional[int] = None
+    max_tokens: int = 16
+    text_dim: int = 64
+    text_layers: int = 2
+    cross_attention_resolutions: tuple[int, ...] = ()
 
 
 class Block(nn.Module):
-    """One ResBlock, followed by self-attention at the chosen resolutions."""
+    """One ResBlock, followed by self-attention and cross-attention to the caption where chosen."""
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, cfg: UNetConfig, attend: bool):
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, cfg: UNetConfig, attend: bool, cross: bool = False):
         super().__init__()
         self.res = ResBlock(in_ch, out_ch, emb_dim, cfg.dropout)
         self.attn = Attention(out_ch, cfg.head_dim) if attend else None
+        self.cross = CrossAttention(out_ch, cfg.text_dim, cfg.head_dim) if cross else None
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+    def forward(self, x: Tensor, emb: Tensor, context: Optional[Tensor] = None) -> Tensor:
         x = self.res(x, emb)
-        return self.attn(x) if self.attn is not None else x
+        x = self.attn(x) if self.attn is not None else x
+        return self.cross(x, context) if self.cross is not None else x
 
 
 class Level(nn.Module):
@@ -84,10 +98,16 @@ class UNet(nn.Module):
         self.class_emb = nn.Embedding(sum(n + 1 for n in counts), emb_dim) if counts else None
         self.register_buffer("offsets", torch.tensor([sum(n + 1 for n in counts[:k]) for k in range(len(counts))],
                                                      dtype=torch.long), persistent=False)
+        text = cfg.vocab_size is not None
+        self.text = TextEncoder(cfg.vocab_size, cfg.max_tokens, cfg.text_dim, cfg.text_layers, cfg.head_dim) \
+            if text else None
+        self.pooled = Pooled(cfg.text_dim, emb_dim) if text else None
         self.stem = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
         self.down, skip_channels = self._down_path(emb_dim)
-        mid = cfg.base_channels * cfg.channel_mults[-1]
-        self.mid = nn.ModuleList([Block(mid, mid, emb_dim, cfg, attend=True), Block(mid, mid, emb_dim, cfg, False)])
+        mid, size = cfg.base_channels * cfg.channel_mults[-1], cfg.image_size // 2 ** (len(cfg.channel_mults) - 1)
+        cross = size in cfg.cross_attention_resolutions
+        self.mid = nn.ModuleList([Block(mid, mid, emb_dim, cfg, attend=True, cross=cross),
+                                  Block(mid, mid, emb_dim, cfg, False)])
         self.up = self._up_path(emb_dim, skip_channels)
         top = cfg.base_channels * cfg.channel_mults[0]      # the up path ends at the first level's width
         self.out = nn.Sequential(group_norm(top), nn.SiLU(), zero_init(nn.Conv2d(top, cfg.in_channels, 3, padding=1)))
@@ -98,7 +118,8 @@ class UNet(nn.Module):
         for i, mult in enumerate(cfg.channel_mults):
             blocks = []
             for _ in range(cfg.blocks_per_level):
-                blocks.append(Block(ch, cfg.base_channels * mult, emb_dim, cfg, size in cfg.attention_resolutions))
+                blocks.append(Block(ch, cfg.base_channels * mult, emb_dim, cfg, size in cfg.attention_resolutions,
+                                    size in cfg.cross_attention_resolutions))
                 ch = cfg.base_channels * mult
                 skips.append(ch)
             last = i == len(cfg.channel_mults) - 1
@@ -116,21 +137,34 @@ class UNet(nn.Module):
             blocks = []
             for _ in range(cfg.blocks_per_level + 1):      # one more: it also takes the level's input skip
                 out = cfg.base_channels * mult
-                blocks.append(Block(ch + skips.pop(), out, emb_dim, cfg, size in cfg.attention_resolutions))
+                blocks.append(Block(ch + skips.pop(), out, emb_dim, cfg, size in cfg.attention_resolutions,
+                                    size in cfg.cross_attention_resolutions))
                 ch = out
             levels.append(Level(blocks, Upsample(ch) if i > 0 else None))
             size *= 2 if i > 0 else 1
         return levels
 
     @property
-    def null_label(self) -> Union[int, tuple[int, ...], None]:
-        """The label that means "no class" (``num_classes``: one per attribute for a tuple), or None for an
-        unconditional U-Net."""
+    def null_label(self) -> Union[int, tuple[int, ...], NullCaption, None]:
+        """The label that means "no class" (``num_classes``: one per attribute for a tuple), the empty
+        caption for a text-conditional U-Net, or None for an unconditional one."""
+        if self.config.vocab_size is not None:
+            return NullCaption(self.config.max_tokens, self.config.vocab_size)
         return self.config.num_classes
 
-    def embed(self, t: Tensor, y: Optional[Tensor], batch: int, device: torch.device) -> Tensor:
+    def encode_text(self, y: Optional[Tensor], batch: int, device: torch.device) -> Optional[Tensor]:
+        """The context c (B, max_tokens, text_dim) of captions ``y`` (None: the empty caption), or None for a
+        U-Net that reads no text."""
+        if self.text is None:
+            return None
+        tokens = y if y is not None else torch.zeros(batch, self.config.max_tokens, dtype=torch.long, device=device)
+        return self.text(tokens)
+
+    def embed(self, t: Tensor, y: Optional[Tensor], batch: int, device: torch.device,
+              context: Optional[Tensor] = None) -> Tensor:
         r"""The conditioning vector e = MLP(sinusoids(t)) + E[y], shape (B, 4·base_channels); with several
-        attributes, $e = \mathrm{MLP}(\ldots) + \sum_k E_k[y_k]$, each attribute with its own rows of the table."""
+        attributes, $e = \mathrm{MLP}(\ldots) + \sum_k E_k[y_k]$, each attribute with its own rows of the table;
+        with a caption's ``context`` c, $e = \mathrm{MLP}(\ldots) + W\bar c$ (``Pooled``)."""
         t = torch.as_tensor(t, device=device)
         t = t.expand(batch) if t.ndim == 0 else t
         sinusoids = timestep_embedding(t, self.config.base_channels).to(self.stem.weight.dtype)
@@ -140,25 +174,29 @@ class UNet(nn.Module):
                 y = torch.tensor(class_counts(self.config), device=device).expand(batch, -1)
             rows = y.view(batch, -1) + self.offsets                  # (B, K): each attribute's own rows
             emb = emb + self.class_emb(rows).sum(dim=1)
+        if context is not None:
+            emb = emb + self.pooled(context)
         return emb
 
     def forward(self, x: Tensor, t: Tensor, y: Optional[Tensor] = None) -> Tensor:
         _check_inputs(self.config, x, t, y)
-        emb = self.embed(t, y, x.shape[0], x.device).to(x.dtype)
+        context = self.encode_text(y, x.shape[0], x.device)
+        emb = self.embed(t, y, x.shape[0], x.device, context).to(x.dtype)
+        context = context.to(x.dtype) if context is not None else None
         h = self.stem(x)
         skips = [h]
         for level in self.down:
             for block in level.blocks:
-                h = block(h, emb)
+                h = block(h, emb, context)
                 skips.append(h)
             if level.resample is not None:
                 h = level.resample(h)
                 skips.append(h)
         for block in self.mid:
-            h = block(h, emb)
+            h = block(h, emb, context)
         for level in self.up:
             for block in level.blocks:
-                h = block(torch.cat([h, skips.pop()], dim=1), emb)
+                h = block(torch.cat([h, skips.pop()], dim=1), emb, context)
             if level.resample is not None:
                 h = level.resample(h)
         return self.out(h)
@@ -209,6 +247,22 @@ def _check_config(cfg: UNetConfig) -> None:
             isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in counts)):
         raise ValueError(f"num_classes must be None, an int >= 1 or a non-empty tuple of them (one per attribute); "
                          f"got {cfg.num_classes!r}")
+    _check_text_config(cfg)
+
+
+def _check_text_config(cfg: UNetConfig) -> None:
+    if cfg.vocab_size is None:
+        if cfg.cross_attention_resolutions:
+            raise ValueError(f"cross_attention_resolutions attend to a caption: they need vocab_size set; got "
+                             f"cross_attention_resolutions={cfg.cross_attention_resolutions} with vocab_size=None")
+        return
+    if cfg.num_classes is not None:
+        raise ValueError(f"a U-Net is conditioned on classes or on text, not both; got num_classes="
+                         f"{cfg.num_classes!r} and vocab_size={cfg.vocab_size!r}")
+    for name in ("vocab_size", "max_tokens", "text_dim", "text_layers"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < (2 if name == "vocab_size" else 1):
+            raise ValueError(f"{name} must be an int >= {2 if name == 'vocab_size' else 1}; got {value!r}")
 
 
 def _check_inputs(cfg: UNetConfig, x: Tensor, t: Tensor, y: Optional[Tensor]) -> None:
@@ -222,8 +276,15 @@ def _check_inputs(cfg: UNetConfig, x: Tensor, t: Tensor, y: Optional[Tensor]) ->
         raise ValueError(f"t has {t.shape[0]} entries but x has batch size {x.shape[0]}")
     if y is None:
         return
-    if cfg.num_classes is None:
-        raise ValueError("y was given but this U-Net is unconditional (config.num_classes is None)")
+    if cfg.num_classes is None and cfg.vocab_size is None:
+        raise ValueError("y was given but this U-Net is unconditional (config.num_classes and vocab_size are None)")
+    if cfg.vocab_size is not None:
+        shape = label_shape(NullCaption(cfg.max_tokens, cfg.vocab_size), x.shape[0])
+        if not isinstance(y, Tensor) or y.dtype != torch.long or tuple(y.shape) != shape:
+            raise ValueError(f"y must be a LongTensor of shape {shape}, one caption's token ids per image "
+                             f"(Tokenizer.encode); got {getattr(y, 'dtype', type(y).__name__)} "
+                             f"{tuple(getattr(y, 'shape', ()))}")
+        return
     shape = label_shape(cfg.num_classes, x.shape[0])
     if not isinstance(y, Tensor) or y.dtype != torch.long or tuple(y.shape) != shape:
         raise ValueError(f"y must be a LongTensor of shape {shape}; got "
