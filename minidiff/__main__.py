@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 from . import pretrained
 from .guidance import check_scale, labels_in_turn
-from .pretrained.recipes import RECIPES, evaluate_recipe, make_trainer, ship
+from .pretrained.recipes import RECIPES, evaluate_recipe, finish, make_trainer, ship
 from .samplers import SAMPLERS, sample
 from .images import save_grid
 from .train import COMPILE_MODES, NonFiniteLossError, RunConfig, RunFolderBusyError
@@ -161,12 +161,13 @@ def train_and_save(args: argparse.Namespace, recipe, trainer, out: Path) -> int:
         raise UsageError(f"--resume {args.resume} is already at step {trainer.step} of {trainer.cfg.steps}: "
                          f"nothing to train; give --steps above {trainer.step} to train on")
     trainer.train()
+    finished = finish(recipe, trainer)
     trainer.save()
     trainer.save_model(out / "model.pt")
     if trainer.rank == 0:
         print(f"step {trainer.step}: loss {trainer.loss_history[-1][1]:.4f}; wrote {out / 'checkpoint.pt'} "
               f"and {out / 'model.pt'}")
-        metrics = evaluate_recipe(recipe, trainer)
+        metrics = finished | evaluate_recipe(recipe, trainer)
         if metrics:
             print("metrics: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                           for k, v in metrics.items()))

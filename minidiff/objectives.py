@@ -16,6 +16,7 @@ An objective may also have
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Optional, Protocol, Union
 
@@ -27,6 +28,7 @@ from .data import random_affine
 from .diffusion import TARGETS, Target, unwrap
 from .guidance import check_labels, drop_labels, null_label
 from .losses import WEIGHTINGS, Weighting, per_sample_loss
+from .nn.autoencoder import kl_divergence
 from .schedules import SCHEDULES, NoiseSchedule, make_schedule
 
 Batch = tuple[Tensor, ...]
@@ -159,10 +161,73 @@ class ClassificationObjective:
         return loss, {"accuracy": (logits.argmax(1) == y).float().mean().detach()}
 
 
+# -- reconstruction (the autoencoder of latent diffusion) ----------------------------------------
+RECONSTRUCTION_LOSSES = ("l1", "l2")
+
+
+@dataclass
+class ReconstructionConfig:
+    """The autoencoder's loss: the pixel error (``"l1"`` |x̂ − x| or ``"l2"`` (x̂ − x)²) plus ``beta`` times
+    the KL term. A tiny β (Stable Diffusion's 1e-6) only keeps the latents from drifting far from N(0, I)."""
+    loss: str = "l1"
+    beta: float = 1e-6               # weight of KL(q(z | x) ‖ N(0, I)), per image
+
+    def __post_init__(self) -> None:
+        if self.loss not in RECONSTRUCTION_LOSSES:
+            raise ValueError(f"ReconstructionConfig.loss must be one of {RECONSTRUCTION_LOSSES}; got {self.loss!r}")
+        if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not 0 <= self.beta < math.inf:
+            raise ValueError(f"ReconstructionConfig.beta must be a finite number >= 0; got {self.beta!r}")
+
+
+class AutoencoderObjective:
+    r"""$L = \frac{1}{B\,CHW}\sum |\hat x - x|
+    + \beta\,\frac1B\sum_b \mathrm{KL}(\mathcal N(\mu_b, \sigma_b^2) \,\|\, \mathcal N(0, I))$, with
+    $(\hat x, \mu, \log\sigma^2)$ = model(x) (``nn.autoencoder``; ε from the global generator, which the Trainer
+    seeds) and the error squared for ``loss="l2"``. Labels, if given, are ignored.
+
+    Logs ``recon`` (the first term), ``kl`` (the mean KL per image, before β) and ``psnr``: the batch's
+    $10\log_{10}(1/\mathrm{MSE})$ in dB, images and clamped reconstructions measured in [0, 1]."""
+
+    def __init__(self, config: Optional[ReconstructionConfig] = None, device: Union[str, torch.device] = "cpu"):
+        self.config = config or ReconstructionConfig()
+
+    def to(self, device: Union[str, torch.device]) -> "AutoencoderObjective":
+        return self
+
+    def describe(self) -> dict:
+        return {"kind": "autoencoder", "config": asdict(self.config)}
+
+    def prepare(self, model: nn.Module, data: Batch) -> None:
+        """Check that the model is an autoencoder (``moments`` and ``decode``, as ``nn.Autoencoder``) whose
+        channels fit the images."""
+        inner = unwrap(model)
+        if not (callable(getattr(inner, "moments", None)) and callable(getattr(inner, "decode", None))):
+            raise TypeError(f"model must be an autoencoder with moments(x) and decode(z), e.g. "
+                            f"minidiff.nn.Autoencoder; got a {type(inner).__name__}")
+        channels = getattr(getattr(inner, "config", None), "in_channels", data[0].shape[1])
+        if data[0].shape[1] != channels:
+            raise ValueError(f"images must have the autoencoder's {channels} channel(s); got shape "
+                             f"{tuple(data[0].shape)}")
+
+    def example_inputs(self, batch: Batch) -> tuple[Tensor, ...]:
+        return (batch[0],)
+
+    def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        x = batch[0]
+        reconstruction, mean, logvar = model(x)
+        error = (reconstruction.float() - x.float()).abs()
+        recon = (error if self.config.loss == "l1" else error.pow(2)).mean()
+        kl = kl_divergence(mean.float(), logvar.float()).mean()
+        mse = ((reconstruction.detach().float().clamp(-1, 1) - x.float().clamp(-1, 1)) / 2).pow(2).mean()
+        logs = {"recon": recon.detach(), "kl": kl.detach(), "psnr": -10 * torch.log10(mse)}
+        return recon + self.config.beta * kl, logs
+
+
 # -- rebuilding one from a checkpoint -------------------------------------------------------------
 OBJECTIVES: dict[str, tuple[Callable[..., Any], type]] = {
     "diffusion": (DiffusionObjective, DiffusionConfig),
     "classification": (ClassificationObjective, ClassificationConfig),
+    "autoencoder": (AutoencoderObjective, ReconstructionConfig),
 }
 
 

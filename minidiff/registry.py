@@ -22,6 +22,7 @@ from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .diffusion import unwrap
+from .nn.autoencoder import Autoencoder, AutoencoderConfig
 from .nn.classifier import ClassifierConfig, DigitClassifier
 from .nn.unet import UNet, UNetConfig
 
@@ -38,6 +39,7 @@ class Kind:
 KINDS: dict[str, Kind] = {
     "unet": Kind(UNet, UNetConfig),
     "classifier": Kind(DigitClassifier, ClassifierConfig),
+    "autoencoder": Kind(Autoencoder, AutoencoderConfig),
 }
 
 

@@ -481,3 +481,67 @@ def test_rescaled_guidance_check_wants_each_images_own_spread():
         return phi * x * cond.std() / x.std() + (1 - phi) * x
     with pytest.raises(ExerciseError, match="each image's standard deviation"):
         ex.check_rescaled_guidance(whole_batch)
+
+
+# -- notebook 08 ---------------------------------------------------------------------------------
+def _reparameterise(mean, logvar, noise, sigma=lambda logvar: torch.exp(0.5 * logvar)):
+    return mean + sigma(logvar) * noise
+
+
+def test_reparameterise_check_passes_the_right_answer_and_explains_the_mistakes(capsys):
+    assert ex.check_reparameterise(_reparameterise) is _reparameterise
+    assert ex.check_reparameterise(md.nn.reparameterise) is md.nn.reparameterise
+    assert capsys.readouterr().out.count("✓ reparameterise: correct on 5 test cases.") == 2
+    variance_as_sigma = lambda m, lv, n: _reparameterise(m, lv, n, sigma=torch.exp)          # exp(logvar) = σ²
+    no_noise = lambda m, lv, n: m.clone()
+    own_noise = lambda m, lv, n: _reparameterise(m, lv, torch.randn_like(m))
+    for wrong in (variance_as_sigma, no_noise, own_noise):
+        with pytest.raises(ExerciseError, match=r"(?s)reparameterise is not right yet, on case 1 of 5: mean shape "
+                                                r"\(2, 4, 8, 8\).*wrong values.*expected.*got.*exp\(½·logvar\)"):
+            ex.check_reparameterise(wrong)
+
+
+def test_reparameterise_check_wants_gradients_to_reach_mean_and_logvar():
+    detached = lambda m, lv, n: _reparameterise(m, lv, n).detach()
+    with pytest.raises(ExerciseError, match=r"right values, but no gradient reaches mean or logvar.*\n  Hint: z = μ"):
+        ex.check_reparameterise(detached)
+    sigma_detached = lambda m, lv, n: _reparameterise(m, lv, n, sigma=lambda lv: torch.exp(0.5 * lv.detach()))
+    with pytest.raises(ExerciseError, match="no gradient reaches logvar:"):
+        ex.check_reparameterise(sigma_detached)
+
+
+def _kl(mean, logvar, reduce="sum", half=0.5, log_sign=-1, variance=torch.exp):
+    per_element = half * (mean ** 2 + variance(logvar) - 1 + log_sign * logvar)
+    return per_element.sum(dim=(1, 2, 3)) if reduce == "sum" else per_element.mean(dim=(1, 2, 3))
+
+
+@pytest.mark.parametrize("wrong, case, problem", [
+    (lambda m, lv: _kl(m, lv, reduce="mean"), 2, "expected 16, got 0.5"),            # mean over C·H·W
+    (lambda m, lv: _kl(m, lv, half=1.0), 2, "expected 16, got 32"),                  # the ½ forgotten
+    (lambda m, lv: _kl(m, lv, log_sign=+1), 3, "got 35.09"),                         # + log σ²
+    (lambda m, lv: _kl(m, lv, variance=lambda lv: torch.exp(0.5 * lv)), 3, "got -3.09"),   # σ for σ²
+    (lambda m, lv: _kl(m, lv).sum(), 1, "wrong shape: expected (2,), got ()"),       # summed over the batch too
+])
+def test_kl_divergence_check_explains_the_typical_mistakes(wrong, case, problem):
+    with pytest.raises(ExerciseError, match=f"kl_divergence is not right yet, on case {case} of 5") as excinfo:
+        ex.check_kl_divergence(wrong)
+    message = str(excinfo.value)
+    assert problem in message and "Hint: KL = ½ Σ (μ² + σ² − 1 − log σ²)" in message, message
+
+
+def test_kl_divergence_check_passes_the_right_answer(capsys):
+    assert ex.check_kl_divergence(_kl) is _kl
+    assert ex.check_kl_divergence(md.nn.kl_divergence) is md.nn.kl_divergence
+    assert capsys.readouterr().out.count("✓ kl_divergence: correct on 5 test cases.") == 2
+
+
+@pytest.mark.parametrize("check", [ex.check_reparameterise, ex.check_kl_divergence])
+def test_autoencoder_checks_fall_back_to_the_reference_when_not_attempted(check, capsys, monkeypatch):
+    def stub(*args):
+        raise NotImplementedError
+    returned = check(stub)
+    assert returned is not stub and "not attempted yet" in capsys.readouterr().out
+    assert check(returned) is returned                     # the fallback is right on every case
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    with pytest.raises(ExerciseError, match="was not attempted.*scores 0"):
+        check(stub)

@@ -1,8 +1,11 @@
-"""Neural networks: the timestep embedding, the shared blocks, the U-Net denoiser and the digit classifier."""
+"""Neural networks: the timestep embedding, the shared blocks, the U-Net denoiser, the digit classifier and
+the autoencoder of latent diffusion."""
+from .autoencoder import Autoencoder, AutoencoderConfig, kl_divergence, reparameterise
 from .blocks import Attention, Downsample, ResBlock, Upsample
 from .classifier import ClassifierConfig, DigitClassifier
 from .embedding import timestep_embedding
 from .unet import UNet, UNetConfig
 
 __all__ = ["timestep_embedding", "UNet", "UNetConfig", "ResBlock", "Attention", "Downsample", "Upsample",
-           "ClassifierConfig", "DigitClassifier"]
+           "ClassifierConfig", "DigitClassifier", "Autoencoder", "AutoencoderConfig", "reparameterise",
+           "kl_divergence"]

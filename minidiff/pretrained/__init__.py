@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import TRAIN_FORMAT, atomic_write, load_checkpoint, save_checkpoint
+from ..nn.autoencoder import Autoencoder
 from ..nn.classifier import DigitClassifier
 from ..objectives import DiffusionConfig
 from ..registry import from_weights
@@ -128,6 +129,7 @@ def save_shipped(name: str, state_dict: dict, recipe: str, metrics: dict, config
     atomic_write(root / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n"), mode="w")
     os.chmod(root / MANIFEST, SHIPPED_MODE)
     _classifier.cache_clear()           # a cached model may now be stale
+    _autoencoder.cache_clear()
     return entry
 
 
@@ -143,6 +145,36 @@ def load_classifier(device: Union[str, torch.device] = "cpu", name: str = "class
     Loaded once per (name, device) and then shared: do not train it in place (``copy.deepcopy`` it first).
     """
     return _classifier(name, str(torch.device(device)))
+
+
+@lru_cache(maxsize=8)
+def _autoencoder(name: str, device: str) -> Autoencoder:
+    state, entry = load_state(name)
+    return from_weights(entry["config"]["model"], state, device)
+
+
+def load_autoencoder(name: str = "shapes_vae", device: Union[str, torch.device] = "cpu") -> Autoencoder:
+    """The shipped ``Autoencoder`` (``minidiff.nn.autoencoder``) called ``name``, on ``device``, in eval mode,
+    frozen, with its latent ``scale``: ``encode`` images into the latents a latent diffusion model trains on,
+    ``decode`` its samples back. The file's SHA-256 is checked against the manifest first.
+
+    Loaded once per (name, device) and then shared: do not train it in place (``copy.deepcopy`` it first).
+    """
+    entry = _entry(name, _root(None))
+    if not _is_autoencoder(entry["config"]):
+        raise ValueError(f"name must be a shipped autoencoder, one of {autoencoder_names()}; got {name!r}, which "
+                         f"is a {entry['config'].get('model', {}).get('kind')} (load it with its own loader, e.g. "
+                         f"load_diffusion or load_classifier)")
+    return _autoencoder(name, str(torch.device(device)))
+
+
+def autoencoder_names() -> list[str]:
+    """The shipped checkpoints that are autoencoders (``load_autoencoder`` loads them)."""
+    return sorted(name for name, entry in manifest().items() if _is_autoencoder(entry["config"]))
+
+
+def _is_autoencoder(config: dict) -> bool:
+    return (config.get("model") or {}).get("kind") == "autoencoder"
 
 
 def manifest() -> dict[str, dict]:

@@ -2,6 +2,7 @@ r"""Recipes: named training runs, written down as data so that a shipped checkpo
 
     python -m minidiff train --recipe mnist_cond          # reproduces checkpoints/mnist_cond
     python -m minidiff train --recipe classifier          # reproduces checkpoints/classifier (CPU: ~1 minute)
+    python -m minidiff train --recipe shapes_vae          # then shapes_ldm, which trains on its latents
     python -m minidiff train --recipe tiny --out /tmp/t   # seconds on a CPU: every code path, no quality
 
 A recipe fixes the data, the network (any kind in ``minidiff.registry``), the objective (a
@@ -11,6 +12,7 @@ output folder) is not part of it: that is ``RunConfig``, chosen on the command l
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from typing import Any, Callable, Optional, Union
 
 import torch
@@ -19,16 +21,18 @@ from torch import Tensor
 from .. import metrics, samplers
 from ..checkpoint import load_checkpoint
 from . import save_shipped
-from ..data import Shapes, mnist
+from ..data import CAPTION_WORDS, Scenes, Shapes, mnist
 from ..guidance import labels_in_turn
+from ..nn.autoencoder import AutoencoderConfig
 from ..nn.classifier import ClassifierConfig
 from ..nn.unet import UNetConfig
-from ..objectives import OBJECTIVES, ClassificationConfig, DiffusionConfig, Objective
+from ..objectives import OBJECTIVES, ClassificationConfig, DiffusionConfig, Objective, ReconstructionConfig
 from ..registry import KINDS, build, config_dict, describe
 from ..train import RunConfig, SampleFn, TrainConfig, Trainer, ddim_sample_fn
 
-ModelConfig = Union[UNetConfig, ClassifierConfig]
-ObjectiveConfig = Union[DiffusionConfig, ClassificationConfig]
+ModelConfig = Union[UNetConfig, ClassifierConfig, AutoencoderConfig]
+ObjectiveConfig = Union[DiffusionConfig, ClassificationConfig, ReconstructionConfig]
+SCENES = 40_000                  # the training scenes of notebook 08 (seed 0, 1 to 3 shapes, 64×64)
 
 
 @dataclass
@@ -39,6 +43,7 @@ class SampleConfig:
     steps: int = 50                            # DDIM steps
     guidance_scale: Optional[float] = None     # classifier-free guidance (conditional models)
     eval_samples: int = 0                      # 1,000: score the protocol of minidiff.metrics after training
+    sampler: str = "ddim"                      # the sampler of the evaluation ("ddim" or "dpm++")
 
 
 @dataclass
@@ -110,6 +115,34 @@ RECIPES: dict[str, Recipe] = {
                           ema_decay=0.999, grad_clip=1.0, seed=0),
         sample=SampleConfig(every=0, n=64, steps=50, guidance_scale=2.0, eval_samples=1024),
         checkpoint_every=4000),
+    # Notebook 08's autoencoder: 64×64 RGB scenes of 1-3 shapes to 4×16×16 latents (f = 4), widths
+    # 64-128-128 (2.40 M parameters; diffusers' AutoencoderKL at these widths has 3.79 M), L1 + 1e-6·KL,
+    # batch 64 in bf16, as the peer of issue 15 was measured. Two minutes on an H200: the step count is
+    # what `benchmarks/latent_diffusion.py --phases vae` fitted to 120 s there (the command that shipped it).
+    # After training, the latent scale 1/std(μ) is measured on 5,000 training scenes (``finish``).
+    "shapes_vae": Recipe(
+        data="scenes",
+        model=AutoencoderConfig(in_channels=3, image_size=64, channels=(64, 128, 128), blocks_per_level=1,
+                                latent_channels=4),
+        objective=ReconstructionConfig(loss="l1", beta=1e-6),
+        train=TrainConfig(steps=12_000, batch_size=64, lr=1e-3, min_lr=1e-5, warmup_steps=300, ema_decay=0.999,
+                          grad_clip=1.0, seed=0),
+        max_seconds=120.0, log_every=200, checkpoint_every=0),
+    # Notebook 08's text-to-image model: a U-Net on shapes_vae's latents (4×16×16), captions read by a
+    # 2-layer text encoder and cross-attention at 8×8 and 4×4; captions dropped to the empty one 10% of the
+    # time for guidance. Widths 48-96-96 (4.8 M parameters) keep 16 images in 20 guided steps within
+    # 10 s on a 2-core CPU. Evaluated with DPM-Solver++ 20 steps, as md.text_to_image samples.
+    "shapes_ldm": Recipe(
+        data="scene_latents",
+        model=UNetConfig(image_size=16, in_channels=4, base_channels=48, channel_mults=(1, 2, 2),
+                         blocks_per_level=2, attention_resolutions=(8,), dropout=0.1, head_dim=32,
+                         vocab_size=len(CAPTION_WORDS) + 1, max_tokens=16, text_dim=128, text_layers=2,
+                         cross_attention_resolutions=(8, 4)),
+        objective=DiffusionConfig(schedule="linear", num_steps=1000, target="v", p_uncond=0.1),
+        train=TrainConfig(steps=12_000, batch_size=256, lr=1e-3, min_lr=1e-5, warmup_steps=500,
+                          ema_decay=0.999, grad_clip=1.0, seed=0),
+        sample=SampleConfig(every=0, n=64, steps=20, guidance_scale=3.0, eval_samples=1000, sampler="dpm++"),
+        max_seconds=330.0, log_every=200, checkpoint_every=0),
     # The smallest run that still goes through every code path: for tests and smoke checks.
     "tiny": Recipe(
         data="mnist",
@@ -136,8 +169,30 @@ def _shapes_attributes() -> tuple[Tensor, Tensor]:
     return Shapes(50_000, 32, seed=0, attributes=("shape", "color")).batch(50_000)
 
 
+@lru_cache(maxsize=1)
+def _scenes() -> tuple[Tensor, list[str]]:
+    """The SCENES training scenes of notebook 08 (seed 0, 64×64) and their captions, rendered once."""
+    return Scenes(SCENES, 64, seed=0, max_shapes=3).batch(SCENES)
+
+
+def _scene_images() -> tuple[Tensor, None]:
+    return _scenes()[0], None
+
+
+def _scene_latents() -> tuple[Tensor, Tensor]:
+    """The training scenes as shipped shapes_vae latents (encoded on the GPU when there is one), and their
+    captions as token ids: what shapes_ldm trains on."""
+    from .. import latent
+    from . import load_autoencoder
+    images, captions = _scenes()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    z = latent.encode_images(load_autoencoder("shapes_vae", device), images).cpu()
+    return z, latent.caption_tokenizer().encode(captions)
+
+
 DATASETS: dict[str, Callable[[], tuple[Tensor, Optional[Tensor]]]] = {
-    "mnist": _mnist, "shapes": _shapes, "shapes_attributes": _shapes_attributes}
+    "mnist": _mnist, "shapes": _shapes, "shapes_attributes": _shapes_attributes, "scenes": _scene_images,
+    "scene_latents": _scene_latents}
 
 
 def load_data(name: str) -> tuple[Tensor, Optional[Tensor]]:
@@ -215,6 +270,10 @@ def evaluate_recipe(recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
     metrics' floor in its features). {} when the recipe measures nothing."""
     if isinstance(recipe.objective, ClassificationConfig):
         return _evaluate_classifier(recipe, trainer.ema.to("cpu"))
+    if isinstance(recipe.objective, ReconstructionConfig):
+        return evaluate_autoencoder(trainer.ema)
+    if recipe.sample.eval_samples > 0 and getattr(recipe.model, "vocab_size", None):
+        return evaluate_text_model(trainer.ema, trainer.schedule, recipe.sample)
     if recipe.sample.eval_samples <= 0 or not recipe.model.num_classes:
         return {}
     if recipe.data == "shapes_attributes":
@@ -243,6 +302,51 @@ def evaluate_shapes_model(model: torch.nn.Module, schedule, sample: SampleConfig
                             generator=torch.Generator(schedule.device).manual_seed(seed))
     return metrics.evaluate_shapes(x.clamp(-1, 1).cpu(), labels.cpu()) | {
         "guidance_scale": sample.guidance_scale, "steps": sample.steps, "n": len(labels)}
+
+
+def finish(recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
+    """What a recipe does to its trained model before it is saved: an autoencoder measures its latent scale
+    1/std(μ) on 5,000 training images (``Autoencoder.measure_scale``). Returns what it measured."""
+    if not isinstance(recipe.objective, ReconstructionConfig):
+        return {}
+    scale = trainer.ema.measure_scale(trainer.data[0][:5000])
+    with torch.no_grad():
+        trainer.model.scale.fill_(scale)        # the EMA copies the model's buffers at every step
+    return {"latent_scale": scale}
+
+
+def evaluate_autoencoder(model: torch.nn.Module, n: int = 1000) -> dict[str, Any]:
+    """Held-out PSNR (dB, mean over images) of ``model`` on ``n`` single shapes (``Shapes(size=64, seed=1)``, the
+    peer's test set) and ``n`` scenes of 1-3 shapes (``Scenes(seed=1)``), never trained on."""
+    device = next(model.parameters()).device
+    result = {}
+    for name, images in (("psnr_shapes", Shapes(n, 64, seed=1).batch(n)[0]),
+                         ("psnr_scenes", Scenes(n, 64, seed=1).batch(n)[0])):
+        with torch.no_grad():
+            recon = torch.cat([model.decode(model.encode(part.to(device))).float() for part in images.split(250)])
+        result[name] = metrics.psnr(recon.cpu(), images).mean().item()
+    return result | {"latent_scale": float(model.scale)}
+
+
+def evaluate_text_model(model: torch.nn.Module, schedule, sample: SampleConfig, seed: int = 0) -> dict[str, Any]:
+    """``metrics.evaluate_scenes`` of text-to-image samples: ``sample.eval_samples`` held-out single-shape
+    captions (seed 1) and half as many multi-shape ones, sampled with ``sample.sampler`` at
+    ``sample.guidance_scale`` and decoded by the shipped shapes_vae."""
+    from .. import latent
+    from . import load_autoencoder
+    n = sample.eval_samples
+    single = Scenes(n, 64, seed=1, max_shapes=1)
+    multi = Scenes(n // 2, 64, seed=1, max_shapes=3)
+    captions = [single.caption(i) for i in range(n)] + [multi.caption(i) for i in range(n // 2)]
+    autoencoder = load_autoencoder("shapes_vae", schedule.device)
+    tokens = latent.caption_tokenizer(model.config.max_tokens).encode(captions)
+    images = latent.sample_images(model, schedule, autoencoder, tokens, sample.steps, sample.guidance_scale,
+                                  sample.sampler, generator=torch.Generator(schedule.device).manual_seed(seed))
+    result = metrics.evaluate_scenes(images[:n].float().cpu(), captions[:n], max_shapes=1)
+    multi_result = metrics.scene_accuracy(images[n:].float().cpu(), captions[n:])
+    return result | {f"multi_{k}": v for k, v in multi_result.items() if k.startswith(("object", "scene"))} | {
+        "guidance_scale": sample.guidance_scale, "steps": sample.steps, "sampler": sample.sampler,
+        "n_single": n, "n_multi": n // 2}
 
 
 def ship(name: str, trainer: Trainer, metrics: dict, root: Optional[str] = None, dtype: str = "float16") -> dict:
