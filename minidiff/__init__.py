@@ -17,6 +17,7 @@ The package, in the order the course teaches it:
     nn/                              timestep embedding, blocks, U-Net, classifier  (04)
     objectives, train                one Trainer for any model and objective      (05)
     samplers, guidance               DDPM, DDIM, DPM-Solver++; classifier-free guidance  (06, 07)
+    nn/autoencoder, nn/text, latent  latent diffusion: the autoencoder, captions, text_to_image  (08)
     metrics                          Fréchet distance, KID, accuracy in a classifier's features
     data                             MNIST, 8×8 digits, procedural Shapes, all in [-1, 1]
     checkpoint, registry             atomic, checksummed files; build / save any model kind
@@ -24,18 +25,20 @@ The package, in the order the course teaches it:
     course/                          the course's tooling: profiles, plots, exercise checks, nbgen
 """
 from . import checkpoint, data, diffusion, guidance, losses, nn, objectives, registry, samplers, schedules, train
-from . import metrics, pretrained
+from . import latent, metrics, pretrained
 from .course import exercises, profiles, viz
 from .course.profiles import by_profile, profile
-from .data import LabelledImages, Shapes, mnist, sklearn_digits, to_model_range, to_pixel_range, torchvision_dataset
+from .data import LabelledImages, Scenes, Shapes, mnist, sklearn_digits, to_model_range, to_pixel_range, torchvision_dataset
 from .diffusion import (eps_and_x0, predict_eps_from_v, predict_eps_from_x0, predict_v, predict_x0_from_eps,
                         predict_x0_from_v, q_posterior, q_sample, q_step)
 from .guidance import ClassifierFree, cfg_mix, drop_labels
 from .losses import diffusion_loss
 from .metrics import class_accuracy, evaluate, evaluate_model, frechet_distance, kernel_distance, reference_floor
+from .latent import text_to_image
 from .nn import ClassifierConfig, DigitClassifier, UNet, UNetConfig, timestep_embedding
+from .nn.autoencoder import Autoencoder, AutoencoderConfig
 from .objectives import ClassificationConfig, ClassificationObjective, DiffusionConfig, DiffusionObjective
-from .pretrained import load_classifier, load_diffusion, load_trained
+from .pretrained import load_autoencoder, load_classifier, load_diffusion, load_trained
 from .samplers import (ddim_invert, ddim_sample, ddim_step, ddpm_sample, ddpm_step, dpm_solver_sample, dpm_solver_step,
                        slerp)
 from .schedules import NoiseSchedule, extract, make_schedule
