@@ -28,15 +28,18 @@ The protocol (fixed, so that numbers from different notebooks compare):
 """
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from functools import lru_cache
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import pretrained
+from .data import COLORS, POSITIONS, SCENE_RADIUS_RANGE, SIZES, parse_caption
 from .images import check_batch
 from .nn.classifier import DigitClassifier
 from .samplers import GuidanceArg, SamplerName, sample
@@ -439,11 +442,6 @@ def evaluate_shapes(samples: Tensor, labels: Tensor, classifier: Optional[DigitC
 # large blue square" (data.Scenes, 64×64). Colour, position and size are read off the pixels; the shape
 # by the shapes classifier at 32×32. Each docstring gives the measurement's own floor: its accuracy on
 # real held-out scenes (seed 1), which is what a perfect generator would score.
-import math                                                                      # noqa: E402
-import torch.nn.functional as F                                                  # noqa: E402
-from typing import Sequence                                                      # noqa: E402
-from .data import COLORS, POSITIONS, SCENE_RADIUS_RANGE, SIZES, parse_caption    # noqa: E402
-
 CLASSIFIER_SIZE = 32                 # the shipped shapes classifier reads 3×32×32 only
 # Area of each shape of unit radius (data._DISTANCES): circle π, square (√2)², equilateral triangle
 # 3√3/4, cross two bars 1.86 × 0.66 (arm 0.93, half width 0.33) less their 0.66² overlap.

@@ -320,13 +320,12 @@ def finish(recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
 def evaluate_autoencoder(model: torch.nn.Module, n: int = 1000) -> dict[str, Any]:
     """Held-out PSNR (dB, mean over images) of ``model`` on ``n`` single shapes (``Shapes(size=64, seed=1)``, the
     peer's test set) and ``n`` scenes of 1-3 shapes (``Scenes(seed=1)``), never trained on."""
-    device = next(model.parameters()).device
+    from .. import latent
     result = {}
     for name, images in (("psnr_shapes", Shapes(n, 64, seed=1).batch(n)[0]),
                          ("psnr_scenes", Scenes(n, 64, seed=1).batch(n)[0])):
-        with torch.no_grad():
-            recon = torch.cat([model.decode(model.encode(part.to(device))).float() for part in images.split(250)])
-        result[name] = metrics.psnr(recon.cpu(), images).mean().item()
+        recon = latent.decode_latents(model, latent.encode_images(model, images, 250), 250)
+        result[name] = metrics.psnr(recon.float().cpu(), images).mean().item()
     return result | {"latent_scale": float(model.scale)}
 
 
