@@ -188,6 +188,9 @@ def sample_command(args: argparse.Namespace) -> int:
         check_scale(args.guidance, "--guidance")
     device = torch.device(pick_device(args.device))
     model, schedule, diffusion = load_for_sampling(args.checkpoint, device)
+    if model.config.vocab_size is not None:
+        raise UsageError(f"--checkpoint {args.checkpoint!r} is a text-to-image model in an autoencoder's latent "
+                         f"space: draw from it in Python, md.text_to_image(['a red circle at the top left'])")
     num_classes = model.config.num_classes
     labels = sample_labels(args.n, args.label, num_classes)
     labels = labels.to(device) if labels is not None else None
