@@ -6,13 +6,14 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # CI's machine has 2 cores: one pytest worker per core, one torch thread per worker.
 WORKERS ?= 2
 
-.PHONY: lab test test-unit test-notebooks notebooks test-gpu browser clean
+.PHONY: lab test test-unit test-notebooks notebooks assignments test-gpu browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
-	$(BIN)/python -m pip install --quiet -e '.[course]'
+	$(BIN)/python -m pip install --quiet -e '.[course,instructor]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name minidiff --display-name "minidiff (.venv)" >/dev/null
+	$(BIN)/python -m minidiff.course.grading kernel >/dev/null
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -36,6 +37,11 @@ test-notebooks: $(STAMP)
 # Regenerate the student notebooks (notebooks/) from the single source (solutions/).
 notebooks: $(STAMP)
 	$(BIN)/python -m minidiff.course.nbgen
+
+# The nbgrader course in course/ (gitignored): nbgrader_config.py, source/NN_*/ from solutions/, and
+# release/NN_*/, the student versions nbgrader generates. See INSTRUCTORS.md for the rest of the workflow.
+assignments: $(STAMP)
+	$(BIN)/python -m minidiff.course.grading assignments --course course
 
 # Every notebook in the `full` profile on a CUDA machine (brings its own wheels if needed).
 test-gpu:

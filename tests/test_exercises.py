@@ -14,6 +14,10 @@ def coef(table, t, x):
     return table[t].to(x.dtype).reshape(-1, *(1,) * (x.ndim - 1))
 
 
+def first_hint(name):
+    return ex.EXERCISES[name].hints[0]
+
+
 def assert_explained(check, fn, case, description, *fragments):
     """``check(fn)`` raises ExerciseError naming ``case`` and ``description``, expected vs got, and the hint."""
     with pytest.raises(ExerciseError, match=f"case {case} of 5") as excinfo:
@@ -59,9 +63,8 @@ CHECKS = {  # check -> (minidiff's reference, a learner's correct solution)
     ex.check_q_step: (md.q_step, q_step_ok),
     ex.check_q_sample: (md.q_sample, q_sample_ok),
     ex.check_alphas_cumprod: (lambda betas: torch.cumprod(1 - betas, 0), alphas_cumprod_ok),
-    ex.check_posterior_mean: (lambda x0, x_t, t, s: md.q_posterior(x0, x_t, t, s)[0], posterior_mean_ok),
-    ex.check_cosine_schedule: (lambda n, s=0.008, max_beta=0.999: md.NoiseSchedule.cosine(n, s, max_beta).betas,
-                               cosine_ok),
+    ex.check_posterior_mean: (ex.use_reference("posterior_mean"), posterior_mean_ok),   # minidiff's own: allowed
+    ex.check_cosine_schedule: (ex.use_reference("cosine_schedule"), cosine_ok),
 }
 NAMES = {ex.check_q_step: "q_step", ex.check_q_sample: "q_sample", ex.check_alphas_cumprod: "alphas_cumprod",
          ex.check_posterior_mean: "posterior_mean", ex.check_cosine_schedule: "cosine_schedule"}
@@ -119,7 +122,7 @@ def test_q_step_with_alphas_cumprod_instead_of_alphas():
         return coef(s.alphas_cumprod, t, x_prev).sqrt() * x_prev + coef(s.betas, t, x_prev).sqrt() * noise
     message = assert_explained(ex.check_q_step, wrong, 2, "x_prev shape (3, 1, 8, 8), t=tensor([0, 10, 999])",
                                "wrong values", "largest abs error", "tolerance")
-    assert ex.HINT_Q_STEP in message
+    assert first_hint('q_step') in message
 
 
 def test_q_step_without_square_roots():
@@ -168,7 +171,7 @@ def test_q_step_that_draws_its_own_noise():
 ], ids=["cumsum", "cumprod_of_betas", "shifted_by_one", "float32", "one_short"])
 def test_alphas_cumprod_mistakes(wrong, case, problem):
     message = assert_explained(ex.check_alphas_cumprod, wrong, case, "betas of the linear schedule, T=10", problem)
-    assert ex.HINT_ALPHAS_CUMPROD in message
+    assert first_hint('alphas_cumprod') in message
 
 
 # -- q_sample -------------------------------------------------------------------------------------
@@ -178,14 +181,15 @@ def test_q_sample_with_alphas_instead_of_alphas_cumprod():
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
     message = assert_explained(ex.check_q_sample, wrong, 2, "x0 shape (3, 1, 8, 8), t=tensor([0, 10, 999])",
                                "wrong values")
-    assert ex.HINT_Q_SAMPLE in message
+    assert first_hint('q_sample') in message
 
 
 def test_q_sample_off_by_one_in_t():
     def wrong(x0, t, s, noise):       # t − 1 wraps around to T − 1 at t = 0
         return q_sample_ok(x0, t - 1, s, noise)
     assert_explained(ex.check_q_sample, wrong, 1, "x0 shape (2, 1, 4, 4), t=0, schedule=linear (T=1000)",
-                     "wrong values", "at index (")
+                     "wrong values", "at image ", "(t = 0), channel 0, row ",
+                     "you indexed at t − 1")
 
 
 def test_q_sample_without_square_roots():
@@ -216,7 +220,7 @@ def test_posterior_mean_with_coefficients_swapped():
         return posterior_mean_ok(x_t, x0, t, s)
     message = assert_explained(ex.check_posterior_mean, wrong, 1, "x0 shape (2, 1, 4, 4), x_t shape (2, 1, 4, 4)",
                                "wrong values")
-    assert ex.HINT_POSTERIOR_MEAN in message
+    assert first_hint('posterior_mean') in message
 
 
 def test_posterior_mean_with_alphas_cumprod_of_t_minus_one():
@@ -240,7 +244,7 @@ def test_cosine_without_offset():
     def wrong(num_steps, s=0.008, max_beta=0.999):
         return cosine_ok(num_steps, 0.0, max_beta)
     message = assert_explained(ex.check_cosine_schedule, wrong, 1, "num_steps=10", "wrong values")
-    assert ex.HINT_COSINE in message
+    assert first_hint('cosine_schedule') in message
 
 
 def test_cosine_without_clipping():
@@ -328,7 +332,7 @@ def _embedding(t, dim, max_period=10000, sines_first=False, no_log=False):
 def test_check_timestep_embedding_accepts_right_and_rejects_wrong(capsys):
     assert md.exercises.check_timestep_embedding(_embedding) is _embedding
     assert "correct on 5 test cases" in capsys.readouterr().out
-    with pytest.raises(md.exercises.ExerciseError, match=r"(?s)timestep_embedding is not right yet.*expected.*got.*cosines first"):
+    with pytest.raises(md.exercises.ExerciseError, match=r"(?s)timestep_embedding is not right yet.*expected.*got.*the sines come first"):
         md.exercises.check_timestep_embedding(lambda t, dim, max_period=10000: _embedding(t, dim, max_period, sines_first=True))
     with pytest.raises(md.exercises.ExerciseError, match=r"(?s)wrong shape: expected \(3, 2\), got \(3, 1\)"):
         md.exercises.check_timestep_embedding(lambda t, dim, max_period=10000: _embedding(t, dim)[:, :1])
@@ -373,7 +377,7 @@ def test_check_training_loss(capsys):
               lambda m, x0, t, n, s: _loss(m, x0, t, n, s, reduce="sum")]
     for wrong in wrongs:
         with pytest.raises(md.exercises.ExerciseError,
-                           match=r"(?s)training_loss is not right yet, on case 1 of 2: model=a small _TinyDenoiser.*expected.*got.*not against x0"):
+                           match=r"(?s)training_loss is not right yet, on case 1 of 2: model=a small _TinyDenoiser.*expected.*got.*common mistake"):
             md.exercises.check_training_loss(wrong)
     def stub(*args):
         raise NotImplementedError
@@ -402,7 +406,7 @@ def _ddim(x_t, eps, t, t_prev, s, eta, noise, prev_is_one=True):
 
 def test_check_ddpm_step(capsys):
     assert md.exercises.check_ddpm_step(_ddpm) is _ddpm
-    with pytest.raises(md.exercises.ExerciseError, match=r"(?s)ddpm_step is not right yet, on case 6 of 6: .*t=0.*Algorithm 2"):
+    with pytest.raises(md.exercises.ExerciseError, match=r"(?s)ddpm_step is not right yet, on case 6 of 6: .*t=0.*noise was added at t = 0 too.*Algorithm 2"):
         md.exercises.check_ddpm_step(lambda *a: _ddpm(*a, last_noise=True))
     with pytest.raises(md.exercises.ExerciseError, match=r"(?s)ddpm_step is not right yet, on case 1 of 6"):
         md.exercises.check_ddpm_step(lambda x_t, eps, t, s, n: _ddpm(x_t, eps, t, s, n, variance=s.alphas))
@@ -410,7 +414,7 @@ def test_check_ddpm_step(capsys):
 
 def test_check_ddim_step(capsys):
     assert md.exercises.check_ddim_step(_ddim) is _ddim
-    with pytest.raises(md.exercises.ExerciseError, match=r"(?s)ddim_step is not right yet, on case 2 of 6: .*t_prev=-1.*ᾱ' ="):
+    with pytest.raises(md.exercises.ExerciseError, match=r"(?s)ddim_step is not right yet, on case 2 of 6: .*t_prev=-1.*you used ᾱ_0; ᾱ' = 1"):
         md.exercises.check_ddim_step(lambda *a: _ddim(*a, prev_is_one=False))
     with pytest.raises(md.exercises.ExerciseError, match=r"(?s)ddim_step is not right yet, on case 3 of 6: .*eta=1.0"):
         md.exercises.check_ddim_step(lambda x_t, eps, t, tp, s, eta, n: _ddim(x_t, eps, t, tp, s, 0.0, n))
@@ -435,14 +439,21 @@ def test_guided_prediction_accepts_one_batched_pass_and_refuses_two():
         cond, uncond = model(torch.cat([x_t, x_t]), torch.cat([t, t]),
                              torch.cat([y, torch.full_like(y, null_label)])).chunk(2)
         return cond + w * (cond - uncond)
-    with pytest.raises(ExerciseError, match=r"(?s)not right yet.*wrong values.*w multiplies the difference"):
+    with pytest.raises(ExerciseError, match=r"(?s)not right yet.*wrong values.*you started from the conditional output"):
         ex.check_guided_prediction(mixed_from_the_conditional)
 
 
 def test_drop_labels_check_passes_the_reference_and_names_each_mistake():
-    def ours(y, p, null):
+    def learners(y, p, null):
+        return torch.where(torch.rand(y.shape) < p, torch.full_like(y, null), y)
+    assert ex.check_drop_labels(learners) is learners
+    reference = ex.use_reference("drop_labels")
+    assert ex.check_drop_labels(reference) is reference
+
+    def ours(y, p, null):                                                  # calls minidiff's: refused
         return md.guidance.drop_labels(y, p, null)
-    assert ex.check_drop_labels(ours) is ours
+    with pytest.raises(ExerciseError, match="drop_labels calls minidiff's own md.drop_labels"):
+        ex.check_drop_labels(ours)
 
     def whole_batch(y, p, null):
         return torch.full_like(y, null) if torch.rand(()) < p else y.clone()
@@ -479,7 +490,7 @@ def test_rescaled_guidance_check_wants_each_images_own_spread():
     def whole_batch(cond, uncond, w, phi):
         x = uncond + w * (cond - uncond)
         return phi * x * cond.std() / x.std() + (1 - phi) * x
-    with pytest.raises(ExerciseError, match="each image's standard deviation"):
+    with pytest.raises(ExerciseError, match="each image's own standard deviation"):
         ex.check_rescaled_guidance(whole_batch)
 
 
@@ -495,15 +506,16 @@ def test_reparameterise_check_passes_the_right_answer_and_explains_the_mistakes(
     variance_as_sigma = lambda m, lv, n: _reparameterise(m, lv, n, sigma=torch.exp)          # exp(logvar) = σ²
     no_noise = lambda m, lv, n: m.clone()
     own_noise = lambda m, lv, n: _reparameterise(m, lv, torch.randn_like(m))
-    for wrong in (variance_as_sigma, no_noise, own_noise):
+    for wrong, named in ((variance_as_sigma, "exp(logvar) as σ"), (no_noise, "z = μ is the mean"), (own_noise, "")):
         with pytest.raises(ExerciseError, match=r"(?s)reparameterise is not right yet, on case 1 of 5: mean shape "
-                                                r"\(2, 4, 8, 8\).*wrong values.*expected.*got.*exp\(½·logvar\)"):
+                                                r"\(2, 4, 8, 8\).*wrong values.*expected.*got") as excinfo:
             ex.check_reparameterise(wrong)
+        assert named in str(excinfo.value) and ("common mistake" in str(excinfo.value)) == bool(named)
 
 
 def test_reparameterise_check_wants_gradients_to_reach_mean_and_logvar():
     detached = lambda m, lv, n: _reparameterise(m, lv, n).detach()
-    with pytest.raises(ExerciseError, match=r"right values, but no gradient reaches mean or logvar.*\n  Hint: z = μ"):
+    with pytest.raises(ExerciseError, match=r"right values, but no gradient reaches mean or logvar.*\n  Hint: A sample"):
         ex.check_reparameterise(detached)
     sigma_detached = lambda m, lv, n: _reparameterise(m, lv, n, sigma=lambda lv: torch.exp(0.5 * lv.detach()))
     with pytest.raises(ExerciseError, match="no gradient reaches logvar:"):
@@ -526,7 +538,7 @@ def test_kl_divergence_check_explains_the_typical_mistakes(wrong, case, problem)
     with pytest.raises(ExerciseError, match=f"kl_divergence is not right yet, on case {case} of 5") as excinfo:
         ex.check_kl_divergence(wrong)
     message = str(excinfo.value)
-    assert problem in message and "Hint: KL = ½ Σ (μ² + σ² − 1 − log σ²)" in message, message
+    assert problem in message and f"Hint: {first_hint('kl_divergence')}" in message, message
 
 
 def test_kl_divergence_check_passes_the_right_answer(capsys):
@@ -545,3 +557,229 @@ def test_autoencoder_checks_fall_back_to_the_reference_when_not_attempted(check,
     monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
     with pytest.raises(ExerciseError, match="was not attempted.*scores 0"):
         check(stub)
+
+
+# -- issue 16: feedback first, tiered hints, mistakes, positions, hidden tests, delegation, later cells ---
+def q_sample_alphas(x0, t, s, noise):                  # ᾱ_t mixed up with α_t
+    a = coef(s.alphas, t, x0)
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+def test_render_traceback_is_the_message_alone_and_ends_with_a_way_on():
+    with pytest.raises(ExerciseError) as excinfo:
+        ex.check_q_sample(q_sample_alphas)
+    lines = excinfo.value._render_traceback_()
+    text = "\n".join(lines)
+    assert lines[0].startswith("ExerciseError: q_sample is not right yet, on case 2 of 5")
+    assert "Traceback" not in text and "File " not in text and "exercises.py" not in text
+    assert "md.exercises.hint('q_sample', 2) shows the formula." in text
+    assert lines[-1].strip() == "q_sample = md.exercises.use_reference('q_sample')"
+    assert "raise NotImplementedError" in text and excinfo.value.exercise == "q_sample"
+
+
+def test_use_reference_gives_minidiffs_version(capsys):
+    assert ex.use_reference("q_sample") is md.q_sample
+    assert "using minidiff's reference implementation for now" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"name must be one of the exercises \[.*'q_sample'.*\]; got 'nope'"):
+        ex.use_reference("nope")
+
+
+def test_hints_come_in_tiers_for_every_exercise(capsys):
+    names = {"q_step", "alphas_cumprod", "q_sample", "posterior_mean", "cosine_schedule", "timestep_embedding",
+             "inject_time", "training_loss", "ddpm_step", "ddim_step", "guided_prediction", "drop_labels",
+             "rescaled_guidance", "reparameterise", "kl_divergence"}
+    assert set(ex.EXERCISES) == names == {n[len("check_"):] for n in dir(ex) if n.startswith("check_")} - {"properties"}
+    for name in names:
+        levels = [ex.hint(name, level) for level in (1, 2, 3)]
+        assert len(set(levels)) == 3 and all(levels)
+        assert ex.hint(name) == levels[0]
+    assert ex.hint("q_sample", 2) == ex.HINT_Q_SAMPLE and "s.alphas_cumprod[t]" in ex.HINT_Q_SAMPLE
+    assert "√" not in ex.hint("q_sample", 1)                 # the idea, not the formula
+    out = capsys.readouterr().out
+    assert "q_sample, hint 2 of 3: x_t = √ᾱ_t·x0" in out and "md.exercises.hint('q_sample', 3) says more." in out
+    with pytest.raises(ValueError, match=r"level must be one of \[1, 2, 3\].*got 4"):
+        ex.hint("q_sample", 4)
+    with pytest.raises(ValueError, match=r"name must be one of the exercises.*got 'q_smaple'"):
+        ex.hint("q_smaple")
+
+
+def test_error_shows_the_first_hint_only():
+    with pytest.raises(ExerciseError) as excinfo:
+        ex.check_q_sample(q_sample_alphas)
+    message = str(excinfo.value)
+    assert f"Hint: {first_hint('q_sample')}" in message and ex.HINT_Q_SAMPLE not in message
+
+
+def _mistake(check, wrong):
+    with pytest.raises(ExerciseError) as excinfo:
+        check(wrong)
+    message = str(excinfo.value)
+    assert "This looks like a common mistake: " in message, message
+    return message.split("This looks like a common mistake: ")[1].split("\n")[0]
+
+
+@pytest.mark.parametrize("check, wrong, named", [
+    (ex.check_q_sample, q_sample_alphas, "you used s.alphas[t] (α_t, one step) where the jump needs ᾱ_t"),
+    (ex.check_q_sample, lambda x0, t, s, n: q_sample_ok(x0, t - 1, s, n), "you indexed at t − 1"),
+    (ex.check_q_sample, lambda x0, t, s, n: q_sample_ok(n, t, s, x0), "the coefficients are swapped"),
+    (ex.check_q_sample, lambda x0, t, s, n: coef(s.alphas_cumprod, t, x0) * x0 + (1 - coef(s.alphas_cumprod, t, x0)) * n,
+     "the square roots are missing"),
+    (ex.check_q_step, lambda x, t, s, n: coef(s.alphas_cumprod, t, x).sqrt() * x + coef(s.betas, t, x).sqrt() * n,
+     "you used s.alphas_cumprod[t]"),
+    (ex.check_posterior_mean, lambda x0, x_t, t, s: posterior_mean_ok(x_t, x0, t, s), "the coefficients are swapped"),
+    (ex.check_ddpm_step, lambda *a: _ddpm(*a, last_noise=True), "noise was added at t = 0 too"),
+    (ex.check_kl_divergence, lambda m, lv: _kl(m, lv, reduce="mean"), "you averaged over each image's latent elements"),
+    (ex.check_kl_divergence, lambda m, lv: _kl(m, lv, half=1.0), "the ½ is missing"),
+    (ex.check_kl_divergence, lambda m, lv: _kl(m, lv, variance=lambda lv: torch.exp(0.5 * lv)),
+     "you used σ = exp(½·logvar) where the formula has σ² = exp(logvar)"),
+    (ex.check_reparameterise, lambda m, lv, n: m + torch.exp(lv) * n, "you used exp(logvar) as σ"),
+    (ex.check_reparameterise, lambda m, lv, n: m + lv * n, "you used logvar itself as σ"),
+], ids=["alphas", "t_minus_1", "swapped", "no_roots", "q_step_abar", "posterior_swapped", "ddpm_noise_at_0",
+        "kl_mean", "kl_no_half", "kl_sigma", "reparam_variance", "reparam_logvar"])
+def test_common_mistakes_are_named(check, wrong, named):
+    assert _mistake(check, wrong).startswith(named)
+
+
+def test_every_listed_mistake_is_recognised_by_its_own_check(capsys):
+    for name, exercise in ex.EXERCISES.items():
+        check = getattr(ex, f"check_{name}")
+        for mistake in exercise.mistakes:
+            learner = lambda *a, _wrong=mistake.wrong, **k: _wrong(*a, **k)       # a learner's own function
+            messages = []
+            for hidden in (False, True):                # some show only in the hidden cases (B = W, say)
+                try:
+                    check(learner, hidden=hidden)
+                except ExerciseError as error:
+                    messages.append(str(error))
+            assert any(mistake.description in m for m in messages), (name, mistake.description, messages)
+
+
+def test_an_unknown_mistake_is_not_misnamed():
+    def no_noise_drawn_own(x0, t, s, noise):
+        return q_sample_ok(x0, t, s, torch.randn_like(x0))
+    with pytest.raises(ExerciseError) as excinfo:
+        ex.check_q_sample(no_noise_drawn_own)
+    assert "common mistake" not in str(excinfo.value)
+
+
+def test_shape_errors_point_to_extract():
+    def flat(x0, t, s, noise):                         # (B,) against (B, C, H, W)
+        abar = s.alphas_cumprod[t].float()
+        return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    with pytest.raises(ExerciseError, match=r"(?s)raised an error on case 2 of 5.*md.extract\(table, t, x\)"):
+        ex.check_q_sample(flat)
+    with pytest.raises(ExerciseError, match=r"(?s)on case 1 of 4: x0 shape \(4, 1, 4, 4\).*not shaped per image.*md.extract"):
+        ex.check_q_sample(flat, hidden=True)           # B = W: it broadcasts silently, over the columns
+
+
+def test_positions_are_given_as_image_t_channel_row_column():
+    with pytest.raises(ExerciseError, match=r"at image \d \(t = \d+\), channel \d, row \d, column \d: expected"):
+        ex.check_q_sample(q_sample_alphas)
+    with pytest.raises(ExerciseError, match=r"at image \d, channel \d, row \d, column \d: expected"):
+        ex.check_reparameterise(lambda m, lv, n: m + lv * n)              # no t: the image alone
+    assert ex.position((2, 0, 3, 5), ("t = 0", "t = 10", "t = 999")) == "image 2 (t = 999), channel 0, row 3, column 5"
+    assert ex.position((9,)) == "index (9,)"
+
+
+def test_hidden_cases_run_more_cases_and_fail_when_not_attempted(capsys, monkeypatch):
+    for check, (_, learner) in CHECKS.items():
+        assert check(learner, hidden=True) is learner
+    out = capsys.readouterr().out
+    assert "✓ q_sample: hidden tests pass (4 more cases)." in out
+    visible = {c.description for c in ex.image_cases(("x0", "t", "schedule", "noise"))}
+    hidden = {c.description for c in ex.image_cases(("x0", "t", "schedule", "noise"), hidden=True)}
+    assert hidden and not visible & hidden
+
+    def stub(*args, **kwargs):
+        raise NotImplementedError
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    with pytest.raises(ExerciseError, match="q_sample was not attempted.*the hidden tests score 0"):
+        ex.check_q_sample(stub, hidden=True)
+    with pytest.raises(ExerciseError, match="minidiff's own.*scores 0"):
+        ex.check_q_sample(ex.use_reference("q_sample"), hidden=True)
+    for check in (ex.check_drop_labels, ex.check_kl_divergence, ex.check_reparameterise, ex.check_ddpm_step):
+        with pytest.raises(ExerciseError, match="was not attempted.*hidden tests score 0"):
+            check(stub, hidden=True)
+
+
+def test_hidden_checks_pass_learner_solutions(capsys):
+    assert ex.check_ddpm_step(_ddpm, hidden=True) is _ddpm
+    assert ex.check_ddim_step(_ddim, hidden=True) is _ddim
+    assert ex.check_kl_divergence(_kl, hidden=True) is _kl
+    assert ex.check_reparameterise(_reparameterise, hidden=True) is _reparameterise
+    assert ex.check_guided_prediction(_guided, hidden=True) is _guided
+    assert ex.check_timestep_embedding(_embedding, hidden=True) is _embedding
+    assert ex.check_inject_time(_film, hidden=True) is _film
+    assert ex.check_training_loss(_loss, hidden=True) is _loss
+    assert capsys.readouterr().out.count("hidden tests pass") == 8
+
+
+def test_calling_minidiffs_own_version_is_refused_and_then_restored():
+    with pytest.raises(ExerciseError, match=r"q_sample calls minidiff's own md.q_sample: this exercise asks you "
+                                            r"to write it yourself"):
+        ex.check_q_sample(lambda x0, t, s, noise: md.q_sample(x0, t, s, noise))
+    with pytest.raises(ExerciseError, match="calls minidiff's own md.q_sample"):
+        ex.check_q_sample(lambda x0, t, s, noise: md.diffusion.q_sample(x0, t, s, noise))
+    with pytest.raises(ExerciseError, match="calls minidiff's own md.NoiseSchedule.cosine"):
+        ex.check_cosine_schedule(lambda n, s=0.008, max_beta=0.999: md.NoiseSchedule.cosine(n, s, max_beta).betas)
+    with pytest.raises(ExerciseError, match="calls minidiff's own md.nn.autoencoder.kl_divergence"):
+        ex.check_kl_divergence(lambda m, lv: md.nn.kl_divergence(m, lv))
+    assert md.q_sample is md.diffusion.q_sample and md.q_sample.__name__ == "q_sample"
+    assert isinstance(md.NoiseSchedule.__dict__["cosine"], classmethod)
+    assert md.losses.q_sample is md.q_sample                                # internal bindings restored too
+    assert ex.check_training_loss(_loss) is _loss                          # md.q_sample is allowed there
+
+
+def test_calling_minidiffs_version_through_a_global_name_is_refused():
+    namespace = {"md": md}
+    exec("from minidiff import q_sample as jump\n"
+         "def q_sample(x0, t, s, noise):\n"
+         "    return jump(x0, t, s, noise)\n", namespace)
+    with pytest.raises(ExerciseError, match="calls minidiff's own md.q_sample"):
+        ex.check_q_sample(namespace["q_sample"])
+    assert namespace["jump"] is md.q_sample
+
+
+def test_failed_exercises_are_remembered_until_they_pass():
+    ex._FAILED.clear()
+    assert ex.later_cell_note() is None
+    with pytest.raises(ExerciseError):
+        ex.check_q_sample(q_sample_alphas)
+    assert ex.later_cell_note() == "note: exercise 'q_sample' above is not right yet; this cell may depend on it."
+    ex.check_q_sample(q_sample_ok)
+    assert ex.later_cell_note() is None
+
+
+def test_later_cells_get_a_note_under_ipython(capsys):
+    interactiveshell = pytest.importorskip("IPython.core.interactiveshell")
+    ex._FAILED.clear()
+    shell = interactiveshell.InteractiveShell.instance()
+    shell.colors = "nocolor"
+    try:
+        shell.user_ns.update(md=md, ex=ex, q_sample_alphas=q_sample_alphas, q_sample_ok=q_sample_ok)
+        shell.run_cell("ex.check_q_sample(q_sample_alphas)")
+        out, err = capsys.readouterr()
+        assert "ExerciseError: q_sample is not right yet" in out and "Traceback" not in out
+        assert "note:" not in out + err                                     # the check's own error: no note
+        assert shell.custom_exceptions == (Exception,)
+        shell.run_cell("raise RuntimeError('a later cell')")
+        out, err = capsys.readouterr()
+        assert "RuntimeError: a later cell" in out
+        assert "note: exercise 'q_sample' above is not right yet; this cell may depend on it." in err
+        ex._install_note_handler()                                          # idempotent
+        shell.run_cell("ex.check_q_sample(q_sample_ok)")
+        shell.run_cell("raise RuntimeError('fine now')")
+        out, err = capsys.readouterr()
+        assert "RuntimeError: fine now" in out and "note:" not in err
+    finally:
+        shell.set_custom_exc((), None)
+        interactiveshell.InteractiveShell.clear_instance()
+        ex._FAILED.clear()
+
+
+def test_outside_ipython_recording_a_failure_installs_nothing():
+    assert ex._ipython() is None                                             # no shell here
+    with pytest.raises(ExerciseError):
+        ex.check_q_sample(q_sample_alphas)                                  # records, installs nothing, no error
+    assert "q_sample" in ex._FAILED
+    ex._FAILED.clear()

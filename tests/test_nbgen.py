@@ -255,3 +255,49 @@ def test_nbgrader_metadata_is_idempotent_and_keeps_the_source():
     again = nbgen.nbgrader_metadata(nb, path.stem)
     assert nbgen.render(again) == nbgen.render(nb)
     assert [c.source for c in again.cells] == [c.source for c in nb.cells]
+
+
+# -- hidden tests (issue 16) ----------------------------------------------------------------------------
+CHECK_HIDDEN = ('q_step = md.exercises.check_q_step(q_step)\n'
+                '### BEGIN HIDDEN TESTS\nmd.exercises.check_q_step(q_step, hidden=True)\n### END HIDDEN TESTS\n'
+                'print("checked")')
+
+
+def test_hidden_tests_leave_the_student_copy_markers_included_and_stay_in_the_solution(tmp_path):
+    args = write_solutions(tmp_path, a=notebook(Q_STEP, CHECK_HIDDEN))
+    assert nbgen.main(args) == 0
+    student = nbformat.read(tmp_path / "notebooks" / "a.ipynb", as_version=4)
+    assert student.cells[1].source == 'q_step = md.exercises.check_q_step(q_step)\nprint("checked")'
+    solution = nbformat.read(tmp_path / "solutions" / "a.ipynb", as_version=4)
+    assert solution.cells[1].source == CHECK_HIDDEN
+    # the hidden call names the same check again: still one grade cell worth POINTS
+    assert solution.cells[1].metadata.nbgrader == {"schema_version": 3, "solution": False, "grade": True,
+                                                   "locked": True, "points": nbgen.POINTS,
+                                                   "grade_id": "check_q_step"}
+
+
+def test_hidden_tests_indented_and_several_regions():
+    source = ("for t in (0, 1):\n    ### BEGIN HIDDEN TESTS\n    assert t < 2\n    ### END HIDDEN TESTS\n"
+              "x = 1\n### BEGIN HIDDEN TESTS\nassert x\n### END HIDDEN TESTS")
+    assert nbgen.strip_hidden_tests(source, "sol.ipynb cell 0") == "for t in (0, 1):\nx = 1"
+
+
+@pytest.mark.parametrize("source, problem", [
+    ("x = 1\n### BEGIN HIDDEN TESTS\nassert x", "'### BEGIN HIDDEN TESTS' on line 2 has no '### END HIDDEN TESTS'"),
+    ("x = 1\n### END HIDDEN TESTS", "'### END HIDDEN TESTS' on line 2 without a '### BEGIN HIDDEN TESTS'"),
+    ("### BEGIN HIDDEN TESTS\n### BEGIN HIDDEN TESTS\n### END HIDDEN TESTS", "nested '### BEGIN HIDDEN TESTS'"),
+])
+def test_unbalanced_hidden_test_markers_name_notebook_and_cell(source, problem):
+    with pytest.raises(NotebookError, match="sol.ipynb cell 1") as excinfo:
+        nbgen.student_notebook(notebook("x = 1", source), "sol.ipynb")
+    assert problem in str(excinfo.value)
+
+
+@pytest.mark.parametrize("source", [
+    "x = 1\n### BEGIN HIDDEN TESTS\nassert x\n### END HIDDEN TESTS",             # no check: nbgrader refuses it
+    Q_STEP + "\n### BEGIN HIDDEN TESTS\nassert q_step\n### END HIDDEN TESTS",    # in the learner's own cell
+])
+def test_hidden_tests_outside_a_check_cell_are_an_error(source):
+    with pytest.raises(NotebookError, match=r"sol.ipynb cell 0: a '### BEGIN HIDDEN TESTS' region must sit in a "
+                                            r"check cell"):
+        nbgen.nbgrader_metadata(notebook(source), "sol", "sol.ipynb")

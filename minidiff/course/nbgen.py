@@ -11,6 +11,9 @@ at the BEGIN line's indentation:
 
 named after the enclosing ``def`` (or a ``# Exercise: NAME`` comment between that def and the region).
 A region must sit inside a function, so the check after it can fall back to minidiff's reference.
+A check cell may hold a region from ``### BEGIN HIDDEN TESTS`` to ``### END HIDDEN TESTS`` (nbgrader's
+markers): the student copy loses it, markers included; the solution keeps it, and so does nbgrader's
+gradebook, which puts it back when it autogrades.
 In a markdown cell ``<!-- BEGIN SOLUTION -->`` … ``<!-- END SOLUTION -->`` becomes *Your answer here.*
 Outputs, execution counts and volatile metadata are dropped; cell ids are kept, so diffs stay small.
 
@@ -31,6 +34,7 @@ from typing import Optional
 import nbformat
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 MD_REGION = re.compile(r"<!-- BEGIN SOLUTION -->.*?<!-- END SOLUTION -->", re.DOTALL)
 MD_MARKERS = ("<!-- BEGIN SOLUTION -->", "<!-- END SOLUTION -->")
 STUB = "raise NotImplementedError(\"Exercise '{name}': replace this line with your implementation.\")"
@@ -93,6 +97,31 @@ def stub_code(source: str, where: str) -> str:
     return "\n".join(out)
 
 
+def strip_hidden_tests(source: str, where: str) -> str:
+    """``source`` without its hidden-test regions, marker lines included."""
+    lines, out, region_start = source.split("\n"), [], None
+    for i, line in enumerate(lines):
+        marker = line.strip()
+        if marker.startswith(BEGIN_HIDDEN):
+            if region_start is not None:
+                raise NotebookError(f"{where}: nested '{BEGIN_HIDDEN}' (line {i + 1}) inside the region from "
+                                    f"line {region_start + 1}")
+            region_start = i
+        elif marker.startswith(END_HIDDEN):
+            if region_start is None:
+                raise NotebookError(f"{where}: '{END_HIDDEN}' on line {i + 1} without a '{BEGIN_HIDDEN}' before it")
+            region_start = None
+        elif region_start is None:
+            out.append(line)
+    if region_start is not None:
+        raise NotebookError(f"{where}: '{BEGIN_HIDDEN}' on line {region_start + 1} has no '{END_HIDDEN}'")
+    return "\n".join(out)
+
+
+def has_hidden_tests(source: str) -> bool:
+    return any(line.strip().startswith(BEGIN_HIDDEN) for line in source.split("\n"))
+
+
 def stub_markdown(source: str, where: str) -> str:
     """``source`` with every written-answer region replaced by *Your answer here.*"""
     out = MD_REGION.sub(ANSWER, source)
@@ -123,7 +152,7 @@ def student_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbfor
     nb = cleaned_solution(nb)
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
-            cell.source = stub_code(cell.source, f"{name} cell {i}")
+            cell.source = stub_code(strip_hidden_tests(cell.source, f"{name} cell {i}"), f"{name} cell {i}")
         elif cell.cell_type == "markdown":
             cell.source = stub_markdown(cell.source, f"{name} cell {i}")
     return nb
@@ -139,9 +168,14 @@ def exercise_names(source: str, where: str) -> list[str]:
 def nbgrader_cell(cell: nbformat.NotebookNode, stem: str, where: str) -> dict:
     """nbgrader's metadata for one cell of the solution notebook ``stem``."""
     base = {"schema_version": NBGRADER_SCHEMA, "solution": False, "grade": False, "locked": True}
-    if cell.cell_type == "code" and (names := exercise_names(cell.source, where)):
+    names = exercise_names(cell.source, where) if cell.cell_type == "code" else []
+    checks = list(dict.fromkeys(CHECK.findall(cell.source))) if cell.cell_type == "code" else []
+    if has_hidden_tests(cell.source) and (names or not checks):
+        raise NotebookError(f"{where}: a '{BEGIN_HIDDEN}' region must sit in a check cell (one that calls "
+                            f"md.exercises.check_NAME and holds no solution region)")
+    if names:
         return base | {"solution": True, "locked": False, "grade_id": "-".join(names)}
-    if cell.cell_type == "code" and (checks := CHECK.findall(cell.source)):
+    if checks:   # a hidden test calls the same check again: it counts once
         return base | {"grade": True, "points": POINTS * len(checks), "grade_id": "check_" + "-".join(checks)}
     return base | {"grade_id": f"{stem}-{cell.id}"}
 

@@ -1,0 +1,104 @@
+"""Real nbgrader on notebook 02: generate_assignment, three submissions autograded, feedback, export (issue 16).
+
+One module-scoped course directory does the work once (71 s on the 2-core CPU); the tests read it.
+"""
+import csv
+import re
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from minidiff.course import grading, nbgen
+
+pytest.importorskip("nbgrader", reason="nbgrader is not installed: pip install -e '.[instructor]' (make does)")
+
+pytestmark = pytest.mark.nbgrader
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "02_closed_form"
+WRONG = "alphas_cumprod"                                   # ᾱ from β instead of α: 2 of 3 checks pass
+RIGHT, BROKEN = "torch.cumprod(1 - betas, dim=0)", "torch.cumprod(betas, dim=0)"
+HIDDEN = f'{nbgen.BEGIN_HIDDEN}\nprint("hidden test ran")\n{nbgen.END_HIDDEN}'
+
+
+def grade_ids(nb, key):
+    return {c.metadata.nbgrader.grade_id: c for c in nb.cells if c.metadata.get("nbgrader", {}).get(key)}
+
+
+def submit(course, student, nb):
+    folder = course / "submitted" / student / NAME
+    folder.mkdir(parents=True)
+    nbformat.write(nb, folder / f"{NAME}.ipynb")
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    """A course with notebook 02 (a hidden region added to each check), graded for blank, wrong and worked."""
+    tmp = tmp_path_factory.mktemp("nbgrader")
+    solution = nbformat.read(ROOT / "solutions" / f"{NAME}.ipynb", as_version=4)
+    for cell in grade_ids(solution, "grade").values():
+        cell.source += "\n" + HIDDEN
+    (tmp / "solutions").mkdir()
+    nbformat.write(solution, tmp / "solutions" / f"{NAME}.ipynb")
+    course = tmp / "course"
+    [release] = grading.generate(course, tmp / "solutions", [NAME])
+    blank = nbformat.read(release, as_version=4)
+
+    worked = nbformat.read(release, as_version=4)          # the release with the solution code typed in
+    solved = grade_ids(solution, "solution")
+    for grade_id, cell in grade_ids(worked, "solution").items():
+        cell.source = solved[grade_id].source
+    wrong = nbformat.from_dict(worked)
+    cell = grade_ids(wrong, "solution")[WRONG]
+    assert RIGHT in cell.source, f"{NAME}'s {WRONG} solution changed: expected {RIGHT!r} in it"
+    cell.source = cell.source.replace(RIGHT, BROKEN)
+
+    for student, nb in {"blank": blank, "wrong": wrong, "worked": worked}.items():
+        submit(course, student, nb)
+    grading.nbgrader(["autograde", NAME], course)
+    grading.nbgrader(["generate_feedback", NAME], course)
+    grading.nbgrader(["export", "--to", "grades.csv"], course)
+    return course
+
+
+def scores(course):
+    with open(course / "grades.csv", newline="") as f:
+        return {row["student_id"]: (float(row["score"]), float(row["max_score"])) for row in csv.DictReader(f)}
+
+
+def test_scores_blank_zero_wrong_partial_worked_full(course):
+    solution = nbformat.read(ROOT / "solutions" / f"{NAME}.ipynb", as_version=4)
+    points = {gid: c.metadata.nbgrader.points for gid, c in grade_ids(solution, "grade").items()}
+    total = sum(points.values())
+    assert scores(course) == {"blank": (0.0, total), "wrong": (total - points[f"check_{WRONG}"], total),
+                              "worked": (total, total)}
+
+
+def normalised(sources, stub):
+    """Each cell's source with its solution stub (nbgen's or nbgrader's) replaced by one marker line."""
+    return [re.sub(stub, r"\1<solution>", s, flags=re.MULTILINE) for s in sources]
+
+
+def test_release_blanks_the_same_cells_as_the_student_notebook(course):
+    release = nbformat.read(course / "release" / NAME / f"{NAME}.ipynb", as_version=4)
+    student = nbformat.read(ROOT / "notebooks" / f"{NAME}.ipynb", as_version=4)
+    assert [c.id for c in release.cells] == [c.id for c in student.cells]
+    ours = normalised([c.source for c in student.cells], r"^( *)raise NotImplementedError\(\"Exercise '\w+'.*$")
+    theirs = normalised([c.source for c in release.cells], r"^( *)# YOUR CODE HERE\n *raise NotImplementedError\(\)$")
+    assert theirs == ours
+    assert sum("<solution>" in s for s in ours) == len(grade_ids(release, "solution")) == 3
+
+
+def test_release_has_no_hidden_tests_but_autograde_runs_them(course):
+    text = (course / "release" / NAME / f"{NAME}.ipynb").read_text()
+    assert "HIDDEN TESTS" not in text and "hidden test ran" not in text
+    graded = nbformat.read(course / "autograded" / "worked" / NAME / f"{NAME}.ipynb", as_version=4)
+    printed = [o.get("text", "") for c in graded.cells if c.cell_type == "code" for o in c.outputs]
+    assert sum("hidden test ran" in t for t in printed) == 3
+
+
+def test_feedback_names_the_failed_check(course):
+    feedback = {s: (course / "feedback" / s / NAME / f"{NAME}.html").read_text() for s in ("wrong", "worked")}
+    assert f"check_{WRONG}" in feedback["wrong"] and "ExerciseError" in feedback["wrong"]
+    assert "ExerciseError" not in feedback["worked"]
