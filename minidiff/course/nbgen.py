@@ -29,7 +29,7 @@ import copy
 import re
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import nbformat
 
@@ -73,49 +73,43 @@ def exercise_name(above: list[str], indent: int, where: str) -> str:
                         f"the check can fall back to the reference")
 
 
-def stub_code(source: str, where: str) -> str:
-    """``source`` with every solution region replaced by a NotImplementedError stub."""
+def _rewrite_regions(source: str, where: str, begin: str, end: str,
+                     replace: Callable[[list[str], int], Optional[str]]) -> str:
+    """``source`` with each region from a ``begin`` marker line to its ``end`` line (markers included)
+    replaced by ``replace(lines, start)``, one line, or dropped where that is None. Nested, unopened or
+    unclosed regions are NotebookErrors naming ``where`` and the line."""
     lines, out, region_start = source.split("\n"), [], None
     for i, line in enumerate(lines):
         marker = line.strip()
-        if marker.startswith(BEGIN):
+        if marker.startswith(begin):
             if region_start is not None:
-                raise NotebookError(f"{where}: nested '{BEGIN}' (line {i + 1}) inside the region from line "
+                raise NotebookError(f"{where}: nested '{begin}' (line {i + 1}) inside the region from line "
                                     f"{region_start + 1}")
             region_start = i
-        elif marker.startswith(END):
+        elif marker.startswith(end):
             if region_start is None:
-                raise NotebookError(f"{where}: '{END}' on line {i + 1} without a '{BEGIN}' before it")
-            begin = lines[region_start]
-            name = exercise_name(lines[:region_start], _indent(begin), where)
-            out.append(begin[:_indent(begin)] + STUB.format(name=name))
+                raise NotebookError(f"{where}: '{end}' on line {i + 1} without a '{begin}' before it")
+            replacement = replace(lines, region_start)
+            out += [replacement] if replacement is not None else []
             region_start = None
         elif region_start is None:
             out.append(line)
     if region_start is not None:
-        raise NotebookError(f"{where}: '{BEGIN}' on line {region_start + 1} has no '{END}'")
+        raise NotebookError(f"{where}: '{begin}' on line {region_start + 1} has no '{end}'")
     return "\n".join(out)
+
+
+def stub_code(source: str, where: str) -> str:
+    """``source`` with every solution region replaced by a NotImplementedError stub."""
+    def stub(lines: list[str], start: int) -> str:
+        indent = _indent(lines[start])
+        return lines[start][:indent] + STUB.format(name=exercise_name(lines[:start], indent, where))
+    return _rewrite_regions(source, where, BEGIN, END, stub)
 
 
 def strip_hidden_tests(source: str, where: str) -> str:
     """``source`` without its hidden-test regions, marker lines included."""
-    lines, out, region_start = source.split("\n"), [], None
-    for i, line in enumerate(lines):
-        marker = line.strip()
-        if marker.startswith(BEGIN_HIDDEN):
-            if region_start is not None:
-                raise NotebookError(f"{where}: nested '{BEGIN_HIDDEN}' (line {i + 1}) inside the region from "
-                                    f"line {region_start + 1}")
-            region_start = i
-        elif marker.startswith(END_HIDDEN):
-            if region_start is None:
-                raise NotebookError(f"{where}: '{END_HIDDEN}' on line {i + 1} without a '{BEGIN_HIDDEN}' before it")
-            region_start = None
-        elif region_start is None:
-            out.append(line)
-    if region_start is not None:
-        raise NotebookError(f"{where}: '{BEGIN_HIDDEN}' on line {region_start + 1} has no '{END_HIDDEN}'")
-    return "\n".join(out)
+    return _rewrite_regions(source, where, BEGIN_HIDDEN, END_HIDDEN, lambda lines, start: None)
 
 
 def has_hidden_tests(source: str) -> bool:
