@@ -1,0 +1,102 @@
+"""Notebook 04's exercises: the sinusoidal timestep embedding and FiLM time injection."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .core import (Case, Exercise, Mistake, _first_hint, check, describe, register)
+from ...nn.blocks import film
+from ...nn.embedding import timestep_embedding
+
+
+HINT_EMBEDDING = ("ω_i = max_period^(−i/h) for i = 0 … h−1 with h = dim/2 (torch.exp(−log(max_period)·i/h)); "
+                  "angles = t[:, None]·ω[None, :] in float32; return torch.cat([cos(angles), sin(angles)], dim=1) "
+                  "— cosines first, shape (B, dim).")
+
+HINT_INJECT_TIME = ("Apply SiLU to emb, then emb_layer: (B, 2C). The first C columns are the scale γ, the last C "
+                    "the shift β (.chunk(2, dim=1)); reshape both to (B, C, 1, 1) and return h·(1 + γ) + β — "
+                    "note the 1 +, and that the SiLU comes before the linear layer.")
+
+
+def check_timestep_embedding(fn: Callable, hidden: bool = False) -> Callable:
+    """Check ``fn(t, dim, max_period=10000) -> (B, dim)`` against ``minidiff.timestep_embedding`` (even dims)."""
+    settings = ([([7], 4, {}), ([0, 999, 123], 32, {"max_period": 1000}), ([1, 2, 3, 4, 5], 256, {})] if hidden else
+                [([0, 1, 2], 2, {}), ([0, 10, 500, 999], 8, {}), ([3, 999], 64, {}),
+                 ([0, 250, 999], 128, {}), ([5, 50], 16, {"max_period": 100})])
+    cases = [Case(describe(t=torch.tensor(t), dim=d, **kw), (torch.tensor(t), d), kw) for t, d, kw in settings]
+    return check("timestep_embedding", fn, timestep_embedding, cases, _first_hint("timestep_embedding"),
+                 atol=1e-4, rtol=1e-4, hidden=hidden)
+
+
+def check_inject_time(fn: Callable, hidden: bool = False) -> Callable:
+    """Check ``fn(h, emb, emb_layer) -> h·(1 + γ) + β`` (FiLM) against the U-Net's ``film``."""
+    settings = [(4, 8, 5, 12), (2, 2, 1, 4)] if hidden else [(2, 4, 3, 8), (3, 16, 7, 32), (1, 8, 14, 16)]
+    cases = []
+    with torch.random.fork_rng(devices=[]):            # seeded layers without touching the notebook's RNG
+        for seed, (b, c, hw, e) in enumerate(settings, start=100 if hidden else 0):
+            torch.manual_seed(seed)
+            h, emb, layer = torch.randn(b, c, hw, hw), torch.randn(b, e), torch.nn.Linear(e, 2 * c)
+            cases.append(Case(describe(h=h, emb=emb) + f", emb_layer=Linear({e}, {2 * c})", (h, emb, layer)))
+    return check("inject_time", fn, film, cases, _first_hint("inject_time"), hidden=hidden)
+
+
+def _embedding_with(sines_first: bool = False, over_dim: bool = False, positive: bool = False,
+                    interleaved: bool = False) -> Callable:
+    def wrong(t: Tensor, dim: int, max_period: int = 10000) -> Tensor:
+        half = dim // 2
+        exponent = torch.arange(half, dtype=torch.float32) / (dim if over_dim else half)
+        freqs = torch.exp((1 if positive else -1) * math.log(max_period) * exponent)
+        angles = t.float()[:, None] * freqs[None, :]
+        parts = [angles.sin(), angles.cos()] if sines_first else [angles.cos(), angles.sin()]
+        return torch.stack(parts, dim=2).flatten(1) if interleaved else torch.cat(parts, dim=1)
+    return wrong
+
+
+EMBEDDING_MISTAKES = (
+    Mistake("the sines come first; the embedding puts the cosines first: torch.cat([cos, sin], dim=1)",
+            _embedding_with(sines_first=True)),
+    Mistake("the exponent divides by dim; it is i/h with h = dim/2", _embedding_with(over_dim=True)),
+    Mistake("the exponent lacks its minus sign: ω_i = max_period^(−i/h) falls with i", _embedding_with(positive=True)),
+    Mistake("cos and sin are interleaved; put all the cosines first, then all the sines",
+            _embedding_with(interleaved=True)),
+)
+
+
+def _film_with(silu: str = "before", one_plus: bool = True, swap: bool = False) -> Callable:
+    def wrong(h: Tensor, emb: Tensor, emb_layer: torch.nn.Linear) -> Tensor:
+        out = emb_layer(F.silu(emb) if silu == "before" else emb)
+        out = F.silu(out) if silu == "after" else out
+        scale, shift = out.chunk(2, dim=1)
+        scale, shift = (shift, scale) if swap else (scale, shift)
+        return h * ((1 + scale) if one_plus else scale)[:, :, None, None] + shift[:, :, None, None]
+    return wrong
+
+
+INJECT_TIME_MISTAKES = (
+    Mistake("the SiLU is missing: emb_layer(F.silu(emb))", _film_with(silu="none")),
+    Mistake("the SiLU comes after emb_layer; it goes before it: emb_layer(F.silu(emb))", _film_with(silu="after")),
+    Mistake("h·γ + β: the scale is 1 + γ, so that a zero layer leaves h unchanged", _film_with(one_plus=False)),
+    Mistake("scale and shift are swapped: the first C columns are the scale γ", _film_with(swap=True)),
+)
+
+
+register(
+    Exercise("timestep_embedding", "timestep_embedding", timestep_embedding, (
+        "Turn each integer t into dim numbers: the cosines and the sines of t times frequencies spaced "
+        "geometrically from 1 down to 1/max_period, so that nearby t get similar vectors at every scale.",
+        HINT_EMBEDDING,
+        "half = dim // 2; freqs = torch.exp(−math.log(max_period) * torch.arange(half, dtype=torch.float32) / "
+        "half); angles = t.float()[:, None] * freqs[None, :]; then cat the cosines and the sines along dim 1."),
+        EMBEDDING_MISTAKES, ("minidiff.nn.embedding.timestep_embedding",)),
+    Exercise("inject_time", "inject_time", film, (
+        "FiLM: a linear layer turns the SiLU-activated time embedding into a scale and a shift per channel; "
+        "scale h around 1 (so a zero layer leaves h as it is) and add the shift.",
+        HINT_INJECT_TIME,
+        "scale, shift = emb_layer(F.silu(emb)).chunk(2, dim=1); index both with [:, :, None, None] and combine "
+        "them with h as h·(1 + scale) + shift."),
+        INJECT_TIME_MISTAKES, ("minidiff.nn.blocks.film",)),
+)
