@@ -35,13 +35,11 @@ feedback, ``EXERCISES`` and ``register``); one module per notebook (``nb01_forwa
 from .core import (EXERCISES, IMAGE_TOLERANCE, Case, Exercise, ExerciseError, Mistake, Property, _FAILED,
                    _install_note_handler, _ipython, check, check_properties, compare, compare_tensors, describe,
                    hint, image_cases, later_cell_note, not_attempted, position, t_labels, use_reference)
-from .nb01_forward_process import HINT_Q_STEP, check_q_step
-from .nb02_closed_form import (HINT_ALPHAS_CUMPROD, HINT_POSTERIOR_MEAN, HINT_Q_SAMPLE, check_alphas_cumprod,
-                               check_posterior_mean, check_q_sample)
-from .nb03_schedules import HINT_COSINE, check_cosine_schedule
-from .nb04_unet import HINT_EMBEDDING, HINT_INJECT_TIME, check_inject_time, check_timestep_embedding
-from .nb05_training import HINT_TRAINING_LOSS, check_training_loss
-from .nb06_sampling import HINT_DDIM_STEP, HINT_DDPM_STEP, check_ddim_step, check_ddpm_step
-from .nb07_guidance import (HINT_DROP_LABELS, HINT_GUIDED_PREDICTION, HINT_RESCALED, check_drop_labels,
-                            check_guided_prediction, check_rescaled_guidance)
-from .nb08_latent_diffusion import HINT_KL, HINT_REPARAMETERISE, check_kl_divergence, check_reparameterise
+from .nb01_forward_process import *  # noqa: F401,F403
+from .nb02_closed_form import *  # noqa: F401,F403
+from .nb03_schedules import *  # noqa: F401,F403
+from .nb04_unet import *  # noqa: F401,F403
+from .nb05_training import *  # noqa: F401,F403
+from .nb06_sampling import *  # noqa: F401,F403
+from .nb07_guidance import *  # noqa: F401,F403
+from .nb08_latent_diffusion import *  # noqa: F401,F403

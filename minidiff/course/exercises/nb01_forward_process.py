@@ -9,6 +9,8 @@ from ... import diffusion, schedules
 from .core import (_ABAR, _ALPHA, _BETA, IMAGE_TOLERANCE, Exercise, Mistake, _at,
                    _first_hint, _flat, check, image_cases, register)
 
+__all__ = ["HINT_Q_STEP", "check_q_step"]   # what md.exercises exports from here
+
 
 HINT_Q_STEP = ("x_t = √α_t·x_prev + √β_t·noise with α_t = 1 − β_t = s.alphas[t] and β_t = s.betas[t] (step t's"
                " own α_t, not ᾱ_t = s.alphas_cumprod[t]). Use the noise you are given; for t of shape (B,) each"

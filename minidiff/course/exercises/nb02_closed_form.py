@@ -10,6 +10,8 @@ from ... import diffusion, schedules
 from .core import (_ABAR, _ALPHA, _BETA, IMAGE_TOLERANCE, Case, Exercise, Mistake, _at,
                    _first_hint, _flat, check, image_cases, register)
 
+__all__ = ["HINT_ALPHAS_CUMPROD", "HINT_POSTERIOR_MEAN", "HINT_Q_SAMPLE", "check_alphas_cumprod", "check_posterior_mean", "check_q_sample"]   # what md.exercises exports from here
+
 
 def _schedule_betas_cases(hidden: bool = False) -> list[Case]:
     """β tables of several schedules and lengths, plus a tiny hand-made one."""

@@ -10,6 +10,8 @@ from torch import Tensor
 from ... import schedules
 from .core import (Case, Exercise, Mistake, _first_hint, check, describe, register)
 
+__all__ = ["HINT_COSINE", "check_cosine_schedule"]   # what md.exercises exports from here
+
 
 HINT_COSINE = ("ᾱ(u) = cos²((u + s)/(1 + s)·π/2) at the T + 1 points u = t/T, t = 0 … T; then "
                "β_t = 1 − ᾱ((t+1)/T)/ᾱ(t/T) for t = 0 … T−1, clipped to at most max_beta "

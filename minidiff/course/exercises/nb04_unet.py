@@ -12,6 +12,8 @@ from .core import (Case, Exercise, Mistake, _first_hint, check, describe, regist
 from ...nn.blocks import film
 from ...nn.embedding import timestep_embedding
 
+__all__ = ["HINT_EMBEDDING", "HINT_INJECT_TIME", "check_inject_time", "check_timestep_embedding"]   # what md.exercises exports from here
+
 
 HINT_EMBEDDING = ("ω_i = max_period^(−i/h) for i = 0 … h−1 with h = dim/2 (torch.exp(−log(max_period)·i/h)); "
                   "angles = t[:, None]·ω[None, :] in float32; return torch.cat([cos(angles), sin(angles)], dim=1) "

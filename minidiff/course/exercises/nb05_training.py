@@ -9,6 +9,8 @@ from torch import Tensor
 from ... import schedules
 from .core import (_ABAR, _ALPHA, IMAGE_TOLERANCE, Case, Exercise, Mistake, _first_hint, check, describe, register)
 
+__all__ = ["HINT_TRAINING_LOSS", "check_training_loss"]   # what md.exercises exports from here
+
 
 HINT_TRAINING_LOSS = ("x_t = md.q_sample(x0, t, s, noise) (√ᾱ_t·x0 + √(1 − ᾱ_t)·noise); the network sees x_t "
                       "and t — not x0 — and predicts the noise: return ((model(x_t, t) − noise)²).mean(), "

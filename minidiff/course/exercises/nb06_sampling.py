@@ -11,6 +11,8 @@ from .core import (_ABAR, _ALPHA, _BETA, IMAGE_TOLERANCE, Case, Exercise, Mistak
                    _first_hint, check, describe, register,
                    t_labels)
 
+__all__ = ["HINT_DDIM_STEP", "HINT_DDPM_STEP", "check_ddim_step", "check_ddpm_step"]   # what md.exercises exports from here
+
 
 HINT_DDPM_STEP = ("mean = (x_t − β_t/√(1 − ᾱ_t)·eps)/√α_t, then add √β_t·noise — except at t = 0, where the "
                   "step returns the mean alone (DDPM Algorithm 2). β_t = s.betas[t], α_t = s.alphas[t], "
