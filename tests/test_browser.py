@@ -234,8 +234,10 @@ def lab(tmp_path_factory):
 
 
 # -- driving JupyterLab ---------------------------------------------------------------------------
-def open_and_run_all(lab: Lab, relpath: str, name: str):
-    """Open ``relpath`` in JupyterLab, run all its cells (menu Run → Run All Cells), wait until all ran."""
+def open_and_run_all(lab: Lab, relpath: str, name: str, expect_stop: bool = False):
+    """Open ``relpath`` in JupyterLab, run all its cells (menu Run → Run All Cells), wait until all ran.
+
+    ``expect_stop``: a cell is meant to raise; return (page, notebook, that cell) instead of failing."""
     page = lab.browser.new_page(viewport={"width": 1400, "height": 1000})
     messages: list[str] = []
     page.on("console", lambda m: messages.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
@@ -268,6 +270,8 @@ def open_and_run_all(lab: Lab, relpath: str, name: str):
             # Run All stops at the first cell that raised: the last cell that ran shows the traceback.
             ran = [i for i, p in enumerate(prompts) if re.search(r"\[\d+\]", p)]
             cell = notebook.locator(".jp-CodeCell").nth(ran[-1])
+            if expect_stop:
+                return page, notebook, cell
             raise AssertionError(f"{name}: code cell {ran[-1] + 1} of {len(prompts)} raised, the rest did not run:"
                                  f"\n{cell.locator('.jp-OutputArea').inner_text()[-3000:]}")
     except Exception:
@@ -275,6 +279,10 @@ def open_and_run_all(lab: Lab, relpath: str, name: str):
         page.close()
         raise
     page.dump = lambda: _dump(page, lab, name, messages)   # for the checks that follow
+    if expect_stop:
+        _dump(page, lab, name, messages)
+        page.close()
+        raise AssertionError(f"{name}: every cell ran, but one was meant to stop Run All")
     return page, notebook
 
 
@@ -397,3 +405,44 @@ def test_t_slider_in_notebook_01(lab):
         print(f"nb01: full page screenshot {SCREENSHOT}")
     finally:
         page.close()
+
+
+NOTEBOOK_02 = REPO / "notebooks" / "02_closed_form.ipynb"
+
+
+def _with_exercise_body(nb: dict, function: str, body: str) -> dict:
+    """``nb`` with the stub of exercise ``function`` replaced by ``body`` (as a learner would type it)."""
+    for cell in nb["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "code" and source.startswith(f"def {function}(") and "NotImplementedError" in source:
+            header = source.splitlines()[0]
+            cell["source"] = header + "\n" + body
+            return nb
+    raise AssertionError(f"no stub of {function} in the notebook")
+
+
+def test_exercise_feedback_in_notebook_02(lab):
+    """A plausible wrong answer in JupyterLab: Run All stops at the check, and what the learner sees first
+    is the feedback itself (no traceback frames from inside minidiff), naming the mistake in the notebook's
+    words and saying how to carry on."""
+    if not NOTEBOOK_02.exists():
+        _skip(f"{NOTEBOOK_02.relative_to(REPO)} does not exist yet (make notebooks)")
+    nb = _with_exercise_body(json.loads(NOTEBOOK_02.read_text()), "alphas_cumprod",
+                             "    return torch.cumprod(betas, dim=0)   # a learner's mistake: the β's, not 1 − β")
+    relpath = lab.add_notebook("notebooks/02_wrong.ipynb", nb)
+    page, notebook, cell = open_and_run_all(lab, relpath, "nb02_wrong", expect_stop=True)
+    try:
+        assert "check_alphas_cumprod" in cell.locator(".jp-InputArea").inner_text()   # stopped at the check
+        output = cell.locator(".jp-OutputArea")
+        output.scroll_into_view_if_needed()
+        cell.screenshot(path=str(lab.shots / "nb02_feedback.png"))
+        print(f"nb02: the check cell's screenshot {lab.shots / 'nb02_feedback.png'}")
+        feedback = output.inner_text().strip()
+    finally:
+        page.close()
+    first = feedback.splitlines()[0]
+    assert first.startswith("ExerciseError: alphas_cumprod is not right yet"), feedback[:500]
+    assert "Traceback" not in feedback and "File " not in feedback and "minidiff/course" not in feedback, feedback
+    assert "you multiplied the β's themselves; ᾱ multiplies α = 1 − β" in feedback, feedback
+    assert "md.exercises.hint('alphas_cumprod', 2)" in feedback and "use_reference('alphas_cumprod')" in feedback
+    print("nb02 feedback as shown in JupyterLab:\n" + feedback)
