@@ -682,8 +682,8 @@ def test_positions_are_given_as_image_t_channel_row_column():
 
 
 def test_hidden_cases_run_more_cases_and_fail_when_not_attempted(capsys, monkeypatch):
-    for check, (_, learner) in CHECKS.items():
-        assert check(learner, hidden=True) is learner
+    for check, (_, learner) in CHECKS.items():   # passing hidden tests return nothing: the call ends a graded
+        assert check(learner, hidden=True) is None    # cell, and nbgrader reads a shown output as partial credit
     out = capsys.readouterr().out
     assert "✓ q_sample: hidden tests pass (4 more cases)." in out
     visible = {c.description for c in ex.image_cases(("x0", "t", "schedule", "noise"))}
@@ -703,14 +703,14 @@ def test_hidden_cases_run_more_cases_and_fail_when_not_attempted(capsys, monkeyp
 
 
 def test_hidden_checks_pass_learner_solutions(capsys):
-    assert ex.check_ddpm_step(_ddpm, hidden=True) is _ddpm
-    assert ex.check_ddim_step(_ddim, hidden=True) is _ddim
-    assert ex.check_kl_divergence(_kl, hidden=True) is _kl
-    assert ex.check_reparameterise(_reparameterise, hidden=True) is _reparameterise
-    assert ex.check_guided_prediction(_guided, hidden=True) is _guided
-    assert ex.check_timestep_embedding(_embedding, hidden=True) is _embedding
-    assert ex.check_inject_time(_film, hidden=True) is _film
-    assert ex.check_training_loss(_loss, hidden=True) is _loss
+    assert ex.check_ddpm_step(_ddpm, hidden=True) is None
+    assert ex.check_ddim_step(_ddim, hidden=True) is None
+    assert ex.check_kl_divergence(_kl, hidden=True) is None
+    assert ex.check_reparameterise(_reparameterise, hidden=True) is None
+    assert ex.check_guided_prediction(_guided, hidden=True) is None
+    assert ex.check_timestep_embedding(_embedding, hidden=True) is None
+    assert ex.check_inject_time(_film, hidden=True) is None
+    assert ex.check_training_loss(_loss, hidden=True) is None
     assert capsys.readouterr().out.count("hidden tests pass") == 8
 
 

@@ -102,3 +102,13 @@ def test_feedback_names_the_failed_check(course):
     feedback = {s: (course / "feedback" / s / NAME / f"{NAME}.html").read_text() for s in ("wrong", "worked")}
     assert f"check_{WRONG}" in feedback["wrong"] and "ExerciseError" in feedback["wrong"]
     assert "ExerciseError" not in feedback["worked"]
+
+
+def test_graded_check_cells_show_no_value_for_nbgrader_to_read_as_a_score(course):
+    """nbgrader reads a graded cell's displayed value as partial credit ("Cell output is <function …>, which
+    cannot be converted to a float"): a passing hidden check must end its cell without one."""
+    graded = nbformat.read(course / "autograded" / "worked" / NAME / f"{NAME}.ipynb", as_version=4)
+    checks = [c for c in graded.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade")]
+    assert checks
+    for cell in checks:
+        assert not [o for o in cell.outputs if o.get("output_type") == "execute_result"], cell.source

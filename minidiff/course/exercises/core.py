@@ -292,7 +292,7 @@ def check(name: str, fn: Callable, reference: Callable, cases: Sequence[Case], h
         raise _failed(name, error)
     _passed(name)
     _print_success(name, len(cases), hidden, "correct on {} test cases")
-    return fn
+    return _returned(fn, hidden)
 
 
 def _print_success(name: str, count: int, hidden: bool, visible: str) -> None:
@@ -393,7 +393,13 @@ def check_properties(name: str, fn: Callable, reference: Callable, properties: S
         raise _failed(name, error)
     _passed(name)
     _print_success(name, len(properties), hidden, "passes all {} checks")
-    return fn
+    return _returned(fn, hidden)
+
+
+def _returned(fn: Callable, hidden: bool) -> Optional[Callable]:
+    """What a passing check returns: the function for later cells, or None for the hidden tests, whose call ends
+    a graded cell (nbgrader would read a returned function, shown as the cell's output, as a partial score)."""
+    return None if hidden else fn
 
 
 def _call(fn: Callable, case: Case) -> Any:
