@@ -13,12 +13,31 @@ from minidiff.course import lab
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_overrides_are_written_where_jupyterlab_reads_them(tmp_path):
+def test_overrides_are_written_to_the_app_dir_settings(tmp_path):
     path = lab.write_overrides(str(tmp_path))
-    assert path == tmp_path / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    assert path == tmp_path / "settings" / "overrides.json"
     assert json.loads(path.read_text()) == lab.LAB_OVERRIDES
     notification = lab.LAB_OVERRIDES["@jupyterlab/apputils-extension:notification"]
     assert notification["fetchNews"] == "false" and notification["checkForUpdates"] is False
+
+
+def test_the_default_place_is_the_one_jupyterlab_reads():
+    commands = pytest.importorskip("jupyterlab.commands")
+    assert lab.overrides_path() == Path(commands.get_app_dir()) / "settings" / "overrides.json"
+
+
+def test_jupyterlab_takes_the_overrides_as_its_defaults(tmp_path):
+    """jupyterlab_server, which serves JupyterLab's settings, reads the file: the news question and the
+    update check are off by default (the schema's own defaults are "none" and true)."""
+    settings_utils = pytest.importorskip("jupyterlab_server.settings_utils")
+    schemas = lab.lab_app_dir() / "schemas"
+    if not schemas.is_dir():
+        pytest.skip(f"JupyterLab's schemas are not in {schemas}")
+    path = lab.write_overrides(str(tmp_path))
+    plugin = "@jupyterlab/apputils-extension:notification"
+    served, _ = settings_utils.get_settings(str(path.parent), str(schemas), str(tmp_path / "user"), schema_name=plugin)
+    defaults = {key: spec.get("default") for key, spec in served["schema"]["properties"].items()}
+    assert {key: defaults[key] for key in lab.LAB_OVERRIDES[plugin]} == lab.LAB_OVERRIDES[plugin]
 
 
 def test_overrides_keep_what_the_file_already_held(tmp_path):
@@ -45,7 +64,7 @@ def test_overrides_that_are_not_an_object_are_an_error_not_overwritten(tmp_path)
 
 
 def test_override_keys_and_values_are_in_the_installed_jupyterlab_schema():
-    schemas = Path(sys.prefix) / "share" / "jupyter" / "lab" / "schemas"
+    schemas = lab.lab_app_dir() / "schemas"
     if not schemas.is_dir():
         pytest.skip(f"JupyterLab's schemas are not in {schemas} (JupyterLab not installed here)")
     for plugin, values in lab.LAB_OVERRIDES.items():
@@ -58,10 +77,8 @@ def test_override_keys_and_values_are_in_the_installed_jupyterlab_schema():
 
 
 def test_setup_command_writes_the_settings_and_prints_one_ready_line(tmp_path):
-    code = ("import sys; from minidiff.course import lab; sys.prefix = sys.argv[1]; "
-            "raise SystemExit(lab.main(['setup']))")
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "minidiff.course.lab", "setup", "--app-dir", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1 and re.match(r"^Ready: .+ with minidiff \S+ \(torch \S+, (CPU|CUDA: .+)\); the notebooks "

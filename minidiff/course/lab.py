@@ -2,8 +2,9 @@ r"""The learner's JupyterLab: the last step of setting up ``.venv`` (``make lab`
 
     python -m minidiff.course.lab setup        # write the settings below, then say in one line what is ready
 
-JupyterLab reads ``<prefix>/share/jupyter/lab/settings/overrides.json`` as its defaults in that
-environment; a learner's own settings still win. The course turns off the news pop-up (on first start it
+JupyterLab reads ``overrides.json`` in its application directory's ``settings/`` (in a venv,
+``<venv>/share/jupyter/lab/settings/``) as its defaults in that environment; a learner's own settings
+still win. The course turns off the news pop-up (on first start it
 asks whether to fetch Jupyter news, and covers the lower right of every page until it is answered) and
 the update check that would fetch from the web. Nothing else is changed, and keys already in the file
 are kept.
@@ -29,15 +30,25 @@ LAB_OVERRIDES = {
 }
 
 
-def overrides_path(prefix: Optional[str] = None) -> Path:
-    """Where JupyterLab looks for an environment's default settings: ``<prefix>/share/jupyter/lab/settings``."""
-    return Path(prefix or sys.prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+def lab_app_dir() -> Path:
+    """JupyterLab's application directory, as JupyterLab itself finds it (``$JUPYTERLAB_DIR`` if set;
+    ``<sys.prefix>/share/jupyter/lab`` in a venv, and that path when JupyterLab is not installed)."""
+    try:
+        from jupyterlab.commands import get_app_dir
+    except ImportError:
+        return Path(sys.prefix) / "share" / "jupyter" / "lab"
+    return Path(get_app_dir())
 
 
-def write_overrides(prefix: Optional[str] = None) -> Path:
+def overrides_path(app_dir: Optional[str] = None) -> Path:
+    """Where JupyterLab looks for an environment's default settings: ``<app_dir>/settings/overrides.json``."""
+    return Path(app_dir or lab_app_dir()) / "settings" / "overrides.json"
+
+
+def write_overrides(app_dir: Optional[str] = None) -> Path:
     """Merge ``LAB_OVERRIDES`` into the environment's ``overrides.json`` (created if missing) and return its path.
     A file that is not a JSON object is a ValueError naming it, rather than being overwritten."""
-    path = overrides_path(prefix)
+    path = overrides_path(app_dir)
     settings = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     if not isinstance(settings, dict):
         raise ValueError(f"{path} must hold a JSON object (plugin id -> settings); got {type(settings).__name__}")
@@ -49,7 +60,8 @@ def write_overrides(prefix: Optional[str] = None) -> Path:
 
 
 def ready_line(prefix: Optional[str] = None) -> str:
-    """One line saying what is ready, from what actually imports: minidiff, torch and its device, the kernel."""
+    """One line saying what is ready: minidiff and torch as they import here (versions, device), and the
+    kernel the notebooks name."""
     import torch
 
     import minidiff
@@ -63,9 +75,10 @@ def ready_line(prefix: Optional[str] = None) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minidiff.course.lab", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("setup", help="turn off JupyterLab's news pop-up in this environment, then print what is ready")
-    parser.parse_args(argv)
-    write_overrides()
+    setup = sub.add_parser("setup", help="turn off JupyterLab's news pop-up in this environment, then print what is ready")
+    setup.add_argument("--app-dir", help="JupyterLab's application directory (default: the one JupyterLab uses)")
+    args = parser.parse_args(argv)
+    write_overrides(args.app_dir)
     print(ready_line())
     return 0
 
