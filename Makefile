@@ -6,16 +6,25 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # CI's machine has 2 cores: one pytest worker per core, one torch thread per worker.
 WORKERS ?= 2
 
-.PHONY: lab test test-unit test-notebooks notebooks assignments test-gpu browser clean
+# PyTorch's CPU build instead of PyPI's (which brings CUDA), e.g. `make lab TORCH_INDEX=https://download.pytorch.org/whl/cpu`
+TORCH_INDEX ?=
 
+.PHONY: setup lab test test-unit test-notebooks notebooks assignments test-gpu browser clean
+
+# Setting up .venv says what it does, stays quiet, and ends with one line saying what is ready. setuptools
+# announces every editable install with a warning: that one message, and only it, is filtered out.
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade --quiet pip
-	$(BIN)/python -m pip install --quiet -e '.[course,instructor]'
-	$(BIN)/python -m ipykernel install --sys-prefix --name minidiff --display-name "minidiff (.venv)" >/dev/null
-	$(BIN)/python -m minidiff.course.grading kernel >/dev/null
-	rm -f $(VENV)/.installed-*
-	touch $(STAMP)
+	@echo "Setting up $(VENV) (the first time takes a few minutes: PyTorch is large) ..."
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --upgrade --quiet pip
+	@$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet torch torchvision --index-url $(TORCH_INDEX))
+	@PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e '.[course,instructor]'
+	@$(BIN)/python -m minidiff.course.grading kernel >/dev/null
+	@$(BIN)/python -m minidiff.course.lab setup
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+setup: $(STAMP)
 
 # JupyterLab refuses to run as root without --allow-root (containers, CI machines).
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)

@@ -11,15 +11,16 @@ Sampling: the two predictions are mixed with a guidance scale $w$ (``cfg_mix``),
 computed in one batched forward pass (``guided_output``). The mix is linear, so it may be taken in
 whatever the network predicts (ε, x_0 or v): the conversions between them are affine in the output.
 
-A **guidance** is any function ``(cond, uncond, t, x_t) -> guided output``; samplers take either a
-scale $w$ (which becomes ``ClassifierFree(w)``) or such a function, so a variant is one small class
-here, not a new argument of every sampler:
+A **guidance** is any function ``(cond, uncond, t, x_t) -> guided output``, ``t`` being the position
+the sampler is at (step t + 1, minidiff's 0-indexed convention); samplers take either a scale $w$ (which
+becomes ``ClassifierFree(w)``) or such a function, so a variant is one small class here, not a new
+argument of every sampler:
 
-    ClassifierFree(w)                  the plain mix, at every t
+    ClassifierFree(w)                  the plain mix, at every step
     Rescaled(w, phi)                   the mix with its standard deviation brought back to the
                                        conditional output's (Lin et al. 2024, §3.4)
-    Interval(w, t_low, t_high)         guidance only for t in [t_low, t_high], conditional elsewhere
-                                       (Kynkäänniemi et al. 2024)
+    Interval(w, t_low, t_high)         guidance only at positions t in [t_low, t_high] (steps
+                                       t_low + 1 … t_high + 1), conditional elsewhere (Kynkäänniemi et al. 2024)
     Thresholded(w, s, target, p)       dynamic thresholding of the guided x̂_0 (Saharia et al. 2022);
                                        p = None: static clipping to [-1, 1]
 
@@ -39,7 +40,7 @@ from torch import Tensor, nn
 from .diffusion import Target, eps_and_x0, model_target, predict_eps_from_x0, training_target, unwrap
 from .schedules import NoiseSchedule
 
-Guidance = Callable[[Tensor, Tensor, int, Tensor], Tensor]     # (conditional, unconditional, t, x_t) -> guided
+Guidance = Callable[[Tensor, Tensor, int, Tensor], Tensor]     # (conditional, unconditional, position t, x_t) -> guided
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ def cfg_mix(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
 
 @dataclass(frozen=True)
 class ClassifierFree:
-    """Plain classifier-free guidance with scale ``scale`` (w), at every t."""
+    """Plain classifier-free guidance with scale ``scale`` (w), at every step."""
     scale: float
 
     def __post_init__(self) -> None:
@@ -188,7 +189,8 @@ class Rescaled:
 
 @dataclass(frozen=True)
 class Interval:
-    """Guidance with scale ``scale`` only while ``t_low`` ≤ t ≤ ``t_high``; the conditional output
+    """Guidance with scale ``scale`` only while the sampler's position t lies in [``t_low``, ``t_high``]
+    (positions, like every minidiff t: steps ``t_low`` + 1 to ``t_high`` + 1); the conditional output
     (w = 1) elsewhere (Kynkäänniemi et al. 2024, "Applying guidance in a limited interval improves
     sample and distribution quality": guidance at high noise mostly removes diversity, at low noise
     it does little)."""
@@ -212,7 +214,8 @@ class Thresholded:
     Dynamic (``percentile`` = p): per image $q$ = the p quantile of $|\hat x_0|$, $q \leftarrow \max(q, 1)$,
     $\hat x_0 \leftarrow \mathrm{clip}(\hat x_0, -q, q)/q$. Static (``percentile=None``): $\hat x_0 \leftarrow
     \mathrm{clip}(\hat x_0, -1, 1)$. The output is rebuilt from $x_t$ and that $\hat x_0$
-    ($\hat\varepsilon = (x_t - \sqrt{\bar\alpha_t}\hat x_0)/\sqrt{1-\bar\alpha_t}$), in the model's own ``target``."""
+    ($\hat\varepsilon = (x_t - \sqrt{\bar\alpha_t}\hat x_0)/\sqrt{1-\bar\alpha_t}$, $\bar\alpha_t$ read at the
+    position the sampler passes, ``[t]``), in the model's own ``target``."""
     scale: float
     schedule: NoiseSchedule
     target: Target
@@ -315,7 +318,7 @@ def as_guidance(guidance: Union[float, Guidance, None]) -> Optional[Guidance]:
 
 def guided_output(model: Callable[..., Tensor], x_t: Tensor, t: int, y: Optional[Tensor],
                   guidance: Optional[Guidance]) -> Tensor:
-    r"""The model's output at $(x_t, t, y)$ for one timestep ``t`` shared by the batch; with a
+    r"""The model's output at $(x_t, t, y)$ for one position ``t`` (step t + 1) shared by the batch; with a
     ``guidance``, the conditional and the unconditional (null-label) outputs come from one batched
     pass over $[x_t; x_t]$ and are mixed by it."""
     t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)

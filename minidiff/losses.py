@@ -1,11 +1,12 @@
-r"""The training objective: noise an image to a random $t$, ask the network to undo it.
+r"""The training objective: noise an image to a random step $t$, ask the network to undo it.
 
-    t ~ U{0, …, T−1},  ε ~ N(0, I),  x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
+    t ~ U{1, …, T},  ε ~ N(0, I),  x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
     L = E_t [ w(t) · ‖f_θ(x_t, t, y) − target‖² ],  target ∈ {ε, x_0, v}
 
 With target ε and w = 1 this is DDPM's "simple" loss (Ho et al. 2020, eq. 14). The three targets
 differ only by a t-dependent factor: for a fixed x_t, ‖x̂_0 − x_0‖² = ‖ε̂ − ε‖² / SNR(t) and
 ‖v̂ − v‖² = ‖ε̂ − ε‖² (1 + SNR(t)) / SNR(t). Weightings are defined on the ε scale and converted.
+In code ``t`` holds minidiff's positions, step − 1: drawn from {0, …, T−1}, tables read at ``[t]``.
 """
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def per_sample_loss(model: Callable[..., Tensor], x0: Tensor, t: Tensor, schedul
                     target: Target = "eps", weighting: Weighting = None, y: Optional[Tensor] = None,
                     noise: Optional[Tensor] = None) -> Tensor:
     r"""$w(t_b)\,\mathrm{mean}\big((f_\theta(x_{t_b}, t_b, y_b) - \text{target}_b)^2\big)$ for each image $b$,
-    shape (B,): the loss before its mean over the batch, kept per image to see which $t$ are hard."""
+    shape (B,): the loss before its mean over the batch, kept per image to see which $t$ are hard.
+    ``t`` holds positions (B,): image $b$ is noised to step ``t[b]`` + 1."""
     eps = torch.randn_like(x0) if noise is None else noise
     x_t = q_sample(x0, t, schedule, eps)
     prediction = model(x_t, t, y) if y is not None else model(x_t, t)
@@ -55,7 +57,8 @@ def diffusion_loss(model: Callable[..., Tensor], x0: Tensor, schedule: NoiseSche
                    null_class: Union[int, tuple[int, ...], None] = None, t: Optional[Tensor] = None,
                    noise: Optional[Tensor] = None) -> Tensor:
     r"""$\frac{1}{B}\sum_b w(t_b)\,\mathrm{mean}\big((f_\theta(x_{t_b}, t_b, y_b) - \text{target}_b)^2\big)$,
-    with $t$ uniform and $\varepsilon \sim \mathcal N(0, I)$ unless given. With ``p_uncond`` > 0, labels
+    with the step uniform on $1, \dots, T$ (positions ``t`` drawn from 0 … T−1) and
+    $\varepsilon \sim \mathcal N(0, I)$ unless given. With ``p_uncond`` > 0, labels
     are dropped to ``null_class`` (the model's null label, ``num_classes``) at that rate
     (``guidance.drop_labels``)."""
     _check_loss_args(x0, target, weighting, p_uncond, y, null_class)

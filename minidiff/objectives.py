@@ -66,8 +66,9 @@ class DiffusionConfig:
 
 
 class DiffusionObjective:
-    r"""$L = \frac1B\sum_b w(t_b)\,\|f_\theta(x_{t_b}, t_b, y_b) - \text{target}_b\|^2$ with $t \sim U\{0..T-1\}$,
-    labels dropped to the null label with probability ``p_uncond`` (``losses.per_sample_loss``).
+    r"""$L = \frac1B\sum_b w(t_b)\,\|f_\theta(x_{t_b}, t_b, y_b) - \text{target}_b\|^2$ with $t \sim U\{1, \dots, T\}$
+    (drawn as positions 0 … T−1), labels dropped to the null label with probability ``p_uncond``
+    (``losses.per_sample_loss``).
 
     Logs ``t_loss`` and ``t_count``: the loss summed, and the images counted, in each tenth of the t
     range (``loss_by_t`` turns them into the mean loss per bucket)."""

@@ -1,4 +1,8 @@
-r"""Samplers: run the learned reverse process from pure noise $x_{T-1} \sim \mathcal N(0, I)$ to $x_0$.
+r"""Samplers: run the learned reverse process from pure noise $x_T \sim \mathcal N(0, I)$ to $x_0$.
+
+Formulas count the papers' steps $1, \dots, T$; every ``t`` argument here is minidiff's 0-indexed
+*position*: position ``t`` is step $t + 1$ (``s.alphas_cumprod[t]`` is its $\bar\alpha$), and position
+$-1$, where a step function accepts it, is step 0, the clean image ($\bar\alpha_0 = 1$).
 
 A sampler needs, at each step, the network's noise estimate $\hat\varepsilon$ (and from it
 $\hat x_0$). ``predict_eps`` gets both, reading the output as what the model says it predicts
@@ -26,10 +30,12 @@ GuidanceArg = Union[float, Guidance, None]      # a scale w, a guidance function
 # -- one step each --------------------------------------------------------------------------------
 def ddpm_step(x_t: Tensor, eps: Tensor, t: int, s: NoiseSchedule, noise: Optional[Tensor] = None,
               variance: Literal["beta", "posterior"] = "beta", clip_x0: bool = False) -> Tensor:
-    r"""One ancestral step $x_t \to x_{t-1}$ (DDPM Algorithm 2):
-    $x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\hat\varepsilon\big) + \sigma_t z$,
-    with $\sigma_t^2 = \beta_t$ or $\tilde\beta_t$ (``variance``). With ``clip_x0`` the mean is instead the
-    posterior mean $\tilde\mu_t(x_t, \mathrm{clip}(\hat x_0))$. At $t = 0$ no noise is added."""
+    r"""One ancestral step (DDPM, Ho et al. 2020, Algorithm 2) at position ``t``, i.e. from step $k = t + 1$
+    to step $k - 1$ (``x_t`` is $x_k$; the tables are read at ``[t]``, so ``s.betas[t]`` is $\beta_k$):
+    $x_{k-1} = \frac{1}{\sqrt{\alpha_k}}\big(x_k - \frac{\beta_k}{\sqrt{1-\bar\alpha_k}}\hat\varepsilon\big) + \sigma_k z$,
+    with $\sigma_k^2 = \beta_k$ or $\tilde\beta_k$ (``variance``). With ``clip_x0`` the mean is instead the
+    posterior mean $\tilde\mu_k(x_k, \mathrm{clip}(\hat x_0))$. At position 0 (step 1, the last) no noise is
+    added: Algorithm 2's "$z = 0$ if $t = 1$"."""
     if variance not in ("beta", "posterior"):
         raise ValueError(f"variance must be 'beta' or 'posterior'; got {variance!r}")
     t = _one_timestep(t, s, "t")
@@ -37,9 +43,9 @@ def ddpm_step(x_t: Tensor, eps: Tensor, t: int, s: NoiseSchedule, noise: Optiona
     if clip_x0:
         mean = q_posterior(predict_x0_from_eps(x_t, t, eps, s).clamp(-1, 1), x_t, t, s)[0]
     else:
-        # μ = (x_t − β_t / √(1 − ᾱ_t) · ε̂) / √α_t   (DDPM eq. 11)
+        # μ = (x_k − β_k / √(1 − ᾱ_k) · ε̂) / √α_k, step k read at [t]   (DDPM eq. 11)
         mean = (x_t - extract(s.betas / s.sqrt_one_minus_alphas_cumprod, t, x_t) * eps) / extract(s.alphas.sqrt(), t, x_t)
-    if t == 0:                                          # Algorithm 2: z = 0 at the last step
+    if t == 0:                                          # position 0 = step 1, the last: Algorithm 2 adds no noise
         return mean
     sigma2 = s.betas if variance == "beta" else s.posterior_variance
     noise = torch.randn_like(x_t) if noise is None else noise
@@ -48,22 +54,23 @@ def ddpm_step(x_t: Tensor, eps: Tensor, t: int, s: NoiseSchedule, noise: Optiona
 
 def ddim_step(x_t: Tensor, eps: Tensor, t: int, t_prev: int, s: NoiseSchedule, eta: float = 0.0,
               noise: Optional[Tensor] = None) -> Tensor:
-    r"""One DDIM step $x_t \to x_{t'}$ with $t' = $ ``t_prev`` $< t$ (Song et al. 2021, eq. 12);
-    ``t_prev = -1`` means "to $x_0$" ($\bar\alpha_{-1} = 1$):
+    r"""One DDIM step (Song et al. 2021, eq. 12) from position ``t`` to position ``t_prev`` < ``t``, i.e.
+    from step $k = t + 1$ to step $j$ = ``t_prev`` $+ 1 < k$; ``t_prev = -1`` is step 0, "to $x_0$"
+    ($\bar\alpha_0 = 1$):
 
-    $x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0 + \sqrt{1 - \bar\alpha_{t'} - \sigma^2}\,\hat\varepsilon + \sigma z$,
-    $\sigma = \eta\sqrt{\frac{1-\bar\alpha_{t'}}{1-\bar\alpha_t}}\sqrt{1 - \frac{\bar\alpha_t}{\bar\alpha_{t'}}}$.
-    $\eta = 0$ is deterministic; $\eta = 1$ with $t' = t - 1$ is DDPM with variance $\tilde\beta_t$."""
+    $x_j = \sqrt{\bar\alpha_j}\,\hat x_0 + \sqrt{1 - \bar\alpha_j - \sigma^2}\,\hat\varepsilon + \sigma z$,
+    $\sigma = \eta\sqrt{\frac{1-\bar\alpha_j}{1-\bar\alpha_k}}\sqrt{1 - \frac{\bar\alpha_k}{\bar\alpha_j}}$.
+    $\eta = 0$ is deterministic; $\eta = 1$ with $j = k - 1$ is DDPM with variance $\tilde\beta_k$."""
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta < 0:
         raise ValueError(f"eta must be a finite number >= 0 (0: deterministic DDIM, 1: DDPM-like); got {eta!r}")
     _check_like(x_t, eps, "eps", noise)
     t, t_prev = _check_step_pair(t, t_prev, s)
-    # ᾱ with ᾱ_{−1} = 1 prepended, so index t + 1 is ᾱ_t and index 0 is ᾱ_{−1}
+    # ᾱ_0 = 1 prepended, so this table's index is the step: [t + 1] is ᾱ_k of position t, [0] is ᾱ_0 (x_0)
     abar = torch.cat([s.alphas_cumprod.new_ones(1), s.alphas_cumprod])
     abar_t, abar_prev = extract(abar, t + 1, x_t), extract(abar, t_prev + 1, x_t)
     x0 = (x_t - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
     sigma = eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).sqrt()
-    # √ᾱ_{t'} x̂_0 + √(1 − ᾱ_{t'} − σ²) ε̂: the predicted x_0, re-noised to level t' with the predicted ε
+    # √ᾱ_j x̂_0 + √(1 − ᾱ_j − σ²) ε̂: the predicted x_0, re-noised to step j with the predicted ε
     x_prev = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma ** 2).clamp(min=0).sqrt() * eps
     if eta == 0:
         return x_prev
@@ -73,14 +80,15 @@ def ddim_step(x_t: Tensor, eps: Tensor, t: int, t_prev: int, s: NoiseSchedule, e
 
 def dpm_solver_step(x_t: Tensor, x0: Tensor, t: int, t_next: int, s: NoiseSchedule,
                     x0_last: Optional[Tensor] = None, t_last: Optional[int] = None) -> Tensor:
-    r"""One DPM-Solver++(2M) step $t \to t' = $ ``t_next`` (Lu et al. 2022, Algorithm 2), in the
-    data-prediction form. With $\alpha_t = \sqrt{\bar\alpha_t}$, $\sigma_t = \sqrt{1-\bar\alpha_t}$,
-    $\lambda_t = \log(\alpha_t/\sigma_t)$ and $h = \lambda_{t'} - \lambda_t$:
+    r"""One DPM-Solver++(2M) step (Lu et al. 2022, Algorithm 2) from position ``t`` to position ``t_next``,
+    i.e. from step $k = t + 1$ to step $j$ = ``t_next`` $+ 1$, in the data-prediction form. With
+    $\alpha_k = \sqrt{\bar\alpha_k}$, $\sigma_k = \sqrt{1-\bar\alpha_k}$, $\lambda_k = \log(\alpha_k/\sigma_k)$ and
+    $h = \lambda_j - \lambda_k$:
 
-    $x_{t'} = \frac{\sigma_{t'}}{\sigma_t}\,x_t - \alpha_{t'}\,(e^{-h} - 1)\,D$, where $D = \hat x_0$ (first order) or,
-    given $\hat x_0$ at the previously visited step ``t_last`` (``x0_last``),
+    $x_j = \frac{\sigma_j}{\sigma_k}\,x_k - \alpha_j\,(e^{-h} - 1)\,D$, where $D = \hat x_0$ (first order) or,
+    given $\hat x_0$ at the previously visited position ``t_last`` (``x0_last``),
     $D = (1 + \tfrac{1}{2r})\,\hat x_0 - \tfrac{1}{2r}\,\hat x_0^{\text{last}}$ with $r = h_{\text{last}}/h$ (second order).
-    ``t_next = -1`` ($\sigma = 0$, $\lambda = \infty$) returns $\hat x_0$: the last step is first order."""
+    ``t_next = -1`` (step 0: $\sigma = 0$, $\lambda = \infty$) returns $\hat x_0$: the last step is first order."""
     t, t_next = _one_timestep(t, s, "t"), _one_timestep(t_next, s, "t_next", allow_minus_one=True)
     _check_step_pair(t, t_next, s)
     _check_like(x_t, x0, "x0")
@@ -94,7 +102,7 @@ def dpm_solver_step(x_t: Tensor, x0: Tensor, t: int, t_next: int, s: NoiseSchedu
             raise ValueError(f"t_last must be larger than t (the step visited before it); got t_last={t_last}, t={t}")
     if t_next == -1:
         return x0
-    lam = 0.5 * s.log_snr                                    # λ_t = log(α_t / σ_t) = ½ log SNR(t)
+    lam = 0.5 * s.log_snr                                    # λ = log(α / σ) = ½ log SNR, one per position
     h = lam[t_next] - lam[t]
     alpha_next = s.sqrt_alphas_cumprod[t_next]
     ratio = s.sqrt_one_minus_alphas_cumprod[t_next] / s.sqrt_one_minus_alphas_cumprod[t]
@@ -102,17 +110,18 @@ def dpm_solver_step(x_t: Tensor, x0: Tensor, t: int, t_next: int, s: NoiseSchedu
     if x0_last is not None:
         r = (lam[t] - lam[t_last]) / h
         d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_last
-    # σ_{t'}/σ_t · x_t − α_{t'} (e^{−h} − 1) D
+    # σ_j/σ_k · x_k − α_j (e^{−h} − 1) D
     return ratio.to(x_t.dtype) * x_t - (alpha_next * torch.expm1(-h)).to(x_t.dtype) * d
 
 
 # -- the model, guided ----------------------------------------------------------------------------
 def predict_eps(model: Model, x_t: Tensor, t: int, s: NoiseSchedule, y: Optional[Tensor] = None,
                 guidance_scale: GuidanceArg = None, target: Optional[Target] = None) -> tuple[Tensor, Tensor]:
-    r"""$(\hat\varepsilon, \hat x_0)$ at $(x_t, t)$, the output read as the model's own ``target`` (or the
-    ``target`` given, which must agree with it). With labels ``y`` and a guidance scale $w$ (or a
-    ``minidiff.guidance`` function), $\hat\varepsilon = \varepsilon_u + w(\varepsilon_c - \varepsilon_u)$ from one
-    batched pass; $w = 1$ is plain conditional, $w = 0$ unconditional. On CUDA the network runs in bf16."""
+    r"""$(\hat\varepsilon, \hat x_0)$ at ``x_t`` and position ``t`` (step $t + 1$), the output read as the
+    model's own ``target`` (or the ``target`` given, which must agree with it). With labels ``y`` and a
+    guidance scale $w$ (or a ``minidiff.guidance`` function),
+    $\hat\varepsilon = \varepsilon_u + w(\varepsilon_c - \varepsilon_u)$ from one batched pass; $w = 1$ is plain
+    conditional, $w = 0$ unconditional. On CUDA the network runs in bf16."""
     target, guidance = resolve_target(model, target), as_guidance(guidance_scale)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x_t.is_cuda):
         out = guided_output(model, x_t, t, y, guidance).float()
@@ -136,8 +145,9 @@ def ddpm_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], y: Optio
                 variance: Literal["beta", "posterior"] = "beta", clip_x0: bool = False,
                 generator: Optional[torch.Generator] = None, return_trajectory: bool = False,
                 progress: bool = False) -> Union[Tensor, tuple[Tensor, dict]]:
-    r"""Ancestral sampling through all $T$ steps: $x_{T-1} \sim \mathcal N(0, I)$, then ``ddpm_step`` for
-    $t = T-1, \dots, 0$. Returns $x_0$ (and, with ``return_trajectory``, the $x_t$ and $\hat x_0$ per step)."""
+    r"""Ancestral sampling through all $T$ steps: $x_T \sim \mathcal N(0, I)$, then ``ddpm_step`` at positions
+    $T-1, \dots, 0$ (steps $T, \dots, 1$). Returns $x_0$ (and, with ``return_trajectory``, the image entering
+    each step and its $\hat x_0$; the trajectory's ``"t"`` lists positions)."""
     target, guidance_scale = _prepare(model, s, shape, y, guidance_scale, target)
     x = _initial_noise(shape, s, generator)
     trajectory = {"t": [], "x_t": [], "x0": []}
@@ -150,9 +160,9 @@ def ddpm_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], y: Optio
 
 
 def ddim_timesteps(num_steps: int, steps: int, spacing: Spacing = "trailing") -> list[int]:
-    """The ``steps`` timesteps a DDIM run visits, largest first. "trailing" starts at T−1 (pure
-    noise); "leading" (the spacing of early DDIM code) starts at (steps−1)·⌊T/steps⌋ and so begins
-    sampling from an image that is *not* pure noise, a classic source of washed-out samples."""
+    """The ``steps`` positions a DDIM run visits, largest first. "trailing" starts at position T−1 (step T,
+    pure noise); "leading" (the spacing of early DDIM code) starts at position (steps−1)·⌊T/steps⌋ and so
+    begins sampling from an image that is *not* pure noise, a classic source of washed-out samples."""
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= num_steps:
         raise ValueError(f"steps must be an int in [1, {num_steps}]; got {steps!r}")
     if spacing == "trailing":
@@ -171,7 +181,7 @@ def ddim_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], steps: i
                 spacing: Spacing = "trailing", generator: Optional[torch.Generator] = None,
                 x_T: Optional[Tensor] = None, return_trajectory: bool = False,
                 progress: bool = False) -> Union[Tensor, tuple[Tensor, dict]]:
-    r"""DDIM sampling over a subsequence of ``steps`` timesteps (``ddim_timesteps``), deterministic at
+    r"""DDIM sampling over a subsequence of ``steps`` positions (``ddim_timesteps``), deterministic at
     $\eta = 0$: the same starting noise ``x_T`` always gives the same image."""
     ts = ddim_timesteps(s.num_steps, steps, spacing)
     target, guidance_scale = _prepare(model, s, shape if x_T is None else tuple(x_T.shape), y, guidance_scale, target)
@@ -234,11 +244,13 @@ def sample(sampler: SamplerName, model: Model, s: NoiseSchedule, shape: tuple[in
 
 def ddim_invert(model: Model, s: NoiseSchedule, x0: Tensor, steps: int = 50, y: Optional[Tensor] = None,
                 guidance_scale: GuidanceArg = None, target: Optional[Target] = None) -> Tensor:
-    r"""Run deterministic DDIM *upwards*, $x_0 \to x_{T-1}$, over the "linspace" timesteps
-    $0 = t_1 < \dots < t_n = T-1$: $x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t'}}\,\hat\varepsilon$
-    with $\hat\varepsilon = \varepsilon_\theta(x_t, t)$ at the level just below. The image itself is taken as $x_{t_1}$.
-    ``ddim_sample(..., spacing="linspace", x_T=ddim_invert(...))`` maps it back to (nearly) $x_0$."""
-    ts = ddim_timesteps(s.num_steps, steps, "linspace")[::-1]        # 0 … T−1, ascending
+    r"""Run deterministic DDIM *upwards*, from the image to $x_T$, over the "linspace" positions
+    $0 = i_1 < \dots < i_n = T-1$ (steps $1, \dots, T$). From step $k$ to the next visited step $j > k$:
+    $x_j = \sqrt{\bar\alpha_j}\,\hat x_0 + \sqrt{1-\bar\alpha_j}\,\hat\varepsilon$ with $\hat\varepsilon = \varepsilon_\theta(x_k, k)$,
+    the prediction at the level just below. The image itself is taken as $x_1$, the image after step 1
+    (position 0, whose $\bar\alpha_1 = 1 - \beta_1$ is nearly 1).
+    ``ddim_sample(..., spacing="linspace", x_T=ddim_invert(...))`` maps it back to (nearly) the image."""
+    ts = ddim_timesteps(s.num_steps, steps, "linspace")[::-1]        # positions 0 … T−1, ascending
     target, guidance_scale = _prepare(model, s, tuple(x0.shape), y, guidance_scale, target)
     x = _check_start(x0, s, model, "x0")
     for t, t_next in zip(ts, ts[1:]):
@@ -263,7 +275,7 @@ def slerp(z0: Tensor, z1: Tensor, alpha: Union[float, Tensor]) -> Tensor:
 
 # -- helpers ----------------------------------------------------------------------------------------
 def _check_step_pair(t: Timesteps, t_prev: Timesteps, s: NoiseSchedule) -> tuple[Tensor, Tensor]:
-    """``t`` in [0, T−1] and ``t_prev`` in [−1, T−1] (−1: "to x_0"), with ``t_prev`` < ``t``."""
+    """Positions ``t`` in [0, T−1] and ``t_prev`` in [−1, T−1] (−1: step 0, "to x_0"), with ``t_prev`` < ``t``."""
     t = check_timesteps(t, s.num_steps, device=s.device)
     if isinstance(t_prev, int) and not isinstance(t_prev, bool) and not -1 <= t_prev < s.num_steps:
         raise ValueError(f"t_prev must be in [-1, {s.num_steps - 1}] (-1 means 'to x_0'; T={s.num_steps}); got {t_prev}")
@@ -274,7 +286,7 @@ def _check_step_pair(t: Timesteps, t_prev: Timesteps, s: NoiseSchedule) -> tuple
 
 
 def _one_timestep(t: Timesteps, s: NoiseSchedule, name: str, allow_minus_one: bool = False) -> int:
-    """One timestep shared by the batch, as an int (a 0-d tensor is read; a (B,) tensor is a TypeError)."""
+    """One position shared by the batch, as an int (a 0-d tensor is read; a (B,) tensor is a TypeError)."""
     if isinstance(t, Tensor) and t.ndim == 0 and not t.is_floating_point():
         t = int(t)
     if isinstance(t, bool) or not isinstance(t, int):

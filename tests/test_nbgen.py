@@ -221,6 +221,35 @@ def test_solutions_are_stored_without_outputs():
                        f"run `python -m minidiff.course.nbgen --strip-solutions`")
 
 
+# -- the kernel (issue 17: the notebooks and the README name the same one) -----------------------------
+def test_generated_notebooks_name_the_course_kernel_whatever_the_source_said(tmp_path):
+    nb = notebook(Q_STEP)
+    nb.metadata.kernelspec = {"name": "minidiff", "display_name": "minidiff (.venv)", "language": "python"}
+    files = nbgen.planned_files(Path(write_solutions(tmp_path, a=nb)[1]), tmp_path / "notebooks")
+    assert [nbformat.reads(text, as_version=4).metadata.kernelspec for text in files.values()] == [nbgen.KERNELSPEC] * 2
+
+
+@pytest.mark.parametrize("folder", ["solutions", "notebooks"])
+def test_every_notebook_names_the_course_kernel(folder):
+    paths = sorted((ROOT / folder).glob("*.ipynb"))
+    wrong = {p.name: nbformat.read(p, as_version=4).metadata.get("kernelspec") for p in paths}
+    wrong = {name: spec for name, spec in wrong.items() if spec != nbgen.KERNELSPEC}
+    assert paths and not wrong, f"kernelspec should be {nbgen.KERNELSPEC}; got {wrong}"
+
+
+def test_the_course_kernel_runs_this_python():
+    """Jupyter's "python3" kernel starts the Python of the environment that runs Jupyter, the one with minidiff."""
+    manager = pytest.importorskip("jupyter_client.manager")
+    command = manager.KernelManager(kernel_name=nbgen.KERNELSPEC["name"]).format_kernel_cmd()
+    assert Path(command[0]).resolve() == Path(sys.executable).resolve(), command
+
+
+def test_readme_names_the_kernel_the_notebooks_open_on():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f'"{nbgen.KERNELSPEC["display_name"]}"' in readme
+    assert "minidiff (.venv)" not in readme, "the README names a kernel the notebooks do not open on"
+
+
 # -- nbgrader's metadata (issue 16) ---------------------------------------------------------------------
 SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"
 

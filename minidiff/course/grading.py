@@ -6,7 +6,7 @@ r"""The course as an nbgrader course: a grading kernel and a course directory bu
 
 Grading always runs in the ``smoke`` profile, one torch thread: the kernel ``minidiff-grading`` (this
 environment's Python with ``MINIDIFF_PROFILE=smoke`` and ``OMP_NUM_THREADS=1``) is what the course's
-``nbgrader_config.py`` names, so a learner's own kernel (``minidiff``) keeps whatever profile they chose.
+``nbgrader_config.py`` names, so a learner's own kernel ("Python 3 (ipykernel)") keeps whatever profile they chose.
 nbgrader's commands call ``alembic``, so they run with this environment's ``bin/`` first on PATH.
 """
 from __future__ import annotations

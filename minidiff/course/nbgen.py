@@ -16,6 +16,7 @@ markers): the student copy loses it, markers included; the solution keeps it, an
 gradebook, which puts it back when it autogrades.
 In a markdown cell ``<!-- BEGIN SOLUTION -->`` … ``<!-- END SOLUTION -->`` becomes *Your answer here.*
 Outputs, execution counts and volatile metadata are dropped; cell ids are kept, so diffs stay small.
+Every notebook, solution and student copy, names the kernel ``KERNELSPEC`` ("Python 3 (ipykernel)").
 
 The solutions also carry nbgrader's cell metadata, written by this same command (``nbgrader_metadata``),
 so that plain ``nbgrader generate_assignment`` accepts them: an exercise cell is a solution cell
@@ -46,6 +47,9 @@ CELL_METADATA = ("tags", "editable", "deletable", "slideshow", "jupyter", "scrol
 CHECK = re.compile(r"md\.exercises\.check_(\w+)\(")
 POINTS = 1                          # per exercise check
 NBGRADER_SCHEMA = 3
+# The kernel every notebook names: Jupyter's standard one, which runs the Python of the Jupyter that opens the
+# notebook (.venv's in `make lab`; a conda environment's; Colab's). Grading names its own (grading.py).
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
 
 class NotebookError(ValueError):
@@ -195,6 +199,7 @@ def planned_files(solutions: Path, out: Path, strip_solutions: bool = False) -> 
     files = {}
     for path in sorted(solutions.glob("*.ipynb")):
         nb = nbgrader_metadata(nbformat.read(path, as_version=4), path.stem, str(path))
+        nb.metadata.kernelspec = nbformat.NotebookNode(KERNELSPEC)
         files[out / path.name] = render(student_notebook(nb, str(path)))
         files[path] = render(cleaned_solution(nb) if strip_solutions else nb)
     return files

@@ -15,8 +15,9 @@ def timestep_embedding(t: Union[int, float, Tensor], dim: int, max_period: float
     $e(t) = [\cos(t\,\omega_0), \dots, \cos(t\,\omega_{h-1}), \sin(t\,\omega_0), \dots, \sin(t\,\omega_{h-1})]$,
     plus a zero column when ``dim`` is odd. Low frequencies separate far-apart t, high ones neighbours.
 
-    ``t``: an int/float, or a tensor of shape () or (B,), integer (discrete steps) or float
-    (continuous time). Returns float32 of shape ``t.shape + (dim,)``, on ``t``'s device.
+    ``t``: an int/float, or a tensor of shape () or (B,), integer (discrete steps: minidiff's positions,
+    step t + 1, which is what the U-Net embeds) or float (continuous time). Returns float32 of shape
+    ``t.shape + (dim,)``, on ``t``'s device.
     """
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
         raise ValueError(f"dim must be an int >= 2; got {dim!r}")

@@ -1,5 +1,6 @@
-r"""The denoiser: a U-Net that maps a noisy image $x_t$, its timestep $t$ and an optional class $y$
-to a prediction of the same shape (ε, x_0 or v, whichever it was trained on).
+r"""The denoiser: a U-Net that maps a noisy image $x_t$, its timestep (minidiff's position $t - 1$ of
+step $t$) and an optional class $y$ to a prediction of the same shape (ε, x_0 or v, whichever it was
+trained on).
 
     x_t ─ stem ─┬─ level 0 ── level 1 ── … ── middle ── … ── level 1 ── level 0 ─┬─ out ─ ε̂
                 │  (ResBlock [+ attention]) × blocks, then downsample   ↑ skips   │
@@ -74,9 +75,10 @@ class Level(nn.Module):
 class UNet(nn.Module):
     r"""$\epsilon_\theta(x_t, t, y)$: ``forward(x, t, y=None)`` returns a tensor shaped like ``x``.
 
-    ``t``: int or LongTensor (B,) (floats allowed for continuous time). ``y``: None (unconditional:
-    every image gets the null class), or a LongTensor (B,) of labels in [0, num_classes], where
-    ``num_classes`` itself is the null label used for classifier-free guidance (``null_label``).
+    ``t``: the position (step t + 1), int or LongTensor (B,) (floats allowed for continuous time).
+    ``y``: None (unconditional: every image gets the null class), or a LongTensor (B,) of labels in
+    [0, num_classes], where ``num_classes`` itself is the null label used for classifier-free guidance
+    (``null_label``).
     With one count per attribute, ``num_classes = (n_1, …, n_K)``, ``y`` is (B, K): column k holds
     attribute k's label in [0, n_k], n_k meaning "attribute k not given"; ``null_label`` is (n_1, …, n_K).
     H and W must be divisible by 2^(len(channel_mults) − 1): 28×28 with three levels runs at 28, 14, 7.
