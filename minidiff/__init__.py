@@ -1,15 +1,20 @@
 r"""minidiff: a small, readable diffusion-model package, taught by the notebooks beside it.
 
-Notation (one name, one quantity; t is 0-indexed, t ∈ {0, …, T−1}):
+Notation (one name, one quantity). The math follows the papers: steps t = 1, …, T, x_0 is the
+clean image and x_t the image after step t, so ᾱ_0 = 1 (the empty product). The tables are
+tensors, 0-indexed: step t sits at POSITION t − 1, and every function's ``t`` argument is a
+position (``q_sample(x0, i, s)`` returns x_{i+1}; ``t=-1`` in ``ddim_step`` means x_0).
 
-    betas            β_t        forward-process variance of step t
-    alphas           α_t        1 − β_t           (never ᾱ)
-    alphas_cumprod   ᾱ_t        ∏_{s≤t} α_s
-    x0, x_t          x_0, x_t   clean image, noised image at step t
-    eps / noise      ε          standard Gaussian noise, x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
-    s                           a NoiseSchedule holding those tables
-    target                      what a network predicts: "eps" (ε), "x0" or "v" (model.target)
-    w                           the classifier-free guidance scale (guidance.py)
+    code                         math       meaning
+    betas[t-1]                   β_t        forward-process variance of step t
+    alphas[t-1]                  α_t        1 − β_t           (never ᾱ)
+    alphas_cumprod[t-1]          ᾱ_t        ∏_{s=1}^{t} α_s   (ᾱ_0 = 1)
+    alphas_cumprod_prev[t-1]     ᾱ_{t−1}    so alphas_cumprod_prev[0] = ᾱ_0 = 1
+    x0, x_t                      x_0, x_t   clean image, image after step t
+    eps / noise                  ε          standard Gaussian noise, x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
+    s                                       a NoiseSchedule holding those tables
+    target                                  what a network predicts: "eps" (ε), "x0" or "v" (model.target)
+    w                                       the classifier-free guidance scale (guidance.py)
 
 The package, in the order the course teaches it:
 
@@ -30,7 +35,7 @@ from .course import exercises, profiles, viz
 from .course.profiles import by_profile, profile
 from .data import LabelledImages, Scenes, Shapes, mnist, sklearn_digits, to_model_range, to_pixel_range, torchvision_dataset
 from .diffusion import (eps_and_x0, predict_eps_from_v, predict_eps_from_x0, predict_v, predict_x0_from_eps,
-                        predict_x0_from_v, q_posterior, q_sample, q_step)
+                        predict_x0_from_v, q_chain, q_posterior, q_sample, q_step)
 from .guidance import ClassifierFree, cfg_mix, drop_labels
 from .losses import diffusion_loss
 from .metrics import class_accuracy, evaluate, evaluate_model, frechet_distance, kernel_distance, reference_floor

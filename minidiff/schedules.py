@@ -1,13 +1,14 @@
 r"""Noise schedules: the variances $\beta_t$ of the forward process and everything derived from them.
 
-Timesteps are 0-indexed, $t \in \{0, \dots, T-1\}$; index ``t`` here is step $t+1$ of the DDPM
-paper. Every table is computed once, in float64, from ``betas``:
+The math numbers the steps as the papers do, $t = 1, \dots, T$, with $x_0$ the clean image and
+$\bar\alpha_0 = 1$. The tables are 0-indexed: step $t$ sits at position $t - 1$, and every ``t``
+argument in minidiff is a position. Every table is computed once, in float64, from ``betas``:
 
-    betas                 β_t
-    alphas                α_t = 1 − β_t
-    alphas_cumprod        ᾱ_t = ∏_{s≤t} α_s          (how much of x_0's variance survives to x_t)
-    alphas_cumprod_prev   ᾱ_{t−1}, with ᾱ_{−1} = 1
-    log_snr               log SNR(t) = log ᾱ_t − log(1 − ᾱ_t)
+    betas[t-1]                 β_t
+    alphas[t-1]                α_t = 1 − β_t
+    alphas_cumprod[t-1]        ᾱ_t = ∏_{s=1}^{t} α_s      (how much of x_0's variance survives to x_t)
+    alphas_cumprod_prev[t-1]   ᾱ_{t−1}, so alphas_cumprod_prev[0] = ᾱ_0 = 1
+    log_snr[t-1]               log SNR(t) = log ᾱ_t − log(1 − ᾱ_t)
 
 Formulas cast a table to the dtype of the image they meet (float32, bfloat16), via ``extract``.
 """
@@ -25,7 +26,7 @@ ScheduleName = Literal["linear", "cosine", "sigmoid"]
 
 
 class NoiseSchedule:
-    r"""The tables of a discrete schedule $\beta_0, \dots, \beta_{T-1}$, all float64 on one device.
+    r"""The tables of a discrete schedule $\beta_1, \dots, \beta_T$ (at positions 0 … T−1), all float64 on one device.
 
     Build one with ``NoiseSchedule.linear / cosine / sigmoid`` or ``NoiseSchedule(betas)``.
     ``schedule.to(device)`` returns a copy on another device; nothing moves by itself.
@@ -36,16 +37,16 @@ class NoiseSchedule:
         self.betas = _validated_betas(betas)
         # α_t = 1 − β_t
         self.alphas = 1.0 - self.betas
-        # ᾱ_t = ∏_{s≤t} α_s
+        # ᾱ_t = ∏_{s=1}^{t} α_s
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        # ᾱ_{t−1}, with ᾱ_{−1} = 1: before the first step nothing is destroyed
+        # ᾱ_{t−1} at position t − 1; ᾱ_0 = 1 (the empty product): before step 1 nothing is destroyed
         self.alphas_cumprod_prev = torch.cat([self.alphas_cumprod.new_ones(1), self.alphas_cumprod[:-1]])
         # √ᾱ_t and √(1 − ᾱ_t): the signal and noise scales of q(x_t | x_0)
         self.sqrt_alphas_cumprod = self.alphas_cumprod.sqrt()
         self.sqrt_one_minus_alphas_cumprod = (1.0 - self.alphas_cumprod).sqrt()
         # β̃_t = β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t), the variance of q(x_{t−1} | x_t, x_0)  (DDPM eq. 7)
         self.posterior_variance = self.betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
-        # log β̃_t, with β̃_0 = 0 replaced by β̃_1 so the log stays finite (as in the DDPM code)
+        # log β̃_t, with β̃_1 = 0 (position 0) replaced by β̃_2 so the log stays finite (as in the DDPM code)
         self.posterior_log_variance_clipped = _clipped_log(self.posterior_variance)
         # log SNR(t) = log(ᾱ_t / (1 − ᾱ_t))
         self.log_snr = self.alphas_cumprod.log() - torch.log1p(-self.alphas_cumprod)
@@ -63,10 +64,10 @@ class NoiseSchedule:
 
     @classmethod
     def cosine(cls, num_steps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> "NoiseSchedule":
-        r"""Nichol & Dhariwal (2021), eq. 17: $\bar\alpha(u) = f(u)/f(0)$ with
-        $f(u) = \cos^2\!\big(\tfrac{u + s}{1 + s}\cdot\tfrac{\pi}{2}\big)$, $u = t/T$, and
-        $\beta_t = \min\big(1 - \bar\alpha((t+1)/T) / \bar\alpha(t/T),\ \text{max\_beta}\big)$.
-        The offset ``s`` keeps $\beta$ from being tiny near $t = 0$; the clip avoids $\beta = 1$ at the end.
+        r"""Nichol & Dhariwal (2021), eq. 17: $\bar\alpha_t = f(t/T)/f(0)$ with
+        $f(u) = \cos^2\!\big(\tfrac{u + s}{1 + s}\cdot\tfrac{\pi}{2}\big)$, and
+        $\beta_t = \min\big(1 - \bar\alpha_t / \bar\alpha_{t-1},\ \text{max\_beta}\big)$ for $t = 1, \dots, T$.
+        The offset ``s`` keeps $\beta$ from being tiny near $t = 1$; the clip avoids $\beta = 1$ at $t = T$.
         """
         _check_num_steps(num_steps)
         if s < 0:
@@ -112,7 +113,7 @@ class NoiseSchedule:
         return self.betas.device
 
     def snr(self, t: Timesteps) -> Tensor:
-        r"""Signal-to-noise ratio $\mathrm{SNR}(t) = \bar\alpha_t / (1 - \bar\alpha_t)$ (float64)."""
+        r"""Signal-to-noise ratio $\mathrm{SNR} = \bar\alpha / (1 - \bar\alpha)$ at position ``t`` (step t + 1), float64."""
         t = check_timesteps(t, self.num_steps, device=self.device)
         return (self.alphas_cumprod / (1.0 - self.alphas_cumprod))[t]
 
@@ -125,7 +126,7 @@ class NoiseSchedule:
 
     def __repr__(self) -> str:
         return (f"NoiseSchedule({self.name}, T={self.num_steps}, β∈[{self.betas.min():.2e}, "
-                f"{self.betas.max():.2e}], ᾱ_T-1={self.alphas_cumprod[-1]:.2e}, device={self.device})")
+                f"{self.betas.max():.2e}], ᾱ_T={self.alphas_cumprod[-1]:.2e}, device={self.device})")
 
 
 SCHEDULES: dict[str, Callable[..., NoiseSchedule]] = {
@@ -151,7 +152,8 @@ def _check_num_steps(num_steps: int) -> None:
 
 
 def _betas_from_alpha_bar(alpha_bar: Callable[[Tensor], Tensor], num_steps: int, max_beta: float) -> Tensor:
-    r"""$\beta_t = 1 - \bar\alpha((t+1)/T) / \bar\alpha(t/T)$, clipped to ``max_beta``, for t = 0 … T−1."""
+    r"""$\beta_t = 1 - \bar\alpha(t/T) / \bar\alpha((t-1)/T)$, clipped to ``max_beta``, for steps t = 1 … T
+    (positions 0 … T−1)."""
     if not 0.0 < max_beta < 1.0:
         raise ValueError(f"max_beta must be in (0, 1); got {max_beta}")
     u = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
@@ -179,13 +181,14 @@ def _warn_if_underflowing(sqrt_abar: Tensor) -> None:
     """√ᾱ_t that rounds to 0 in float32 makes x̂_0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t infinite: say so when the table is built."""
     zero = (sqrt_abar.float() == 0).nonzero()
     if len(zero):
-        warnings.warn(f"ᾱ_t underflows: √ᾱ_t is 0 in float32 from t = {int(zero[0])} on (ᾱ_T-1 = "
+        warnings.warn(f"ᾱ_t underflows: √ᾱ_t is 0 in float32 from position {int(zero[0])} (step "
+                      f"{int(zero[0]) + 1}) on (ᾱ_T = "
                       f"{sqrt_abar[-1].item() ** 2:.3g}), so x̂_0 and the samplers give inf/NaN there; use fewer "
                       f"steps, a smaller beta_end, or the cosine schedule", RuntimeWarning, stacklevel=3)
 
 
 def _clipped_log(posterior_variance: Tensor) -> Tensor:
-    """log β̃_t with β̃_0 (which is 0) replaced by β̃_1; for T = 1 by β_0 itself."""
+    """log β̃_t with β̃_1 (position 0, which is 0) replaced by β̃_2; for T = 1 by a tiny floor."""
     if posterior_variance.numel() == 1:
         return posterior_variance.clamp(min=1e-20).log()
     return torch.cat([posterior_variance[1:2], posterior_variance[1:]]).log()
@@ -204,12 +207,13 @@ def same_device(a: torch.device | str, b: torch.device | str) -> bool:
 
 def check_timesteps(t: Timesteps, num_steps: int, batch: int | None = None,
                     device: torch.device | None = None) -> Tensor:
-    """``t`` as a LongTensor (0-d or (B,)) after checking type, range, batch size and device."""
+    """``t`` (positions: step t + 1) as a LongTensor (0-d or (B,)) after checking type, range, batch size
+    and device."""
     if isinstance(t, bool) or not isinstance(t, (int, Tensor)):
         raise TypeError(f"t must be an int or a LongTensor; got {type(t).__name__}")
     if isinstance(t, int):
         if not 0 <= t < num_steps:        # checked here, on the host, for every device
-            raise ValueError(f"t must be in [0, {num_steps - 1}] (0-indexed, T={num_steps}); got {t}")
+            raise ValueError(f"t must be in [0, {num_steps - 1}] (positions of steps 1 … {num_steps}); got {t}")
         t = torch.tensor(t, device=device)
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError(f"t must hold integer timesteps (torch.long); got dtype {t.dtype}")
@@ -224,13 +228,14 @@ def check_timesteps(t: Timesteps, num_steps: int, batch: int | None = None,
     if t.is_cuda:   # a CUDA tensor is checked on the GPU, without a device-to-host sync on every call
         torch._assert_async(((t >= 0) & (t < num_steps)).all(), f"t must be in [0, {num_steps - 1}]")
     elif t.numel() and ((t < 0) | (t >= num_steps)).any():
-        raise ValueError(f"t must be in [0, {num_steps - 1}] (0-indexed, T={num_steps}); got values "
+        raise ValueError(f"t must be in [0, {num_steps - 1}] (positions of steps 1 … {num_steps}); got values "
                          f"from {t.min().item()} to {t.max().item()}")
     return t.long()
 
 
 def extract(a: Tensor, t: Timesteps, x: Tensor) -> Tensor:
-    r"""$a[t]$ in ``x``'s dtype, shaped to broadcast against ``x``: (B, 1, 1, …) for a batch of t."""
+    r"""$a[t]$ (position t, step t + 1) in ``x``'s dtype, shaped to broadcast against ``x``: (B, 1, 1, …)
+    for a batch of t."""
     if a.device != x.device:
         raise ValueError(f"the schedule is on {a.device} but x is on {x.device}; nothing is moved "
                          f"silently: use schedule.to(x.device) (or move x)")

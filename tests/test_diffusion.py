@@ -107,6 +107,111 @@ def test_predict_identities_invert_q_sample(s):
     torch.testing.assert_close(md.predict_eps_from_x0(x_t, t, x0, s), eps)
 
 
+def _log_normal(x, mean, var):
+    """log N(x; mean, var I), summed over all entries (float64)."""
+    return (-0.5 * (x - mean) ** 2 / var - 0.5 * torch.log(2 * torch.pi * var)).sum()
+
+
+def test_posterior_is_bayes_rule_completing_the_square():
+    """Notebook 02's derivation: q(x_{t−1}|x_t,x_0) q(x_t|x_0) = q(x_t|x_{t−1}) q(x_{t−1}|x_0) for every
+    x_{t−1}, with q_posterior's mean and variance (log densities, float64, step t at position t − 1)."""
+    s = md.NoiseSchedule.linear(100)
+    x0, x_t = torch.randn(2, 5, dtype=torch.float64).unbind(0)
+    for t in (2, 3, 50, 100):                                                # step numbers: position t − 1
+        i = t - 1
+        mean, var = md.q_posterior(x0[None], x_t[None], i, s)
+        abar_t, abar_prev, alpha_t, beta_t = s.alphas_cumprod[i], s.alphas_cumprod_prev[i], s.alphas[i], s.betas[i]
+        for _ in range(3):                                                   # any x_{t−1}
+            x_prev = torch.randn(5, dtype=torch.float64) * 2
+            joint = (_log_normal(x_t, alpha_t.sqrt() * x_prev, beta_t)
+                     + _log_normal(x_prev, abar_prev.sqrt() * x0, 1 - abar_prev))
+            bayes = _log_normal(x_prev, mean[0], var.flatten()[0]) + _log_normal(x_t, abar_t.sqrt() * x0, 1 - abar_t)
+            assert joint.item() == pytest.approx(bayes.item(), rel=1e-10, abs=1e-10)
+
+
+def test_posterior_precision_and_mean_complete_the_square():
+    """The completed square's coefficients: 1/β̃_t = α_t/β_t + 1/(1 − ᾱ_{t−1}), and μ̃_t = β̃_t (√α_t/β_t x_t
+    + √ᾱ_{t−1}/(1 − ᾱ_{t−1}) x_0), for every step t ≥ 2 at once."""
+    s = md.NoiseSchedule.cosine(200)
+    a, b, abar_prev = s.alphas[1:], s.betas[1:], s.alphas_cumprod_prev[1:]
+    torch.testing.assert_close(1 / s.posterior_variance[1:], a / b + 1 / (1 - abar_prev))
+    x0, x_t = torch.randn(2, 199, 1, dtype=torch.float64).unbind(0)
+    t = torch.arange(1, 200)
+    mean, _ = md.q_posterior(x0, x_t, t, s)
+    expected = s.posterior_variance[1:, None] * (a.sqrt()[:, None] / b[:, None] * x_t
+                                                 + abar_prev.sqrt()[:, None] / (1 - abar_prev[:, None]) * x0)
+    torch.testing.assert_close(mean, expected)
+
+
+def test_posterior_mean_eps_form():
+    """μ̃_t(x_t, x_0) = (x_t − β_t/√(1 − ᾱ_t) ε)/√α_t when x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (DDPM eq. 11 with the
+    true ε), at every position including 0 (step 1)."""
+    s = md.NoiseSchedule.linear(1000)
+    i = torch.tensor([0, 1, 10, 400, 998, 999])
+    x0, eps = torch.randn(2, 6, 3, dtype=torch.float64).unbind(0)
+    x_t = md.q_sample(x0, i, s, eps)
+    eps_form = (x_t - (s.betas[i] / (1 - s.alphas_cumprod[i]).sqrt())[:, None] * eps) / s.alphas[i].sqrt()[:, None]
+    torch.testing.assert_close(md.q_posterior(x0, x_t, i, s)[0], eps_form, rtol=1e-9, atol=1e-9)
+
+
+def test_eps_is_minus_the_scaled_score_of_the_jump():
+    """∇_{x_t} log q(x_t | x_0) = −ε / √(1 − ᾱ_t): predicting ε is predicting the score (Ho et al. 2020 §3.2)."""
+    s = md.NoiseSchedule.linear(100)
+    x0, eps = torch.randn(2, 4, 5, dtype=torch.float64).unbind(0)
+    i = torch.tensor([0, 9, 50, 99])
+    x_t = md.q_sample(x0, i, s, eps).requires_grad_(True)
+    abar = s.alphas_cumprod[i][:, None]
+    _log_normal(x_t, abar.sqrt() * x0, 1 - abar).backward()
+    torch.testing.assert_close(x_t.grad, -eps / (1 - abar).sqrt())
+
+
+def test_x0_eps_v_conversions_round_trip(s):
+    """From any one of ε, x_0, v (with x_t) the other two follow, and converting back returns the first."""
+    x0, eps = torch.randn(2, 4, 1, 3, 3, dtype=torch.float64).unbind(0)
+    t = torch.tensor([0, 1, 50, 99])
+    x_t = md.q_sample(x0, t, s, eps)
+    v = md.predict_v(x0, eps, t, s)
+    for target, output in (("eps", eps), ("x0", x0), ("v", v)):
+        got_eps, got_x0 = md.eps_and_x0(output, x_t, t, s, target)
+        torch.testing.assert_close(got_eps, eps)
+        torch.testing.assert_close(got_x0, x0)
+        torch.testing.assert_close(md.diffusion.training_target(target, got_x0, got_eps, t, s), output)
+    # v = √ᾱ ε − √(1 − ᾱ) x_0 is a rotation of (x_0, ε): ‖v‖² + ‖x_t‖² = ‖x_0‖² + ‖ε‖²
+    torch.testing.assert_close(v.square() + x_t.square(), x0.square() + eps.square())
+
+
+# -- the chain, step by step --------------------------------------------------------------------
+def test_q_chain_records_the_image_after_k_steps(s):
+    x0, noise = torch.randn(3, 1, 4, 4), torch.randn(T, 3, 1, 4, 4)
+    steps = [5, 0, 1, 100]                                     # any order; 0 is x_0, T the last step
+    trajectory = md.q_chain(x0, s, steps, noise)
+    assert trajectory.shape == (4, 3, 1, 4, 4)
+    x = x0
+    for k in range(1, T + 1):
+        x = md.q_step(x, k - 1, s, noise[k - 1])               # step k uses position k − 1
+        if k in steps:
+            torch.testing.assert_close(trajectory[steps.index(k)], x)
+    assert torch.equal(trajectory[1], x0)
+    torch.testing.assert_close(trajectory[2], md.q_sample(x0, 0, s, noise[0]))   # one step = the jump to t = 1
+    assert md.q_chain(x0, s, [3], noise[:3]).shape == (1, 3, 1, 4, 4)            # noise only up to the last step
+
+
+def test_q_chain_draws_fresh_noise_and_checks_its_arguments(s):
+    torch.manual_seed(0)
+    x0 = torch.zeros(20000, 1)
+    assert md.q_chain(x0, s, [T], None)[0].var().item() == pytest.approx(1 - s.alphas_cumprod[-1].item(), rel=0.05)
+    with pytest.raises(ValueError, match=r"steps must be numbers of steps in \[0, 100\] \(0 is x_0, T=100\); got \[101\]"):
+        md.q_chain(x0, s, [0, 101])
+    with pytest.raises(TypeError, match="steps must be a list of ints"):
+        md.q_chain(x0, s, 5)
+    with pytest.raises(TypeError, match="steps must hold ints"):
+        md.q_chain(x0, s, [1.5])
+    with pytest.raises(ValueError, match="at least one"):
+        md.q_chain(x0, s, [])
+    with pytest.raises(ValueError, match=r"noise must have shape \(≥ 7, 20000, 1\)"):
+        md.q_chain(x0, s, [7], torch.randn(6, 20000, 1))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 def test_dtypes_follow_the_input(s, dtype):
     x0 = torch.randn(2, 1, 4, 4, dtype=dtype)
@@ -135,7 +240,7 @@ def test_cuda_and_no_silent_moves(s):
 # -- bad input ----------------------------------------------------------------------------------
 def test_t_out_of_range(s):
     x = torch.randn(2, 1, 4, 4)
-    with pytest.raises(ValueError, match=r"t must be in \[0, 99\] \(0-indexed, T=100\); got 100"):
+    with pytest.raises(ValueError, match=r"t must be in \[0, 99\] \(positions of steps 1 … 100\); got 100"):
         md.q_sample(x, 100, s)
     with pytest.raises(ValueError, match=r"got values from -1 to 3"):
         md.q_sample(x, torch.tensor([-1, 3]), s)

@@ -1,5 +1,6 @@
 """Exercise checks: right answers pass, stubs fall back to the reference, typical mistakes are explained."""
 import math
+import re
 
 import pytest
 import torch
@@ -59,15 +60,38 @@ def alphas_cumprod_ok(betas):
     return torch.tensor(out, dtype=torch.float64)
 
 
+def forward_chain_ok(x0, s, steps, noise):
+    """Runs only as far as needed, keeps a dict of clones, casts nothing."""
+    kept, x = {0: x0.clone()}, x0
+    for i in range(max(steps)):                 # position i: x_i -> x_{i+1}
+        x = q_step_ok(x, i, s, noise[i])
+        kept[i + 1] = x.clone()
+    return torch.stack([kept[k] for k in steps])
+
+
+def convert_prediction_ok(output, x_t, t, s, target):
+    a, b = coef(s.sqrt_alphas_cumprod, t, x_t), coef(s.sqrt_one_minus_alphas_cumprod, t, x_t)
+    if target == "eps":
+        eps, x0 = output, (x_t - b * output) / a
+    elif target == "x0":
+        eps, x0 = (x_t - a * output) / b, output
+    else:
+        x0, eps = a * x_t - b * output, b * x_t + a * output
+    return eps, x0, a * eps - b * x0
+
+
 CHECKS = {  # check -> (minidiff's reference, a learner's correct solution)
     ex.check_q_step: (md.q_step, q_step_ok),
     ex.check_q_sample: (md.q_sample, q_sample_ok),
     ex.check_alphas_cumprod: (lambda betas: torch.cumprod(1 - betas, 0), alphas_cumprod_ok),
     ex.check_posterior_mean: (ex.use_reference("posterior_mean"), posterior_mean_ok),   # minidiff's own: allowed
     ex.check_cosine_schedule: (ex.use_reference("cosine_schedule"), cosine_ok),
+    ex.check_forward_chain: (md.q_chain, forward_chain_ok),
+    ex.check_convert_prediction: (ex.use_reference("convert_prediction"), convert_prediction_ok),
 }
 NAMES = {ex.check_q_step: "q_step", ex.check_q_sample: "q_sample", ex.check_alphas_cumprod: "alphas_cumprod",
-         ex.check_posterior_mean: "posterior_mean", ex.check_cosine_schedule: "cosine_schedule"}
+         ex.check_posterior_mean: "posterior_mean", ex.check_cosine_schedule: "cosine_schedule",
+         ex.check_forward_chain: "forward_chain", ex.check_convert_prediction: "convert_prediction"}
 
 
 # -- every check: pass, not attempted, crash ---------------------------------------------------------
@@ -114,6 +138,79 @@ def test_any_other_exception_is_explained_and_chained(check):
         check(crashes)
     assert "KeyError: 'no such table'" in str(excinfo.value) and "Hint: " in str(excinfo.value)
     assert isinstance(excinfo.value.__cause__, KeyError)
+
+
+# -- forward_chain and convert_prediction (algorithms, not one formula) ------------------------------
+def test_forward_chain_explains_the_order_of_steps_and_labels():
+    def keeps_after_position(x0, s, steps, noise):     # kept[i] after the step at position i: one step late
+        kept, x = {0: x0}, x0
+        for i in range(s.num_steps):
+            x = q_step_ok(x, i, s, noise[i])
+            kept[i] = x
+        return torch.stack([kept[k] for k in steps])
+    with pytest.raises(ExerciseError, match="case 1 of 5") as excinfo:
+        ex.check_forward_chain(keeps_after_position)
+    message = str(excinfo.value)
+    assert re.search(r"at entry \d \(the image after \d steps\), image \d, channel 0, row \d, column \d", message)
+    assert "each image is one step too far" in message and "Hint: " in message
+
+
+def test_forward_chain_with_one_noise_or_in_place_is_named():
+    def one_noise(x0, s, steps, noise):
+        return forward_chain_ok(x0, s, steps, noise[:1].expand_as(noise))
+    assert _mistake(ex.check_forward_chain, one_noise).startswith("you used noise[0] at every step")
+
+    def in_place(x0, s, steps, noise):
+        kept, x = {0: x0}, x0.clone()
+        for i in range(max(steps)):
+            x.mul_(coef(s.alphas, i, x).sqrt()).add_(coef(s.betas, i, x).sqrt() * noise[i])
+            kept[i + 1] = x
+        return torch.stack([kept[k] if k else x for k in steps])
+    assert _mistake(ex.check_forward_chain, in_place).startswith("every kept image is the last one")
+
+
+def test_forward_chain_may_not_call_q_chain_but_may_call_q_step(capsys):
+    with pytest.raises(ExerciseError, match="calls minidiff's own md.q_chain"):
+        ex.check_forward_chain(lambda x0, s, steps, noise: md.q_chain(x0, s, steps, noise))
+    def with_md_q_step(x0, s, steps, noise):                # md.q_step stays allowed: it is exercise 1's
+        return torch.stack([_chain_to(x0, s, k, noise) for k in steps])
+    assert ex.check_forward_chain(with_md_q_step) is with_md_q_step
+
+
+def _chain_to(x0, s, k, noise):
+    x = x0
+    for i in range(k):
+        x = md.q_step(x, i, s, noise[i])
+    return x
+
+
+def test_convert_prediction_names_the_v_mistakes():
+    def v_sign(output, x_t, t, s, target):
+        eps, x0, v = convert_prediction_ok(output, x_t, t, s, target)
+        return eps, x0, -v
+    assert _mistake(ex.check_convert_prediction, v_sign).startswith("v has the wrong sign")
+
+    def from_v_swapped(output, x_t, t, s, target):
+        if target != "v":
+            return convert_prediction_ok(output, x_t, t, s, target)
+        a, b = coef(s.sqrt_alphas_cumprod, t, x_t), coef(s.sqrt_one_minus_alphas_cumprod, t, x_t)
+        eps, x0 = a * x_t - b * output, b * x_t + a * output
+        return eps, x0, a * eps - b * x0
+    message = _mistake(ex.check_convert_prediction, from_v_swapped)
+    assert message.startswith("from v, ε and x0 are swapped")
+
+
+def test_convert_prediction_says_which_output_is_wrong():
+    def x0_wrong(output, x_t, t, s, target):
+        eps, x0, v = convert_prediction_ok(output, x_t, t, s, target)
+        return eps, x0 + 1, v
+    with pytest.raises(ExerciseError, match=r"case 1 of 5: .*target='eps'\n  x0: wrong values") as excinfo:
+        ex.check_convert_prediction(x0_wrong)
+    assert "(t = 0, step 1)" in str(excinfo.value)
+    with pytest.raises(ExerciseError, match=r"calls minidiff's own md.predict_eps_from_v"):
+        ex.check_convert_prediction(lambda o, x, t, s, target: convert_prediction_ok(o, x, t, s, target)
+                                    if target != "v" else (md.predict_eps_from_v(x, t, o, s),
+                                                           md.predict_x0_from_v(x, t, o, s), o))
 
 
 # -- q_step ---------------------------------------------------------------------------------------
@@ -188,7 +285,7 @@ def test_q_sample_off_by_one_in_t():
     def wrong(x0, t, s, noise):       # t − 1 wraps around to T − 1 at t = 0
         return q_sample_ok(x0, t - 1, s, noise)
     assert_explained(ex.check_q_sample, wrong, 1, "x0 shape (2, 1, 4, 4), t=0, schedule=linear (T=1000)",
-                     "wrong values", "at image ", "(t = 0), channel 0, row ",
+                     "wrong values", "at image ", "(t = 0, step 1), channel 0, row ",
                      "you indexed at t − 1")
 
 
@@ -585,7 +682,8 @@ def test_use_reference_gives_minidiffs_version(capsys):
 
 
 def test_hints_come_in_tiers_for_every_exercise(capsys):
-    names = {"q_step", "alphas_cumprod", "q_sample", "posterior_mean", "cosine_schedule", "timestep_embedding",
+    names = {"q_step", "forward_chain", "alphas_cumprod", "q_sample", "posterior_mean", "convert_prediction",
+             "cosine_schedule", "timestep_embedding",
              "inject_time", "training_loss", "ddpm_step", "ddim_step", "guided_prediction", "drop_labels",
              "rescaled_guidance", "reparameterise", "kl_divergence"}
     assert set(ex.EXERCISES) == names == {n[len("check_"):] for n in dir(ex) if n.startswith("check_")} - {"properties"}
@@ -596,7 +694,7 @@ def test_hints_come_in_tiers_for_every_exercise(capsys):
     assert ex.hint("q_sample", 2) == ex.HINT_Q_SAMPLE and "s.alphas_cumprod[t]" in ex.HINT_Q_SAMPLE
     assert "√" not in ex.hint("q_sample", 1)                 # the idea, not the formula
     out = capsys.readouterr().out
-    assert "q_sample, hint 2 of 3: x_t = √ᾱ_t·x0" in out and "md.exercises.hint('q_sample', 3) says more." in out
+    assert "q_sample, hint 2 of 3: t is a position (step t + 1): return √ᾱ·x0" in out and "md.exercises.hint('q_sample', 3) says more." in out
     with pytest.raises(ValueError, match=r"level must be one of \[1, 2, 3\].*got 4"):
         ex.hint("q_sample", 4)
     with pytest.raises(ValueError, match=r"name must be one of the exercises.*got 'q_smaple'"):
@@ -619,7 +717,7 @@ def _mistake(check, wrong):
 
 
 @pytest.mark.parametrize("check, wrong, named", [
-    (ex.check_q_sample, q_sample_alphas, "you used s.alphas[t] (α_t, one step) where the jump needs ᾱ_t"),
+    (ex.check_q_sample, q_sample_alphas, "you used s.alphas[t] (α, one step) where the jump needs ᾱ"),
     (ex.check_q_sample, lambda x0, t, s, n: q_sample_ok(x0, t - 1, s, n), "you indexed at t − 1"),
     (ex.check_q_sample, lambda x0, t, s, n: q_sample_ok(n, t, s, x0), "the coefficients are swapped"),
     (ex.check_q_sample, lambda x0, t, s, n: coef(s.alphas_cumprod, t, x0) * x0 + (1 - coef(s.alphas_cumprod, t, x0)) * n,
@@ -673,11 +771,14 @@ def test_shape_errors_point_to_extract():
 
 
 def test_positions_are_given_as_image_t_channel_row_column():
-    with pytest.raises(ExerciseError, match=r"at image \d \(t = \d+\), channel \d, row \d, column \d: expected"):
+    with pytest.raises(ExerciseError, match=r"at image \d \(t = \d+, step \d+\), channel \d, row \d, column \d: expected"):
         ex.check_q_sample(q_sample_alphas)
     with pytest.raises(ExerciseError, match=r"at image \d, channel \d, row \d, column \d: expected"):
         ex.check_reparameterise(lambda m, lv, n: m + lv * n)              # no t: the image alone
-    assert ex.position((2, 0, 3, 5), ("t = 0", "t = 10", "t = 999")) == "image 2 (t = 999), channel 0, row 3, column 5"
+    labels = ex.t_labels(torch.tensor([0, 10, 999]), 3)
+    assert labels == ("t = 0, step 1", "t = 10, step 11", "t = 999, step 1000")
+    assert ex.position((2, 0, 3, 5), labels) == "image 2 (t = 999, step 1000), channel 0, row 3, column 5"
+    assert ex.position((1, 2, 0, 3, 5), ("t = 0", "t = 10")) == "entry 1 (t = 10), image 2, channel 0, row 3, column 5"
     assert ex.position((9,)) == "index (9,)"
 
 

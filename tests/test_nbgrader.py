@@ -17,7 +17,7 @@ pytest.importorskip("nbgrader", reason="nbgrader is not installed: pip install -
 pytestmark = pytest.mark.nbgrader
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "02_closed_form"
-WRONG = "alphas_cumprod"                                   # ᾱ from β instead of α: 2 of 3 checks pass
+WRONG = "alphas_cumprod"                                   # ᾱ from β instead of α: 3 of 4 checks pass
 RIGHT, BROKEN = "torch.cumprod(1 - betas, dim=0)", "torch.cumprod(betas, dim=0)"
 HIDDEN = f'{nbgen.BEGIN_HIDDEN}\nprint("hidden test ran")\n{nbgen.END_HIDDEN}'
 
@@ -87,7 +87,7 @@ def test_release_blanks_the_same_cells_as_the_student_notebook(course):
     ours = normalised([c.source for c in student.cells], r"^( *)raise NotImplementedError\(\"Exercise '\w+'.*$")
     theirs = normalised([c.source for c in release.cells], r"^( *)# YOUR CODE HERE\n *raise NotImplementedError\(\)$")
     assert theirs == ours
-    assert sum("<solution>" in s for s in ours) == len(grade_ids(release, "solution")) == 3
+    assert sum("<solution>" in s for s in ours) == len(grade_ids(release, "solution")) == 4
 
 
 def test_release_has_no_hidden_tests_but_autograde_runs_them(course):
@@ -95,7 +95,7 @@ def test_release_has_no_hidden_tests_but_autograde_runs_them(course):
     assert "HIDDEN TESTS" not in text and "hidden test ran" not in text
     graded = nbformat.read(course / "autograded" / "worked" / NAME / f"{NAME}.ipynb", as_version=4)
     printed = [o.get("text", "") for c in graded.cells if c.cell_type == "code" for o in c.outputs]
-    assert sum("hidden test ran" in t for t in printed) == 3
+    assert sum("hidden test ran" in t for t in printed) == 4
 
 
 def test_feedback_names_the_failed_check(course):

@@ -21,6 +21,28 @@ def test_tables_are_float64_monotone_and_consistent(name):
     torch.testing.assert_close(s.alphas_cumprod_prev[1:], s.alphas_cumprod[:-1])
 
 
+def test_notation_step_t_sits_at_position_t_minus_1():
+    """ᾱ_t = ∏_{s=1}^{t} α_s is alphas_cumprod[t − 1]; ᾱ_0 = 1 (the empty product) is alphas_cumprod_prev[0]."""
+    s = md.NoiseSchedule.cosine(30)
+    for t in (1, 2, 17, 30):                                               # step numbers
+        assert s.alphas_cumprod[t - 1].item() == pytest.approx(math.prod(1 - b for b in s.betas[:t].tolist()),
+                                                               rel=1e-12)
+        assert s.alphas_cumprod_prev[t - 1].item() == pytest.approx(math.prod(1 - b for b in s.betas[:t - 1].tolist()),
+                                                                    rel=1e-12)
+    assert s.alphas_cumprod_prev[0] == 1.0 == math.prod([])
+
+
+def test_posterior_variance_over_beta_is_at_most_one_and_rises_to_one():
+    """β̃_t / β_t = (1 − ᾱ_{t−1}) / (1 − ᾱ_t): 0 at t = 1, below 1 everywhere, close to 1 once ᾱ_t is small
+    (notebook 02's ratio plot)."""
+    for s in (md.NoiseSchedule.linear(1000), md.NoiseSchedule.cosine(1000)):
+        ratio = s.posterior_variance / s.betas
+        torch.testing.assert_close(ratio, (1 - s.alphas_cumprod_prev) / (1 - s.alphas_cumprod))
+        assert ratio[0] == 0 and (ratio < 1).all() and (ratio[1:] > 0).all()
+        assert (ratio.diff() > 0).all()                      # monotone for these schedules
+        assert ratio[-1] > 0.999
+
+
 def test_alphas_cumprod_is_running_product():
     s = md.NoiseSchedule.linear(50)
     expected = torch.tensor([math.prod(1 - b for b in s.betas[: t + 1].tolist()) for t in range(50)],
@@ -67,7 +89,7 @@ def test_posterior_variance_table():
     assert s.posterior_variance[0] == 0
     expected = s.betas * (1 - s.alphas_cumprod_prev) / (1 - s.alphas_cumprod)
     torch.testing.assert_close(s.posterior_variance, expected)
-    # clipped log: β̃_0 replaced by β̃_1, the rest exact
+    # clipped log: position 0 (β̃_1 = 0) takes position 1's value (β̃_2), the rest exact
     assert s.posterior_log_variance_clipped[0] == s.posterior_log_variance_clipped[1]
     torch.testing.assert_close(s.posterior_log_variance_clipped[1:], s.posterior_variance[1:].log())
     assert torch.isfinite(s.posterior_log_variance_clipped).all()

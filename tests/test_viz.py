@@ -84,17 +84,69 @@ def test_forward_strip_columns_share_one_noise(s, x0):
     ts = (0, 10, 99)
     fig = viz.show_forward_strip(x0, s, ts=ts, noise=noise)
     assert len(fig.axes) == 3 * 3 and len(images_of(fig)) == 9
-    assert fig.axes[0].get_title().startswith("t=0") and "√ᾱ=" in fig.axes[2].get_title()
-    # axes run row by row: row 1 (second image), column 2 (t = 99)
+    assert fig.axes[0].get_title().startswith("t = 1\n") and "√ᾱ = " in fig.axes[2].get_title()
+    # axes run row by row: row 1 (second image), column 2 (position 99)
     expected = md.to_pixel_range(md.q_sample(x0, 99, s, noise))[1, 0]
     torch.testing.assert_close(torch.as_tensor(fig.axes[3 + 2].get_images()[0].get_array()), expected)
 
 
 def test_default_ts_fit_the_schedule(s, x0):
-    assert viz._default_ts(1000) == (0, 50, 100, 250, 500, 750, 999)
+    assert viz._default_ts(1000) == (0, 49, 99, 249, 499, 749, 999)      # steps 1, 50, …, 1000
+    assert viz._default_ts(3) == (0, 1, 2)
     fig = viz.show_forward_strip(x0[:1], s)
-    assert [ax.get_title().split("\n")[0] for ax in fig.axes] == ["t=0", "t=5", "t=10", "t=25", "t=50",
-                                                                   "t=75", "t=99"]
+    assert [ax.get_title().split("\n")[0] for ax in fig.axes] == ["t = 1", "t = 5", "t = 10", "t = 25", "t = 50",
+                                                                   "t = 75", "t = 100"]
+
+
+# -- labels: the image labelled "t = k" is the one after k forward steps ------------------------------
+def test_step_label_names_the_number_of_steps():
+    assert viz.step_label(0) == "t = 0" and viz.step_label(1000) == "t = 1000"
+
+
+def test_forward_strip_column_labelled_t_k_is_x_after_k_steps(s, x0):
+    """q_sample at position k − 1 has the distribution of k chain steps (same ε here: compare the formula)."""
+    noise = torch.randn_like(x0)
+    fig = viz.show_forward_strip(x0[:1], s, ts=(0, 9, 99), noise=noise[:1])
+    for ax in fig.axes:
+        k = int(ax.get_title().split("\n")[0].removeprefix("t = "))
+        abar_k = torch.prod(1 - s.betas[:k])                               # ᾱ_k = ∏_{s=1}^{k} α_s
+        expected = abar_k.sqrt() * x0[:1] + (1 - abar_k).sqrt() * noise[:1]
+        torch.testing.assert_close(torch.as_tensor(ax.get_images()[0].get_array()),
+                                   md.to_pixel_range(expected.float())[0, 0])
+        assert f"√ᾱ = {abar_k.sqrt().item():.2f}" in ax.get_title()
+
+
+def test_trajectory_column_labelled_t_k_is_the_chain_after_k_steps(s, x0):
+    steps = [0, 1, 7, 100]
+    noise = torch.randn(T, *x0.shape)
+    trajectory = md.q_chain(x0, s, steps, noise)
+    fig = viz.show_trajectory(trajectory, steps, row_labels=["a", "b", "c"])
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:4] == ["t = 0", "t = 1", "t = 7", "t = 100"] and not any(titles[4:])   # once per column
+    assert [ax.get_ylabel() for ax in fig.axes[::4]] == ["a", "b", "c"]                   # once per row
+    for col, title in enumerate(titles[:4]):
+        k, x = int(title.removeprefix("t = ")), x0
+        for i in range(k):                                                  # k applications of q_step
+            x = md.q_step(x, i, s, noise[i])
+        for row in range(3):
+            shown = torch.as_tensor(fig.axes[row * 4 + col].get_images()[0].get_array())
+            torch.testing.assert_close(shown, md.to_pixel_range(x)[row, 0])
+    with pytest.raises(ValueError, match="steps must have one entry per recorded image"):
+        viz.show_trajectory(trajectory, steps[:3])
+    with pytest.raises(ValueError, match=r"trajectory must have shape \(len\(steps\), B, C, H, W\)"):
+        viz.show_trajectory(trajectory[0], steps)
+
+
+def test_t_slider_image_labelled_t_k_is_x_after_k_steps(s, x0):
+    noise = torch.randn_like(x0)
+    slider, image, caption = viz.t_slider(x0, s, noise=noise, zoom=1).children
+    assert (slider.min, slider.value, slider.max) == (0, 0, T)
+    assert caption.value.startswith("t = 0 · x_0")
+    assert image.value == viz.png_bytes(x0, nrow=3, zoom=1)                  # t = 0: the clean images
+    for k in (1, 37, T):
+        slider.value = k
+        assert caption.value.startswith(f"t = {k} · ᾱ_t = {torch.prod(1 - s.betas[:k]).item():.4f} · ")
+        assert image.value == viz.png_bytes(md.q_sample(x0, k - 1, s, noise), nrow=3, zoom=1)
 
 
 def test_plot_schedules_one_line_per_schedule_per_panel():
@@ -124,22 +176,24 @@ def test_schedule_comparison_rows_are_schedules(x0):
 # -- widgets ------------------------------------------------------------------------------------
 def test_t_slider_redraws_the_image(s, x0):
     slider, image, caption = viz.t_slider(x0, s).children
-    assert slider.max == T - 1 and image.value[:8] == b"\x89PNG\r\n\x1a\n"
+    assert slider.max == T and image.value[:8] == b"\x89PNG\r\n\x1a\n"
     before, text = image.value, caption.value
     slider.value = 50
-    assert image.value != before and caption.value != text and "t = 50" in caption.value
+    assert image.value != before and caption.value != text and caption.value.startswith("t = 50 · ")
+    assert "  " not in caption.value                # HTML collapses runs of spaces: separators instead
 
 
 def test_t_slider_t_max(s, x0):
     assert viz.t_slider(x0, s, t_max=20).children[0].max == 20
-    with pytest.raises(ValueError, match="t_max"):
-        viz.t_slider(x0, s, t_max=T)
+    assert viz.t_slider(x0, s, t_max=T).children[0].max == T
+    with pytest.raises(ValueError, match=r"t_max must be a step number in \[0, 100\]"):
+        viz.t_slider(x0, s, t_max=T + 1)
 
 
 def test_schedule_compare_widget_redraws_every_panel(x0):
     schedules = {"linear": md.NoiseSchedule.linear(T), "cosine": md.NoiseSchedule.cosine(T)}
     slider, row = viz.schedule_compare_widget(schedules, x0).children
-    assert len(row.children) == 2
+    assert len(row.children) == 2 and (slider.min, slider.max) == (1, T)      # step numbers
     before = [panel.children[1].value for panel in row.children]
     slider.value = 60
     assert all(panel.children[1].value != b for panel, b in zip(row.children, before))
@@ -171,7 +225,7 @@ def test_bad_images_say_what_is_wrong(images, error, match):
 
 
 def test_bad_arguments_are_named(s, x0):
-    with pytest.raises(ValueError, match=r"ts must be in \[0, 99\].*\[100\]"):
+    with pytest.raises(ValueError, match=r"ts must be in \[0, 99\] \(positions of steps 1 … 100\).*\[100\]"):
         viz.show_forward_strip(x0, s, ts=(0, 100))
     with pytest.raises(ValueError, match="labels"):
         viz.show_grid(x0, labels=[1, 2])

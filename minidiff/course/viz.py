@@ -1,5 +1,9 @@
 r"""Pictures of the forward process: image grids, noising strips, schedule curves, histograms, sliders.
 
+Labels use the papers' step numbers: "t = k" is the image after k forward steps (``step_label``), so
+a column drawn from position i of a schedule's tables (``q_sample(x0, i, s)``) is "t = i + 1", and
+"t = 0" is x_0 itself. Arguments named ``ts`` are positions, as everywhere in minidiff.
+
 One image convention everywhere: a batch ``(B, C, H, W)`` of floats in model range $[-1, 1]$, on any
 device. Plotting is the one place that moves tensors to the CPU. ``C = 1`` is drawn in grayscale with
 $-1$ black and $+1$ white, ``C = 3`` as RGB; values outside $[-1, 1]$ (noisy $x_t$) are clamped,
@@ -81,9 +85,16 @@ def _check_noise(noise: Optional[Tensor], x0: Tensor) -> Tensor:
 
 
 def _default_ts(num_steps: int) -> tuple[int, ...]:
-    """Seven steps from clean to pure noise: (0, 50, 100, 250, 500, 750, 999) when T = 1000."""
+    """The positions of seven steps from nearly clean to pure noise: steps t = 1, 50, 100, 250, 500, 750,
+    1000 (positions 0, 49, 99, 249, 499, 749, 999) when T = 1000."""
     T = num_steps
-    return tuple(sorted({0, T // 20, T // 10, T // 4, T // 2, 3 * T // 4, T - 1}))
+    steps = {1, T // 20, T // 10, T // 4, T // 2, 3 * T // 4, T}
+    return tuple(sorted({max(k, 1) - 1 for k in steps}))
+
+
+def step_label(step: int) -> str:
+    """'t = 250': the label of the image after ``step`` forward steps (0 is x_0; position i is step i + 1)."""
+    return f"t = {step}"
 
 
 def _check_ts(ts: Optional[Sequence[int]], num_steps: int) -> list[int]:
@@ -95,7 +106,7 @@ def _check_ts(ts: Optional[Sequence[int]], num_steps: int) -> list[int]:
         raise ValueError("ts must hold at least one timestep; got an empty sequence")
     bad = [t for t in ts if not 0 <= t < num_steps]
     if bad:
-        raise ValueError(f"ts must be in [0, {num_steps - 1}] (0-indexed, T={num_steps}); got {bad}")
+        raise ValueError(f"ts must be in [0, {num_steps - 1}] (positions of steps 1 … {num_steps}); got {bad}")
     return ts
 
 
@@ -154,15 +165,16 @@ def _noised(x0: Tensor, s: NoiseSchedule, ts: Sequence[int], noise: Tensor) -> l
     return [q_sample(x0, t, s, noise) for t in ts]
 
 
-def _step_title(s: NoiseSchedule, t: int) -> str:
-    r"""'t=250' over '√ᾱ=0.78': how much of x_0's amplitude is left at step t."""
-    return f"t={t}\n√ᾱ={s.sqrt_alphas_cumprod[t].item():.2f}"
+def _step_title(s: NoiseSchedule, i: int) -> str:
+    r"""'t = 250' over '√ᾱ = 0.78' for position i = 249: how much of x_0's amplitude is left after step i + 1."""
+    return f"{step_label(i + 1)}\n√ᾱ = {s.sqrt_alphas_cumprod[i].item():.2f}"
 
 
 def show_forward_strip(x0: Tensor, schedule: NoiseSchedule, ts: Optional[Sequence[int]] = None,
                        noise: Optional[Tensor] = None, title: Optional[str] = None, scale: float = 1.2) -> Figure:
     r"""Rows: the images of ``x0``; columns: $x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon$
-    at each t in ``ts`` (default 0, 50, 100, 250, 500, 750, 999 for T = 1000).
+    at each position in ``ts``, titled with its step number (position i is "t = i + 1"; by default steps
+    1, 50, 100, 250, 500, 750, 1000 for T = 1000).
 
     The same ε is used in every column, so a row is one smooth walk from the image to noise.
     """
@@ -204,7 +216,7 @@ def show_schedule_comparison(schedules: Mapping[str, NoiseSchedule], x0: Tensor,
             ax.set_xlabel(f"√ᾱ={s.sqrt_alphas_cumprod[t].item():.2f}\nlog-SNR={s.log_snr[t].item():+.2f}",
                           fontsize=8)
             if row == 0:
-                ax.set_title(f"t={t}", fontsize=10)
+                ax.set_title(step_label(t + 1), fontsize=10)      # position t is step t + 1
     fig.tight_layout()
     return fig
 
@@ -230,7 +242,7 @@ def plot_schedules(schedules: Mapping[str, NoiseSchedule]) -> Figure:
     return fig
 
 
-def _histogram(ax: plt.Axes, x: Tensor, bins: int) -> None:
+def _histogram(ax: plt.Axes, x: Tensor, bins: int, fontsize: float = 10) -> None:
     r"""Density histogram of the values of ``x`` on ``ax``, with the $\mathcal N(0, 1)$ pdf over it."""
     values = x.detach().float().cpu().flatten().numpy()
     lo, hi = min(-4.0, float(values.min())), max(4.0, float(values.max()))
@@ -239,8 +251,9 @@ def _histogram(ax: plt.Axes, x: Tensor, bins: int) -> None:
     ax.plot(grid, np.exp(-grid ** 2 / 2) / math.sqrt(2 * math.pi), color="black", lw=1.5,
             label=r"$\mathcal{N}(0, 1)$")
     ax.text(0.03, 0.97, f"mean {values.mean():+.2f}\nstd {values.std():.2f}", transform=ax.transAxes,
-            va="top", fontsize=8)
-    ax.set_xlabel("pixel value")
+            va="top", fontsize=fontsize)
+    ax.set_xlabel("pixel value", fontsize=fontsize + 1)
+    ax.tick_params(labelsize=fontsize)
 
 
 def plot_histogram(x: Tensor, title: Optional[str] = None, bins: int = 60) -> Figure:
@@ -251,8 +264,8 @@ def plot_histogram(x: Tensor, title: Optional[str] = None, bins: int = 60) -> Fi
         raise ValueError(f"x must hold at least one value; got shape {tuple(x.shape)}")
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     _histogram(ax, x, bins)
-    ax.set_ylabel("density")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.set_ylabel("density", fontsize=11)
+    ax.legend(loc="upper right", fontsize=10)
     if title:
         ax.set_title(title)
     fig.tight_layout()
@@ -261,44 +274,85 @@ def plot_histogram(x: Tensor, title: Optional[str] = None, bins: int = 60) -> Fi
 
 def plot_histograms_over_t(x0: Tensor, schedule: NoiseSchedule, ts: Optional[Sequence[int]] = None,
                            noise: Optional[Tensor] = None, bins: int = 60) -> Figure:
-    r"""One panel per t: the histogram of the pixels of $x_t$ drifting from the data's to $\mathcal N(0, 1)$.
+    r"""One panel per position in ``ts``: the histogram of the pixels of $x_t$ drifting from the data's to
+    $\mathcal N(0, 1)$, titled with the step number (position i is "t = i + 1").
 
-    Four panels a row, each with its own y axis: the clean images' histogram is spiky.
+    Two panels a row, each with its own y axis (the nearly clean images' histogram is spiky), sized so
+    that the text stays readable at the width of a notebook page.
     """
     x0 = _check_images(x0, "x0")
     s = _check_schedule(schedule)
     ts = _check_ts(ts, s.num_steps)
     xs = _noised(x0, s, ts, _check_noise(noise, x0))
-    rows, cols = grid_shape(len(ts), nrow=4)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    rows, cols = grid_shape(len(ts), nrow=min(2, len(ts)))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.3 * rows), squeeze=False)
     for ax in axes.flat[len(ts):]:
         ax.axis("off")
-    for ax, t, x_t in zip(axes.flat, ts, xs):
+    for ax, i, x_t in zip(axes.flat, ts, xs):
         _histogram(ax, x_t, bins)
-        ax.set_title(f"t={t}  (√ᾱ={s.sqrt_alphas_cumprod[t].item():.2f})", fontsize=9)
+        ax.set_title(f"{step_label(i + 1)}   (√ᾱ_t = {s.sqrt_alphas_cumprod[i].item():.2f})", fontsize=12)
     for ax in axes[:, 0]:
-        ax.set_ylabel("density")
-    axes.flat[len(ts) - 1].legend(loc="upper right", fontsize=7)
+        ax.set_ylabel("density", fontsize=11)
+    axes.flat[len(ts) - 1].legend(loc="upper right", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def show_trajectory(trajectory: Tensor, steps: Sequence[int], row_labels: Optional[Sequence[Label]] = None,
+                    title: Optional[str] = None, scale: float = 1.1) -> Figure:
+    """Columns: the recorded images of a run of the chain, each titled once with ``step_label(steps[j])``;
+    rows: the images of the batch (``row_labels`` at the left, once per row).
+
+    ``trajectory`` has shape ``(len(steps), B, C, H, W)``: entry j is the image after ``steps[j]`` steps,
+    as ``md.q_chain`` returns it.
+    """
+    if not isinstance(trajectory, Tensor) or trajectory.ndim != 5:
+        shape = tuple(trajectory.shape) if isinstance(trajectory, Tensor) else type(trajectory).__name__
+        raise ValueError(f"trajectory must have shape (len(steps), B, C, H, W); got {shape}")
+    if len(steps) != trajectory.shape[0]:
+        raise ValueError(f"steps must have one entry per recorded image ({trajectory.shape[0]}); got {len(steps)}")
+    batch = trajectory.shape[1]
+    if row_labels is not None and len(row_labels) != batch:
+        raise ValueError(f"row_labels must have one entry per row ({batch}); got {len(row_labels)}")
+    images = _check_images(trajectory.flatten(0, 1), "trajectory")           # (K·B, C, H, W), column-major
+    fig, axes = _subplots(batch, len(steps), scale, extra=0.3 + (0.4 if title else 0.0))
+    for col, step in enumerate(steps):
+        axes[0, col].set_title(step_label(int(step)), fontsize=10)
+        for row in range(batch):
+            _imshow(axes[row, col], images[col * batch + row])
+    for row, label in enumerate(row_labels or []):
+        axes[row, 0].set_ylabel(str(label), fontsize=10, rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
 # -- widgets ------------------------------------------------------------------------------------
-def _step_text(s: NoiseSchedule, t: int) -> str:
-    """'ᾱ_t = 0.6129   √ᾱ_t = 0.78   SNR = 1.58   log-SNR = +0.46' for step t."""
-    abar = s.alphas_cumprod[t].item()
-    return (f"ᾱ_t = {abar:.4f}   √ᾱ_t = {math.sqrt(abar):.3f}   SNR = {s.snr(t).item():.3g}   "
-            f"log-SNR = {s.log_snr[t].item():+.2f}")
+def _step_text(s: NoiseSchedule, step: int) -> str:
+    """'t = 250 · ᾱ_t = 0.6129 · √ᾱ_t = 0.783 · SNR = 1.58 · log-SNR = +0.46' after ``step`` steps
+    (position step − 1); for step 0, x_0 itself. Separators, not runs of spaces: HTML collapses those."""
+    if step == 0:
+        return f"{step_label(0)} · x_0, the clean images · ᾱ_0 = 1"
+    i = step - 1                                           # the position of step t in the tables
+    abar = s.alphas_cumprod[i].item()
+    return (f"{step_label(step)} · ᾱ_t = {abar:.4f} · √ᾱ_t = {math.sqrt(abar):.3f} · "
+            f"SNR = {s.snr(i).item():.3g} · log-SNR = {s.log_snr[i].item():+.2f}")
 
 
-def _slider(T: int, t_max: Optional[int], step: int, description: str) -> widgets.IntSlider:
-    """An IntSlider over t ∈ [0, t_max] (t_max defaults to T − 1), updating while it is dragged."""
-    t_max = T - 1 if t_max is None else t_max
-    if not 0 <= t_max < T:
-        raise ValueError(f"t_max must be in [0, {T - 1}] (T={T}); got {t_max}")
+def _x_after(x0: Tensor, s: NoiseSchedule, step: int, noise: Tensor) -> Tensor:
+    """x_t after ``step`` forward steps, drawn in one jump: x_0 itself for 0, else ``q_sample`` at position step − 1."""
+    return x0 if step == 0 else q_sample(x0, step - 1, s, noise)
+
+
+def _slider(T: int, t_max: Optional[int], step: int, description: str, first: int = 0) -> widgets.IntSlider:
+    """An IntSlider over step numbers t ∈ [first, t_max] (t_max defaults to T), updating while it is dragged."""
+    t_max = T if t_max is None else t_max
+    if not first <= t_max <= T:
+        raise ValueError(f"t_max must be a step number in [{first}, {T}] (T={T}); got {t_max}")
     if step < 1:
         raise ValueError(f"step must be >= 1; got {step}")
-    return widgets.IntSlider(value=0, min=0, max=t_max, step=step, description=description,
+    return widgets.IntSlider(value=first, min=first, max=t_max, step=step, description=description,
                              continuous_update=True, layout=widgets.Layout(width="520px"))
 
 
@@ -310,11 +364,13 @@ def _show_png(image: widgets.Image, png: bytes) -> None:
 
 def t_slider(x0: Tensor, schedule: NoiseSchedule, noise: Optional[Tensor] = None, t_max: Optional[int] = None,
              step: int = 1, description: str = "t", nrow: Optional[int] = None, zoom: int = 4) -> widgets.VBox:
-    r"""A slider over t showing $x_t$ = ``q_sample(x0, t, schedule, noise)`` for the images of ``x0``.
+    r"""A slider over the step number t = 0 … T showing $x_t$ for the images of ``x0``: x_0 itself at
+    t = 0, else ``q_sample(x0, t - 1, schedule, noise)`` (step t sits at position t − 1).
 
-    Returns ``VBox(children=(slider, image, caption))``: an ``IntSlider``, an ``Image`` (PNG) that is
-    redrawn in place when the slider moves, and a ``Label`` with ᾱ_t and the SNR. The same ε is used
-    for every t. Needs a kernel; draw ``show_forward_strip`` before it as the static fallback.
+    Returns ``VBox(children=(slider, image, caption))``: an ``IntSlider`` (``t_max`` is its last step
+    number, default T), an ``Image`` (PNG) that is redrawn in place when the slider moves, and a ``Label``
+    with t, ᾱ_t and the SNR. The same ε is used for every t. Needs a kernel; draw ``show_forward_strip``
+    before it as the static fallback.
     """
     x0 = _check_images(x0, "x0")
     s = _check_schedule(schedule)
@@ -324,8 +380,9 @@ def t_slider(x0: Tensor, schedule: NoiseSchedule, noise: Optional[Tensor] = None
     caption = widgets.Label()
 
     def redraw(change: Optional[dict] = None) -> None:
-        _show_png(image, png_bytes(q_sample(x0, slider.value, s, noise), nrow=nrow or x0.shape[0], zoom=zoom))
-        caption.value = f"t = {slider.value}   " + _step_text(s, slider.value)
+        x_t = _x_after(x0, s, slider.value, noise)
+        _show_png(image, png_bytes(x_t, nrow=nrow or x0.shape[0], zoom=zoom))
+        caption.value = _step_text(s, slider.value)
 
     redraw()
     slider.observe(redraw, names="value")
@@ -334,7 +391,8 @@ def t_slider(x0: Tensor, schedule: NoiseSchedule, noise: Optional[Tensor] = None
 
 def schedule_compare_widget(schedules: Mapping[str, NoiseSchedule], x0: Tensor, noise: Optional[Tensor] = None,
                             zoom: int = 3) -> widgets.VBox:
-    r"""One slider over t; beside each other, for each named schedule, $x_t$ of the same ``x0`` and ε.
+    r"""One slider over the step number t = 1 … T; beside each other, for each named schedule, $x_t$ of the
+    same ``x0`` and ε (``q_sample`` at position t − 1).
 
     Returns ``VBox(children=(slider, HBox(panels)))``; each panel is ``VBox((name, image, caption))``
     with an ``HTML`` name, an ``Image`` and a ``Label`` holding √ᾱ_t and log-SNR(t). All schedules
@@ -346,14 +404,14 @@ def schedule_compare_widget(schedules: Mapping[str, NoiseSchedule], x0: Tensor, 
     steps = {name: s.num_steps for name, s in schedules.items()}
     if len(set(steps.values())) != 1:
         raise ValueError(f"schedules must all have the same number of steps T; got {steps}")
-    slider = _slider(next(iter(steps.values())), None, 1, "t")
+    slider = _slider(next(iter(steps.values())), None, 1, "t", first=1)     # step numbers 1 … T
     panels = [(s, widgets.Image(format="png"), widgets.Label()) for s in schedules.values()]
 
     def redraw(change: Optional[dict] = None) -> None:
-        t = slider.value
+        i = slider.value - 1                               # step t sits at position t − 1
         for s, image, caption in panels:
-            _show_png(image, png_bytes(q_sample(x0, t, s, noise), nrow=x0.shape[0], zoom=zoom))
-            caption.value = f"√ᾱ_t = {s.sqrt_alphas_cumprod[t].item():.3f}   log-SNR = {s.log_snr[t].item():+.2f}"
+            _show_png(image, png_bytes(q_sample(x0, i, s, noise), nrow=x0.shape[0], zoom=zoom))
+            caption.value = f"√ᾱ_t = {s.sqrt_alphas_cumprod[i].item():.3f} · log-SNR = {s.log_snr[i].item():+.2f}"
 
     redraw()
     slider.observe(redraw, names="value")

@@ -12,7 +12,8 @@ shapes, a batch of t and a single int t, the edges t = 0 and t = T−1, explicit
                              minidiff's reference, so the rest of the notebook still runs (under
                              nbgrader's autograde, where NBGRADER_EXECUTION is set, it fails instead);
 * a wrong result or error  → raises ``ExerciseError`` naming the case, what differs (shape, dtype or
-                             values, expected vs got, at "image 2 (t = 999), channel 0, row 3, column 5"),
+                             values, expected vs got, at "image 2 (t = 999, step 1000), channel 0, row 3,
+                             column 5"; t is a position, step t + 1),
                              the mistake when it is a common one, and the first hint.
 
 For the learner:

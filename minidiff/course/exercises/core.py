@@ -43,7 +43,7 @@ class ExerciseError(AssertionError):
 class Case:
     """One input to an exercise: ``fn(*args, **kwargs)``, described for error messages.
 
-    ``batch_labels`` says what each image of the batch is (e.g. "t = 999"), for positions in words."""
+    ``batch_labels`` says what each image of the batch is (e.g. "t = 999, step 1000"), for positions in words."""
     description: str
     args: tuple
     kwargs: dict = field(default_factory=dict)
@@ -448,8 +448,12 @@ def compare_tensors(expected: Tensor, got: Any, atol: float, rtol: float,
 
 
 def position(at: tuple[int, ...], labels: Sequence[str] = ()) -> str:
-    """An index in the learner's terms: ``image 2 (t = 999), channel 0, row 3, column 5`` for an image batch,
-    ``index (9,)`` otherwise."""
+    """An index in the learner's terms: ``image 2 (t = 999, step 1000), channel 0, row 3, column 5`` for an
+    image batch; ``entry 1 (t = 10), image 0, channel 0, …`` for a stack of batches (``labels`` then name the
+    entries); ``index (9,)`` otherwise."""
+    if len(at) == 5:
+        label = f" ({labels[at[0]]})" if at[0] < len(labels) else ""
+        return f"entry {at[0]}{label}, " + position(at[1:])
     if len(at) != 4:
         return f"index {at}"
     b, c, row, column = at
@@ -475,9 +479,10 @@ def _describe_one(name: str, value: Any) -> str:
 
 
 def t_labels(t: Any, batch: int) -> tuple[str, ...]:
-    """``("t = 0", "t = 999")``: what each image of a batch is, for positions in words."""
+    """``("t = 0, step 1", "t = 999, step 1000")``: what each image of a batch is, for positions in words
+    (``t`` holds positions; position t is step t + 1)."""
     values = t.tolist() if isinstance(t, Tensor) and t.ndim else [int(t)] * batch
-    return tuple(f"t = {v}" for v in values)
+    return tuple(f"t = {v}, step {v + 1}" for v in values)
 
 
 def _at(table: Tensor, t: Any, x: Tensor) -> Tensor:
