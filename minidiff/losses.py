@@ -33,7 +33,8 @@ def loss_weight(weighting: Weighting, target: Target, snr: Tensor, gamma: float 
     """
     if weighting is None:
         return torch.ones_like(snr)
-    eps_scale = 1 / (1 + snr) if weighting == "p2" else snr.clamp(max=gamma) / snr
+    # min(SNR, γ)/SNR written as min(1, γ/SNR): 1, not 0/0, at SNR = 0 (a zero-terminal-SNR schedule's last step)
+    eps_scale = 1 / (1 + snr) if weighting == "p2" else (gamma / snr).clamp(max=1.0)
     to_target = {"eps": torch.ones_like(snr), "x0": snr, "v": snr / (1 + snr)}[target]
     return eps_scale * to_target
 

@@ -29,19 +29,30 @@ GuidanceArg = Union[float, Guidance, None]      # a scale w, a guidance function
 
 # -- one step each --------------------------------------------------------------------------------
 def ddpm_step(x_t: Tensor, eps: Tensor, t: int, s: NoiseSchedule, noise: Optional[Tensor] = None,
-              variance: Literal["beta", "posterior"] = "beta", clip_x0: bool = False) -> Tensor:
+              variance: Literal["beta", "posterior"] = "beta", clip_x0: bool = False,
+              x0: Optional[Tensor] = None) -> Tensor:
     r"""One ancestral step (DDPM, Ho et al. 2020, Algorithm 2) at position ``t``, i.e. from step $k = t + 1$
     to step $k - 1$ (``x_t`` is $x_k$; the tables are read at ``[t]``, so ``s.betas[t]`` is $\beta_k$):
     $x_{k-1} = \frac{1}{\sqrt{\alpha_k}}\big(x_k - \frac{\beta_k}{\sqrt{1-\bar\alpha_k}}\hat\varepsilon\big) + \sigma_k z$,
     with $\sigma_k^2 = \beta_k$ or $\tilde\beta_k$ (``variance``). With ``clip_x0`` the mean is instead the
     posterior mean $\tilde\mu_k(x_k, \mathrm{clip}(\hat x_0))$. At position 0 (step 1, the last) no noise is
-    added: Algorithm 2's "$z = 0$ if $t = 1$"."""
+    added: Algorithm 2's "$z = 0$ if $t = 1$".
+    ``x0`` is the network's $\hat x_0$ (optional): used by ``clip_x0``, and needed where $\beta_k = 1$ (a
+    zero-terminal-SNR schedule's last step), where $\sqrt{\alpha_k} = 0$ and the mean is
+    $\tilde\mu_k(x_k, \hat x_0) = \sqrt{\bar\alpha_{k-1}}\,\hat x_0$."""
     if variance not in ("beta", "posterior"):
         raise ValueError(f"variance must be 'beta' or 'posterior'; got {variance!r}")
     t = _one_timestep(t, s, "t")
     _check_like(x_t, eps, "eps", noise)
-    if clip_x0:
-        mean = q_posterior(predict_x0_from_eps(x_t, t, eps, s).clamp(-1, 1), x_t, t, s)[0]
+    if x0 is not None:
+        _check_like(x_t, x0, "x0")
+    at_zero_snr = s.zero_terminal_snr and t == s.num_steps - 1          # α_t = 0 there
+    if x0 is None and at_zero_snr:
+        raise ValueError(f"at t={t} β_t = 1 (zero terminal SNR): x̂_0 cannot be recovered from ε̂ there; pass the "
+                         f"network's x̂_0 as x0 (predict_eps returns it)")
+    if clip_x0 or at_zero_snr:
+        x0 = predict_x0_from_eps(x_t, t, eps, s) if x0 is None else x0
+        mean = q_posterior(x0.clamp(-1, 1) if clip_x0 else x0, x_t, t, s)[0]
     else:
         # μ = (x_k − β_k / √(1 − ᾱ_k) · ε̂) / √α_k, step k read at [t]   (DDPM eq. 11)
         mean = (x_t - extract(s.betas / s.sqrt_one_minus_alphas_cumprod, t, x_t) * eps) / extract(s.alphas.sqrt(), t, x_t)
@@ -53,22 +64,30 @@ def ddpm_step(x_t: Tensor, eps: Tensor, t: int, s: NoiseSchedule, noise: Optiona
 
 
 def ddim_step(x_t: Tensor, eps: Tensor, t: int, t_prev: int, s: NoiseSchedule, eta: float = 0.0,
-              noise: Optional[Tensor] = None) -> Tensor:
+              noise: Optional[Tensor] = None, x0: Optional[Tensor] = None) -> Tensor:
     r"""One DDIM step (Song et al. 2021, eq. 12) from position ``t`` to position ``t_prev`` < ``t``, i.e.
     from step $k = t + 1$ to step $j$ = ``t_prev`` $+ 1 < k$; ``t_prev = -1`` is step 0, "to $x_0$"
     ($\bar\alpha_0 = 1$):
 
     $x_j = \sqrt{\bar\alpha_j}\,\hat x_0 + \sqrt{1 - \bar\alpha_j - \sigma^2}\,\hat\varepsilon + \sigma z$,
     $\sigma = \eta\sqrt{\frac{1-\bar\alpha_j}{1-\bar\alpha_k}}\sqrt{1 - \frac{\bar\alpha_k}{\bar\alpha_j}}$.
-    $\eta = 0$ is deterministic; $\eta = 1$ with $j = k - 1$ is DDPM with variance $\tilde\beta_k$."""
+    $\eta = 0$ is deterministic; $\eta = 1$ with $j = k - 1$ is DDPM with variance $\tilde\beta_k$.
+    ``x0`` is the network's $\hat x_0$ (optional; computed from ``eps`` when None); it is needed where
+    $\bar\alpha_k = 0$ (zero terminal SNR), where $\hat\varepsilon$ does not determine $\hat x_0$."""
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta < 0:
         raise ValueError(f"eta must be a finite number >= 0 (0: deterministic DDIM, 1: DDPM-like); got {eta!r}")
     _check_like(x_t, eps, "eps", noise)
+    if x0 is not None:
+        _check_like(x_t, x0, "x0")
     t, t_prev = _check_step_pair(t, t_prev, s)
     # ᾱ_0 = 1 prepended, so this table's index is the step: [t + 1] is ᾱ_k of position t, [0] is ᾱ_0 (x_0)
     abar = torch.cat([s.alphas_cumprod.new_ones(1), s.alphas_cumprod])
     abar_t, abar_prev = extract(abar, t + 1, x_t), extract(abar, t_prev + 1, x_t)
-    x0 = (x_t - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
+    if x0 is None:
+        if s.zero_terminal_snr and bool((t == s.num_steps - 1).any()):
+            raise ValueError(f"at t={t.tolist()} ᾱ_t = 0 (zero terminal SNR): x̂_0 cannot be recovered from ε̂ "
+                             f"there; pass the network's x̂_0 as x0 (predict_eps returns it)")
+        x0 = (x_t - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
     sigma = eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).sqrt()
     # √ᾱ_j x̂_0 + √(1 − ᾱ_j − σ²) ε̂: the predicted x_0, re-noised to step j with the predicted ε
     x_prev = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma ** 2).clamp(min=0).sqrt() * eps
@@ -149,13 +168,14 @@ def ddpm_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], y: Optio
     $T-1, \dots, 0$ (steps $T, \dots, 1$). Returns $x_0$ (and, with ``return_trajectory``, the image entering
     each step and its $\hat x_0$; the trajectory's ``"t"`` lists positions)."""
     target, guidance_scale = _prepare(model, s, shape, y, guidance_scale, target)
+    _check_target_at_zero_snr(target, s, s.num_steps - 1)
     x = _initial_noise(shape, s, generator)
     trajectory = {"t": [], "x_t": [], "x0": []}
     for t in tqdm(range(s.num_steps - 1, -1, -1), disable=not progress, desc="DDPM"):
         eps, x0 = predict_eps(model, x, t, s, y, guidance_scale, target)
         _record(trajectory, return_trajectory, t, x, x0)
         noise = torch.randn(x.shape, device=x.device, generator=generator) if t > 0 else None
-        x = ddpm_step(x, eps, t, s, noise, variance, clip_x0)
+        x = ddpm_step(x, eps, t, s, noise, variance, clip_x0, x0=x0)
     return (x, trajectory) if return_trajectory else x
 
 
@@ -185,13 +205,14 @@ def ddim_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], steps: i
     $\eta = 0$: the same starting noise ``x_T`` always gives the same image."""
     ts = ddim_timesteps(s.num_steps, steps, spacing)
     target, guidance_scale = _prepare(model, s, shape if x_T is None else tuple(x_T.shape), y, guidance_scale, target)
+    _check_target_at_zero_snr(target, s, ts[0])
     x = _initial_noise(shape, s, generator) if x_T is None else _check_start(x_T, s, model)
     trajectory = {"t": [], "x_t": [], "x0": []}
     for t, t_prev in tqdm(list(zip(ts, ts[1:] + [-1])), disable=not progress, desc="DDIM"):
         eps, x0 = predict_eps(model, x, t, s, y, guidance_scale, target)
         _record(trajectory, return_trajectory, t, x, x0)
         noise = torch.randn(x.shape, device=x.device, generator=generator) if eta > 0 else None
-        x = ddim_step(x, eps, t, t_prev, s, eta, noise)
+        x = ddim_step(x, eps, t, t_prev, s, eta, noise, x0=x0)
     return (x, trajectory) if return_trajectory else x
 
 
@@ -204,6 +225,7 @@ def dpm_solver_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], st
     second order from the second step on, first order at the first and the last step."""
     ts = ddim_timesteps(s.num_steps, steps, spacing)
     target, guidance_scale = _prepare(model, s, shape if x_T is None else tuple(x_T.shape), y, guidance_scale, target)
+    _check_target_at_zero_snr(target, s, ts[0])
     x = _initial_noise(shape, s, generator) if x_T is None else _check_start(x_T, s, model)
     trajectory = {"t": [], "x_t": [], "x0": []}
     x0_last, t_last = None, None
@@ -283,6 +305,14 @@ def _check_step_pair(t: Timesteps, t_prev: Timesteps, s: NoiseSchedule) -> tuple
     if (t_prev >= t).any():
         raise ValueError(f"t_prev must be smaller than t (−1 means 'to x_0'); got t={t.tolist()}, t_prev={t_prev.tolist()}")
     return t, t_prev
+
+
+def _check_target_at_zero_snr(target: Target, s: NoiseSchedule, first_t: int) -> None:
+    """An ε-model cannot start where ᾱ = 0: there x_t = ε exactly, so ε̂ says nothing about x̂_0."""
+    if target == "eps" and s.zero_terminal_snr and first_t == s.num_steps - 1:
+        raise ValueError(f"an ε-prediction model cannot be sampled from t={first_t} of a zero-terminal-SNR schedule: "
+                         f"there ᾱ_t = 0 and x_t = ε, so x̂_0 = (x_t − ε̂)/0 (Lin et al. 2024, §3.2); train it with "
+                         f"target='v' (or 'x0')")
 
 
 def _one_timestep(t: Timesteps, s: NoiseSchedule, name: str, allow_minus_one: bool = False) -> int:

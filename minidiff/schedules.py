@@ -50,6 +50,8 @@ class NoiseSchedule:
         self.posterior_log_variance_clipped = _clipped_log(self.posterior_variance)
         # log SNR(t) = log(ᾱ_t / (1 − ᾱ_t))
         self.log_snr = self.alphas_cumprod.log() - torch.log1p(-self.alphas_cumprod)
+        # β_T = 1: ᾱ_T = 0, SNR(T) = 0 and log SNR(T) = −∞ (Lin et al. 2024); kept on the host, read per step
+        self.zero_terminal_snr = bool(self.betas[-1] == 1)
         _warn_if_underflowing(self.sqrt_alphas_cumprod)
 
     # -- constructors ---------------------------------------------------------------------------
@@ -102,6 +104,12 @@ class NoiseSchedule:
         """A schedule from a given 1-D tensor of β_t (validated: finite, 0 < β < 1)."""
         return cls(betas, name=name)
 
+    def rescaled_zero_terminal_snr(self) -> "NoiseSchedule":
+        r"""This schedule with $\sqrt{\bar\alpha_t}$ shifted and scaled so that $\bar\alpha_T = 0$ exactly
+        and $\sqrt{\bar\alpha_1}$ is kept (Lin et al. 2024, Algorithm 1; ``rescale_zero_terminal_snr``).
+        Its last $\beta$ is 1: train it with ``target="v"`` (ε carries no information about $x_0$ at SNR = 0)."""
+        return NoiseSchedule(rescale_zero_terminal_snr(self.betas), name=f"{self.name}, zero terminal SNR")
+
     # -- queries --------------------------------------------------------------------------------
     @property
     def num_steps(self) -> int:
@@ -143,6 +151,34 @@ def make_schedule(name: ScheduleName, num_steps: int = 1000, **kwargs: float) ->
     return SCHEDULES[name](num_steps, **kwargs)
 
 
+def rescale_zero_terminal_snr(betas: Tensor) -> Tensor:
+    r"""Lin et al. (2024), "Common Diffusion Noise Schedules and Sample Steps are Flawed", Algorithm 1.
+
+    With $a_t = \sqrt{\bar\alpha_t}$ of the given schedule, the new one is the straight line through
+    $(a_1, a_1)$ and $(a_T, 0)$:
+
+    $\sqrt{\bar\alpha'_t} = \sqrt{\bar\alpha_1}\,\dfrac{a_t - a_T}{a_1 - a_T}$,
+    $\qquad \beta'_1 = 1 - \bar\alpha'_1, \quad \beta'_t = 1 - \bar\alpha'_t / \bar\alpha'_{t-1}$.
+
+    So $\bar\alpha'_T = 0$ (zero terminal SNR: $x_T$ holds no trace of $x_0$), $\bar\alpha'_1 = \bar\alpha_1$, and
+    $\beta'_T = 1$. Returns the new $\beta$ (float64, same length); needs $T \ge 2$ and a strictly
+    decreasing $\bar\alpha$.
+    """
+    betas = _validated_betas(betas)
+    if betas.numel() < 2:
+        raise ValueError(f"betas must hold at least 2 steps to rescale (T = 1 would leave no signal at all); "
+                         f"got {betas.numel()}")
+    # a_t = √ᾱ_t of the given schedule
+    sqrt_abar = torch.cumprod(1.0 - betas, dim=0).sqrt()
+    first, last = sqrt_abar[0], sqrt_abar[-1]
+    # shift so that a_T ↦ 0, scale so that a_1 ↦ a_1
+    sqrt_abar = (sqrt_abar - last) * first / (first - last)
+    abar = sqrt_abar ** 2
+    # β'_t = 1 − ᾱ'_t / ᾱ'_{t−1}, with ᾱ'_0 = 1
+    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
+    return 1.0 - abar / abar_prev
+
+
 # -- helpers ------------------------------------------------------------------------------------
 def _check_num_steps(num_steps: int) -> None:
     if isinstance(num_steps, bool) or not isinstance(num_steps, int):
@@ -171,15 +207,21 @@ def _validated_betas(betas: Tensor) -> Tensor:
     betas = betas.to(torch.float64)
     if not torch.isfinite(betas).all():
         raise ValueError("betas must be finite; got NaN or inf")
-    if not ((betas > 0) & (betas < 1)).all():
-        raise ValueError(f"every beta must be in (0, 1); got min {betas.min().item():.3g}, "
-                         f"max {betas.max().item():.3g}")
+    # β_T = 1 is allowed at the last step only: ᾱ_T = 0, zero terminal SNR (Lin et al. 2024);
+    # a β = 1 earlier would leave ᾱ = 0 for several steps and β = 0/0 after it
+    inner = betas[:-1]
+    last_ok = 0 < betas[-1].item() <= 1
+    if not (((inner > 0) & (inner < 1)).all() and last_ok):
+        raise ValueError(f"every beta must be in (0, 1), except the last, which may be exactly 1 (zero terminal "
+                         f"SNR); got min {betas.min().item():.3g}, max {betas.max().item():.3g}")
     return betas
 
 
 def _warn_if_underflowing(sqrt_abar: Tensor) -> None:
     """√ᾱ_t that rounds to 0 in float32 makes x̂_0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t infinite: say so when the table is built."""
-    zero = (sqrt_abar.float() == 0).nonzero()
+    # a deliberate ᾱ_T = 0 (β_T = 1, zero terminal SNR) is not an underflow
+    underflow = (sqrt_abar.float() == 0) & (sqrt_abar != 0)
+    zero = underflow.nonzero()
     if len(zero):
         warnings.warn(f"ᾱ_t underflows: √ᾱ_t is 0 in float32 from position {int(zero[0])} (step "
                       f"{int(zero[0]) + 1}) on (ᾱ_T = "

@@ -111,3 +111,18 @@ def test_loss_bad_input(s):
         diffusion_loss(model, x0, s, p_uncond=0.1)
     with pytest.raises(ValueError, match=r"y must be a LongTensor of shape \(2,\)"):
         diffusion_loss(model, x0, s, y=torch.tensor([1]))
+
+
+def test_weightings_are_finite_at_zero_snr():
+    """A zero-terminal-SNR schedule has SNR = 0 at its last step: min-SNR's min(SNR, γ)/SNR is 1 there, not 0/0."""
+    from minidiff.losses import loss_weight
+    snr = torch.tensor([0.0, 0.5, 5.0, 50.0])
+    for weighting in ("p2", "min_snr"):
+        for target in ("eps", "x0", "v"):
+            assert torch.isfinite(loss_weight(weighting, target, snr)).all(), (weighting, target)
+    torch.testing.assert_close(loss_weight("min_snr", "eps", snr), torch.tensor([1.0, 1.0, 1.0, 0.1]))
+    z = md.NoiseSchedule.linear(100).rescaled_zero_terminal_snr()
+    model = lambda x, t: torch.zeros_like(x)
+    loss = md.diffusion_loss(model, torch.randn(4, 1, 4, 4), z, target="v", weighting="min_snr",
+                             t=torch.tensor([99, 99, 0, 50]))
+    assert torch.isfinite(loss)

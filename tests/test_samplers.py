@@ -326,3 +326,79 @@ def test_loops_check_labels_and_dtypes_once(s):
 def test_a_schedule_whose_abar_underflows_warns():
     with pytest.warns(RuntimeWarning, match="underflows"):
         md.NoiseSchedule.linear(1_000_000)
+
+
+# -- zero terminal SNR (Lin et al. 2024): β_T = 1, ᾱ_T = 0 ---------------------------------------
+def gaussian_v_model(s):
+    r"""The exact v-predictor for N(μ, σ²) data, written without dividing by √ᾱ_t (finite at ᾱ = 0):
+    x̂_0 = μ + √ᾱ σ² (x_t − √ᾱ μ)/(ᾱσ² + 1 − ᾱ), ε̂ = √(1−ᾱ)(x_t − √ᾱ μ)/(ᾱσ² + 1 − ᾱ), v̂ = √ᾱ ε̂ − √(1−ᾱ) x̂_0."""
+    class V(torch.nn.Module):
+        target = "v"
+
+        def __init__(self):
+            super().__init__()
+            self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x_t, t, y=None):
+            abar = md.extract(s.alphas_cumprod, t, x_t)
+            var = abar * SIGMA ** 2 + 1 - abar
+            x0 = MU + abar.sqrt() * SIGMA ** 2 * (x_t - abar.sqrt() * MU) / var
+            eps = (1 - abar).sqrt() * (x_t - abar.sqrt() * MU) / var
+            return abar.sqrt() * eps - (1 - abar).sqrt() * x0
+    return V()
+
+
+@pytest.fixture
+def z():
+    return md.NoiseSchedule.linear(1000).rescaled_zero_terminal_snr()
+
+
+def test_steps_from_zero_terminal_snr_use_the_given_x0(z):
+    T = z.num_steps
+    x_T, x0 = torch.randn(2, 4, 1, 3, 3, dtype=torch.float64).unbind(0)
+    eps = md.predict_eps_from_v(x_T, T - 1, md.predict_v(x0, x_T, T - 1, z), z)
+    torch.testing.assert_close(eps, x_T)                                   # at ᾱ = 0, x_T = ε exactly
+    torch.testing.assert_close(md.predict_x0_from_v(x_T, T - 1, md.predict_v(x0, x_T, T - 1, z), z), x0)
+    abar_prev = z.alphas_cumprod[T - 2]
+    # DDIM: √ᾱ_{t'} x̂_0 + √(1 − ᾱ_{t'}) ε̂
+    torch.testing.assert_close(md.ddim_step(x_T, eps, T - 1, T - 2, z, x0=x0),
+                               abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps)
+    # DDPM: the posterior mean μ̃_T(x_T, x̂_0) = √ᾱ_{T−1} x̂_0 (the x_T coefficient √α_T(…) is 0)
+    zero = torch.zeros_like(x_T)
+    mean = md.ddpm_step(x_T, eps, T - 1, z, noise=zero, x0=x0)
+    torch.testing.assert_close(mean, abar_prev.sqrt() * x0)
+    torch.testing.assert_close(mean, md.q_posterior(x0, x_T, T - 1, z)[0])
+    assert z.posterior_variance[-1].item() == pytest.approx(1 - abar_prev.item())
+    # DPM-Solver++: λ_T = −∞, so h = ∞ and the step is DDIM's
+    torch.testing.assert_close(md.dpm_solver_step(x_T, x0, T - 1, T - 101, z),
+                               md.ddim_step(x_T, eps, T - 1, T - 101, z, x0=x0))
+    x_next = md.dpm_solver_step(x_T, x0, T - 1, T - 101, z)
+    assert torch.isfinite(md.dpm_solver_step(x_next, x0, T - 101, T - 201, z, x0_last=x0, t_last=T - 1)).all()
+
+
+def test_steps_from_zero_terminal_snr_need_x0(z):
+    x_T = torch.randn(2, 1, 3, 3)
+    with pytest.raises(ValueError, match=r"at t=999 β_t = 1 \(zero terminal SNR\).*pass the network's x̂_0 as x0"):
+        md.ddpm_step(x_T, x_T, 999, z)
+    with pytest.raises(ValueError, match=r"ᾱ_t = 0 \(zero terminal SNR\).*pass the network's x̂_0 as x0"):
+        md.ddim_step(x_T, x_T, 999, 500, z)
+    assert torch.isfinite(md.ddim_step(x_T, x_T, 998, 500, z)).all()       # any other step still works from ε̂ alone
+
+
+@pytest.mark.parametrize("name, steps, std_tol", [("ddim", 200, 0.03), ("dpm++", 50, 0.03), ("ddpm", 1000, 0.03)])
+def test_samplers_recover_gaussian_data_from_zero_terminal_snr(z, name, steps, std_tol):
+    """With the exact v̂ on a zero-terminal-SNR schedule, sampling from pure noise (which is now exactly
+    x_T's distribution) gives N(μ, σ²): mean within 0.03, std within 3%."""
+    x = md.samplers.sample(name, gaussian_v_model(z), z, (20_000, 1), steps, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(x).all()
+    assert x.mean().item() == pytest.approx(MU, abs=0.03)
+    assert x.std().item() == pytest.approx(SIGMA, rel=std_tol)
+
+
+def test_an_eps_model_cannot_start_at_zero_terminal_snr(z):
+    with pytest.raises(ValueError, match=r"ε-prediction model cannot be sampled from t=999 of a zero-terminal-SNR.*'v'"):
+        md.ddim_sample(gaussian_eps_model(z), z, (4, 1), steps=10)
+    with pytest.raises(ValueError, match="ε-prediction model cannot be sampled"):
+        md.ddpm_sample(gaussian_eps_model(z), z, (4, 1))
+    x = md.ddim_sample(gaussian_eps_model(z), z, (4, 1), steps=10, spacing="leading")    # never visits ᾱ = 0
+    assert torch.isfinite(x).all()

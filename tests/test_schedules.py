@@ -1,5 +1,6 @@
 """Schedules: endpoints, monotonicity, defining formulas, derived tables, devices and bad input."""
 import math
+import warnings
 
 import pytest
 import torch
@@ -128,7 +129,8 @@ def test_num_steps_not_int():
 
 
 @pytest.mark.parametrize("betas, match", [
-    (torch.tensor([0.1, 1.0]), r"every beta must be in \(0, 1\)"),
+    (torch.tensor([1.0, 0.1]), r"every beta must be in \(0, 1\), except the last, which may be exactly 1"),
+    (torch.tensor([0.1, 1.5]), r"every beta must be in \(0, 1\)"),
     (torch.tensor([0.0, 0.1]), r"every beta must be in \(0, 1\)"),
     (torch.tensor([-0.1]), r"every beta must be in \(0, 1\)"),
     (torch.tensor([0.1, float("nan")]), "must be finite"),
@@ -162,3 +164,51 @@ def test_snr_bad_t():
     s = md.NoiseSchedule.linear(10)
     with pytest.raises(ValueError, match=r"t must be in \[0, 9\]"):
         s.snr(10)
+
+
+# -- zero terminal SNR (Lin et al. 2024, Algorithm 1) -------------------------------------------
+def _scaled_linear(T):
+    return md.NoiseSchedule.from_betas(torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, T, dtype=torch.float64) ** 2)
+
+
+@pytest.mark.parametrize("make", [lambda: md.NoiseSchedule.linear(1000), lambda: md.NoiseSchedule.cosine(1000),
+                                  lambda: md.NoiseSchedule.sigmoid(50), lambda: _scaled_linear(1000),
+                                  lambda: md.NoiseSchedule.linear(2)],
+                         ids=["linear", "cosine", "sigmoid", "scaled_linear", "T=2"])
+def test_rescaled_zero_terminal_snr(make):
+    s = make()
+    z = s.rescaled_zero_terminal_snr()
+    assert z.alphas_cumprod[-1].item() == 0.0 and z.betas[-1].item() == 1.0        # ᾱ_T = 0 exactly, β_T = 1
+    assert z.snr(z.num_steps - 1).item() == 0.0 and z.log_snr[-1].item() == -math.inf
+    assert z.zero_terminal_snr and not s.zero_terminal_snr
+    torch.testing.assert_close(z.sqrt_alphas_cumprod[0], s.sqrt_alphas_cumprod[0], rtol=1e-12, atol=0)  # √ᾱ_1 kept
+    # √ᾱ'_t is a straight line in √ᾱ_t through (√ᾱ_T, 0) and (√ᾱ_1, √ᾱ_1)
+    a, a_new = s.sqrt_alphas_cumprod, z.sqrt_alphas_cumprod
+    slope = a[0] / (a[0] - a[-1])
+    torch.testing.assert_close(a_new, slope * (a - a[-1]), rtol=1e-10, atol=1e-14)
+    assert (z.alphas_cumprod.diff() < 0).all() and ((z.betas[:-1] > 0) & (z.betas[:-1] < 1)).all()   # monotone
+    assert torch.isfinite(z.posterior_variance).all() and torch.isfinite(z.log_snr[:-1]).all()
+    torch.testing.assert_close(md.schedules.rescale_zero_terminal_snr(s.betas), z.betas)
+    assert "zero terminal SNR" in z.name
+
+
+def test_rescaled_schedule_moves_and_builds_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")               # ᾱ_T = 0 on purpose is not an underflow
+        z = md.NoiseSchedule.linear(1000).rescaled_zero_terminal_snr()
+        z2 = z.to("cpu")
+    assert z2.zero_terminal_snr and torch.equal(z2.betas, z.betas)
+
+
+def test_rescale_zero_terminal_snr_bad_input():
+    with pytest.raises(ValueError, match=r"at least 2 steps to rescale .*got 1"):
+        md.schedules.rescale_zero_terminal_snr(torch.tensor([0.1], dtype=torch.float64))
+    with pytest.raises(TypeError, match="betas must be a torch.Tensor; got list"):
+        md.schedules.rescale_zero_terminal_snr([0.1, 0.2])
+
+
+def test_a_beta_of_one_is_allowed_at_the_last_step_only():
+    s = md.NoiseSchedule.from_betas(torch.tensor([0.1, 0.5, 1.0], dtype=torch.float64))
+    assert s.alphas_cumprod[-1] == 0 and s.zero_terminal_snr
+    with pytest.raises(ValueError, match="except the last, which may be exactly 1"):
+        md.NoiseSchedule.from_betas(torch.tensor([0.1, 1.0, 0.5], dtype=torch.float64))

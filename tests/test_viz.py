@@ -156,6 +156,11 @@ def test_plot_schedules_one_line_per_schedule_per_panel():
     assert all(len(ax.get_lines()) == 2 for ax in fig.axes)
     assert fig.axes[0].get_yscale() == "log"
     assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["linear", "cosine"]
+    assert fig.axes[0].get_lines()[0].get_xdata()[[0, -1]].tolist() == [1, 50]     # step numbers t = 1 … T
+    fig.canvas.draw()
+    labels = {t.get_text() for t in fig.axes[0].get_yticklabels()} - {""}
+    assert labels and labels <= {"10⁻⁵", "10⁻⁴", "10⁻³", "10⁻²", "10⁻¹", "1", "10¹"} and "10⁻²" in labels, labels
+    assert viz._power_of_ten(1e-3, 0) == "10⁻³" and viz._power_of_ten(3e-3, 0) == "" and viz._power_of_ten(1.0, 0) == "1"
 
 
 def test_histograms(s, x0):
@@ -171,6 +176,7 @@ def test_schedule_comparison_rows_are_schedules(x0):
     fig = viz.show_schedule_comparison(schedules, x0[:2], ts=(0, 50, 99))
     assert len(fig.axes) == 6 and len(images_of(fig)) == 6
     assert fig.axes[0].get_ylabel() == "linear" and fig.axes[3].get_ylabel() == "cosine"
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["t = 1", "t = 51", "t = 100"]    # positions 0, 50, 99
 
 
 # -- widgets ------------------------------------------------------------------------------------
@@ -193,10 +199,13 @@ def test_t_slider_t_max(s, x0):
 def test_schedule_compare_widget_redraws_every_panel(x0):
     schedules = {"linear": md.NoiseSchedule.linear(T), "cosine": md.NoiseSchedule.cosine(T)}
     slider, row = viz.schedule_compare_widget(schedules, x0).children
-    assert len(row.children) == 2 and (slider.min, slider.max) == (1, T)      # step numbers
+    assert len(row.children) == 2
+    assert (slider.min, slider.max, slider.value) == (1, T, 1)                      # step numbers
     before = [panel.children[1].value for panel in row.children]
     slider.value = 60
     assert all(panel.children[1].value != b for panel, b in zip(row.children, before))
+    linear = schedules["linear"]
+    assert f"√ᾱ_t = {linear.sqrt_alphas_cumprod[59].item():.3f}" in row.children[0].children[2].value   # step 60
     with pytest.raises(ValueError, match="same number of steps"):
         viz.schedule_compare_widget({"a": md.NoiseSchedule.linear(10), "b": md.NoiseSchedule.linear(20)}, x0)
 

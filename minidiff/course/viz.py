@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from einops import rearrange
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator
 from PIL import Image
 from torch import Tensor
 
@@ -198,6 +199,7 @@ def show_schedule_comparison(schedules: Mapping[str, NoiseSchedule], x0: Tensor,
                              scale: float = 1.4) -> Figure:
     r"""Rows: schedules; columns: t. Each cell shows $x_t$ of all of ``x0`` side by side, from the same
     ε, with $\sqrt{\bar\alpha_t}$ and log-SNR underneath: the static twin of ``schedule_compare_widget``.
+    ``ts`` are positions (as everywhere in minidiff); the column titles are step numbers, position + 1.
     """
     schedules = _check_schedules(schedules)
     x0 = _check_images(x0, "x0")
@@ -222,24 +224,36 @@ def show_schedule_comparison(schedules: Mapping[str, NoiseSchedule], x0: Tensor,
 
 
 def plot_schedules(schedules: Mapping[str, NoiseSchedule]) -> Figure:
-    r"""Three panels against t, one line per named schedule: $\beta_t$ (log scale), $\bar\alpha_t$
-    and $\log \mathrm{SNR}(t) = \log\big(\bar\alpha_t / (1-\bar\alpha_t)\big)$."""
+    r"""Three panels against the step t = 1 … T, one line per named schedule: $\beta_t$ (log scale),
+    $\bar\alpha_t$ and $\log \mathrm{SNR}(t) = \log\big(\bar\alpha_t / (1-\bar\alpha_t)\big)$ (a zero terminal
+    SNR's $-\infty$ at t = T is left out of the line)."""
     schedules = _check_schedules(schedules)
-    fig, (ax_beta, ax_abar, ax_snr) = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, (ax_beta, ax_abar, ax_snr) = plt.subplots(1, 3, figsize=(13, 3.8))
     for name, s in schedules.items():
-        t = np.arange(s.num_steps)
+        t = np.arange(1, s.num_steps + 1)                     # step t sits at position t − 1
         ax_beta.plot(t, s.betas.numpy(), label=name)
         ax_abar.plot(t, s.alphas_cumprod.numpy(), label=name)
         ax_snr.plot(t, s.log_snr.numpy(), label=name)
     ax_beta.set(yscale="log", ylabel=r"$\beta_t$", title="noise added per step")
+    ax_beta.yaxis.set_major_locator(LogLocator(base=10))      # one labelled tick per decade: 10⁻⁴ … 10⁰
+    ax_beta.yaxis.set_major_formatter(FuncFormatter(_power_of_ten))
     ax_abar.set(ylabel=r"$\bar\alpha_t$", title="signal variance left", ylim=(-0.03, 1.03))
     ax_snr.set(ylabel=r"$\log\,\mathrm{SNR}(t)$", title="log signal-to-noise ratio")
     for ax in (ax_beta, ax_abar, ax_snr):
-        ax.set_xlabel("t")
+        ax.set_xlabel("step t")
+        ax.tick_params(labelsize=10)
         ax.grid(alpha=0.3)
     ax_abar.legend(loc="lower left")
     fig.tight_layout()
     return fig
+
+
+def _power_of_ten(value: float, position: int) -> str:
+    """A log axis's tick label, '10⁻³' in plain text (readable at any font size, unlike small mathtext)."""
+    exponent = round(math.log10(value)) if value > 0 else 0
+    if value <= 0 or not math.isclose(value, 10.0 ** exponent):
+        return ""
+    return "1" if exponent == 0 else "10" + str(exponent).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
 
 
 def _histogram(ax: plt.Axes, x: Tensor, bins: int, fontsize: float = 10) -> None:
@@ -396,7 +410,8 @@ def schedule_compare_widget(schedules: Mapping[str, NoiseSchedule], x0: Tensor, 
 
     Returns ``VBox(children=(slider, HBox(panels)))``; each panel is ``VBox((name, image, caption))``
     with an ``HTML`` name, an ``Image`` and a ``Label`` holding √ᾱ_t and log-SNR(t). All schedules
-    must have the same T. The static fallback is ``show_schedule_comparison``.
+    must have the same T. The slider shows the step t = 1 … T (position t − 1). The static fallback is
+    ``show_schedule_comparison``.
     """
     schedules = _check_schedules(schedules)
     x0 = _check_images(x0, "x0")

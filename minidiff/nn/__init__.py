@@ -4,8 +4,8 @@ from .autoencoder import Autoencoder, AutoencoderConfig, kl_divergence, reparame
 from .blocks import Attention, Downsample, ResBlock, Upsample
 from .classifier import ClassifierConfig, DigitClassifier
 from .embedding import timestep_embedding
-from .unet import UNet, UNetConfig
+from .unet import UNet, UNetConfig, receptive_field
 
 __all__ = ["timestep_embedding", "UNet", "UNetConfig", "ResBlock", "Attention", "Downsample", "Upsample",
            "ClassifierConfig", "DigitClassifier", "Autoencoder", "AutoencoderConfig", "reparameterise",
-           "kl_divergence"]
+           "kl_divergence", "receptive_field"]

@@ -14,7 +14,7 @@ to (cross-attention), and whose mean joins the embedding.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -224,6 +224,31 @@ class UNet(nn.Module):
         lines = [f"{'module':28s} {'output shape':>20s} {'params':>10s}"]
         lines += [f"{n:28s} {str(s):>20s} {p:10,d}" for n, s, p in rows]
         return "\n".join(lines + [f"{'total':28s} {'':>20s} {self.num_parameters():10,d}"])
+
+
+def receptive_field(layers: Sequence[tuple[int, int]]) -> Tensor:
+    r"""The receptive field after each layer of a chain of convolutions, given as (kernel size $k$, stride $s$):
+    with $r_0 = 1$ and $j_0 = 1$ (the jump: input pixels between neighbouring positions of the current map),
+
+    $r_\ell = r_{\ell-1} + (k_\ell - 1)\,j_{\ell-1}, \qquad j_\ell = j_{\ell-1}\,s_\ell$.
+
+    Returns the $r_\ell$ as a LongTensor of shape (len(layers),): one output pixel after layer $\ell$ depends on
+    an $r_\ell \times r_\ell$ window of the input (before the image border clips it)."""
+    field, jump, fields = 1, 1, []
+    for i, layer in enumerate(layers):
+        kernel, stride = _kernel_and_stride(layer, i)
+        # a k×k kernel reaches k − 1 more positions of its input map, each `jump` input pixels apart
+        field = field + (kernel - 1) * jump
+        jump = jump * stride
+        fields.append(field)
+    return torch.tensor(fields, dtype=torch.long)
+
+
+def _kernel_and_stride(layer: tuple[int, int], i: int) -> tuple[int, int]:
+    if (not isinstance(layer, (tuple, list)) or len(layer) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in layer)):
+        raise ValueError(f"layers[{i}] must be a pair (kernel_size, stride) of ints >= 1; got {layer!r}")
+    return layer[0], layer[1]
 
 
 def class_counts(cfg: UNetConfig) -> tuple[int, ...]:

@@ -1,4 +1,5 @@
-"""Notebook 03's exercise: the cosine schedule of Nichol & Dhariwal (2021)."""
+"""Notebook 03's exercises: the cosine schedule of Nichol & Dhariwal (2021), and the rescaling to zero
+terminal SNR of Lin et al. (2024), Algorithm 1."""
 from __future__ import annotations
 
 import math
@@ -10,12 +11,18 @@ from torch import Tensor
 from ... import schedules
 from .core import (Case, Exercise, Mistake, _first_hint, check, describe, register)
 
-__all__ = ["HINT_COSINE", "check_cosine_schedule"]   # what md.exercises exports from here
+__all__ = ["HINT_COSINE", "HINT_ZERO_TERMINAL_SNR", "check_cosine_schedule",
+           "check_zero_terminal_snr"]   # what md.exercises exports from here
 
 
-HINT_COSINE = ("ᾱ(u) = cos²((u + s)/(1 + s)·π/2) at the T + 1 points u = t/T, t = 0 … T; then "
-               "β_t = 1 − ᾱ((t+1)/T)/ᾱ(t/T) for t = 0 … T−1, clipped to at most max_beta "
-               "(.clamp(max=max_beta)). Keep the offset s, compute in float64, return T values.")
+HINT_COSINE = ("ᾱ(u) = cos²((u + s)/(1 + s)·π/2) at the T + 1 points u = k/T, k = 0 … T; then "
+               "β_t = 1 − ᾱ(t/T)/ᾱ((t−1)/T) for the steps t = 1 … T (positions 0 … T−1), clipped to at most "
+               "max_beta (.clamp(max=max_beta)). Keep the offset s, compute in float64, return T values.")
+
+HINT_ZERO_TERMINAL_SNR = ("With a_t = √ᾱ_t = √(∏_{s≤t}(1 − β_s)) (torch.cumprod, then .sqrt()): "
+                          "a'_t = (a_t − a_T)·a_1/(a_1 − a_T), a straight line in a_t through (a_T, 0) and "
+                          "(a_1, a_1); then ᾱ'_t = a'_t², β'_1 = 1 − ᾱ'_1 and β'_t = 1 − ᾱ'_t/ᾱ'_{t−1}. In code, "
+                          "a[0] is a_1 and a[-1] is a_T; keep copies of both before changing a.")
 
 
 def check_cosine_schedule(fn: Callable, hidden: bool = False) -> Callable:
@@ -50,7 +57,7 @@ COSINE_MISTAKES = (
     Mistake("the offset s is missing (the + s and the 1 + s)", _cosine_with(offset=0.0)),
     Mistake("β was not clipped to max_beta (.clamp(max=max_beta))", _cosine_with(clip=False)),
     Mistake("the cosine is not squared: ᾱ(u) = cos²(…)", _cosine_with(square=False)),
-    Mistake("β_t = 1 − ᾱ((t+1)/T) leaves out the division: β_t = 1 − ᾱ((t+1)/T)/ᾱ(t/T)", _cosine_with(ratio=False)),
+    Mistake("β_t = 1 − ᾱ(t/T) leaves out the division: β_t = 1 − ᾱ(t/T)/ᾱ((t−1)/T)", _cosine_with(ratio=False)),
     Mistake("the arguments s and max_beta were ignored (their defaults used instead)", _cosine_with(use_arguments=False)),
 )
 
@@ -64,4 +71,75 @@ register(
         "u = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps; f = torch.cos((u + s) / (1 + s) * "
         "math.pi / 2) ** 2; then 1 − f[1:] / f[:-1], clamped to max_beta."),
         COSINE_MISTAKES, ("minidiff.schedules.NoiseSchedule.cosine",)),
+)
+
+
+# -- rescaling to zero terminal SNR (Lin et al. 2024, Algorithm 1) --------------------------------
+_rescale = schedules.rescale_zero_terminal_snr      # bound here: the check blocks minidiff's own
+
+
+def _sd_betas(num_steps: int) -> Tensor:
+    """Stable Diffusion's "scaled linear" β: √β evenly spaced from √0.00085 to √0.012."""
+    return torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, num_steps, dtype=torch.float64) ** 2
+
+
+def _zero_snr_cases(hidden: bool) -> list[Case]:
+    settings = ([("linear", 2), ("cosine", 7), ("scaled linear", 300)] if hidden else
+                [("linear", 10), ("linear", 1000), ("cosine", 100), ("sigmoid", 50), ("scaled linear", 1000)])
+    cases = []
+    for kind, num_steps in settings:
+        betas = _sd_betas(num_steps) if kind == "scaled linear" else schedules.make_schedule(kind, num_steps).betas
+        cases.append(Case(f"betas of the {kind} schedule, T={num_steps}", (betas,)))
+    return cases
+
+
+def check_zero_terminal_snr(fn: Callable, hidden: bool = False) -> Callable:
+    """Check ``fn(betas) -> betas`` against ``minidiff.schedules.rescale_zero_terminal_snr`` (Lin et al. 2024)."""
+    return check("zero_terminal_snr", fn, _rescale, _zero_snr_cases(hidden), _first_hint("zero_terminal_snr"),
+                 atol=1e-7, rtol=1e-5, hidden=hidden)
+
+
+def _rescale_with(root: bool = True, scale: bool = True, keep_first: bool = True, first_beta: bool = True,
+                  square: bool = True, output: str = "betas") -> Callable:
+    def wrong(betas: Tensor) -> Tensor:
+        abar = torch.cumprod(1 - betas, dim=0)
+        a = abar.sqrt() if root else abar
+        first, last = a[0].clone(), a[-1].clone()
+        a = a - last
+        if scale:
+            a = a * (first if keep_first else 1.0) / (first - last)
+        abar = a ** 2 if (root and square) else a
+        if output == "alphas_cumprod":
+            return abar
+        ratios = abar[1:] / abar[:-1]
+        alphas = torch.cat([abar[:1], ratios]) if first_beta else ratios
+        return 1 - alphas
+    return wrong
+
+
+ZERO_TERMINAL_SNR_MISTAKES = (
+    Mistake("ᾱ was shifted and scaled instead of √ᾱ: Algorithm 1 makes √ᾱ_t a straight line in the old √ᾱ_t",
+            _rescale_with(root=False)),
+    Mistake("√ᾱ was shifted but not scaled (or √ᾱ_1 was read after an in-place shift): multiply by "
+            "√ᾱ_1/(√ᾱ_1 − √ᾱ_T), with copies of √ᾱ_1 and √ᾱ_T taken before a changes", _rescale_with(scale=False)),
+    Mistake("√ᾱ_1 is not kept: the scale is √ᾱ_1/(√ᾱ_1 − √ᾱ_T), not 1/(√ᾱ_1 − √ᾱ_T), which makes ᾱ_1 = 1 and β_1 = 0",
+            _rescale_with(keep_first=False)),
+    Mistake("β_1 is missing: the first step's β'_1 = 1 − ᾱ'_1 (with ᾱ'_0 = 1) comes before the ratios",
+            _rescale_with(first_beta=False)),
+    Mistake("√ᾱ' was not squared back: ᾱ'_t = (√ᾱ'_t)² before taking the ratios", _rescale_with(square=False)),
+    Mistake("that is ᾱ'_t; the function returns β'_t = 1 − ᾱ'_t/ᾱ'_{t−1}", _rescale_with(output="alphas_cumprod")),
+)
+
+
+register(
+    Exercise("zero_terminal_snr", "rescale_zero_terminal_snr", _rescale, (
+        "Work with √ᾱ_t, the amplitude of x_0 left after step t: compute it from β, move the whole curve down so "
+        "that its last value is exactly 0, stretch it so that its first value is what it was, and turn the new "
+        "curve back into β.",
+        HINT_ZERO_TERMINAL_SNR,
+        "a = torch.cumprod(1 - betas, 0).sqrt(); first, last = a[0].clone(), a[-1].clone(); a = (a - last) * "
+        "first / (first - last); abar = a ** 2; then 1 − abar divided by abar shifted one step right with a 1 in "
+        "front (torch.cat)."),
+        ZERO_TERMINAL_SNR_MISTAKES,
+        ("minidiff.schedules.rescale_zero_terminal_snr", "minidiff.schedules.NoiseSchedule.rescaled_zero_terminal_snr")),
 )

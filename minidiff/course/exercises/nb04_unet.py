@@ -1,4 +1,5 @@
-"""Notebook 04's exercises: the sinusoidal timestep embedding and FiLM time injection."""
+"""Notebook 04's exercises: the sinusoidal timestep embedding, FiLM time injection, and the receptive field
+of a chain of convolutions."""
 from __future__ import annotations
 
 import math
@@ -11,13 +12,19 @@ from torch import Tensor
 from .core import (Case, Exercise, Mistake, _first_hint, check, describe, register)
 from ...nn.blocks import film
 from ...nn.embedding import timestep_embedding
+from ...nn.unet import receptive_field
 
-__all__ = ["HINT_EMBEDDING", "HINT_INJECT_TIME", "check_inject_time", "check_timestep_embedding"]   # what md.exercises exports from here
+__all__ = ["HINT_EMBEDDING", "HINT_INJECT_TIME", "HINT_RECEPTIVE_FIELD", "check_inject_time", "check_receptive_field",
+           "check_timestep_embedding"]   # what md.exercises exports from here
 
 
 HINT_EMBEDDING = ("ω_i = max_period^(−i/h) for i = 0 … h−1 with h = dim/2 (torch.exp(−log(max_period)·i/h)); "
                   "angles = t[:, None]·ω[None, :] in float32; return torch.cat([cos(angles), sin(angles)], dim=1) "
                   "— cosines first, shape (B, dim).")
+
+HINT_RECEPTIVE_FIELD = ("Start with r = 1 (one pixel sees itself) and j = 1 (neighbouring positions are 1 input pixel "
+                        "apart). For each layer (k, s) in order: r ← r + (k − 1)·j, then j ← j·s; record r after every "
+                        "layer and return the records as a LongTensor.")
 
 HINT_INJECT_TIME = ("Apply SiLU to emb, then emb_layer: (B, 2C). The first C columns are the scale γ, the last C "
                     "the shift β (.chunk(2, dim=1)); reshape both to (B, C, 1, 1) and return h·(1 + γ) + β — "
@@ -101,4 +108,61 @@ register(
         "scale, shift = emb_layer(F.silu(emb)).chunk(2, dim=1); index both with [:, :, None, None] and combine "
         "them with h as h·(1 + scale) + shift."),
         INJECT_TIME_MISTAKES, ("minidiff.nn.blocks.film",)),
+)
+
+
+# -- the receptive field of a chain of convolutions ------------------------------------------------
+_RECEPTIVE_FIELD_LAYERS = [
+    [(3, 1)] * 4,                                           # four 3×3 convolutions: 3, 5, 7, 9
+    [(3, 1), (3, 2), (3, 1), (3, 2), (3, 1)],               # two stride-2 downsamplings in between
+    [(5, 1), (2, 2), (3, 1)],
+    [(7, 2), (3, 2), (3, 1), (1, 1)],
+    [(3, 2)] * 5,
+]
+_HIDDEN_RECEPTIVE_FIELD_LAYERS = [[(1, 1)], [(4, 4), (3, 1)], [(3, 1), (3, 1), (2, 2), (3, 1), (2, 2), (3, 1)]]
+
+
+def check_receptive_field(fn: Callable, hidden: bool = False) -> Callable:
+    """Check ``fn(layers) -> LongTensor of the receptive field after each layer`` against
+    ``minidiff.nn.receptive_field``; ``layers`` is a list of (kernel_size, stride)."""
+    settings = _HIDDEN_RECEPTIVE_FIELD_LAYERS if hidden else _RECEPTIVE_FIELD_LAYERS
+    cases = [Case(f"layers={layers}", (list(layers),)) for layers in settings]
+    return check("receptive_field", fn, receptive_field, cases, _first_hint("receptive_field"), atol=0, rtol=0,
+                 hidden=hidden)
+
+
+def _field_with(stride: bool = True, jump_first: bool = False, grow: str = "k-1", start: int = 1,
+                last_only: bool = False) -> Callable:
+    def wrong(layers: list) -> Tensor:
+        r, j, fields = start, 1, []
+        for k, s in layers:
+            if jump_first and stride:
+                j = j * s
+            r = r + ((k - 1) if grow == "k-1" else k) * j
+            if not jump_first and stride:
+                j = j * s
+            fields.append(r)
+        return torch.tensor(fields[-1:] if last_only else fields, dtype=torch.long)
+    return wrong
+
+
+RECEPTIVE_FIELD_MISTAKES = (
+    Mistake("the strides were ignored: after a stride-s layer, neighbouring positions are s times further apart "
+            "in the input (j ← j·s)", _field_with(stride=False)),
+    Mistake("j was multiplied by the layer's stride before r grew: a layer's own stride only spreads the layers "
+            "after it (r ← r + (k − 1)·j first, then j ← j·s)", _field_with(jump_first=True)),
+    Mistake("a k×k kernel widens the field by k − 1 positions, not k", _field_with(grow="k")),
+    Mistake("r starts at 1 (one pixel, before any layer), not 0", _field_with(start=0)),
+    Mistake("only the last layer's field was returned; record r after every layer", _field_with(last_only=True)),
+)
+
+
+register(
+    Exercise("receptive_field", "receptive_field", receptive_field, (
+        "Walk through the layers in order, keeping two numbers: how wide a window of the input one position of "
+        "the current feature map sees, and how many input pixels apart two neighbouring positions of that map are.",
+        HINT_RECEPTIVE_FIELD,
+        "r, j, fields = 1, 1, []; for k, s in layers: r = r + (k − 1) * j; j = j * s; fields.append(r); then "
+        "torch.tensor(fields)."),
+        RECEPTIVE_FIELD_MISTAKES, ("minidiff.nn.unet.receptive_field",)),
 )
