@@ -14,7 +14,8 @@ from .core import (_ABAR, _ALPHA, IMAGE_TOLERANCE, Case, Exercise, ExerciseError
 __all__ = ["HINT_EMA_UPDATE", "HINT_TRAINING_LOSS", "check_ema_update", "check_training_loss"]   # what md.exercises exports from here
 
 
-HINT_TRAINING_LOSS = ("x_t = md.q_sample(x0, t, s, noise) (√ᾱ_t·x0 + √(1 − ᾱ_t)·noise); the network sees x_t "
+HINT_TRAINING_LOSS = ("x_t = md.q_sample(x0, t, s, noise) = √ᾱ·x0 + √(1 − ᾱ)·noise with ᾱ = s.alphas_cumprod[t], "
+                      "the ᾱ of step t + 1 (t holds positions, like every minidiff t); the network sees x_t "
                       "and t — not x0 — and predicts the noise: return ((model(x_t, t) − noise)²).mean(), "
                       "a mean over every pixel of the batch (not a sum, and not against x0).")
 
@@ -68,7 +69,8 @@ TRAINING_LOSS_MISTAKES = (
     Mistake("the squared errors were summed; the loss is their mean over every pixel of the batch",
             _loss_with(reduce="sum")),
     Mistake("the errors are not squared (that is a mean absolute error)", _loss_with(power=1)),
-    Mistake("x_t was made with s.alphas[t] (α_t) instead of ᾱ_t = s.alphas_cumprod[t] (md.q_sample does it right)",
+    Mistake("x_t was made with s.alphas[t] (the one-step α) instead of s.alphas_cumprod[t] (the ᾱ of step t + 1; "
+            "md.q_sample does it right)",
             _loss_with(abar=_ALPHA)),
 )
 
