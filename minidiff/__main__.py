@@ -25,7 +25,8 @@ import torch.distributed as dist
 
 from . import pretrained
 from .guidance import check_scale, labels_in_turn
-from .pretrained.recipes import RECIPES, evaluate_recipe, finish, make_trainer, ship
+from .pretrained.recipes import (RECIPES, evaluate_recipe, evaluate_snapshots, finish, make_trainer, ship,
+                                 ship_snapshots, train_recipe)
 from .samplers import SAMPLERS, sample
 from .images import save_grid
 from .train import COMPILE_MODES, NonFiniteLossError, RunConfig, RunFolderBusyError
@@ -160,18 +161,21 @@ def train_and_save(args: argparse.Namespace, recipe, trainer, out: Path) -> int:
     if args.resume is not None and trainer.step >= trainer.cfg.steps:
         raise UsageError(f"--resume {args.resume} is already at step {trainer.step} of {trainer.cfg.steps}: "
                          f"nothing to train; give --steps above {trainer.step} to train on")
-    trainer.train()
+    kept = train_recipe(recipe, trainer)        # the weights at the recipe's snapshots, if it has any
     finished = finish(recipe, trainer)
     trainer.save()
     trainer.save_model(out / "model.pt")
     if trainer.rank == 0:
         print(f"step {trainer.step}: loss {trainer.loss_history[-1][1]:.4f}; wrote {out / 'checkpoint.pt'} "
               f"and {out / 'model.pt'}")
-        metrics = finished | evaluate_recipe(recipe, trainer)
+        metrics = finished | (evaluate_snapshots(recipe, trainer, kept) if kept else evaluate_recipe(recipe, trainer))
         if metrics:
             print("metrics: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                           for k, v in metrics.items()))
-        if args.ship is not None:
+        if args.ship is not None and kept:
+            ship_snapshots(args.recipe, trainer, kept, metrics, args.ship)
+            print(f"shipped {args.recipe} ({', '.join(kept)}) into {args.ship}")
+        elif args.ship is not None:
             ship(args.recipe, trainer, metrics, args.ship, dtype="float32" if args.recipe == "classifier" else "float16")
             print(f"shipped {args.recipe} into {args.ship}")
     if dist.is_initialized():

@@ -3,7 +3,9 @@ r"""The training objective: noise an image to a random step $t$, ask the network
     t ~ U{1, …, T},  ε ~ N(0, I),  x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
     L = E_t [ w(t) · ‖f_θ(x_t, t, y) − target‖² ],  target ∈ {ε, x_0, v}
 
-With target ε and w = 1 this is DDPM's "simple" loss (Ho et al. 2020, eq. 14). The three targets
+With target ε and w = 1 this is DDPM's "simple" loss (Ho et al. 2020, eq. 14). The variational bound
+gives each step t the weight λ_t = β_t² / (2σ_t² α_t (1 − ᾱ_t)) instead (eq. 12, ``vlb_weight``), because
+each of its terms is a KL divergence between two Gaussians of equal variance (``gaussian_kl``). The three targets
 differ only by a t-dependent factor: for a fixed x_t, ‖x̂_0 − x_0‖² = ‖ε̂ − ε‖² / SNR(t) and
 ‖v̂ − v‖² = ‖ε̂ − ε‖² (1 + SNR(t)) / SNR(t). Weightings are defined on the ε scale and converted.
 In code ``t`` holds minidiff's positions, step − 1: drawn from {0, …, T−1}, tables read at ``[t]``.
@@ -37,6 +39,30 @@ def loss_weight(weighting: Weighting, target: Target, snr: Tensor, gamma: float 
     eps_scale = 1 / (1 + snr) if weighting == "p2" else (gamma / snr).clamp(max=1.0)
     to_target = {"eps": torch.ones_like(snr), "x0": snr, "v": snr / (1 + snr)}[target]
     return eps_scale * to_target
+
+
+def gaussian_kl(mean_q: Tensor, var_q: Tensor, mean_p: Tensor, var_p: Tensor) -> Tensor:
+    r"""$D_{KL}\big(\mathcal N(\mu_q, \sigma_q^2)\,\|\,\mathcal N(\mu_p, \sigma_p^2)\big)$ per element:
+
+    $$\tfrac12\Big(\log\frac{\sigma_p^2}{\sigma_q^2} + \frac{\sigma_q^2 + (\mu_q - \mu_p)^2}{\sigma_p^2} - 1\Big),$$
+
+    which for equal variances $\sigma_q^2 = \sigma_p^2 = \sigma^2$ is $(\mu_q - \mu_p)^2 / (2\sigma^2)$ (Ho et al.
+    2020, eq. 8). Sum it over an image's elements for the KL of the whole image (diagonal covariances)."""
+    var_q, var_p = torch.as_tensor(var_q, dtype=mean_q.dtype), torch.as_tensor(var_p, dtype=mean_q.dtype)
+    if not (var_q > 0).all() or not (var_p > 0).all():
+        raise ValueError("var_q and var_p must be > 0 (variances); got a value <= 0")
+    return 0.5 * (torch.log(var_p / var_q) + (var_q + (mean_q - mean_p) ** 2) / var_p - 1)
+
+
+def vlb_weight(schedule: NoiseSchedule, sigma2: Optional[Tensor] = None) -> Tensor:
+    r"""$\lambda_t = \dfrac{\beta_t^2}{2\sigma_t^2\,\alpha_t\,(1 - \bar\alpha_t)}$ at every position (step t at
+    position t − 1): the weight of $\|\varepsilon - \varepsilon_\theta\|^2$ in the bound's term $L_{t-1}$ (Ho et al.
+    2020, eq. 12). ``sigma2`` is the reverse process's variance $\sigma_t^2$ (default $\beta_t$, float64)."""
+    sigma2 = schedule.betas if sigma2 is None else sigma2
+    if not isinstance(sigma2, Tensor) or sigma2.shape != schedule.betas.shape:
+        raise ValueError(f"sigma2 must be a tensor of shape {tuple(schedule.betas.shape)}, one variance per step; "
+                         f"got {getattr(sigma2, 'shape', type(sigma2).__name__)}")
+    return schedule.betas ** 2 / (2 * sigma2 * schedule.alphas * (1 - schedule.alphas_cumprod))
 
 
 def per_sample_loss(model: Callable[..., Tensor], x0: Tensor, t: Tensor, schedule: NoiseSchedule,

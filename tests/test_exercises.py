@@ -685,7 +685,8 @@ def test_hints_come_in_tiers_for_every_exercise(capsys):
     names = {"q_step", "forward_chain", "alphas_cumprod", "q_sample", "posterior_mean", "convert_prediction",
              "cosine_schedule", "timestep_embedding",
              "inject_time", "training_loss", "ddpm_step", "ddim_step", "guided_prediction", "drop_labels",
-             "rescaled_guidance", "reparameterise", "kl_divergence", "zero_terminal_snr", "receptive_field"}
+             "rescaled_guidance", "reparameterise", "kl_divergence", "zero_terminal_snr", "receptive_field",
+             "ema_update"}
     assert set(ex.EXERCISES) == names == {n[len("check_"):] for n in dir(ex) if n.startswith("check_")} - {"properties"}
     for name in names:
         levels = [ex.hint(name, level) for level in (1, 2, 3)]
@@ -884,3 +885,64 @@ def test_outside_ipython_recording_a_failure_installs_nothing():
         ex.check_q_sample(q_sample_alphas)                                  # records, installs nothing, no error
     assert "q_sample" in ex._FAILED
     ex._FAILED.clear()
+
+
+# -- notebook 05: the EMA update -------------------------------------------------------------------
+def _ema(ema_model, model, decay):
+    """A learner's EMA update: parameters averaged in place without a graph, buffers copied."""
+    with torch.no_grad():
+        for p_ema, p in zip(ema_model.parameters(), model.parameters()):
+            p_ema.mul_(decay).add_(p, alpha=1 - decay)
+        for b_ema, b in zip(ema_model.buffers(), model.buffers()):
+            b_ema.copy_(b)
+
+
+def test_ema_update_check_passes_a_learner_and_the_trainers_update(capsys):
+    assert ex.check_ema_update(_ema) is _ema
+    assert ex.check_ema_update(_ema, hidden=True) is _ema
+    lerp = lambda e, m, d: _ema(e, m, d)
+    assert ex.check_ema_update(lerp) is lerp
+    out = capsys.readouterr().out
+    assert out.count("✓ ema_update: correct on 4 test cases.") == 2 and "hidden tests pass (2 more cases)" in out
+
+
+@pytest.mark.parametrize("wrong, named", [
+    (lambda e, m, d: _ema(e, m, 1 - d), "decay and 1 − decay are swapped"),
+    (lambda e, m, d: _ema(m, e, d), "the wrong model was updated"),
+    (lambda e, m, d: None, "the EMA's weights did not change"),
+], ids=["swapped", "wrong_model", "rebound"])
+def test_ema_update_mistakes_are_named(wrong, named):
+    assert _mistake(ex.check_ema_update, wrong).startswith(named)
+
+
+def test_ema_update_without_no_grad_is_refused_with_the_reason():
+    def recorded(ema_model, model, decay):
+        for p_ema, p in zip(ema_model.parameters(), model.parameters()):
+            p_ema.mul_(decay).add_(p, alpha=1 - decay)          # p requires grad: p_ema joins its graph
+        for b_ema, b in zip(ema_model.buffers(), model.buffers()):
+            b_ema.copy_(b)
+    with pytest.raises(ExerciseError, match=r"right numbers, but afterwards the EMA's parameters .* autograd graph.*"
+                                            r"torch.no_grad\(\)"):
+        ex.check_ema_update(recorded)
+
+
+def test_ema_update_not_attempted_falls_back_and_fails_under_nbgrader(capsys, monkeypatch):
+    def stub(ema_model, model, decay):
+        raise NotImplementedError("Exercise 'ema_update': replace this line with your implementation.")
+    fallback = ex.check_ema_update(stub)
+    assert "ema_update: not attempted yet" in capsys.readouterr().out
+    ema_model, model = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    expected = [0.9 * e + 0.1 * p for e, p in zip(ema_model.parameters(), model.parameters())]
+    fallback(ema_model, model, 0.9)                       # the Trainer's own update, for the later cells
+    for got, want in zip(ema_model.parameters(), expected):
+        torch.testing.assert_close(got.detach(), want.detach())
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    with pytest.raises(ExerciseError, match="ema_update was not attempted.*scores 0"):
+        ex.check_ema_update(stub)
+    with pytest.raises(ExerciseError, match="minidiff's own.*scores 0"):
+        ex.check_ema_update(fallback)
+
+
+def test_ema_update_may_not_call_the_trainers_own():
+    with pytest.raises(ExerciseError, match=r"ema_update calls minidiff's own md.train.ema_update"):
+        ex.check_ema_update(lambda e, m, d: md.train.ema_update(e, m, d))

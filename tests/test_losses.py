@@ -4,7 +4,7 @@ import torch
 
 import minidiff as md
 from minidiff.guidance import drop_labels
-from minidiff.losses import diffusion_loss, loss_weight, training_target
+from minidiff.losses import diffusion_loss, gaussian_kl, loss_weight, training_target, vlb_weight
 
 
 @pytest.fixture
@@ -126,3 +126,73 @@ def test_weightings_are_finite_at_zero_snr():
     loss = md.diffusion_loss(model, torch.randn(4, 1, 4, 4), z, target="v", weighting="min_snr",
                              t=torch.tensor([99, 99, 0, 50]))
     assert torch.isfinite(loss)
+
+
+# -- the variational bound (Ho et al. 2020, eq. 5, 8-12) and the SNR weighting (notebook 05) -----------------
+
+
+def test_gaussian_kl_matches_torch_and_is_the_scaled_squared_difference_for_equal_variances():
+    g = torch.Generator().manual_seed(0)
+    mq, mp = torch.randn(2, 50, generator=g, dtype=torch.float64)
+    vq, vp = torch.rand(2, 50, generator=g, dtype=torch.float64) + 0.1
+    expected = torch.distributions.kl_divergence(torch.distributions.Normal(mq, vq.sqrt()),
+                                                 torch.distributions.Normal(mp, vp.sqrt()))
+    torch.testing.assert_close(gaussian_kl(mq, vq, mp, vp), expected)
+    torch.testing.assert_close(gaussian_kl(mq, vp, mp, vp), (mq - mp) ** 2 / (2 * vp))      # eq. 8
+    assert torch.all(gaussian_kl(mq, vq, mq, vq) == 0)
+    with pytest.raises(ValueError, match="var_q and var_p must be > 0"):
+        gaussian_kl(mq, torch.zeros(50, dtype=torch.float64), mp, vp)
+
+
+def _means(s, t, x0, eps, eps_hat):
+    """(μ̃_t(x_t, x_0) from md.q_posterior, μ_θ(x_t, ε̂) in the ε form of eq. 11, x_t) at positions t."""
+    x_t = md.q_sample(x0, t, s, eps)
+    mu_tilde, _ = md.q_posterior(x0, x_t, t, s)
+    beta, alpha, abar = (md.extract(a, t, x_t) for a in (s.betas, s.alphas, s.alphas_cumprod))
+    mu_theta = (x_t - beta / (1 - abar).sqrt() * eps_hat) / alpha.sqrt()
+    return mu_tilde, mu_theta, (beta, alpha, abar)
+
+
+def test_the_posterior_mean_minus_the_models_is_the_noise_error_scaled():
+    """μ̃_t − μ_θ = β_t / (√α_t √(1 − ᾱ_t)) · (ε̂ − ε), for any ε̂ (eq. 10 minus eq. 11)."""
+    s = md.NoiseSchedule.linear(1000)
+    x0, eps, eps_hat = torch.randn(3, 4, 1, 5, 5, dtype=torch.float64).unbind(0)
+    t = torch.tensor([1, 10, 500, 999])
+    mu_tilde, mu_theta, (beta, alpha, abar) = _means(s, t, x0, eps, eps_hat)
+    torch.testing.assert_close(mu_tilde - mu_theta, beta / (alpha.sqrt() * (1 - abar).sqrt()) * (eps_hat - eps))
+
+
+@pytest.mark.parametrize("variance", ["beta", "posterior"])
+def test_each_bound_term_is_the_vlb_weighted_noise_error(variance):
+    """L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t)) = C + λ_t ‖ε − ε̂‖² (eq. 12), C free of θ."""
+    s = md.NoiseSchedule.linear(1000)
+    sigma2 = s.betas if variance == "beta" else s.posterior_variance
+    x0, eps, eps_hat = torch.randn(3, 4, 1, 5, 5, dtype=torch.float64).unbind(0)
+    t = torch.tensor([1, 10, 500, 999])                 # positions ≥ 1: the terms L_1 … L_{T−1}
+    mu_tilde, mu_theta, _ = _means(s, t, x0, eps, eps_hat)
+    var_q, var_p = md.extract(s.posterior_variance, t, x0), md.extract(sigma2, t, x0)
+    kl = lambda mu_p: gaussian_kl(mu_tilde, var_q, mu_p, var_p).flatten(1).sum(1)
+    weighted = vlb_weight(s, sigma2)[t] * (eps - eps_hat).pow(2).flatten(1).sum(1)
+    torch.testing.assert_close(kl(mu_theta) - kl(mu_tilde), weighted)
+
+
+def test_vlb_weight_on_the_linear_schedule():
+    s = md.NoiseSchedule.linear(1000)
+    w = vlb_weight(s)
+    # σ_t² = β_t: λ_t = β_t / (2 α_t (1 − ᾱ_t)); at step 1, 1 − ᾱ_1 = β_1, so λ_1 = 1 / (2 α_1)
+    torch.testing.assert_close(w, s.betas / (2 * s.alphas * (1 - s.alphas_cumprod)))
+    torch.testing.assert_close(w[0], 1 / (2 * s.alphas[0]))
+    assert w[0] / w.min() > 50 and w[-1] > w.min()        # largest at small t (what L_simple drops, §3.4)
+    with pytest.raises(ValueError, match=r"sigma2 must be a tensor of shape \(1000,\)"):
+        vlb_weight(s, s.betas[:10])
+
+
+def test_the_noise_error_is_snr_times_the_x0_error():
+    """‖ε − ε̂‖² = SNR(t) · ‖x₀ − x̂₀‖², x̂₀ = (x_t − √(1 − ᾱ_t) ε̂) / √ᾱ_t: the ε-MSE weights x̂₀'s error by SNR."""
+    s = md.NoiseSchedule.linear(1000)
+    x0, eps, eps_hat = torch.randn(3, 5, 1, 6, 6, dtype=torch.float64).unbind(0)
+    t = torch.tensor([0, 1, 250, 900, 999])
+    x0_hat = md.predict_x0_from_eps(md.q_sample(x0, t, s, eps), t, eps_hat, s)
+    err = lambda a, b: (a - b).pow(2).flatten(1).sum(1)
+    torch.testing.assert_close(err(eps, eps_hat), s.snr(t) * err(x0, x0_hat))
+    assert 3e-5 < s.snr(999) < 5e-5                      # step T of the linear schedule: x̂₀'s error barely counts

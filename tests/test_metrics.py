@@ -256,3 +256,38 @@ def test_the_shipped_shapes_classifier_reads_held_out_shapes():
     predicted = md.metrics.shape_predictions(images)
     assert predicted.shape == (200,) and (predicted == labels[:, 0]).float().mean() >= 0.99
     assert torch.equal(md.metrics.shape_predictions(images[:40], _ShapeOracle(labels[:40, 0])), labels[:40, 0])
+
+
+# -- notebook 05: real against real, the bias of FD and the unbiasedness of KID ------------------------
+@pytest.fixture(scope="module")
+def real_features():
+    """The shipped classifier's features of 1,200 real training digits (one pool to split at random)."""
+    return M.features(md.mnist("train").images[:1200])
+
+
+def _real_pairs(features, n, draws, seed=0):
+    """``draws`` pairs of disjoint random sets of ``n`` rows of ``features``."""
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(draws):
+        order = torch.randperm(len(features), generator=g)
+        yield features[order[:n]], features[order[n:2 * n]]
+
+
+def test_fd_of_real_against_real_is_biased_and_the_bias_falls_with_n(real_features):
+    mean_fd = {n: sum(M.frechet_distance_from_features(a, b) for a, b in _real_pairs(real_features, n, 4)) / 4
+               for n in (50, 150, 600)}
+    assert mean_fd[50] > 2 * mean_fd[150] > 2 * mean_fd[600] > 0      # 0 would be an unbiased estimate
+
+
+def test_kid_of_real_against_real_averages_to_zero_within_its_noise(real_features):
+    """KID (the unbiased MMD²) of two random halves of one pool has mean exactly 0 (every pair of digits is as
+    likely within a half as across), so its mean over draws is 0 within the standard error; the biased MMD²,
+    which keeps each point's kernel with itself, is positive on every draw."""
+    values, biased = [], []
+    for a, b in _real_pairs(real_features, 100, 30, seed=1):
+        values.append(M.mmd2_unbiased(a, b))
+        kxx, kyy = M.polynomial_kernel(a.double(), a.double()), M.polynomial_kernel(b.double(), b.double())
+        biased.append((kxx.mean() + kyy.mean() - 2 * M.polynomial_kernel(a.double(), b.double()).mean()).item())
+    values = torch.tensor(values, dtype=torch.float64)
+    assert abs(values.mean()) < 3 * values.std() / len(values) ** 0.5
+    assert min(biased) > 0

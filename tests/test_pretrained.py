@@ -163,3 +163,23 @@ def test_the_shipped_model_samples_the_same_with_or_without_naming_its_target():
                                     generator=torch.Generator().manual_seed(0), **kw)
         with torch.no_grad():
             assert torch.equal(draw(), draw(target="v"))
+
+
+def test_the_shipped_ema_snapshots_load_by_name_and_differ():
+    """mnist_ema (notebook 05): raw and EMA weights of one run, 30% of the way and at the end, in one file."""
+    models, schedule, diffusion = pretrained.load_snapshots("mnist_ema")
+    entry = pretrained.read_manifest()["mnist_ema"]
+    assert list(models) == entry["config"]["snapshots"] and len(models) == 4
+    assert [key.split()[0] for key in models] == ["raw", "ema", "raw", "ema"]
+    assert (pretrained.CHECKPOINT_DIR / entry["file"]).stat().st_size < 2 * 2**20
+    assert set(entry["metrics"]["by_snapshot"]) == set(models)
+    for model in models.values():
+        assert not model.training and model.target == diffusion.target == "v"
+        assert not any(p.requires_grad for p in model.parameters())
+    raw, ema = (dict(models[key].named_parameters()) for key in list(models)[:2])
+    assert any(not torch.equal(raw[name], ema[name]) for name in raw)
+    assert schedule.num_steps == 1000 and "mnist_ema" not in pretrained.diffusion_names()
+    with pytest.raises(ValueError, match="set of training snapshots|load it with load_snapshots|one of"):
+        pretrained.load_diffusion("mnist_ema")
+    with pytest.raises(ValueError, match=r"shipped file of training snapshots, one of \['mnist_ema'\]; got 'mnist_cond'"):
+        pretrained.load_snapshots("mnist_cond")

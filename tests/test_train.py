@@ -538,3 +538,25 @@ def test_a_live_owners_lock_is_respected_in_process(tmp_path):
     with pytest.raises(RunFolderBusyError, match=f"pid {os.getppid()}"):
         Trainer(md.UNet(tiny_config(num_classes=None)), images,
                 run=RunConfig(device="cpu", out_dir=str(tmp_path), progress=False))
+
+
+def test_a_recipe_with_snapshots_keeps_raw_and_ema_weights_and_ships_them_in_one_file(tmp_path, monkeypatch):
+    """recipes.train_recipe keeps θ and θ_ema at each snapshot; ship_snapshots writes them into one file that
+    pretrained.load_snapshots reads back (notebook 05's mnist_ema)."""
+    from dataclasses import replace
+    from minidiff import pretrained
+    from minidiff.pretrained.recipes import RECIPES, make_trainer, ship_snapshots, train_recipe
+    recipe = replace(RECIPES["tiny"], snapshots=(0.5, 1.0))
+    trainer = make_trainer(recipe, QUIET, steps=4)
+    kept = train_recipe(recipe, trainer)
+    assert list(kept) == ["raw 2", "ema 2", "raw 4", "ema 4"] and trainer.step == 4
+    _assert_same_tensors(kept["raw 4"], trainer.model.state_dict(), "raw")
+    _assert_same_tensors(kept["ema 4"], trainer.ema.state_dict(), "ema")
+    assert any(not torch.equal(kept["raw 2"][k], kept["raw 4"][k]) for k in kept["raw 2"])
+    ship_snapshots("toy_snapshots", trainer, kept, {"by_snapshot": {}}, root=str(tmp_path))
+    monkeypatch.setattr(pretrained, "CHECKPOINT_DIR", tmp_path)
+    models, schedule, _ = pretrained.load_snapshots("toy_snapshots")
+    assert list(models) == list(kept)
+    for key, model in models.items():           # stored in float16
+        for name, value in model.state_dict().items():
+            torch.testing.assert_close(value, kept[key][name].half().float(), rtol=0, atol=0)

@@ -188,7 +188,31 @@ def diffusion_names() -> list[str]:
 
 
 def _is_diffusion(config: dict) -> bool:
-    return (config.get("objective") or {}).get("kind") == "diffusion"
+    """One diffusion model (a file of training snapshots holds several: ``load_snapshots``)."""
+    return (config.get("objective") or {}).get("kind") == "diffusion" and "snapshots" not in config
+
+
+def snapshot_names() -> list[str]:
+    """The shipped files of training snapshots (``load_snapshots`` loads them)."""
+    return sorted(name for name, entry in manifest().items() if "snapshots" in entry["config"])
+
+
+def load_snapshots(name: str = "mnist_ema", device: Union[str, torch.device] = "cpu"
+                   ) -> tuple[dict[str, nn.Module], NoiseSchedule, DiffusionConfig]:
+    """The sets of weights one training run kept (``recipes.train_recipe``): ({"raw 1800": model, "ema 1800":
+    model, …} in the order they were kept, each in eval mode and frozen, knowing its target; the schedule; the
+    DiffusionConfig), on ``device``. The file's SHA-256 is checked against the manifest first."""
+    entry = _entry(name, _root(None))
+    if "snapshots" not in entry["config"]:
+        raise ValueError(f"name must be a shipped file of training snapshots, one of {snapshot_names()}; got "
+                         f"{name!r} (a single model: load it with load_diffusion or load_classifier)")
+    state, entry = load_state(name)
+    models, schedule, diffusion = {}, None, None
+    for key in entry["config"]["snapshots"]:
+        weights = {k[len(key) + 1:]: v for k, v in state.items() if k.startswith(key + ".")}
+        models[key], schedule, diffusion = _diffusion(entry["config"]["model"], weights,
+                                                      entry["config"]["objective"], device)
+    return models, schedule, diffusion
 
 
 def load_diffusion(name: str = "mnist_cond", device: Union[str, torch.device] = "cpu"
@@ -199,7 +223,7 @@ def load_diffusion(name: str = "mnist_cond", device: Union[str, torch.device] = 
     if not _is_diffusion(entry["config"]):
         raise ValueError(f"name must be a shipped diffusion model, one of {diffusion_names()}; got {name!r}, "
                          f"which is a {entry['config']['model']['kind']} (load it with its own loader, e.g. "
-                         f"load_classifier)")
+                         f"load_classifier, or load_snapshots for a file of training snapshots)")
     state, entry = load_state(name)
     return _diffusion(entry["config"]["model"], state, entry["config"]["objective"], device)
 

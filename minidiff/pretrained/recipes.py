@@ -11,6 +11,7 @@ output folder) is not part of it: that is ``RunConfig``, chosen on the command l
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Callable, Optional, Union
@@ -58,6 +59,7 @@ class Recipe:
     max_seconds: Optional[float] = None
     log_every: int = 100
     checkpoint_every: int = 1000
+    snapshots: tuple[float, ...] = ()          # fractions of train.steps at which the raw and EMA weights are kept
 
 
 RECIPES: dict[str, Recipe] = {
@@ -147,6 +149,22 @@ RECIPES: dict[str, Recipe] = {
                           ema_decay=0.999, grad_clip=1.0, seed=0),
         sample=SampleConfig(every=0, n=64, steps=20, guidance_scale=3.0, eval_samples=1000, sampler="dpm++"),
         max_seconds=180.0, log_every=200, checkpoint_every=0),
+    # Notebook 05's EMA lesson: the raw weights θ and their average θ_ema, kept 30% of the way in (the
+    # learning rate near its peak, θ still jumping from step to step) and at the end (the rate decayed to
+    # min_lr), all four shipped in one file (``pretrained.load_snapshots("mnist_ema")``). A small network
+    # (widths 12-24-24, 0.17 M parameters, 4 × 0.34 MB in float16) so that the whole set stays small and a
+    # CPU can train a short version of it: ``--steps`` shortens the run, and the snapshots stay at the same
+    # fractions of it.
+    "mnist_ema": Recipe(
+        data="mnist",
+        model=UNetConfig(image_size=28, in_channels=1, base_channels=12, channel_mults=(1, 2, 2),
+                         blocks_per_level=1, attention_resolutions=(7,), dropout=0.0, num_classes=10,
+                         head_dim=12),
+        objective=DiffusionConfig(schedule="linear", num_steps=1000, target="v", p_uncond=0.1),
+        train=TrainConfig(steps=6000, batch_size=64, lr=2e-3, min_lr=1e-5, warmup_steps=100,
+                          ema_decay=0.995, grad_clip=1.0, seed=0),
+        sample=SampleConfig(every=0, n=100, steps=20, guidance_scale=None, eval_samples=1000, sampler="dpm++"),
+        log_every=50, checkpoint_every=1000, snapshots=(0.3, 1.0)),
     # The smallest run that still goes through every code path: for tests and smoke checks.
     "tiny": Recipe(
         data="mnist",
@@ -350,6 +368,46 @@ def evaluate_text_model(model: torch.nn.Module, schedule, sample: SampleConfig, 
     return result | {f"multi_{k}": v for k, v in multi_result.items() if k.startswith(("object", "scene"))} | {
         "guidance_scale": sample.guidance_scale, "steps": sample.steps, "sampler": sample.sampler,
         "n_single": n, "n_multi": n // 2}
+
+
+def train_recipe(recipe: Recipe, trainer: Trainer) -> dict[str, dict[str, Tensor]]:
+    r"""Train ``trainer`` to its last step. At each of ``recipe.snapshots`` (fractions of ``train.steps``) keep a
+    copy of the raw weights $\theta$ and of their EMA $\theta_{ema}$: ``{"raw 1000": state, "ema 1000": state, …}``
+    (on the CPU; {} for a recipe without snapshots, or for a snapshot a resumed run had already passed)."""
+    kept: dict[str, dict[str, Tensor]] = {}
+    for fraction in recipe.snapshots:
+        stop = max(1, round(fraction * trainer.cfg.steps))
+        if stop > trainer.step:
+            trainer.train(stop - trainer.step)
+        if trainer.step == stop:
+            for copy, model in (("raw", trainer.model), ("ema", trainer.ema)):
+                kept[f"{copy} {stop}"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    trainer.train()
+    return kept
+
+
+def evaluate_snapshots(recipe: Recipe, trainer: Trainer, kept: dict[str, dict[str, Tensor]]) -> dict[str, Any]:
+    """The metrics protocol (``sample.sampler``, ``sample.steps``) on each kept set of weights:
+    ``{"by_snapshot": {key: {...}}}``."""
+    model = copy.deepcopy(trainer.ema).eval()
+    by_snapshot = {}
+    for key, state in kept.items():
+        model.load_state_dict(state)
+        result = metrics.evaluate_model(model, trainer.schedule, recipe.sample.sampler, recipe.sample.steps)
+        by_snapshot[key] = {k: result[k] for k in ("fd", "fd_ratio", "kid", "kid_std", "accuracy")}
+    return {"by_snapshot": by_snapshot}
+
+
+def ship_snapshots(name: str, trainer: Trainer, kept: dict[str, dict[str, Tensor]], metrics: dict,
+                   root: Optional[str] = None) -> dict:
+    """Write every kept set of weights (``train_recipe``) into one shipped file ``name``, in float16, each tensor
+    under ``"<key>.<parameter>"`` (key ``"raw 1000"``, ``"ema 1000"``, …); ``pretrained.load_snapshots`` reads it."""
+    state = {f"{key}.{k}": v for key, weights in kept.items() for k, v in weights.items()}
+    gpu = torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else "cpu"
+    config = {"model": describe(trainer.ema), "objective": trainer.objective.describe(),
+              "train": asdict(trainer.cfg), "snapshots": list(kept)}
+    metrics = {"steps": trainer.step, "trained_on": f"{gpu} (torch {torch.__version__})"} | metrics
+    return save_shipped(name, state, recipe=name, metrics=metrics, config=config, dtype="float16", root=root)
 
 
 def ship(name: str, trainer: Trainer, metrics: dict, root: Optional[str] = None, dtype: str = "float16") -> dict:
