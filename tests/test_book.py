@@ -81,6 +81,15 @@ def test_page_drops_the_colab_cell_and_widget_views_and_adds_the_provenance_box(
         assert text in box, text
 
 
+def test_page_drops_html_tags_that_load_from_elsewhere():
+    html = ('<link rel="stylesheet"\nhref="https://maxcdn.example/fa.css">\n<script src="//cdn.example/x.js"></script>'
+            '<link rel="stylesheet" href="_static/local.css"><script>var a = 1;</script><p>kept</p>')
+    nb = executed(solution())
+    nb.cells[2].outputs = [new_output("display_data", data={"text/html": html, "text/plain": "<HTML>"})]
+    got = book.page(nb, "06_sampling").cells[2].outputs[0].data["text/html"]
+    assert got == '\n<link rel="stylesheet" href="_static/local.css"><script>var a = 1;</script><p>kept</p>'
+
+
 def test_provenance_box_names_the_cpu_and_a_missing_record():
     cpu = book.provenance_html("01_a", RECORD | {"gpu": None, "device": "cpu", "profile": "smoke"})
     assert "CPU: AMD EPYC, 16 cores" in cpu and "<code>smoke</code>" in cpu and "rough" in cpu
@@ -88,8 +97,10 @@ def test_provenance_box_names_the_cpu_and_a_missing_record():
 
 
 def test_front_page_makes_repository_links_absolute_and_lists_each_pages_run():
-    readme = "# minidiff\n\nSee [INSTRUCTORS.md](INSTRUCTORS.md), [the site](https://x.org) and [below](#data).\n"
+    readme = ("# minidiff\n\nSee [INSTRUCTORS.md](INSTRUCTORS.md), [the site](https://x.org) and [below](#data).\n"
+              "| 01 | `01_a.ipynb` | `09_z.ipynb` |\n")
     text = book.front_page(readme, ["01_a", "06_b"], {"01_a": RECORD, "06_b": {}})
+    assert "| 01 | [`01_a.ipynb`](01_a.ipynb) | `09_z.ipynb` |" in text
     assert f"[INSTRUCTORS.md]({colab.blob_url('INSTRUCTORS.md')})" in text
     assert "[the site](https://x.org)" in text and "[below](#data)" in text
     assert "| [01_a](01_a.ipynb) | `full` | GPU: NVIDIA H200 | 2026-12-01 10:20 UTC |" in text

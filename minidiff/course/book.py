@@ -42,6 +42,10 @@ PROFILE_WORDS = {
     "default": "a learner's settings: short training on a CPU, then the shipped checkpoints",
     "full": "the GPU runner's settings: models trained to reference quality, asserted by the notebook",
 }
+# <link>/<script> tags in an HTML output that load from elsewhere (matplotlib's animation player links Font
+# Awesome from a CDN; the theme serves Font Awesome itself): dropped, so a page loads nothing from outside.
+REMOTE_TAG = re.compile(r"""<(?:link|script)\b[^>]*\b(?:href|src)\s*=\s*["']?(?:https?:)?//[^>]*>(?:\s*</script>)?""",
+                        re.IGNORECASE)
 MATHJAX_SKIP = ("localization", "extensions/a11y", "jax/output/SVG")   # unused by the HTML-CSS output
 
 
@@ -153,13 +157,16 @@ def provenance_html(stem: str, record: dict) -> str:
 
 
 def page(executed: nbformat.NotebookNode, stem: str) -> nbformat.NotebookNode:
-    """The executed notebook as a page: the Colab cell and widget views removed, the provenance box after the
-    title cell."""
+    """The executed notebook as a page: the Colab cell, widget views and HTML tags that load from elsewhere
+    removed, the provenance box after the title cell."""
     nb = copy.deepcopy(executed)
     nb.cells = [c for c in nb.cells if c.get("id") != colab.SETUP_CELL_ID]
     for cell in nb.cells:
         if cell.cell_type == "code":   # a live widget needs a kernel; each one has a static figure beside it
             cell.outputs = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})]
+            for output in cell.outputs:
+                if "text/html" in output.get("data", {}):
+                    output.data["text/html"] = REMOTE_TAG.sub("", output.data["text/html"])
     box = nbformat.v4.new_markdown_cell(provenance_html(stem, provenance(executed)), id="minidiff-provenance")
     nb.cells.insert(1, box)
     nb.metadata.pop("widgets", None)
@@ -167,13 +174,16 @@ def page(executed: nbformat.NotebookNode, stem: str) -> nbformat.NotebookNode:
 
 
 def front_page(readme: str, stems: list[str], records: dict[str, dict]) -> str:
-    """The README, its links to repository files made absolute, then where each page came from and the contents."""
+    """The README (its links to repository files made absolute, its notebook names linked to their pages), then
+    where each page came from, and the contents."""
     def link(match: re.Match) -> str:
         text, target = match.group(1), match.group(2)
         if re.match(r"^[a-z]+:|^#", target):
             return match.group(0)
         return f"[{text}]({colab.blob_url(target)})"
     body = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", link, readme)
+    body = re.sub(r"`(\w+)\.ipynb`", lambda m: f"[`{m.group(1)}.ipynb`]({m.group(1)}.ipynb)"
+                  if m.group(1) in stems else m.group(0), body)     # the README's notebook table links to the pages
     rows = "\n".join(f"| [{stem}]({stem}.ipynb) | `{r.get('profile', '?')}` | {machine(r) if r else 'not recorded'} | "
                      f"{when(r)} |" for stem, r in ((s, records[s]) for s in stems))
     toc = "\n".join(stems)
