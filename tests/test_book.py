@@ -70,10 +70,11 @@ def test_executed_copies_prefer_the_first_folder_that_holds_a_usable_copy(tmp_pa
     assert ran == []
 
 
-def test_page_drops_the_colab_cell_and_widget_views_and_adds_the_provenance_box():
+def test_page_drops_the_colab_cell_replaces_widget_views_and_adds_the_provenance_box():
     page = book.page(executed(solution()), "06_sampling")
     assert [c.get("id") for c in page.cells] == ["c00", "minidiff-provenance", "c01"]
-    assert [o.output_type for o in page.cells[2].outputs] == ["stream"]
+    assert [o.output_type for o in page.cells[2].outputs] == ["stream", "display_data"]
+    assert book.WIDGET_VIEW not in page.cells[2].outputs[1].data and "widget" in page.cells[2].outputs[1].data["text/html"]
     box = page.cells[1].source
     for text in ("<code>full</code>", "GPU: NVIDIA H200", "2026-12-01 10:20 UTC", "210.4 s", "torch 2.11.0",
                  "abc123", 'href="notebooks/06_sampling.ipynb" download',

@@ -37,6 +37,10 @@ REPO = Path(__file__).resolve().parents[2]
 BOOK = REPO / "book"
 EXECUTOR = REPO / "scripts" / "execute_notebook.py"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_NOTE = nbformat.v4.new_output("display_data", data={
+    "text/html": '<p class="minidiff-widget">An interactive widget runs here when the notebook runs in Jupyter '
+                 'or on Colab (it needs a live kernel).</p>',
+    "text/plain": "An interactive widget runs here when the notebook runs in Jupyter or on Colab."})
 PROFILE_WORDS = {
     "smoke": "CI's fastest settings: every code path runs, but models train only briefly and the numbers are rough",
     "default": "a learner's settings: short training on a CPU, then the shipped checkpoints",
@@ -157,13 +161,13 @@ def provenance_html(stem: str, record: dict) -> str:
 
 
 def page(executed: nbformat.NotebookNode, stem: str) -> nbformat.NotebookNode:
-    """The executed notebook as a page: the Colab cell, widget views and HTML tags that load from elsewhere
-    removed, the provenance box after the title cell."""
+    """The executed notebook as a page: the Colab cell and HTML tags that load from elsewhere removed, each
+    widget view replaced by a note (a widget needs a kernel), the provenance box after the title cell."""
     nb = copy.deepcopy(executed)
     nb.cells = [c for c in nb.cells if c.get("id") != colab.SETUP_CELL_ID]
     for cell in nb.cells:
         if cell.cell_type == "code":   # a live widget needs a kernel; each one has a static figure beside it
-            cell.outputs = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})]
+            cell.outputs = [copy.deepcopy(WIDGET_NOTE) if WIDGET_VIEW in o.get("data", {}) else o for o in cell.outputs]
             for output in cell.outputs:
                 if "text/html" in output.get("data", {}):
                     output.data["text/html"] = REMOTE_TAG.sub("", output.data["text/html"])
