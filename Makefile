@@ -5,11 +5,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # CI's machine has 2 cores: one pytest worker per core, one torch thread per worker.
 WORKERS ?= 2
+# The site (make book, below): its own extra, installed on top of the course's.
+BOOK_STAMP   := $(VENV)/.book-$(shell cksum pyproject.toml | cut -d' ' -f1)
+BOOK_PROFILE ?= default
+EXECUTED     ?=
 
 # PyTorch's CPU build instead of PyPI's (which brings CUDA), e.g. `make lab TORCH_INDEX=https://download.pytorch.org/whl/cpu`
 TORCH_INDEX ?=
 
-.PHONY: setup lab test test-unit test-notebooks notebooks assignments test-gpu browser clean
+.PHONY: setup lab test test-unit test-notebooks notebooks assignments test-gpu browser clean book book-env
 
 # Setting up .venv says what it does, stays quiet, and ends with one line saying what is ready. setuptools
 # announces every editable install with a warning: that one message, and only it, is filtered out.
@@ -32,7 +36,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/ $(ROOT_FLAG)
 
-test: $(STAMP) browser
+test: $(STAMP) $(BOOK_STAMP) browser
 	env -u MPLBACKEND MINIDIFF_PROFILE=smoke OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(WORKERS) --dist loadscope \
 		--nbval-lax --nbval-current-env -p no:cacheprovider tests notebooks solutions
 
@@ -55,6 +59,20 @@ assignments: $(STAMP)
 # Every notebook in the `full` profile on a CUDA machine (brings its own wheels if needed).
 test-gpu:
 	bash scripts/gpu_suite.sh
+
+# The course as a website (book/ and minidiff/course/book.py): the solutions executed, then Sphinx, into
+# book/_build/html/. Each page comes from the GPU suite's run where EXECUTED names its folder and it holds
+# that notebook (make book EXECUTED=gpu_suite_out), otherwise from a run here in BOOK_PROFILE (cached in
+# book/_build/executed/ until the notebook changes). CI builds it in `smoke` inside `make test`.
+$(BOOK_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[course,instructor,book]'
+	rm -f $(VENV)/.book-*
+	touch $(BOOK_STAMP)
+
+book-env: $(BOOK_STAMP)
+
+book: $(BOOK_STAMP)
+	env -u MPLBACKEND $(BIN)/python -m minidiff.course.book --profile $(BOOK_PROFILE) $(addprefix --executed ,$(EXECUTED))
 
 # Debian's Chromium for the real-browser test; skipped quietly where it cannot be installed.
 browser:

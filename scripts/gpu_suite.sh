@@ -3,7 +3,8 @@
 # NOTEBOOKS="…" picks some) under nbval in the `full` profile on a CUDA machine, and write the
 # results and per-notebook times to $OUT (or ./gpu_suite_out). RUNNER=execute runs each notebook with
 # scripts/execute_notebook.py instead of nbval (the same pass/fail: no cell may raise) and keeps the
-# executed copy, outputs and figures included, in $OUT to be read and looked at.
+# executed copy, outputs and figures included, in $OUT to be read and looked at (and to build the site
+# from: `make book EXECUTED=gpu_suite_out`; each copy records its profile, GPU and date).
 # Works on a bare box that has torch but not the Jupyter stack: wheels in .whl/ (made by
 # scripts/fetch_gpu_wheels.sh) are installed into /tmp/minidiff-site first.
 set -euo pipefail
@@ -21,7 +22,9 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export MINIDIFF_PROFILE=full PYTHONUNBUFFERED=1
 unset MPLBACKEND
-"$python" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())"
+# The machine and date head times.txt (each executed notebook also records them in its metadata).
+"$python" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())" \
+  | sed "s/^/# $(date -u '+%Y-%m-%d %H:%M UTC') torch /" | tee -a "$out/times.txt"
 
 status=0
 # The unit tests first: the CUDA-only ones (CUDA graphs, devices, bf16) run only on a machine like this.

@@ -1,4 +1,5 @@
-"""environment.yml and pyproject.toml name the same packages with the same bounds."""
+"""environment.yml and pyproject.toml name the same packages with the same bounds (the dependencies and
+the `course` and `book` extras; `instructor`'s nbgrader is installed with pip by those who grade)."""
 import re
 import sys
 from pathlib import Path
@@ -22,7 +23,8 @@ def _split(requirement: str) -> tuple[str, str]:
 
 def _pyproject() -> tuple[dict[str, str], str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    reqs = project["dependencies"] + project["optional-dependencies"]["course"]
+    extras = project["optional-dependencies"]
+    reqs = project["dependencies"] + extras["course"] + extras["book"]
     return dict(_split(r) for r in reqs), project["requires-python"]
 
 

@@ -191,7 +191,8 @@ def test_strip_solutions_cleans_solutions_in_place(tmp_path):
     assert nbgen.main(args + ["--check", "--strip-solutions"]) == 1
     assert nbgen.main(args + ["--strip-solutions"]) == 0
     solution = nbformat.read(tmp_path / "solutions" / "a.ipynb", as_version=4)
-    assert solution.cells[0].outputs == [] and solution.cells[0].source == Q_STEP
+    assert solution.cells[0].id == "colab-setup"           # nbgen's first cell (tests/test_colab.py)
+    assert solution.cells[1].outputs == [] and solution.cells[1].source == Q_STEP
     assert nbgen.main(args + ["--check", "--strip-solutions"]) == 0
 
 
@@ -295,12 +296,12 @@ CHECK_HIDDEN = ('q_step = md.exercises.check_q_step(q_step)\n'
 def test_hidden_tests_leave_the_student_copy_markers_included_and_stay_in_the_solution(tmp_path):
     args = write_solutions(tmp_path, a=notebook(Q_STEP, CHECK_HIDDEN))
     assert nbgen.main(args) == 0
-    student = nbformat.read(tmp_path / "notebooks" / "a.ipynb", as_version=4)
-    assert student.cells[1].source == 'q_step = md.exercises.check_q_step(q_step)\nprint("checked")'
+    student = nbformat.read(tmp_path / "notebooks" / "a.ipynb", as_version=4)   # cell 0: the Colab setup cell
+    assert student.cells[2].source == 'q_step = md.exercises.check_q_step(q_step)\nprint("checked")'
     solution = nbformat.read(tmp_path / "solutions" / "a.ipynb", as_version=4)
-    assert solution.cells[1].source == CHECK_HIDDEN
+    assert solution.cells[2].source == CHECK_HIDDEN
     # the hidden call names the same check again: still one grade cell worth POINTS
-    assert solution.cells[1].metadata.nbgrader == {"schema_version": 3, "solution": False, "grade": True,
+    assert solution.cells[2].metadata.nbgrader == {"schema_version": 3, "solution": False, "grade": True,
                                                    "locked": True, "points": nbgen.POINTS,
                                                    "grade_id": "check_q_step"}
 

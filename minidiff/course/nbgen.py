@@ -18,6 +18,11 @@ In a markdown cell ``<!-- BEGIN SOLUTION -->`` … ``<!-- END SOLUTION -->`` bec
 Outputs, execution counts and volatile metadata are dropped; cell ids are kept, so diffs stay small.
 Every notebook, solution and student copy, names the kernel ``KERNELSPEC`` ("Python 3 (ipykernel)").
 
+Every notebook, solution and student version alike, starts with the Colab setup cell (id ``colab-setup``,
+``minidiff.course.colab``): on Colab it pip-installs minidiff from the repository named in pyproject.toml,
+anywhere else it does nothing. This command writes it (and rewrites it when that address changes): do not
+edit it by hand.
+
 The solutions also carry nbgrader's cell metadata, written by this same command (``nbgrader_metadata``),
 so that plain ``nbgrader generate_assignment`` accepts them: an exercise cell is a solution cell
 (grade id: the exercise's name), the check after it a locked autograded test worth ``POINTS``
@@ -33,6 +38,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import nbformat
+
+from . import colab
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
@@ -188,6 +195,18 @@ def nbgrader_metadata(nb: nbformat.NotebookNode, stem: str, name: Optional[str] 
     return nb
 
 
+def with_setup_cell(nb: nbformat.NotebookNode, source: str, stem: str) -> nbformat.NotebookNode:
+    """A copy of ``nb`` whose first cell is the Colab setup cell holding ``source`` (added, or brought up to
+    date), a locked teaching cell for nbgrader like the other cells of the notebook ``stem``."""
+    nb = copy.deepcopy(nb)
+    if not (nb.cells and nb.cells[0].get("id") == colab.SETUP_CELL_ID):
+        nb.cells.insert(0, nbformat.v4.new_code_cell(id=colab.SETUP_CELL_ID))
+    cell = nb.cells[0]
+    cell.source = source
+    cell.metadata["nbgrader"] = nbformat.NotebookNode(nbgrader_cell(cell, stem, f"{stem} cell 0"))
+    return nb
+
+
 def render(nb: nbformat.NotebookNode) -> str:
     """The file's text: nbformat's JSON has sorted keys, so the same notebook always gives the same bytes."""
     text = nbformat.writes(nb, version=4)
@@ -195,13 +214,15 @@ def render(nb: nbformat.NotebookNode) -> str:
 
 
 def planned_files(solutions: Path, out: Path, strip_solutions: bool = False) -> dict[Path, str]:
-    """Every file to write, path -> text: one student notebook per solution (and the cleaned solutions)."""
-    files = {}
+    """Every file to write, path -> text: one student notebook per solution, and the solution itself (its
+Colab cell and nbgrader metadata brought up to date; with ``strip_solutions`` also cleaned)."""
+    files, setup = {}, colab.setup_cell_source()
     for path in sorted(solutions.glob("*.ipynb")):
         nb = nbgrader_metadata(nbformat.read(path, as_version=4), path.stem, str(path))
         nb.metadata.kernelspec = nbformat.NotebookNode(KERNELSPEC)
-        files[out / path.name] = render(student_notebook(nb, str(path)))
-        files[path] = render(cleaned_solution(nb) if strip_solutions else nb)
+        student = student_notebook(nb, str(path))   # errors name cells as numbered in the file as it is
+        files[out / path.name] = render(with_setup_cell(student, setup, path.stem))
+        files[path] = render(with_setup_cell(cleaned_solution(nb) if strip_solutions else nb, setup, path.stem))
     return files
 
 
