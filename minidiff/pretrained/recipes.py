@@ -78,6 +78,22 @@ RECIPES: dict[str, Recipe] = {
                           ema_decay=0.999, grad_clip=1.0, seed=0),
         sample=SampleConfig(every=0, n=100, steps=50, guidance_scale=None, eval_samples=1000),
         checkpoint_every=4000),
+    # Notebook 06's ε-model: the same data and objective as mnist_cond but target ε, in a network small
+    # enough to ship beside it (widths 16-32-32, one block per level, 0.30 M parameters, 0.6 MB in
+    # float16) and to train on a CPU (batch 32: ~0.45 s of one core per step). It is there to show what
+    # the course's switch to v is about: an ε-model's x̂_0 is barely trained at high noise, and its
+    # deterministic samplers keep that. The shipped file may be a CPU run of this recipe with fewer
+    # --steps: its manifest entry says which.
+    "mnist_eps": Recipe(
+        data="mnist",
+        model=UNetConfig(image_size=28, in_channels=1, base_channels=16, channel_mults=(1, 2, 2),
+                         blocks_per_level=1, attention_resolutions=(7,), dropout=0.1, num_classes=10,
+                         head_dim=32),
+        objective=DiffusionConfig(schedule="linear", num_steps=1000, target="eps", p_uncond=0.1),
+        train=TrainConfig(steps=30_000, batch_size=32, lr=1.5e-3, min_lr=1e-5, warmup_steps=200,
+                          ema_decay=0.999, grad_clip=1.0, seed=0),
+        sample=SampleConfig(every=0, n=100, steps=50, guidance_scale=None, eval_samples=1000),
+        log_every=100, checkpoint_every=2000),
     # The metrics' digit classifier: 60 passes' worth of batches over the 4,000 training digits, each
     # digit freshly turned/moved/zoomed, warm-up then cosine (the shape of a one-cycle schedule). No
     # EMA (ema_decay 0: the "EMA" is the weights themselves, so BatchNorm's statistics match them).
