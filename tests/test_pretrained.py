@@ -146,7 +146,7 @@ def test_shipped_diffusion_model_loads_and_draws_digits():
 
 def test_load_diffusion_names_the_diffusion_models_when_given_another_kind():
     import minidiff as md
-    with pytest.raises(ValueError, match=r"shipped diffusion model, one of \['mnist_cond', 'mnist_eps', 'shapes_cond', 'shapes_ldm'\]; got 'classifier'"):
+    with pytest.raises(ValueError, match=r"shipped diffusion model, one of \['mnist_cond', 'shapes_cond', 'shapes_ldm'\]; got 'classifier'"):
         md.load_diffusion("classifier")
     with pytest.raises(ValueError, match="one of"):
         md.load_diffusion("mnist_cnod")
@@ -165,9 +165,10 @@ def test_the_shipped_model_samples_the_same_with_or_without_naming_its_target():
             assert torch.equal(draw(), draw(target="v"))
 
 
+@pytest.mark.skipif("mnist_eps" not in pretrained.read_manifest(), reason="mnist_eps is not shipped yet (a GPU run of "
+                    "its recipe: python -m minidiff train --recipe mnist_eps --cuda-graph --ship minidiff/pretrained/checkpoints)")
 def test_the_shipped_eps_model_is_its_recipes_small_eps_model_and_draws_digits():
-    """Notebook 06's ε-model: the mnist_eps recipe's network, under 1 MB, predicting ε, drawing the digits
-    asked for (with the few steps a CPU run had: a loose bar)."""
+    """Notebook 06's ε-model: the mnist_eps recipe's network, under 1 MB, predicting ε, drawing the digits asked for."""
     from minidiff.pretrained.recipes import RECIPES, model_description
     model, schedule, diffusion = md.load_diffusion("mnist_eps")
     entry = pretrained.read_manifest()["mnist_eps"]
@@ -178,7 +179,7 @@ def test_the_shipped_eps_model_is_its_recipes_small_eps_model_and_draws_digits()
     labels = torch.arange(10).repeat(2)
     with torch.no_grad():
         x = md.ddim_sample(model, schedule, (20, 1, 28, 28), steps=20, y=labels, generator=torch.Generator().manual_seed(0))
-    assert md.class_accuracy(x.clamp(-1, 1), labels) >= 0.7
+    assert md.class_accuracy(x.clamp(-1, 1), labels) >= 0.8
 
 
 def test_all_shipped_files_together_stay_small():
