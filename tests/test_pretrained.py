@@ -185,3 +185,22 @@ def test_the_shipped_eps_model_is_its_recipes_small_eps_model_and_draws_digits()
 def test_all_shipped_files_together_stay_small():
     sizes = {name: (pretrained.CHECKPOINT_DIR / entry["file"]).stat().st_size for name, entry in pretrained.read_manifest().items()}
     assert sum(sizes.values()) < 25 * 2**20, sizes
+
+
+def test_compare_samplers_scores_ddpm_against_the_deterministic_samplers(monkeypatch):
+    """What a recipe with ``by_sampler`` writes into its manifest entry, and notebook 06 reads: FD, FD/floor and
+    accuracy for DDPM 1000, DDIM 50 and DPM-Solver++ 20 under the metrics protocol."""
+    from minidiff.pretrained import recipes
+    calls = []
+
+    def fake_protocol(model, schedule, sampler, steps, draws=1):
+        calls.append((sampler, steps, draws))
+        return {"fd": 2.0 * len(calls), "fd_ratio": 4.0 * len(calls), "accuracy": 0.9, "fd_floor": 0.5}
+    monkeypatch.setattr(recipes.metrics, "evaluate_model", fake_protocol)
+    rows = recipes.compare_samplers(None, None)
+    assert calls == [("ddpm", 1000, 2), ("ddim", 50, 2), ("dpm++", 20, 2)]
+    assert rows == {"DDPM 1000": {"fd": 2.0, "fd_ratio": 4.0, "accuracy": 0.9},
+                    "DDIM 50": {"fd": 4.0, "fd_ratio": 8.0, "accuracy": 0.9},
+                    "DPM-Solver++ 20": {"fd": 6.0, "fd_ratio": 12.0, "accuracy": 0.9}}
+    assert recipes.RECIPES["mnist_eps"].sample.by_sampler and recipes.RECIPES["mnist_eps"].objective.target == "eps"
+    assert set(md.pretrained.manifest()["mnist_cond"]["metrics"]["by_sampler"]) == set(recipes.BY_SAMPLER)
