@@ -29,7 +29,7 @@ The package, in the order the course teaches it:
     pretrained/                      the shipped checkpoints and the recipes that made them
     course/                          the course's tooling: profiles, plots, exercise checks, nbgen
 """
-from . import checkpoint, data, diffusion, guidance, losses, nn, objectives, registry, samplers, schedules, train
+from . import checkpoint, data, diffusion, guidance, losses, nn, objectives, registry, samplers, schedules, scores, train
 from . import latent, metrics, pretrained
 from .course import exercises, profiles, viz
 from .course.profiles import by_profile, profile

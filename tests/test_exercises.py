@@ -503,7 +503,7 @@ def _ddim(x_t, eps, t, t_prev, s, eta, noise, prev_is_one=True):
 
 def test_check_ddpm_step(capsys):
     assert md.exercises.check_ddpm_step(_ddpm) is _ddpm
-    with pytest.raises(md.exercises.ExerciseError, match=r"(?s)ddpm_step is not right yet, on case 6 of 6: .*t=0.*noise was added at t = 0 too.*Algorithm 2"):
+    with pytest.raises(md.exercises.ExerciseError, match=r"(?s)ddpm_step is not right yet, on case 6 of 6: .*t=0.*noise was added at position 0 too.*Algorithm 2"):
         md.exercises.check_ddpm_step(lambda *a: _ddpm(*a, last_noise=True))
     with pytest.raises(md.exercises.ExerciseError, match=r"(?s)ddpm_step is not right yet, on case 1 of 6"):
         md.exercises.check_ddpm_step(lambda x_t, eps, t, s, n: _ddpm(x_t, eps, t, s, n, variance=s.alphas))
@@ -511,10 +511,55 @@ def test_check_ddpm_step(capsys):
 
 def test_check_ddim_step(capsys):
     assert md.exercises.check_ddim_step(_ddim) is _ddim
-    with pytest.raises(md.exercises.ExerciseError, match=r"(?s)ddim_step is not right yet, on case 2 of 6: .*t_prev=-1.*you used ᾱ_0; ᾱ' = 1"):
+    with pytest.raises(md.exercises.ExerciseError, match=r"(?s)ddim_step is not right yet, on case 2 of 6: .*t_prev=-1.*you used s.alphas_cumprod\[0\], the ᾱ of step 1; position −1 is step 0, where ᾱ' = ᾱ_0 = 1"):
         md.exercises.check_ddim_step(lambda *a: _ddim(*a, prev_is_one=False))
     with pytest.raises(md.exercises.ExerciseError, match=r"(?s)ddim_step is not right yet, on case 3 of 6: .*eta=1.0"):
         md.exercises.check_ddim_step(lambda x_t, eps, t, tp, s, eta, n: _ddim(x_t, eps, t, tp, s, 0.0, n))
+
+
+def _ddim_loop(model, s, x_T, steps, eta=0.0, y=None, generator=None, spacing="trailing"):
+    """A learner's loop: its own positions, minidiff's conversion to ε, the learner's own step."""
+    T = s.num_steps
+    if spacing == "trailing":
+        positions = [round(T - k * T / steps) - 1 for k in range(steps)]
+    else:
+        positions = [k * (T // steps) for k in reversed(range(steps))]
+    x = x_T
+    for t, t_prev in zip(positions, positions[1:] + [-1]):
+        eps, _ = md.samplers.predict_eps(model, x, t, s, y)
+        x = _ddim(x, eps, t, t_prev, s, eta, torch.randn(x.shape, generator=generator))
+    return x
+
+
+def test_check_ddim_loop_passes_a_learners_loop_and_names_the_common_mistakes(capsys):
+    assert ex.check_ddim_loop(_ddim_loop) is _ddim_loop
+    assert capsys.readouterr().out == "✓ ddim_loop: correct on 5 test cases.\n"
+    with pytest.raises(ExerciseError, match=r'(?s)ddim_loop is not right yet, on case 1 of 5: .*the toy.*positions are "leading"'):
+        ex.check_ddim_loop(lambda *a: _ddim_loop(*a, spacing="leading"))
+    descriptions = " | ".join(m.description for m in ex.EXERCISES["ddim_loop"].mistakes)
+    for named in ('positions are "leading"', "one step short of x_0", "raw output was used as eps",
+                  "eta was not passed on", "the labels y were not passed"):
+        assert named in descriptions
+
+
+def test_check_ddim_loop_blocks_minidiffs_loop_falls_back_and_fails_when_graded(capsys, monkeypatch):
+    def calls_minidiff(model, s, x_T, steps, eta=0.0, y=None, generator=None):
+        return md.ddim_sample(model, s, x_T.shape, steps, eta, y=y, generator=generator, x_T=x_T)
+    with pytest.raises(ExerciseError, match="ddim_loop calls minidiff's own md.ddim_sample"):
+        ex.check_ddim_loop(calls_minidiff)
+
+    def own_positions_from_minidiff(model, s, x_T, steps, eta=0.0, y=None, generator=None):
+        md.samplers.ddim_timesteps(s.num_steps, steps)
+    with pytest.raises(ExerciseError, match="calls minidiff's own md.samplers.ddim_timesteps"):
+        ex.check_ddim_loop(own_positions_from_minidiff)
+
+    def stub(*args, **kwargs):
+        raise NotImplementedError
+    fallback = ex.check_ddim_loop(stub)
+    assert fallback is not stub and ex.check_ddim_loop(fallback) is fallback
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    with pytest.raises(ExerciseError, match="ddim_loop was not attempted.*scores 0"):
+        ex.check_ddim_loop(stub)
 
 
 # -- notebook 07 ---------------------------------------------------------------------------------
@@ -684,7 +729,7 @@ def test_use_reference_gives_minidiffs_version(capsys):
 def test_hints_come_in_tiers_for_every_exercise(capsys):
     names = {"q_step", "forward_chain", "alphas_cumprod", "q_sample", "posterior_mean", "convert_prediction",
              "cosine_schedule", "timestep_embedding",
-             "inject_time", "training_loss", "ddpm_step", "ddim_step", "guided_prediction", "drop_labels",
+             "inject_time", "training_loss", "ddpm_step", "ddim_step", "ddim_loop", "guided_prediction", "drop_labels",
              "rescaled_guidance", "reparameterise", "kl_divergence", "zero_terminal_snr", "receptive_field",
              "ema_update"}
     assert set(ex.EXERCISES) == names == {n[len("check_"):] for n in dir(ex) if n.startswith("check_")} - {"properties"}
@@ -726,7 +771,7 @@ def _mistake(check, wrong):
     (ex.check_q_step, lambda x, t, s, n: coef(s.alphas_cumprod, t, x).sqrt() * x + coef(s.betas, t, x).sqrt() * n,
      "you used s.alphas_cumprod[t]"),
     (ex.check_posterior_mean, lambda x0, x_t, t, s: posterior_mean_ok(x_t, x0, t, s), "the coefficients are swapped"),
-    (ex.check_ddpm_step, lambda *a: _ddpm(*a, last_noise=True), "noise was added at t = 0 too"),
+    (ex.check_ddpm_step, lambda *a: _ddpm(*a, last_noise=True), "noise was added at position 0 too"),
     (ex.check_kl_divergence, lambda m, lv: _kl(m, lv, reduce="mean"), "you averaged over each image's latent elements"),
     (ex.check_kl_divergence, lambda m, lv: _kl(m, lv, half=1.0), "the ½ is missing"),
     (ex.check_kl_divergence, lambda m, lv: _kl(m, lv, variance=lambda lv: torch.exp(0.5 * lv)),
@@ -807,13 +852,14 @@ def test_hidden_cases_run_more_cases_and_fail_when_not_attempted(capsys, monkeyp
 def test_hidden_checks_pass_learner_solutions(capsys):
     assert ex.check_ddpm_step(_ddpm, hidden=True) is None
     assert ex.check_ddim_step(_ddim, hidden=True) is None
+    assert ex.check_ddim_loop(_ddim_loop, hidden=True) is None
     assert ex.check_kl_divergence(_kl, hidden=True) is None
     assert ex.check_reparameterise(_reparameterise, hidden=True) is None
     assert ex.check_guided_prediction(_guided, hidden=True) is None
     assert ex.check_timestep_embedding(_embedding, hidden=True) is None
     assert ex.check_inject_time(_film, hidden=True) is None
     assert ex.check_training_loss(_loss, hidden=True) is None
-    assert capsys.readouterr().out.count("hidden tests pass") == 8
+    assert capsys.readouterr().out.count("hidden tests pass") == 9
 
 
 def test_calling_minidiffs_own_version_is_refused_and_then_restored():

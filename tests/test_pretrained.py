@@ -183,3 +183,44 @@ def test_the_shipped_ema_snapshots_load_by_name_and_differ():
         pretrained.load_diffusion("mnist_ema")
     with pytest.raises(ValueError, match=r"shipped file of training snapshots, one of \['mnist_ema'\]; got 'mnist_cond'"):
         pretrained.load_snapshots("mnist_cond")
+
+
+@pytest.mark.skipif("mnist_eps" not in pretrained.read_manifest(), reason="mnist_eps is not shipped yet (a GPU run of "
+                    "its recipe: python -m minidiff train --recipe mnist_eps --cuda-graph --ship minidiff/pretrained/checkpoints)")
+def test_the_shipped_eps_model_is_its_recipes_small_eps_model_and_draws_digits():
+    """Notebook 06's ε-model: the mnist_eps recipe's network, under 1 MB, predicting ε, drawing the digits asked for."""
+    from minidiff.pretrained.recipes import RECIPES, model_description
+    model, schedule, diffusion = md.load_diffusion("mnist_eps")
+    entry = pretrained.read_manifest()["mnist_eps"]
+    assert diffusion == RECIPES["mnist_eps"].objective and model.target == "eps" and diffusion.target == "eps"
+    assert entry["config"]["model"] == {**model_description(RECIPES["mnist_eps"].model), "target": "eps"}
+    assert (pretrained.CHECKPOINT_DIR / entry["file"]).stat().st_size < 2**20 and entry["dtype"] == "float16"
+    assert {"DDPM 1000", "DDIM 50", "DPM-Solver++ 20"} <= set(entry["metrics"]["by_sampler"])
+    labels = torch.arange(10).repeat(2)
+    with torch.no_grad():
+        x = md.ddim_sample(model, schedule, (20, 1, 28, 28), steps=20, y=labels, generator=torch.Generator().manual_seed(0))
+    assert md.class_accuracy(x.clamp(-1, 1), labels) >= 0.8
+
+
+def test_all_shipped_files_together_stay_small():
+    sizes = {name: (pretrained.CHECKPOINT_DIR / entry["file"]).stat().st_size for name, entry in pretrained.read_manifest().items()}
+    assert sum(sizes.values()) < 25 * 2**20, sizes
+
+
+def test_compare_samplers_scores_ddpm_against_the_deterministic_samplers(monkeypatch):
+    """What a recipe with ``by_sampler`` writes into its manifest entry, and notebook 06 reads: FD, FD/floor and
+    accuracy for DDPM 1000, DDIM 50 and DPM-Solver++ 20 under the metrics protocol."""
+    from minidiff.pretrained import recipes
+    calls = []
+
+    def fake_protocol(model, schedule, sampler, steps, draws=1):
+        calls.append((sampler, steps, draws))
+        return {"fd": 2.0 * len(calls), "fd_ratio": 4.0 * len(calls), "accuracy": 0.9, "fd_floor": 0.5}
+    monkeypatch.setattr(recipes.metrics, "evaluate_model", fake_protocol)
+    rows = recipes.compare_samplers(None, None)
+    assert calls == [("ddpm", 1000, 2), ("ddim", 50, 2), ("dpm++", 20, 2)]
+    assert rows == {"DDPM 1000": {"fd": 2.0, "fd_ratio": 4.0, "accuracy": 0.9},
+                    "DDIM 50": {"fd": 4.0, "fd_ratio": 8.0, "accuracy": 0.9},
+                    "DPM-Solver++ 20": {"fd": 6.0, "fd_ratio": 12.0, "accuracy": 0.9}}
+    assert recipes.RECIPES["mnist_eps"].sample.by_sampler and recipes.RECIPES["mnist_eps"].objective.target == "eps"
+    assert set(md.pretrained.manifest()["mnist_cond"]["metrics"]["by_sampler"]) == set(recipes.BY_SAMPLER)

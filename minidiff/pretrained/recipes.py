@@ -45,6 +45,7 @@ class SampleConfig:
     guidance_scale: Optional[float] = None     # classifier-free guidance (conditional models)
     eval_samples: int = 0                      # 1,000: score the protocol of minidiff.metrics after training
     sampler: str = "ddim"                      # the sampler of the evaluation ("ddim" or "dpm++")
+    by_sampler: bool = False                   # also score DDPM 1000, DDIM 50, DPM-Solver++ 20 (notebook 06 reads them)
 
 
 @dataclass
@@ -80,6 +81,24 @@ RECIPES: dict[str, Recipe] = {
                           ema_decay=0.999, grad_clip=1.0, seed=0),
         sample=SampleConfig(every=0, n=100, steps=50, guidance_scale=None, eval_samples=1000),
         checkpoint_every=4000),
+    # Notebook 06's ε-model: the same data and objective as mnist_cond but target ε, in a network small
+    # enough to ship beside it (widths 16-32-32, one block per level, 0.30 M parameters, 0.65 MB in
+    # float16). It is there to show what the course's switch to v is about: an ε-model's x̂_0 is barely
+    # trained at high noise, and its deterministic samplers keep that. Evaluated as mnist_cond's file was
+    # (DDPM 1000, DDIM 50, DPM-Solver++ 20; ``by_sampler``). Not yet shipped: a CPU run of 1,000 steps
+    # (33 minutes of one shared core, 2026-12-02) reached an ε-loss of 0.031 but its ε̂ at high noise was
+    # 100× worse than ε̂ = x_t, and DDPM and DDIM both drew saturated blobs (DDIM 50: 12% accuracy), so it needs the
+    # GPU: `python -m minidiff train --recipe mnist_eps --cuda-graph --ship minidiff/pretrained/checkpoints`.
+    "mnist_eps": Recipe(
+        data="mnist",
+        model=UNetConfig(image_size=28, in_channels=1, base_channels=16, channel_mults=(1, 2, 2),
+                         blocks_per_level=1, attention_resolutions=(7,), dropout=0.1, num_classes=10,
+                         head_dim=32),
+        objective=DiffusionConfig(schedule="linear", num_steps=1000, target="eps", p_uncond=0.1),
+        train=TrainConfig(steps=30_000, batch_size=32, lr=1.5e-3, min_lr=1e-5, warmup_steps=200,
+                          ema_decay=0.999, grad_clip=1.0, seed=0),
+        sample=SampleConfig(every=0, n=100, steps=50, guidance_scale=None, eval_samples=1000, by_sampler=True),
+        log_every=100, checkpoint_every=2000),
     # The metrics' digit classifier: 60 passes' worth of batches over the 4,000 training digits, each
     # digit freshly turned/moved/zoomed, warm-up then cosine (the shape of a one-cycle schedule). No
     # EMA (ema_decay 0: the "EMA" is the weights themselves, so BatchNorm's statistics match them).
@@ -300,8 +319,23 @@ def evaluate_recipe(recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
         return {}
     if recipe.data == "shapes_attributes":
         return evaluate_shapes_model(trainer.ema, trainer.schedule, recipe.sample)
-    return metrics.evaluate_model(trainer.ema, trainer.schedule, "ddim", recipe.sample.steps,
-                                  recipe.sample.guidance_scale)
+    result = metrics.evaluate_model(trainer.ema, trainer.schedule, "ddim", recipe.sample.steps,
+                                    recipe.sample.guidance_scale)
+    return result | ({"by_sampler": compare_samplers(trainer.ema, trainer.schedule)} if recipe.sample.by_sampler else {})
+
+
+BY_SAMPLER = {"DDPM 1000": ("ddpm", 1000), "DDIM 50": ("ddim", 50), "DPM-Solver++ 20": ("dpm++", 20)}
+
+
+def compare_samplers(model: torch.nn.Module, schedule, draws: int = 2) -> dict[str, dict]:
+    """FD, its ratio to the floor and accuracy of ``model`` under each sampler of ``BY_SAMPLER``, by the metrics
+    protocol (1,000 samples, 100 per class, mean of ``draws`` draws): DDPM's stochastic steps against the
+    deterministic samplers, the comparison notebook 06 prints for each shipped MNIST model."""
+    rows = {}
+    for key, (sampler, steps) in BY_SAMPLER.items():
+        r = metrics.evaluate_model(model, schedule, sampler, steps, draws=draws)
+        rows[key] = {"fd": r["fd"], "fd_ratio": r["fd_ratio"], "accuracy": r["accuracy"]}
+    return rows
 
 
 def _evaluate_classifier(recipe: Recipe, model: torch.nn.Module) -> dict[str, Any]:

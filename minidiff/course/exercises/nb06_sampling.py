@@ -1,4 +1,7 @@
-"""Notebook 06's exercises: one DDPM step and one DDIM step."""
+"""Notebook 06's exercises: one DDPM step, one DDIM step, and the whole DDIM sampling loop.
+
+Every `t` here is a position (the course's notation, notebook 01): position t is step t + 1, so
+s.betas[t] is β_{t+1} and s.alphas_cumprod[t] is ᾱ_{t+1}; position −1 is step 0, x_0 itself (ᾱ_0 = 1)."""
 from __future__ import annotations
 
 from typing import Callable, Optional
@@ -11,16 +14,17 @@ from .core import (_ABAR, _ALPHA, _BETA, IMAGE_TOLERANCE, Case, Exercise, Mistak
                    _first_hint, check, describe, register,
                    t_labels)
 
-__all__ = ["HINT_DDIM_STEP", "HINT_DDPM_STEP", "check_ddim_step", "check_ddpm_step"]   # what md.exercises exports from here
+__all__ = ["HINT_DDIM_LOOP", "HINT_DDIM_STEP", "HINT_DDPM_STEP", "check_ddim_loop", "check_ddim_step", "check_ddpm_step"]   # what md.exercises exports from here
 
 
-HINT_DDPM_STEP = ("mean = (x_t − β_t/√(1 − ᾱ_t)·eps)/√α_t, then add √β_t·noise — except at t = 0, where the "
-                  "step returns the mean alone (DDPM Algorithm 2). β_t = s.betas[t], α_t = s.alphas[t], "
-                  "ᾱ_t = s.alphas_cumprod[t]; md.extract(table, t, x_t) casts them to x_t's dtype.")
+HINT_DDPM_STEP = ("t is a position, step t + 1: with β = s.betas[t], α = s.alphas[t] and ᾱ = s.alphas_cumprod[t] "
+                  "(all of step t + 1), mean = (x_t − β/√(1 − ᾱ)·eps)/√α, then add √β·noise — except at position "
+                  "0 (the paper's last step, t = 1), which returns the mean alone (DDPM Algorithm 2). "
+                  "md.extract(table, t, x_t) casts a table's entry to x_t's dtype.")
 
-HINT_DDIM_STEP = ("x̂_0 = (x_t − √(1 − ᾱ_t)·eps)/√ᾱ_t; σ = eta·√((1 − ᾱ')/(1 − ᾱ_t))·√(1 − ᾱ_t/ᾱ') with ᾱ' = "
-                  "ᾱ_{t_prev} = s.alphas_cumprod[t_prev], or 1 when t_prev = −1; return "
-                  "√ᾱ'·x̂_0 + √(1 − ᾱ' − σ²)·eps + σ·noise.")
+HINT_DDIM_STEP = ("t and t_prev are positions: ᾱ = s.alphas_cumprod[t] (step t + 1) and ᾱ' = s.alphas_cumprod[t_prev], "
+                  "or 1 when t_prev = −1 (step 0, x_0 itself: ᾱ_0 = 1). x̂_0 = (x_t − √(1 − ᾱ)·eps)/√ᾱ; "
+                  "σ = eta·√((1 − ᾱ')/(1 − ᾱ))·√(1 − ᾱ/ᾱ'); return √ᾱ'·x̂_0 + √(1 − ᾱ' − σ²)·eps + σ·noise.")
 
 
 def _sampler_cases(with_prev: bool, hidden: bool = False) -> list[Case]:
@@ -79,13 +83,16 @@ def _ddpm_with(noise_at_0: bool = False, no_noise: bool = False, divide_by: Call
 
 
 DDPM_STEP_MISTAKES = (
-    Mistake("noise was added at t = 0 too; the last step returns the mean alone (DDPM Algorithm 2)",
+    Mistake("noise was added at position 0 too; that is the paper's last step (t = 1), which returns the mean "
+            "alone (DDPM Algorithm 2)",
             _ddpm_with(noise_at_0=True)),
-    Mistake("no noise was added: for t > 0 the step adds √β_t·noise to the mean", _ddpm_with(no_noise=True)),
-    Mistake("the mean divides by √ᾱ_t; it divides by √α_t = s.alphas[t].sqrt()", _ddpm_with(divide_by=_ABAR)),
-    Mistake("eps's coefficient is β_t/(1 − ᾱ_t); it is β_t/√(1 − ᾱ_t)", _ddpm_with(eps_root=False)),
-    Mistake("the noise is scaled by β_t; it is scaled by √β_t", _ddpm_with(sigma=_BETA)),
-    Mistake("the noise is scaled by the posterior's √β̃_t; this step uses √β_t",
+    Mistake("no noise was added: at every position t > 0 the step adds √β·noise to the mean, β = s.betas[t]",
+            _ddpm_with(no_noise=True)),
+    Mistake("the mean divides by √ᾱ (s.alphas_cumprod[t]); it divides by √α = s.alphas[t].sqrt()",
+            _ddpm_with(divide_by=_ABAR)),
+    Mistake("eps's coefficient is β/(1 − ᾱ); it is β/√(1 − ᾱ)", _ddpm_with(eps_root=False)),
+    Mistake("the noise is scaled by β; it is scaled by √β = s.betas[t].sqrt()", _ddpm_with(sigma=_BETA)),
+    Mistake("the noise is scaled by the posterior's √β̃ (s.posterior_variance); this step uses √β",
             _ddpm_with(sigma=lambda s, t, x: _at(s.posterior_variance, t, x).sqrt())),
 )
 
@@ -108,9 +115,11 @@ def _ddim_with(prev_at_minus_one: Optional[Callable] = None, table: str = "alpha
 
 
 DDIM_STEP_MISTAKES = (
-    Mistake("at t_prev = −1 you indexed s.alphas_cumprod[−1], the last step; ᾱ' = 1 there (the clean image)",
+    Mistake("at t_prev = −1 you indexed s.alphas_cumprod[−1], the last position (step T); position −1 is step 0, "
+            "where ᾱ' = ᾱ_0 = 1 (the clean image)",
             _ddim_with(prev_at_minus_one=lambda abar, x: _at(abar, -1, x))),
-    Mistake("at t_prev = −1 you used ᾱ_0; ᾱ' = 1 there (the clean image)",
+    Mistake("at t_prev = −1 you used s.alphas_cumprod[0], the ᾱ of step 1; position −1 is step 0, where "
+            "ᾱ' = ᾱ_0 = 1 (the clean image)",
             _ddim_with(prev_at_minus_one=lambda abar, x: _at(abar, 0, x))),
     Mistake("eta was ignored: σ = eta·√((1 − ᾱ')/(1 − ᾱ_t))·√(1 − ᾱ_t/ᾱ')", _ddim_with(use_eta=False)),
     Mistake("the fresh-noise term σ·noise is missing", _ddim_with(add_noise=False)),
@@ -121,19 +130,140 @@ DDIM_STEP_MISTAKES = (
 
 register(
     Exercise("ddpm_step", "ddpm_step", _reference_ddpm_step, (
-        "Take the model's predicted noise out of x_t to get the mean of x_{t−1}, then add fresh noise of step "
-        "t's size — at every step but the last (t = 0), which returns the mean alone.",
+        "Take the model's predicted noise out of x_t to get the mean of the next, less noisy image, then add "
+        "fresh noise of this step's size — at every position but 0 (the paper's last step, t = 1), which "
+        "returns the mean alone.",
         HINT_DDPM_STEP,
         "beta_t, alpha_t = md.extract(s.betas, t, x_t), md.extract(s.alphas, t, x_t); mean = (x_t − beta_t / "
         "md.extract(s.sqrt_one_minus_alphas_cumprod, t, x_t) * eps) / alpha_t.sqrt(); at t == 0 return mean, "
         "else mean + beta_t.sqrt() * noise."),
         DDPM_STEP_MISTAKES, ("minidiff.samplers.ddpm_step",)),
     Exercise("ddim_step", "ddim_step", _reference_ddim_step, (
-        "Predict the clean image x̂_0 from x_t and eps, then re-noise it to level t_prev: part of the rest is the "
-        "predicted noise, part (σ, set by eta) fresh noise. t_prev = −1 means the clean image itself.",
+        "Predict the clean image x̂_0 from x_t and eps, then re-noise it to the level of position t_prev: part of "
+        "the rest is the predicted noise, part (σ, set by eta) fresh noise. t_prev = −1 is step 0, the clean "
+        "image itself.",
         HINT_DDIM_STEP,
         "abar_t = md.extract(s.alphas_cumprod, t, x_t); abar_prev likewise at t_prev, or torch.ones_like(abar_t) "
         "when t_prev < 0; x0_hat = (x_t − (1 − abar_t).sqrt() * eps) / abar_t.sqrt(); sigma from eta; return "
         "abar_prev.sqrt() * x0_hat + (1 − abar_prev − sigma**2).clamp(min=0).sqrt() * eps + sigma * noise."),
         DDIM_STEP_MISTAKES, ("minidiff.samplers.ddim_step",)),
+)
+
+
+# -- the whole DDIM loop --------------------------------------------------------------------------
+HINT_DDIM_LOOP = ("The positions, largest first: ts = [round(T − i·T/steps) − 1 for i in range(steps)] (\"trailing\": "
+                  "the first is T − 1, pure noise). Pair each with the next one visited, and the last with −1 "
+                  "(step 0, x_0): zip(ts, ts[1:] + [-1]). At each pair: eps, _ = md.samplers.predict_eps(model, x, "
+                  "t, s, y) (it reads the output as the model's target), noise = torch.randn(x.shape, "
+                  "generator=generator), x = ddim_step(x, eps, t, t_prev, s, eta, noise).")
+
+
+class _TinyNet(torch.nn.Module):
+    """A fixed, seeded stand-in for a trained network: deterministic, cheap, conditional, predicting ``target``."""
+
+    def __init__(self, target: str, seed: int):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.weight = torch.nn.Parameter(0.3 * torch.randn(1, 1, 3, 3, generator=g), requires_grad=False)
+        self.label_shift = torch.nn.Parameter(0.2 * torch.randn(11, generator=g), requires_grad=False)
+        self.target, self.null_label = target, 10
+
+    def forward(self, x: Tensor, t: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        c = x.shape[1]
+        out = torch.tanh(torch.nn.functional.conv2d(x, self.weight.expand(c, 1, 3, 3), padding=1, groups=c))
+        out = out + (t.to(x.dtype) / 1000).reshape(-1, 1, 1, 1)
+        return out if y is None else out + self.label_shift[y].reshape(-1, 1, 1, 1)
+
+    def __repr__(self) -> str:
+        return f"a fixed small network predicting {self.target}"
+
+
+def _loop_cases(hidden: bool = False) -> list[Case]:
+    """(model, schedule, steps, eta, labels?) settings; the toy mixture's ideal ε-model among them."""
+    from ...scores import GaussianMixture
+    if hidden:
+        settings = [("v", "cosine", 1000, 6, 0.0, True), ("eps", "linear", 1000, 9, 0.7, False),
+                    ("toy", "sigmoid", 200, 3, 0.0, False), ("x0", "linear", 1000, 2, 1.0, True)]
+        first_seed = 100
+    else:
+        settings = [("toy", "linear", 1000, 10, 0.0, False), ("v", "linear", 1000, 4, 0.0, True),
+                    ("eps", "cosine", 1000, 7, 0.5, True), ("v", "linear", 100, 3, 1.0, False),
+                    ("eps", "linear", 1000, 1, 0.0, False)]
+        first_seed = 0
+    cases = []
+    for seed, (kind, schedule, num_steps, steps, eta, labelled) in enumerate(settings, start=first_seed):
+        g = torch.Generator().manual_seed(seed)
+        x_T = torch.randn(3, 1, 5, 5, generator=g)
+        model = GaussianMixture().eps_model(schedules.make_schedule(schedule, num_steps)) if kind == "toy" \
+            else _TinyNet(kind, seed)
+        s = schedules.make_schedule(schedule, num_steps)
+        y = torch.tensor([seed % 10, 3, 10]) if labelled else None
+        generator = torch.Generator().manual_seed(1000 + seed)
+        what = "the toy mixture's ideal ε-model" if kind == "toy" else f"a small network predicting {kind}"
+        description = (f"model={what}, schedule={schedule} (T={num_steps}), x_T shape {tuple(x_T.shape)}, "
+                       f"steps={steps}, eta={eta}, y={'tensor(' + str(y.tolist()) + ')' if labelled else None}")
+        cases.append(Case(description, (model, s, x_T, steps, eta, y, generator)))
+    return cases
+
+
+def check_ddim_loop(fn: Callable, hidden: bool = False) -> Callable:
+    """Check ``fn(model, s, x_T, steps, eta, y, generator) -> x_0`` against ``minidiff.ddim_sample`` (trailing
+    spacing, the model's own target, noise drawn from ``generator`` at every step)."""
+    return check("ddim_loop", fn, _reference_ddim_loop, _loop_cases(hidden), _first_hint("ddim_loop"),
+                 **IMAGE_TOLERANCE, hidden=hidden)
+
+
+def _reference_ddim_loop(model: Callable, s: schedules.NoiseSchedule, x_T: Tensor, steps: int, eta: float = 0.0,
+                         y: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
+    from ...samplers import ddim_sample
+    with torch.no_grad():
+        return ddim_sample(model, s, tuple(x_T.shape), steps=steps, eta=eta, y=y, generator=generator, x_T=x_T)
+
+
+def _loop_with(spacing: str = "trailing", last: Optional[int] = -1, raw_output: bool = False,
+               use_eta: bool = True, use_y: bool = True) -> Callable:
+    """The DDIM loop with one mistake; ``last=None`` stops at the last visited position (no step to x_0)."""
+    def wrong(model: Callable, s: schedules.NoiseSchedule, x_T: Tensor, steps: int, eta: float = 0.0,
+              y: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
+        from ...samplers import ddim_step, predict_eps
+        T = s.num_steps
+        if spacing == "leading":
+            ts = [i * (T // steps) for i in reversed(range(steps))]
+        else:
+            ts = [round(T - i * T / steps) - 1 for i in range(steps)]
+        pairs = list(zip(ts, ts[1:] + [last])) if last is not None else list(zip(ts[:-1], ts[1:]))
+        x = x_T
+        with torch.no_grad():
+            for t, t_prev in pairs:
+                if raw_output:
+                    eps = model(x, torch.full((x.shape[0],), t), y) if y is not None else model(x, torch.full((x.shape[0],), t))
+                else:
+                    eps, _ = predict_eps(model, x, t, s, y if use_y else None)
+                noise = torch.randn(x.shape, generator=generator)
+                x = ddim_step(x, eps, t, t_prev, s, eta if use_eta else 0.0, noise)
+        return x
+    return wrong
+
+
+DDIM_LOOP_MISTAKES = (
+    Mistake("the positions are \"leading\" (0, T/steps, …): the first step then starts below T − 1, from noise the "
+            "model takes for a partly clean image; trailing spacing starts at T − 1", _loop_with(spacing="leading")),
+    Mistake("the loop stops at the last visited position, one step short of x_0: pair the last position with "
+            "t_prev = −1 (step 0, ᾱ_0 = 1)", _loop_with(last=None)),
+    Mistake("the model's raw output was used as eps; a model that predicts v or x_0 (model.target) must be "
+            "converted: md.samplers.predict_eps(model, x, t, s, y) does it", _loop_with(raw_output=True)),
+    Mistake("eta was not passed on to the step (every step ran deterministically)", _loop_with(use_eta=False)),
+    Mistake("the labels y were not passed to the model", _loop_with(use_y=False)),
+)
+
+
+register(
+    Exercise("ddim_loop", "ddim_loop", _reference_ddim_loop, (
+        "Visit `steps` positions from T − 1 (pure noise) down, evenly spaced, and take one DDIM step from each to "
+        "the next one visited; the last step goes to position −1, the clean image.",
+        HINT_DDIM_LOOP,
+        "ts = [round(T - i * T / steps) - 1 for i in range(steps)]; x = x_T; for t, t_prev in zip(ts, ts[1:] + "
+        "[-1]): eps, _ = md.samplers.predict_eps(model, x, t, s, y); x = ddim_step(x, eps, t, t_prev, s, eta, "
+        "torch.randn(x.shape, generator=generator)); return x."),
+        DDIM_LOOP_MISTAKES, ("minidiff.samplers.ddim_sample", "minidiff.samplers.ddim_timesteps")),
 )
