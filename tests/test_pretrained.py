@@ -146,7 +146,7 @@ def test_shipped_diffusion_model_loads_and_draws_digits():
 
 def test_load_diffusion_names_the_diffusion_models_when_given_another_kind():
     import minidiff as md
-    with pytest.raises(ValueError, match=r"shipped diffusion model, one of \['mnist_cond', 'shapes_cond', 'shapes_ldm'\]; got 'classifier'"):
+    with pytest.raises(ValueError, match=r"shipped diffusion model, one of \['mnist_cond', 'mnist_eps', 'shapes_cond', 'shapes_ldm'\]; got 'classifier'"):
         md.load_diffusion("classifier")
     with pytest.raises(ValueError, match="one of"):
         md.load_diffusion("mnist_cnod")
