@@ -42,7 +42,7 @@ def test_reference_and_learner_pass_visible_and_hidden(check, capsys):
     reference = ex.EXERCISES[name].reference
     assert check(reference) is reference
     assert check(learner) is learner
-    assert check(learner, hidden=True) is learner
+    assert check(learner, hidden=True) is None     # passing hidden tests return nothing (a graded cell ends with them)
     out = capsys.readouterr().out
     assert f"✓ {name}: correct on {count} test cases." in out and f"✓ {name}: hidden tests pass" in out
 
