@@ -16,6 +16,7 @@ nb_merge_streams = True
 nb_ipywidgets_js = {}              # no widget JavaScript from a CDN: widget outputs are removed by the builder
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
 myst_heading_anchors = 3
+myst_heading_slug_func = "github"   # the builder rewrites Jupyter-style links to these (book.site_links)
 suppress_warnings = ["myst.header"]   # notebooks may step from # to ### on purpose
 
 # MathJax 2.7 from the jupyter-server-mathjax wheel, copied by the builder into _static/mathjax/.

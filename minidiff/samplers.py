@@ -64,7 +64,7 @@ def ddpm_step(x_t: Tensor, eps: Tensor, t: int, s: NoiseSchedule, noise: Optiona
 
 
 def ddim_step(x_t: Tensor, eps: Tensor, t: int, t_prev: int, s: NoiseSchedule, eta: float = 0.0,
-              noise: Optional[Tensor] = None, x0: Optional[Tensor] = None) -> Tensor:
+              noise: Optional[Tensor] = None, x0: Optional[Tensor] = None, clip_x0: bool = False) -> Tensor:
     r"""One DDIM step (Song et al. 2021, eq. 12) from position ``t`` to position ``t_prev`` < ``t``, i.e.
     from step $k = t + 1$ to step $j$ = ``t_prev`` $+ 1 < k$; ``t_prev = -1`` is step 0, "to $x_0$"
     ($\bar\alpha_0 = 1$):
@@ -73,7 +73,10 @@ def ddim_step(x_t: Tensor, eps: Tensor, t: int, t_prev: int, s: NoiseSchedule, e
     $\sigma = \eta\sqrt{\frac{1-\bar\alpha_j}{1-\bar\alpha_k}}\sqrt{1 - \frac{\bar\alpha_k}{\bar\alpha_j}}$.
     $\eta = 0$ is deterministic; $\eta = 1$ with $j = k - 1$ is DDPM with variance $\tilde\beta_k$.
     ``x0`` is the network's $\hat x_0$ (optional; computed from ``eps`` when None); it is needed where
-    $\bar\alpha_k = 0$ (zero terminal SNR), where $\hat\varepsilon$ does not determine $\hat x_0$."""
+    $\bar\alpha_k = 0$ (zero terminal SNR), where $\hat\varepsilon$ does not determine $\hat x_0$.
+    With ``clip_x0``, $\hat x_0$ is clamped to $[-1, 1]$ and $\hat\varepsilon$ re-derived from it,
+    $\hat\varepsilon = (x_k - \sqrt{\bar\alpha_k}\,\mathrm{clip}(\hat x_0))/\sqrt{1-\bar\alpha_k}$, so that
+    $\eta = 1$, $j = k - 1$ is still DDPM's step with ``clip_x0`` (and variance $\tilde\beta_k$)."""
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta < 0:
         raise ValueError(f"eta must be a finite number >= 0 (0: deterministic DDIM, 1: DDPM-like); got {eta!r}")
     _check_like(x_t, eps, "eps", noise)
@@ -88,6 +91,9 @@ def ddim_step(x_t: Tensor, eps: Tensor, t: int, t_prev: int, s: NoiseSchedule, e
             raise ValueError(f"at t={t.tolist()} ᾱ_t = 0 (zero terminal SNR): x̂_0 cannot be recovered from ε̂ "
                              f"there; pass the network's x̂_0 as x0 (predict_eps returns it)")
         x0 = (x_t - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
+    if clip_x0:                     # keep (x̂_0, ε̂) a consistent pair: x_k = √ᾱ_k x̂_0 + √(1 − ᾱ_k) ε̂
+        x0 = x0.clamp(-1, 1)
+        eps = (x_t - abar_t.sqrt() * x0) / (1 - abar_t).sqrt()
     sigma = eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).sqrt()
     # √ᾱ_j x̂_0 + √(1 − ᾱ_j − σ²) ε̂: the predicted x_0, re-noised to step j with the predicted ε
     x_prev = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma ** 2).clamp(min=0).sqrt() * eps
@@ -200,9 +206,11 @@ def ddim_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], steps: i
                 y: Optional[Tensor] = None, guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
                 spacing: Spacing = "trailing", generator: Optional[torch.Generator] = None,
                 x_T: Optional[Tensor] = None, return_trajectory: bool = False,
-                progress: bool = False) -> Union[Tensor, tuple[Tensor, dict]]:
+                progress: bool = False, clip_x0: bool = False) -> Union[Tensor, tuple[Tensor, dict]]:
     r"""DDIM sampling over a subsequence of ``steps`` positions (``ddim_timesteps``), deterministic at
-    $\eta = 0$: the same starting noise ``x_T`` always gives the same image."""
+    $\eta = 0$: the same starting noise ``x_T`` always gives the same image. ``eta=1`` gives DDPM's ancestral
+    steps over the subsequence; ``clip_x0`` clamps each $\hat x_0$ to $[-1, 1]$ (see ``ddim_step``), which keeps
+    briefly trained models from drifting out of range."""
     ts = ddim_timesteps(s.num_steps, steps, spacing)
     target, guidance_scale = _prepare(model, s, shape if x_T is None else tuple(x_T.shape), y, guidance_scale, target)
     _check_target_at_zero_snr(target, s, ts[0])
@@ -212,7 +220,7 @@ def ddim_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], steps: i
         eps, x0 = predict_eps(model, x, t, s, y, guidance_scale, target)
         _record(trajectory, return_trajectory, t, x, x0)
         noise = torch.randn(x.shape, device=x.device, generator=generator) if eta > 0 else None
-        x = ddim_step(x, eps, t, t_prev, s, eta, noise, x0=x0)
+        x = ddim_step(x, eps, t, t_prev, s, eta, noise, x0=x0, clip_x0=clip_x0)
     return (x, trajectory) if return_trajectory else x
 
 

@@ -113,3 +113,33 @@ def test_cli_rejects_a_missing_executed_folder(tmp_path, capsys):
     with pytest.raises(SystemExit):
         book.main(["--executed", str(tmp_path / "nowhere")])
     assert "--executed must be a folder" in capsys.readouterr().err
+
+
+def test_links_to_headings_get_the_sites_anchors():
+    """Jupyter links to a heading by its text with spaces as hyphens; the site (myst, GitHub slugs) by the lower-case
+    slug without punctuation. The page rewrites the first into the second, in every notebook's links."""
+    jupyter = "(01_forward_process.ipynb#Notation-for-the-whole-course:-steps-in-the-math,-positions-in-the-code)"
+    assert book.site_links(f"see [notebook 01]{jupyter}.") == \
+        "see [notebook 01](01_forward_process.ipynb#notation-for-the-whole-course-steps-in-the-math-positions-in-the-code)."
+    assert book.site_links("[up](#Common-pitfalls)") == "[up](#common-pitfalls)"
+    assert book.site_links("[out](https://example.org/page#Keep-Case)") == "[out](https://example.org/page#Keep-Case)"
+    assert book.heading_slug("Zero terminal SNR: the last step is not quite noise") == \
+        "zero-terminal-snr-the-last-step-is-not-quite-noise"
+    conf = (book.BOOK / "conf.py").read_text()
+    assert 'myst_heading_slug_func = "github"' in conf
+
+
+def test_every_heading_link_in_the_notebooks_points_at_a_heading():
+    """Each Jupyter-style link to a heading (#Anchor, in this notebook or another) names a heading that exists."""
+    import re
+    headings = {}
+    for path in sorted((book.REPO / "solutions").glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        headings[path.name] = {line.lstrip("#").strip().replace(" ", "-") for c in nb.cells if c.cell_type == "markdown"
+                               for line in c.source.splitlines() if line.startswith("#")}
+    for path in sorted((book.REPO / "solutions").glob("[0-9][0-9]_*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type != "markdown":
+                continue
+            for target, anchor in re.findall(r"\]\(((?:\d\d_\w+\.ipynb)?)#([^)\s]+)\)", cell.source):
+                assert anchor in headings[target or path.name], f"{path.name} links to {target or path.name}#{anchor}"

@@ -29,6 +29,31 @@ def test_ddim_eta1_consecutive_equals_ddpm_posterior_variance(s):
         torch.testing.assert_close(ddim, ddpm)
 
 
+def test_ddim_clip_x0_eta1_consecutive_equals_ddpm_clip_x0(s):
+    """Clamping x̂_0 and re-deriving ε̂ keeps DDIM(η = 1, k → k − 1) equal to DDPM's clipped step (posterior mean
+    at clip(x̂_0), variance β̃_k); x̂_0 far outside [−1, 1] so that the clamp acts."""
+    x_t, eps, z = torch.randn(3, 4, 1, 3, 3, dtype=torch.float64).unbind(0)
+    for t in (1, 10, 500, 999):
+        assert (md.predict_x0_from_eps(x_t, t, 3 * eps, s).abs() > 1).any()
+        ddim = md.ddim_step(x_t, 3 * eps, t, t - 1, s, eta=1.0, noise=z, clip_x0=True)
+        ddpm = md.ddpm_step(x_t, 3 * eps, t, s, noise=z, variance="posterior", clip_x0=True)
+        torch.testing.assert_close(ddim, ddpm)
+    # to x_0 the step returns the clamped prediction; without the clamp it is outside [−1, 1]
+    x0 = md.ddim_step(x_t, 3 * eps, 999, -1, s, clip_x0=True)
+    torch.testing.assert_close(x0, md.predict_x0_from_eps(x_t, 999, 3 * eps, s).clamp(-1, 1))
+
+
+def test_ddim_sample_clip_x0_keeps_every_prediction_in_range(s):
+    wild = lambda x, t, y=None: 5 * torch.ones_like(x)          # an ε-model whose x̂_0 leaves [−1, 1]
+    wild.target = "eps"
+    g = lambda: torch.Generator().manual_seed(0)
+    clipped, trajectory = md.ddim_sample(wild, s, (2, 1, 4, 4), steps=10, eta=1.0, clip_x0=True, generator=g(),
+                                         return_trajectory=True)
+    assert clipped.abs().max() <= 1 + 1e-6
+    unclipped = md.ddim_sample(wild, s, (2, 1, 4, 4), steps=10, eta=1.0, generator=g())
+    assert unclipped.abs().max() > 1
+
+
 def test_ddim_to_x0_returns_predicted_x0(s):
     x_t, eps = torch.randn(2, 4, 1, 3, 3, dtype=torch.float64).unbind(0)
     torch.testing.assert_close(md.ddim_step(x_t, eps, 700, -1, s), md.predict_x0_from_eps(x_t, 700, eps, s))

@@ -216,7 +216,7 @@ def test_gallery_slider_shows_each_keys_images_and_caption(x0):
     assert list(slider.options) == ["0.0", "1.5"] and image.value[:8] == b"\x89PNG\r\n\x1a\n"
     before = image.value
     slider.value = "1.5"
-    assert image.value != before and caption.value == "w = 1.5   accuracy 99%"
+    assert image.value != before and caption.value == "w = 1.5 · accuracy 99%" and "  " not in caption.value
     with pytest.raises(ValueError, match="at least one batch"):
         viz.gallery_slider({})
 

@@ -50,6 +50,9 @@ PROFILE_WORDS = {
 # Awesome from a CDN; the theme serves Font Awesome itself): dropped, so a page loads nothing from outside.
 REMOTE_TAG = re.compile(r"""<(?:link|script)\b[^>]*\b(?:href|src)\s*=\s*["']?(?:https?:)?//[^>]*>(?:\s*</script>)?""",
                         re.IGNORECASE)
+# A link to a heading, as Jupyter writes it: the heading's text with spaces as hyphens, e.g.
+# (01_forward_process.ipynb#Notation-for-the-whole-course:-steps-in-the-math,-positions-in-the-code)
+HEADING_LINK = re.compile(r"\]\(((?:\d\d_\w+\.ipynb)?)#([^)\s]+)\)")
 MATHJAX_SKIP = ("localization", "extensions/a11y", "jax/output/SVG")   # unused by the HTML-CSS output
 
 
@@ -160,12 +163,26 @@ def provenance_html(stem: str, record: dict) -> str:
             f"the student notebook in the repository</a></p>\n</div>")
 
 
+def heading_slug(anchor: str) -> str:
+    """The site's anchor of a heading (GitHub's slug, ``myst_heading_slug_func = "github"`` in book/conf.py):
+    lower case, spaces as hyphens, other punctuation dropped. Jupyter's anchor (spaces as hyphens) gives the same."""
+    return re.sub(r"[^\w\- ]", "", anchor.lower().replace(" ", "-"))
+
+
+def site_links(markdown: str) -> str:
+    """Links to headings rewritten from Jupyter's anchors to the site's, so that they resolve on both."""
+    return HEADING_LINK.sub(lambda m: f"]({m.group(1)}#{heading_slug(m.group(2))})", markdown)
+
+
 def page(executed: nbformat.NotebookNode, stem: str) -> nbformat.NotebookNode:
     """The executed notebook as a page: the Colab cell and HTML tags that load from elsewhere removed, each
-    widget view replaced by a note (a widget needs a kernel), the provenance box after the title cell."""
+    widget view replaced by a note (a widget needs a kernel), links to headings given the site's anchors, the
+    provenance box after the title cell."""
     nb = copy.deepcopy(executed)
     nb.cells = [c for c in nb.cells if c.get("id") != colab.SETUP_CELL_ID]
     for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = site_links(cell.source)
         if cell.cell_type == "code":   # a live widget needs a kernel; each one has a static figure beside it
             cell.outputs = [copy.deepcopy(WIDGET_NOTE) if WIDGET_VIEW in o.get("data", {}) else o for o in cell.outputs]
             for output in cell.outputs:

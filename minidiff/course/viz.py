@@ -456,7 +456,8 @@ def gallery_slider(grids: Mapping[str, Tensor], description: str = "w", captions
     def redraw(change: Optional[dict] = None) -> None:
         images = grids[slider.value]
         _show_png(image, png_bytes(images, nrow=nrow or images.shape[0], zoom=zoom))
-        caption.value = f"{description} = {slider.value}   " + captions.get(slider.value, "")
+        text = captions.get(slider.value, "")
+        caption.value = f"{description} = {slider.value}" + (f" · {text}" if text else "")   # HTML collapses runs of spaces
 
     redraw()
     slider.observe(redraw, names="value")
