@@ -731,7 +731,7 @@ def test_hints_come_in_tiers_for_every_exercise(capsys):
              "cosine_schedule", "timestep_embedding",
              "inject_time", "training_loss", "ddpm_step", "ddim_step", "ddim_loop", "guided_prediction", "drop_labels",
              "rescaled_guidance", "reparameterise", "kl_divergence", "zero_terminal_snr", "receptive_field",
-             "ema_update"}
+             "ema_update", "min_snr_loss"}
     assert set(ex.EXERCISES) == names == {n[len("check_"):] for n in dir(ex) if n.startswith("check_")} - {"properties"}
     for name in names:
         levels = [ex.hint(name, level) for level in (1, 2, 3)]
@@ -992,3 +992,113 @@ def test_ema_update_not_attempted_falls_back_and_fails_under_nbgrader(capsys, mo
 def test_ema_update_may_not_call_the_trainers_own():
     with pytest.raises(ExerciseError, match=r"ema_update calls minidiff's own md.train.ema_update"):
         ex.check_ema_update(lambda e, m, d: md.train.ema_update(e, m, d))
+
+
+
+# -- notebook 05: the min-SNR-weighted loss ----------------------------------------------------------
+def _min_snr(model, x0, t, noise, s, gamma=5.0):
+    """A learner's min-SNR loss: x_t, one error per image, SNR from ᾱ, weight min(1, γ/SNR), batch mean."""
+    x_t = md.q_sample(x0, t, s, noise)
+    error = (model(x_t, t) - noise).pow(2).flatten(1).mean(1)
+    abar = s.alphas_cumprod[t]
+    snr = (abar / (1 - abar)).to(error.dtype)
+    return ((gamma / snr).clamp(max=1.0) * error).mean()
+
+
+def _min_snr_float32(model, x0, t, noise, s, gamma=5.0):
+    """Another: the table cast to float32 first, s.snr-free, torch.minimum with a ones tensor."""
+    abar = md.extract(s.alphas_cumprod, t, x0)
+    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    error = ((model(x_t, t) - noise) ** 2).mean(dim=(1, 2, 3))
+    snr = s.alphas_cumprod[t].float() / (1 - s.alphas_cumprod[t].float())
+    weight = torch.minimum(torch.ones_like(snr), gamma / snr)
+    return (weight * error).sum() / len(error)
+
+
+def test_min_snr_loss_reference_is_minidiffs_weighted_loss():
+    from minidiff.course.exercises.nb05_training import _TinyDenoiser, _reference_min_snr_loss
+    torch.manual_seed(0)
+    model, x0, noise = _TinyDenoiser(1), torch.randn(6, 1, 5, 5), torch.randn(6, 1, 5, 5)
+    t = torch.tensor([0, 3, 40, 130, 500, 999])
+    s = md.NoiseSchedule.linear(1000)
+    ours = _reference_min_snr_loss(model, x0, t, noise, s)
+    assert torch.equal(ours, md.losses.diffusion_loss(model, x0, s, weighting="min_snr", t=t, noise=noise))
+    errors = md.losses.per_sample_loss(model, x0, t, s, noise=noise)
+    snr = s.snr(t)
+    weight = torch.minimum(snr, torch.tensor(5.0, dtype=snr.dtype)) / snr        # Hang et al. 2023: min(SNR, γ)/SNR
+    torch.testing.assert_close(ours, (weight.float() * errors).mean())
+    assert torch.equal(weight[4:], torch.ones(2, dtype=weight.dtype))             # SNR < γ: the plain ε-loss
+    zero = s.rescaled_zero_terminal_snr()                                         # SNR = 0 at position 999: weight 1
+    assert torch.isfinite(_reference_min_snr_loss(model, x0, t, noise, zero))
+    torch.testing.assert_close(_reference_min_snr_loss(model, x0[-1:], t[-1:], noise[-1:], zero),
+                               md.losses.per_sample_loss(model, x0[-1:], t[-1:], zero, noise=noise[-1:]).mean())
+
+
+def test_min_snr_loss_check_passes_learners(capsys):
+    for learner in (_min_snr, _min_snr_float32):
+        assert ex.check_min_snr_loss(learner) is learner
+        assert ex.check_min_snr_loss(learner, hidden=True) is None
+    out = capsys.readouterr().out
+    assert out.count("✓ min_snr_loss: correct on 5 test cases.") == 2 and out.count("hidden tests pass (4 more cases)") == 2
+
+
+def _min_snr_wrong(weight=lambda snr, g: (g / snr).clamp(max=1.0), shift=0, abar_for_snr=False, pixels="mean",
+                   batch="mean", after_mean=False):
+    def wrong(model, x0, t, noise, s, gamma=5.0):
+        x_t = md.q_sample(x0, t, s, noise)
+        error = (model(x_t, t) - noise).pow(2).flatten(1)
+        error = error.mean(1) if pixels == "mean" else error.sum(1)
+        abar = s.alphas_cumprod[t + shift]
+        w = weight((abar if abar_for_snr else abar / (1 - abar)).float(), gamma)
+        if after_mean:
+            return w.mean() * error.mean()
+        return (w * error).mean() if batch == "mean" else (w * error).sum()
+    return wrong
+
+
+@pytest.mark.parametrize("wrong, named", [
+    (_min_snr_wrong(weight=lambda snr, g: torch.clamp(snr, max=g)), "the weight is min(SNR, γ), which is min-SNR's weight for an x0-target"),
+    (_min_snr_wrong(weight=lambda snr, g: g / snr), "the weight is γ/SNR without the clamp"),
+    (_min_snr_wrong(weight=lambda snr, g: torch.maximum(torch.ones_like(snr), g / snr)), "max instead of min"),
+    (_min_snr_wrong(after_mean=True), "the weight was applied after averaging over the batch"),
+    (_min_snr_wrong(shift=1), "the SNR is that of position t + 1"),
+    (_min_snr_wrong(shift=-1), "the SNR is that of position t − 1"),
+    (_min_snr_wrong(abar_for_snr=True), "ᾱ was taken for the SNR"),
+    (_min_snr_wrong(pixels="sum"), "each image's squared errors were summed over its pixels"),
+    (_min_snr_wrong(batch="sum"), "the weighted errors were summed over the batch"),
+    (_min_snr_wrong(weight=lambda snr, g: torch.minimum(snr, torch.full_like(snr, g)) / snr), "min(SNR, γ)/SNR is 0/0 = NaN"),
+], ids=["x0_weight", "unclamped", "max", "after_batch_mean", "t_plus_1", "t_minus_1", "abar", "pixel_sum", "batch_sum", "nan"])
+def test_min_snr_loss_mistakes_are_named(wrong, named):
+    assert _mistake(ex.check_min_snr_loss, wrong).startswith(named)
+
+
+def test_min_snr_loss_nan_at_zero_terminal_snr_is_pointed_at_that_case():
+    wrong = _min_snr_wrong(weight=lambda snr, g: snr.clamp(max=g) / snr)
+    with pytest.raises(ExerciseError, match=r"(?s)case 4 of 5: .*zero terminal SNR.*expected .*got nan.*"
+                                            r"min\(1, γ/SNR\)"):
+        ex.check_min_snr_loss(wrong)
+
+
+def test_min_snr_loss_not_attempted_falls_back_and_fails_under_nbgrader(capsys, monkeypatch):
+    def stub(model, x0, t, noise, s, gamma=5.0):
+        raise NotImplementedError("Exercise 'min_snr_loss': replace this line with your implementation.")
+    from minidiff.course.exercises.nb05_training import _reference_min_snr_loss
+    fallback = ex.check_min_snr_loss(stub)
+    assert fallback is _reference_min_snr_loss and "min_snr_loss: not attempted yet" in capsys.readouterr().out
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    with pytest.raises(ExerciseError, match="min_snr_loss was not attempted.*scores 0"):
+        ex.check_min_snr_loss(stub)
+    with pytest.raises(ExerciseError, match="minidiff's own.*scores 0"):
+        ex.check_min_snr_loss(fallback)
+
+
+@pytest.mark.parametrize("call", [
+    lambda m, x0, t, n, s, g=5.0: md.losses.diffusion_loss(m, x0, s, weighting="min_snr", t=t, noise=n),
+    lambda m, x0, t, n, s, g=5.0: md.losses.per_sample_loss(m, x0, t, s, weighting="min_snr", noise=n).mean(),
+    lambda m, x0, t, n, s, g=5.0: (md.losses.loss_weight("min_snr", "eps", s.snr(t).float(), g)
+                                   * _min_snr(m, x0, t, n, s, gamma=float("inf"))),
+], ids=["diffusion_loss", "per_sample_loss", "loss_weight"])
+def test_min_snr_loss_may_not_call_minidiffs_weighted_loss(call):
+    with pytest.raises(ExerciseError, match=r"min_snr_loss calls minidiff's own md\.(losses\.)?(diffusion_loss|per_sample_loss|loss_weight)"):
+        ex.check_min_snr_loss(call)
+    assert md.losses.per_sample_loss.__name__ == "per_sample_loss"                  # restored afterwards

@@ -1,4 +1,4 @@
-"""Notebook 05's exercises: the ε-prediction training loss and the EMA update of the weights."""
+"""Notebook 05's exercises: the ε-prediction training loss, the EMA update of the weights, the min-SNR-weighted loss."""
 from __future__ import annotations
 
 import copy
@@ -9,9 +9,10 @@ from torch import Tensor
 
 from ... import schedules
 from .core import (_ABAR, _ALPHA, IMAGE_TOLERANCE, Case, Exercise, ExerciseError, Mistake, _advice, _first_hint, check,
-                   describe, register)
+                   describe, register, t_labels)
 
-__all__ = ["HINT_EMA_UPDATE", "HINT_TRAINING_LOSS", "check_ema_update", "check_training_loss"]   # what md.exercises exports from here
+__all__ = ["HINT_EMA_UPDATE", "HINT_MIN_SNR_LOSS", "HINT_TRAINING_LOSS", "check_ema_update", "check_min_snr_loss",
+           "check_training_loss"]   # what md.exercises exports from here
 
 
 HINT_TRAINING_LOSS = ("x_t = md.q_sample(x0, t, s, noise) = √ᾱ·x0 + √(1 − ᾱ)·noise with ᾱ = s.alphas_cumprod[t], "
@@ -209,4 +210,111 @@ register(
         "p_ema.mul_(decay).add_(p, alpha=1 − decay); then for b_ema, b in zip(ema_model.buffers(), "
         "model.buffers()): b_ema.copy_(b)."),
         EMA_UPDATE_MISTAKES, ("minidiff.train.ema_update",)),
+)
+
+
+# -- the min-SNR-weighted loss (Hang et al. 2023) ------------------------------------------------
+HINT_MIN_SNR_LOSS = ("t holds positions: image b is noised to step t[b] + 1, whose ᾱ is s.alphas_cumprod[t[b]]. "
+                     "x_t = md.q_sample(x0, t, s, noise); error_b = the mean over image b's pixels of "
+                     "(model(x_t, t) − noise)², shape (B,); SNR_b = ᾱ/(1 − ᾱ) (s.snr(t) gives it), cast to the "
+                     "error's dtype; w_b = min(SNR_b, γ)/SNR_b, written as min(1, γ/SNR_b) so that SNR = 0 gives 1, "
+                     "not 0/0; return the mean over the batch of w_b · error_b.")
+
+
+def _reference_min_snr_loss(model: Callable, x0: Tensor, t: Tensor, noise: Tensor, s: schedules.NoiseSchedule,
+                            gamma: float = 5.0) -> Tensor:
+    r"""$\frac1B\sum_b \min(1, \gamma/\mathrm{SNR}(t_b))\,\mathrm{mean}\big((\varepsilon_\theta(x_{t_b}, t_b) - \varepsilon_b)^2\big)$,
+    from minidiff's own pieces: with γ = 5 it is ``diffusion_loss(model, x0, s, weighting="min_snr", t=t, noise=noise)``."""
+    from ...losses import loss_weight, per_sample_loss
+    error = per_sample_loss(model, x0, t, s, noise=noise)           # (B,): ε-target, unweighted
+    return (loss_weight("min_snr", "eps", s.snr(t).to(error.dtype), gamma) * error).mean()
+
+
+def _min_snr_cases(hidden: bool) -> list[Case]:
+    linear, cosine = schedules.NoiseSchedule.linear(1000), schedules.NoiseSchedule.cosine(1000)
+    # (image shape, positions t, schedule, γ, what the case is for)
+    settings = ([((5, 1, 4, 4), [49, 0, 25, 1, 48], schedules.make_schedule("sigmoid", 50), 1.0, ""),
+                 ((2, 3, 4, 4), [999, 3], cosine.rescaled_zero_terminal_snr(), 5.0, " (SNR = 0 at t = 999)"),
+                 ((1, 1, 7, 7), [2], linear, 5.0, " (one image)"),
+                 ((6, 1, 3, 3), [0, 500, 20, 999, 60, 5], linear, 20.0, "")] if hidden else
+                [((4, 1, 8, 8), [0, 1, 10, 60], linear, 5.0, " (nearly clean steps: SNR > γ, weights below 1)"),
+                 ((4, 1, 6, 6), [999, 600, 300, 0], linear, 5.0, " (SNR < γ, weight 1, except at t = 0)"),
+                 ((3, 2, 5, 5), [5, 400, 999], cosine, 5.0, ""),
+                 ((3, 1, 4, 4), [999, 998, 0], linear.rescaled_zero_terminal_snr(), 5.0,
+                  " (zero terminal SNR: SNR = 0 at t = 999, where the weight is 1)"),
+                 ((2, 1, 5, 5), [30, 90], linear, 2.0, " (another γ)")])
+    cases = []
+    with torch.random.fork_rng(devices=[]):            # seeded models without touching the notebook's RNG
+        for seed, (shape, t, s, gamma, note) in enumerate(settings, start=100 if hidden else 0):
+            torch.manual_seed(seed)
+            inputs = dict(model=_TinyDenoiser(shape[1]), x0=torch.randn(shape), t=torch.tensor(t),
+                          noise=torch.randn(shape), s=s, gamma=gamma)
+            cases.append(Case(describe(**inputs) + note, tuple(inputs.values()), batch_labels=t_labels(inputs["t"], shape[0])))
+    return cases
+
+
+def check_min_snr_loss(fn: Callable, hidden: bool = False) -> Callable:
+    r"""Check ``fn(model, x0, t, noise, s, gamma=5.0) -> scalar``, the ε-loss with min-SNR-γ weights
+    $\min(1, \gamma/\mathrm{SNR})$ per image, against minidiff's ``per_sample_loss`` and ``loss_weight``."""
+    return check("min_snr_loss", fn, _reference_min_snr_loss, _min_snr_cases(hidden), _first_hint("min_snr_loss"),
+                 **IMAGE_TOLERANCE, hidden=hidden)
+
+
+_MIN_SNR = lambda snr, gamma: (gamma / snr).clamp(max=1.0)
+
+
+def _min_snr_with(weight: Callable = _MIN_SNR, shift: int = 0, snr_is_abar: bool = False, pixels: str = "mean",
+                  batch: str = "mean", weight_after_mean: bool = False) -> Callable:
+    """A wrong min-SNR loss: another ``weight(snr, γ)``, the SNR of position t + ``shift`` (or ᾱ taken for it),
+    errors summed over pixels or over the batch, or the weights averaged apart from the errors."""
+    def wrong(model: Callable, x0: Tensor, t: Tensor, noise: Tensor, s: schedules.NoiseSchedule,
+              gamma: float = 5.0) -> Tensor:
+        abar = _ABAR(s, t, x0)
+        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        error = (model(x_t, t) - noise).pow(2).flatten(1)
+        error = error.mean(1) if pixels == "mean" else error.sum(1)
+        a = s.alphas_cumprod[t + shift]
+        w = weight((a if snr_is_abar else a / (1 - a)).to(error.dtype), gamma)
+        if weight_after_mean:
+            return w.mean() * error.mean()
+        return (w * error).mean() if batch == "mean" else (w * error).sum()
+    return wrong
+
+
+MIN_SNR_LOSS_MISTAKES = (
+    Mistake("the weight is min(SNR, γ), which is min-SNR's weight for an x0-target; on the ε scale divide it by SNR: "
+            "min(SNR, γ)/SNR = min(1, γ/SNR)", _min_snr_with(weight=lambda snr, g: snr.clamp(max=g))),
+    Mistake("the weight is γ/SNR without the clamp: where SNR < γ it exceeds 1; min-SNR keeps those steps at "
+            "weight 1 (min(1, γ/SNR))", _min_snr_with(weight=lambda snr, g: g / snr)),
+    Mistake("max instead of min: the weight is min(SNR, γ)/SNR = min(1, γ/SNR), never above 1",
+            _min_snr_with(weight=lambda snr, g: (g / snr).clamp(min=1.0))),
+    Mistake("the weight was applied after averaging over the batch (mean of the weights times mean of the errors); "
+            "multiply each image's error by its own weight, then take the batch mean",
+            _min_snr_with(weight_after_mean=True)),
+    Mistake("the SNR is that of position t + 1 (step t + 2); image b was noised to step t[b] + 1, whose SNR is at "
+            "position t[b]: s.alphas_cumprod[t], or s.snr(t)", _min_snr_with(shift=1)),
+    Mistake("the SNR is that of position t − 1 (step t); image b was noised to step t[b] + 1, whose SNR is at "
+            "position t[b]: s.alphas_cumprod[t], or s.snr(t)", _min_snr_with(shift=-1)),
+    Mistake("ᾱ was taken for the SNR; SNR = ᾱ/(1 − ᾱ) (with ᾱ ≤ 1 < γ every weight came out 1: the plain loss)",
+            _min_snr_with(snr_is_abar=True)),
+    Mistake("each image's squared errors were summed over its pixels; the per-image error is their mean",
+            _min_snr_with(pixels="sum")),
+    Mistake("the weighted errors were summed over the batch; the loss is their mean", _min_snr_with(batch="sum")),
+    Mistake("min(SNR, γ)/SNR is 0/0 = NaN where SNR = 0 (the last position of a zero-terminal-SNR schedule); "
+            "write the weight as min(1, γ/SNR), which is 1 there",
+            _min_snr_with(weight=lambda snr, g: snr.clamp(max=g) / snr)),
+)
+
+
+register(
+    Exercise("min_snr_loss", "min_snr_loss", _reference_min_snr_loss, (
+        "The training loss of the first exercise, with one error per image instead of one for the batch: give each "
+        "image a weight from how clean its x_t is (its signal-to-noise ratio), 1 for noisy steps and less for nearly "
+        "clean ones, never more than 1, and average the weighted errors over the batch.",
+        HINT_MIN_SNR_LOSS,
+        "x_t = md.q_sample(x0, t, s, noise); error = (model(x_t, t) − noise).pow(2).flatten(1).mean(1); "
+        "snr = s.snr(t).to(error.dtype); then the mean of (gamma / snr).clamp(max=1.0) * error."),
+        MIN_SNR_LOSS_MISTAKES, ("minidiff.losses.per_sample_loss", "minidiff.losses.diffusion_loss",
+                                "minidiff.losses.loss_weight"),
+        per_image_t=True),
 )
