@@ -791,7 +791,8 @@ def test_use_reference_gives_minidiffs_version(capsys):
 def test_hints_come_in_tiers_for_every_exercise(capsys):
     names = {"q_step", "forward_chain", "alphas_cumprod", "q_sample", "posterior_mean", "convert_prediction",
              "cosine_schedule", "timestep_embedding",
-             "inject_time", "training_loss", "ddpm_step", "ddim_step", "ddim_loop", "guided_prediction", "drop_labels",
+             "inject_time", "training_loss", "ddpm_step", "ddim_step", "ddim_loop", "dpm_solver_step", "guided_prediction",
+             "drop_labels",
              "rescaled_guidance", "reparameterise", "kl_divergence", "zero_terminal_snr", "receptive_field",
              "ema_update"}
     assert set(ex.EXERCISES) == names == {n[len("check_"):] for n in dir(ex) if n.startswith("check_")} - {"properties"}
