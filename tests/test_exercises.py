@@ -562,6 +562,68 @@ def test_check_ddim_loop_blocks_minidiffs_loop_falls_back_and_fails_when_graded(
         ex.check_ddim_loop(stub)
 
 
+def _dpm(x_t, x0, t, t_next, s, x0_last=None, t_last=None, lam_scale=0.5, swapped=False):
+    """A learner's DPM-Solver++(2M) step: float32 coefficients, plain indexing."""
+    if t_next == -1:
+        return x0
+    lam = lam_scale * s.log_snr.float()
+    h = lam[t_next] - lam[t]
+    sigma, alpha = s.sqrt_one_minus_alphas_cumprod.float(), s.sqrt_alphas_cumprod.float()
+    d = x0
+    if x0_last is not None:
+        r = (lam[t] - lam[t_last]) / h
+        new, old = (x0_last, x0) if swapped else (x0, x0_last)
+        d = (1 + 1 / (2 * r)) * new - 1 / (2 * r) * old
+    return sigma[t_next] / sigma[t] * x_t - alpha[t_next] * torch.expm1(-h) * d
+
+
+def test_check_dpm_solver_step_passes_a_learners_step_and_names_the_common_mistakes(capsys):
+    assert ex.check_dpm_solver_step(_dpm) is _dpm
+    assert ex.check_dpm_solver_step(_dpm, hidden=True) is None
+    assert capsys.readouterr().out == ("✓ dpm_solver_step: correct on 6 test cases.\n"
+                                       "✓ dpm_solver_step: hidden tests pass (5 more cases).\n")
+    with pytest.raises(ExerciseError, match=r"(?s)dpm_solver_step is not right yet, on case 1 of 6: .*t_next=949.*"
+                                            r"λ was taken as the log SNR"):
+        ex.check_dpm_solver_step(lambda *a: _dpm(*a, lam_scale=1.0))
+    with pytest.raises(ExerciseError, match=r"(?s)on case 2 of 6: .*t_last=999.*weights of x0 and x0_last are swapped"):
+        ex.check_dpm_solver_step(lambda *a: _dpm(*a, swapped=True))
+
+
+@pytest.mark.parametrize("mistake", ex.nb06_sampling.DPM_SOLVER_STEP_MISTAKES, ids=lambda m: m.description[:30])
+@pytest.mark.parametrize("hidden", [False, True])
+def test_check_dpm_solver_step_recognises_each_mistake(mistake, hidden):
+    wrong = lambda *a: mistake.wrong(*a)             # a learner's function, not minidiff's
+    with pytest.raises(ExerciseError, match="dpm_solver_step is not right yet") as excinfo:
+        ex.check_dpm_solver_step(wrong, hidden=hidden)
+    assert f"This looks like a common mistake: {mistake.description}." in str(excinfo.value)
+
+
+def test_check_dpm_solver_step_mistakes_are_named_in_the_notebooks_words():
+    descriptions = " | ".join(m.description for m in ex.EXERCISES["dpm_solver_step"].mistakes)
+    for named in ("½·s.log_snr", "σ ratio is inverted", "e^{h} − 1", "the factor is −h", "r is inverted",
+                  "x0_last was ignored", "weights of x0 and x0_last are swapped", "s.sqrt_alphas_cumprod[t]",
+                  "t_next = −1"):
+        assert named in descriptions
+    hints = ex.EXERCISES["dpm_solver_step"].hints
+    assert len(hints) == 3 and "expm1" not in hints[0] and "log_snr" not in hints[0]
+
+
+def test_check_dpm_solver_step_blocks_minidiffs_step_falls_back_and_fails_when_graded(capsys, monkeypatch):
+    def calls_minidiff(x_t, x0, t, t_next, s, x0_last=None, t_last=None):
+        return md.dpm_solver_step(x_t, x0, t, t_next, s, x0_last, t_last)
+    with pytest.raises(ExerciseError, match="dpm_solver_step calls minidiff's own md.dpm_solver_step"):
+        ex.check_dpm_solver_step(calls_minidiff)
+
+    def stub(*args, **kwargs):
+        raise NotImplementedError
+    fallback = ex.check_dpm_solver_step(stub)
+    assert fallback is not stub and "not attempted yet" in capsys.readouterr().out
+    assert ex.check_dpm_solver_step(fallback) is fallback
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    with pytest.raises(ExerciseError, match="dpm_solver_step was not attempted.*scores 0"):
+        ex.check_dpm_solver_step(stub)
+
+
 # -- notebook 07 ---------------------------------------------------------------------------------
 def _guided(model, x_t, t, y, null_label, w):
     out = model(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, null_label)]))
@@ -729,7 +791,8 @@ def test_use_reference_gives_minidiffs_version(capsys):
 def test_hints_come_in_tiers_for_every_exercise(capsys):
     names = {"q_step", "forward_chain", "alphas_cumprod", "q_sample", "posterior_mean", "convert_prediction",
              "cosine_schedule", "timestep_embedding",
-             "inject_time", "training_loss", "ddpm_step", "ddim_step", "ddim_loop", "guided_prediction", "drop_labels",
+             "inject_time", "training_loss", "ddpm_step", "ddim_step", "ddim_loop", "dpm_solver_step", "guided_prediction",
+             "drop_labels",
              "rescaled_guidance", "reparameterise", "kl_divergence", "zero_terminal_snr", "receptive_field",
              "ema_update", "min_snr_loss"}
     assert set(ex.EXERCISES) == names == {n[len("check_"):] for n in dir(ex) if n.startswith("check_")} - {"properties"}

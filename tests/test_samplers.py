@@ -204,6 +204,31 @@ def test_dpm_solver_second_order_is_exact_for_linear_x0_in_lambda(s):
     torch.testing.assert_close(got, sigma[t_next] / sigma[t] * x_t - s.sqrt_alphas_cumprod[t_next] * torch.expm1(-h) * d)
 
 
+def test_dpm_solver_first_order_step_is_the_exact_flow_for_constant_x0(s):
+    r"""Notebook 06: with x̂_0 held at D, the ODE d\bar x/dλ = D − \bar x (\bar x = x/α) solved finely from λ_k to λ_j
+    is the first-order update x_j = (σ_j/σ_k) x_k − α_j (e^{−h} − 1) D; and σ_t e^{λ_t} = α_t."""
+    lam, alpha = 0.5 * s.log_snr, s.sqrt_alphas_cumprod
+    torch.testing.assert_close(s.sqrt_one_minus_alphas_cumprod * lam.exp(), alpha)
+    t, t_next = 700, 400
+    x_t, d = torch.randn(2, 3, 1, 2, 2, dtype=torch.float64).unbind(0)
+    x_bar, n = x_t / alpha[t], 20_000
+    dlam = (lam[t_next] - lam[t]) / n
+    for _ in range(n):                                  # midpoint (RK2) steps in λ
+        x_bar = x_bar + dlam * (d - (x_bar + 0.5 * dlam * (d - x_bar)))
+    torch.testing.assert_close(alpha[t_next] * x_bar, md.dpm_solver_step(x_t, d, t, t_next, s), rtol=1e-7, atol=1e-7)
+
+
+def test_dpm_solver_loop_without_history_is_ddim(s):
+    """Notebook 06: DPM-Solver++ steps that are never given the previous x̂_0 make the whole DDIM (η = 0) sampler."""
+    model = gaussian_eps_model(s)
+    x_T = torch.randn(64, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ts = ddim_timesteps(s.num_steps, 10)
+    x = x_T
+    for t, t_next in zip(ts, ts[1:] + [-1]):
+        _, x0 = predict_eps(model, x, t, s)
+        x = md.dpm_solver_step(x, x0, t, t_next, s)
+    torch.testing.assert_close(x, md.ddim_sample(model, s, x_T.shape, steps=10, x_T=x_T))
+
 def test_ddim_inversion_then_sampling_reconstructs(s):
     """With the exact ε-predictor, inverting data to x_T and sampling back returns it (to ODE discretisation)."""
     model = gaussian_eps_model(s)

@@ -1,4 +1,4 @@
-"""Notebook 06's exercises: one DDPM step, one DDIM step, and the whole DDIM sampling loop.
+"""Notebook 06's exercises: one DDPM step, one DDIM step, the whole DDIM sampling loop, and one DPM-Solver++(2M) step.
 
 Every `t` here is a position (the course's notation, notebook 01): position t is step t + 1, so
 s.betas[t] is β_{t+1} and s.alphas_cumprod[t] is ᾱ_{t+1}; position −1 is step 0, x_0 itself (ᾱ_0 = 1)."""
@@ -14,7 +14,8 @@ from .core import (_ABAR, _ALPHA, _BETA, IMAGE_TOLERANCE, Case, Exercise, Mistak
                    _first_hint, check, describe, register,
                    t_labels)
 
-__all__ = ["HINT_DDIM_LOOP", "HINT_DDIM_STEP", "HINT_DDPM_STEP", "check_ddim_loop", "check_ddim_step", "check_ddpm_step"]   # what md.exercises exports from here
+__all__ = ["HINT_DDIM_LOOP", "HINT_DDIM_STEP", "HINT_DDPM_STEP", "HINT_DPM_SOLVER_STEP", "check_ddim_loop", "check_ddim_step",
+           "check_ddpm_step", "check_dpm_solver_step"]   # what md.exercises exports from here
 
 
 HINT_DDPM_STEP = ("t is a position, step t + 1: with β = s.betas[t], α = s.alphas[t] and ᾱ = s.alphas_cumprod[t] "
@@ -266,4 +267,110 @@ register(
         "[-1]): eps, _ = md.samplers.predict_eps(model, x, t, s, y); x = ddim_step(x, eps, t, t_prev, s, eta, "
         "torch.randn(x.shape, generator=generator)); return x."),
         DDIM_LOOP_MISTAKES, ("minidiff.samplers.ddim_sample", "minidiff.samplers.ddim_timesteps")),
+)
+
+
+# -- one DPM-Solver++(2M) step ---------------------------------------------------------------------
+HINT_DPM_SOLVER_STEP = ("t, t_next and t_last are positions (step k = t + 1, step j = t_next + 1). At t_next = −1 "
+                        "(step 0, σ = 0) return x0. Otherwise λ = ½·s.log_snr (λ = log(α/σ), half the log SNR), "
+                        "h = λ[t_next] − λ[t]; x_next = (σ[t_next]/σ[t])·x_t − α[t_next]·(e^{−h} − 1)·D with "
+                        "α = s.sqrt_alphas_cumprod, σ = s.sqrt_one_minus_alphas_cumprod and D = x0, or, given "
+                        "x0_last from t_last, r = (λ[t] − λ[t_last])/h and D = (1 + 1/(2r))·x0 − 1/(2r)·x0_last. "
+                        "torch.expm1(−h) is e^{−h} − 1; cast coefficients to x_t's dtype.")
+
+
+def _dpm_cases(hidden: bool = False) -> list[Case]:
+    """(t, t_next, t_last or None, schedule): first order, second order, the last step to x_0, and λ spaced
+    unevenly (r ≠ 1, so an inverted r shows), on three schedules whose SNR never reaches zero."""
+    if hidden:
+        settings = [(949, 899, 999, "sigmoid"), (499, 249, 749, "cosine"), (999, 799, None, "sigmoid"),
+                    (99, -1, 199, "cosine"), (24, 9, 49, "linear")]
+        shape, first_seed = (2, 3, 5, 5), 100
+    else:
+        settings = [(999, 949, None, "linear"), (899, 799, 999, "linear"), (599, 299, 799, "cosine"),
+                    (49, -1, 99, "linear"), (699, 599, None, "cosine"), (199, 99, 249, "sigmoid")]
+        shape, first_seed = (3, 1, 6, 6), 0
+    cases = []
+    for seed, (t, t_next, t_last, kind) in enumerate(settings, start=first_seed):
+        g = torch.Generator().manual_seed(seed)
+        x_t, x0, x0_last = torch.randn(shape, generator=g), torch.randn(shape, generator=g).clamp(-1, 1), \
+            torch.randn(shape, generator=g).clamp(-1, 1)
+        s = schedules.make_schedule(kind, 1000)
+        last = dict(x0_last=x0_last, t_last=t_last) if t_last is not None else dict(x0_last=None, t_last=None)
+        inputs = dict(x_t=x_t, x0=x0, t=t, t_next=t_next, schedule=s, **last)
+        cases.append(Case(describe(**inputs), tuple(inputs.values()), batch_labels=t_labels(t, shape[0])))
+    return cases
+
+
+def check_dpm_solver_step(fn: Callable, hidden: bool = False) -> Callable:
+    """Check ``fn(x_t, x0, t, t_next, s, x0_last=None, t_last=None) -> x_{t_next}`` against
+    ``minidiff.dpm_solver_step`` (DPM-Solver++(2M), Lu et al. 2022, Algorithm 2)."""
+    return check("dpm_solver_step", fn, _reference_dpm_solver_step, _dpm_cases(hidden),
+                 _first_hint("dpm_solver_step"), **IMAGE_TOLERANCE, hidden=hidden)
+
+
+def _reference_dpm_solver_step(x_t: Tensor, x0: Tensor, t: int, t_next: int, s: schedules.NoiseSchedule,
+                               x0_last: Optional[Tensor] = None, t_last: Optional[int] = None) -> Tensor:
+    from ...samplers import dpm_solver_step
+    return dpm_solver_step(x_t, x0, t, t_next, s, x0_last, t_last)
+
+
+def _dpm_with(lam_scale: float = 0.5, ratio_inverted: bool = False, factor: Callable = torch.expm1,
+              r_of: Callable = lambda h_last, h: h_last / h, first_order: bool = False, swapped: bool = False,
+              alpha_at_t: bool = False, minus_one_as_index: bool = False) -> Callable:
+    """The DPM-Solver++(2M) step with one mistake. ``factor(−h)`` stands for e^{−h} − 1."""
+    def wrong(x_t: Tensor, x0: Tensor, t: int, t_next: int, s: schedules.NoiseSchedule,
+              x0_last: Optional[Tensor] = None, t_last: Optional[int] = None) -> Tensor:
+        if t_next == -1 and not minus_one_as_index:
+            return x0
+        lam = lam_scale * s.log_snr
+        sigma = s.sqrt_one_minus_alphas_cumprod
+        h = lam[t_next] - lam[t]
+        ratio = sigma[t] / sigma[t_next] if ratio_inverted else sigma[t_next] / sigma[t]
+        alpha = s.sqrt_alphas_cumprod[t if alpha_at_t else t_next]
+        d = x0
+        if x0_last is not None and not first_order:
+            r = r_of(lam[t] - lam[t_last], h)
+            new, old = (x0_last, x0) if swapped else (x0, x0_last)
+            d = (1 + 1 / (2 * r)) * new - (1 / (2 * r)) * old
+        return ratio.to(x_t.dtype) * x_t - (alpha * factor(-h)).to(x_t.dtype) * d
+    return wrong
+
+
+DPM_SOLVER_STEP_MISTAKES = (
+    Mistake("λ was taken as the log SNR, s.log_snr; λ = log(α/σ) is half of it, λ = ½·s.log_snr",
+            _dpm_with(lam_scale=1.0)),
+    Mistake("the σ ratio is inverted: x_t's coefficient is σ[t_next]/σ[t] (σ = s.sqrt_one_minus_alphas_cumprod), "
+            "less than 1 as the noise falls", _dpm_with(ratio_inverted=True)),
+    Mistake("the factor is e^{h} − 1; with h = λ[t_next] − λ[t] > 0 it is e^{−h} − 1 = torch.expm1(−h)",
+            _dpm_with(factor=lambda minus_h: torch.expm1(-minus_h))),
+    Mistake("the factor is −h, the first-order Taylor term of e^{−h} − 1; the exact integral is e^{−h} − 1 "
+            "= torch.expm1(−h)", _dpm_with(factor=lambda minus_h: minus_h)),
+    Mistake("r is inverted: r = h_last/h, with h_last = λ[t] − λ[t_last] the previous step's length in λ",
+            _dpm_with(r_of=lambda h_last, h: h / h_last)),
+    Mistake("r has the wrong sign: h_last = λ[t] − λ[t_last] (λ grows as the noise falls, so it is positive like h)",
+            _dpm_with(r_of=lambda h_last, h: -h_last / h)),
+    Mistake("x0_last was ignored: given the previous step's x̂_0 (x0_last, from t_last), D = (1 + 1/(2r))·x0 − "
+            "1/(2r)·x0_last, the second-order step", _dpm_with(first_order=True)),
+    Mistake("the weights of x0 and x0_last are swapped: D = (1 + 1/(2r))·x0 − 1/(2r)·x0_last extrapolates past the "
+            "newer x̂_0, x0", _dpm_with(swapped=True)),
+    Mistake("α is that of the current step, s.sqrt_alphas_cumprod[t]; the update uses the next step's, "
+            "α[t_next]", _dpm_with(alpha_at_t=True)),
+    Mistake("at t_next = −1 you indexed the tables at −1, the last position (step T); t_next = −1 is step 0, "
+            "where σ = 0 and the step returns x0 itself", _dpm_with(minus_one_as_index=True)),
+)
+
+
+register(
+    Exercise("dpm_solver_step", "dpm_solver_step", _reference_dpm_solver_step, (
+        "Move x_t to the next noise level by solving the probability-flow ODE in λ = log(α/σ): the part linear in "
+        "x is integrated exactly (a ratio of σ's), the x̂_0 part is taken constant over the step (first order) or, "
+        "when the previous step's x̂_0 is given, extrapolated linearly in λ from the two (second order). "
+        "t_next = −1 is step 0, the clean image: return x0.",
+        HINT_DPM_SOLVER_STEP,
+        "if t_next == -1: return x0; lam = 0.5 * s.log_snr; h = lam[t_next] - lam[t]; sigma = "
+        "s.sqrt_one_minus_alphas_cumprod; D = x0, or with x0_last: r = (lam[t] - lam[t_last]) / h; D = (1 + 1/(2*r)) "
+        "* x0 - 1/(2*r) * x0_last; return (sigma[t_next] / sigma[t]).to(x_t.dtype) * x_t - "
+        "(s.sqrt_alphas_cumprod[t_next] * torch.expm1(-h)).to(x_t.dtype) * D."),
+        DPM_SOLVER_STEP_MISTAKES, ("minidiff.samplers.dpm_solver_step", "minidiff.samplers.dpm_solver_sample")),
 )
