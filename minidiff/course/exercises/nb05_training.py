@@ -260,10 +260,13 @@ def check_min_snr_loss(fn: Callable, hidden: bool = False) -> Callable:
                  **IMAGE_TOLERANCE, hidden=hidden)
 
 
-_MIN_SNR = lambda snr, gamma: (gamma / snr).clamp(max=1.0)
+def _min_snr(snr: Tensor, gamma: float) -> Tensor:
+    """The right weight, minidiff's own: min(1, γ/SNR) on the ε scale."""
+    from ...losses import loss_weight
+    return loss_weight("min_snr", "eps", snr, gamma)
 
 
-def _min_snr_with(weight: Callable = _MIN_SNR, shift: int = 0, snr_is_abar: bool = False, pixels: str = "mean",
+def _min_snr_with(weight: Callable = _min_snr, shift: int = 0, snr_is_abar: bool = False, pixels: str = "mean",
                   batch: str = "mean", weight_after_mean: bool = False) -> Callable:
     """A wrong min-SNR loss: another ``weight(snr, γ)``, the SNR of position t + ``shift`` (or ᾱ taken for it),
     errors summed over pixels or over the batch, or the weights averaged apart from the errors."""
