@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ... import schedules
+from ... import losses, schedules
 from .core import (_ABAR, _ALPHA, IMAGE_TOLERANCE, Case, Exercise, ExerciseError, Mistake, _advice, _first_hint, check,
                    describe, register, t_labels)
 
@@ -225,9 +225,11 @@ def _reference_min_snr_loss(model: Callable, x0: Tensor, t: Tensor, noise: Tenso
                             gamma: float = 5.0) -> Tensor:
     r"""$\frac1B\sum_b \min(1, \gamma/\mathrm{SNR}(t_b))\,\mathrm{mean}\big((\varepsilon_\theta(x_{t_b}, t_b) - \varepsilon_b)^2\big)$,
     from minidiff's own pieces: with γ = 5 it is ``diffusion_loss(model, x0, s, weighting="min_snr", t=t, noise=noise)``."""
-    from ...losses import loss_weight, per_sample_loss
-    error = per_sample_loss(model, x0, t, s, noise=noise)           # (B,): ε-target, unweighted
-    return (loss_weight("min_snr", "eps", s.snr(t).to(error.dtype), gamma) * error).mean()
+    error = losses.per_sample_loss(model, x0, t, s, noise=noise)    # (B,): ε-target, unweighted
+    return (_loss_weight("min_snr", "eps", s.snr(t).to(error.dtype), gamma) * error).mean()
+
+
+_loss_weight = losses.loss_weight      # bound here: while a check runs, minidiff's own loss_weight is blocked
 
 
 def _min_snr_cases(hidden: bool) -> list[Case]:
@@ -262,8 +264,7 @@ def check_min_snr_loss(fn: Callable, hidden: bool = False) -> Callable:
 
 def _min_snr(snr: Tensor, gamma: float) -> Tensor:
     """The right weight, minidiff's own: min(1, γ/SNR) on the ε scale."""
-    from ...losses import loss_weight
-    return loss_weight("min_snr", "eps", snr, gamma)
+    return _loss_weight("min_snr", "eps", snr, gamma)
 
 
 def _min_snr_with(weight: Callable = _min_snr, shift: int = 0, snr_is_abar: bool = False, pixels: str = "mean",
