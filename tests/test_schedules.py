@@ -34,14 +34,18 @@ def test_notation_step_t_sits_at_position_t_minus_1():
 
 
 def test_posterior_variance_over_beta_is_at_most_one_and_rises_to_one():
-    """β̃_t / β_t = (1 − ᾱ_{t−1}) / (1 − ᾱ_t): 0 at t = 1, below 1 everywhere, close to 1 once ᾱ_t is small
-    (notebook 02's ratio plot)."""
+    """β̃_t / β_t = (1 − ᾱ_{t−1}) / (1 − ᾱ_t): 0 at t = 1, below 1 everywhere, and close to 1 as soon as 1 − ᾱ_t
+    is large next to β_t, since 1 − β̃_t/β_t = β_t ᾱ_{t−1}/(1 − ᾱ_t) (notebook 02's ratio plot)."""
     for s in (md.NoiseSchedule.linear(1000), md.NoiseSchedule.cosine(1000)):
         ratio = s.posterior_variance / s.betas
         torch.testing.assert_close(ratio, (1 - s.alphas_cumprod_prev) / (1 - s.alphas_cumprod))
+        torch.testing.assert_close(1 - ratio, s.betas * s.alphas_cumprod_prev / (1 - s.alphas_cumprod))
         assert ratio[0] == 0 and (ratio < 1).all() and (ratio[1:] > 0).all()
         assert (ratio.diff() > 0).all()                      # monotone for these schedules
         assert ratio[-1] > 0.999
+    linear = md.NoiseSchedule.linear(1000)                    # notebook 02: above 0.99 from t = 168, ᾱ_168 ≈ 0.74
+    ratio = linear.posterior_variance / linear.betas
+    assert int((ratio > 0.99).nonzero()[0]) + 1 == 168 and abs(linear.alphas_cumprod[167] - 0.743) < 1e-3
 
 
 def test_alphas_cumprod_is_running_product():
