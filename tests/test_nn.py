@@ -155,3 +155,26 @@ def test_unet_bad_input():
     cond = small(num_classes=10)
     with pytest.raises(ValueError, match=r"y must be a LongTensor of shape \(2,\)"):
         cond(torch.randn(2, 1, 16, 16), 1, torch.tensor([1.0, 2.0]))
+
+
+def test_fresh_resblock_is_identity_or_its_skip():
+    """Notebook 04: conv2 starts at zero, so a fresh block returns its input (or its 1×1 projection)."""
+    x, e = torch.randn(2, 32, 7, 7), torch.randn(2, 128)
+    block = md.nn.ResBlock(32, 32, emb_dim=128, dropout=0.1)
+    assert torch.equal(block(x, e), x)
+    block = md.nn.ResBlock(32, 64, emb_dim=128, dropout=0.1)
+    assert torch.equal(block(x, e), block.skip(x))
+
+
+def test_group_norm_removes_a_shift_shared_by_a_group():
+    """Notebook 04's pitfall: GroupNorm subtracts each group's mean, so a per-channel shift added right before
+    it is lost entirely where a group is one channel (32 channels) and only in part with 2 channels per group."""
+    from minidiff.nn.blocks import group_norm
+    torch.manual_seed(0)
+    h32, b32 = torch.randn(4, 32, 7, 7), torch.randn(1, 32, 1, 1)
+    torch.testing.assert_close(group_norm(32)(h32 + b32), group_norm(32)(h32), atol=1e-5, rtol=0)
+    h64, b64 = torch.randn(4, 64, 7, 7), torch.randn(1, 64, 1, 1)
+    kept = (group_norm(64)(h64 + b64) - group_norm(64)(h64)).norm() / b64.expand_as(h64).norm()
+    assert 0.2 < kept < 0.9
+    shared = b64.view(32, 2).mean(1, keepdim=True).expand(32, 2).reshape(1, 64, 1, 1)   # the same within each group
+    torch.testing.assert_close(group_norm(64)(h64 + shared), group_norm(64)(h64), atol=1e-5, rtol=0)
