@@ -11,6 +11,8 @@ from ... import losses, schedules
 from .core import (_ABAR, _ALPHA, IMAGE_TOLERANCE, Case, Exercise, ExerciseError, Mistake, _advice, _first_hint, check,
                    describe, register, t_labels)
 
+_loss_weight = losses.loss_weight      # bound here: while a check runs, minidiff's own loss_weight is blocked
+
 __all__ = ["HINT_EMA_UPDATE", "HINT_MIN_SNR_LOSS", "HINT_TRAINING_LOSS", "check_ema_update", "check_min_snr_loss",
            "check_training_loss"]   # what md.exercises exports from here
 
@@ -227,9 +229,6 @@ def _reference_min_snr_loss(model: Callable, x0: Tensor, t: Tensor, noise: Tenso
     from minidiff's own pieces: with γ = 5 it is ``diffusion_loss(model, x0, s, weighting="min_snr", t=t, noise=noise)``."""
     error = losses.per_sample_loss(model, x0, t, s, noise=noise)    # (B,): ε-target, unweighted
     return (_loss_weight("min_snr", "eps", s.snr(t).to(error.dtype), gamma) * error).mean()
-
-
-_loss_weight = losses.loss_weight      # bound here: while a check runs, minidiff's own loss_weight is blocked
 
 
 def _min_snr_cases(hidden: bool) -> list[Case]:
