@@ -2,10 +2,19 @@
 DPM-Solver++ step without history against ``md.ddim_sample`` (η = 0), the same arithmetic reordered, the shipped
 model under bf16 autocast on the CPU, 300 images, 20 steps. Notebook 06 (cell d02) quotes its figures.
 
-    python benchmarks/bf16_loop_agreement.py
+    python benchmarks/bf16_loop_agreement.py [--n 300] [--steps 20]
 """
-import torch, time, minidiff as md
-torch.set_num_threads(2)
+import argparse
+import time
+
+import torch
+
+import minidiff as md
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--n", type=int, default=300, help="images")
+parser.add_argument("--steps", type=int, default=20, help="network calls per sampler")
+args = parser.parse_args()
 model, s, _ = md.load_diffusion("mnist_cond", device="cpu")
 class BF16(torch.nn.Module):
     """The model under bf16 autocast on the CPU, as predict_eps runs it on CUDA."""
@@ -15,11 +24,11 @@ class BF16(torch.nn.Module):
             return self.m(x, t, y).float()
 net = BF16(model).eval()
 for p in net.parameters(): p.requires_grad_(False)
-N = 300
+N = args.n
 y = torch.arange(N) % 10
 x_T = torch.randn(N, 1, 28, 28, generator=torch.Generator().manual_seed(8))
 def loop(x, second):
-    pos = md.samplers.ddim_timesteps(s.num_steps, 20, "trailing"); x0l = tl = None
+    pos = md.samplers.ddim_timesteps(s.num_steps, args.steps, "trailing"); x0l = tl = None
     for t, tn in zip(pos, pos[1:] + [-1]):
         _, x0 = md.samplers.predict_eps(net, x, t, s, y)
         x = md.samplers.dpm_solver_step(x, x0, t, tn, s, x0l, tl)
@@ -28,7 +37,7 @@ def loop(x, second):
 t0 = time.time()
 with torch.no_grad():
     ours = loop(x_T, False)
-    ref = md.ddim_sample(net, s, x_T.shape, steps=20, y=y, x_T=x_T)
+    ref = md.ddim_sample(net, s, x_T.shape, steps=args.steps, y=y, x_T=x_T)
 d = (ours - ref).abs()
 per_img = d.flatten(1).mean(1)
 print(f"{time.time()-t0:.0f}s  max {d.max():.3e}  mean {d.mean():.3e}  per-image mean max {per_img.max():.3e}  99.9% pixel {d.flatten().quantile(0.999):.3e}")
