@@ -10,6 +10,8 @@ r"""Command line: train a recipe, or sample from a trained model.
 ``train`` writes ``OUT/checkpoint.pt`` (resumable: weights, EMA, optimizer, RNG states) every few
 steps and at the end, plus ``OUT/model.pt`` (EMA weights and configs only, for sampling); with
 ``--ship DIR`` it also writes the EMA weights and their measured metrics into a checkpoints folder.
+A folder that already holds a run is continued (``--resume``) or replaced (``--overwrite``), never
+silently; ``sample`` never writes its grid over a checkpoint, and every file is replaced atomically.
 A mistake on the command line ends in one line on stderr that says what was wrong, and exit code 2.
 """
 from __future__ import annotations
@@ -24,11 +26,13 @@ import torch
 import torch.distributed as dist
 
 from . import pretrained
+from .checkpoint import TRAIN_FORMAT, load_checkpoint
 from .guidance import check_scale, labels_in_turn
 from .pretrained.recipes import (RECIPES, evaluate_recipe, evaluate_snapshots, finish, make_trainer, ship,
                                  ship_snapshots, train_recipe)
 from .samplers import SAMPLERS, sample
-from .images import save_grid
+from .images import image_format, save_grid
+from .registry import MODEL_FORMAT
 from .train import COMPILE_MODES, NonFiniteLossError, RunConfig, RunFolderBusyError
 
 # CorruptCheckpointError, UnsafeCheckpointError and ChecksumError are ValueErrors; FileNotFoundError,
@@ -38,6 +42,12 @@ USER_ERRORS = (ValueError, TypeError, OSError, RunFolderBusyError, NonFiniteLoss
 
 class UsageError(ValueError):
     """A command-line argument that cannot work; the message says which and why."""
+
+
+MAX_SAMPLES = 1024          # one grid image (32 × 32 tiles); draw more from Python, in batches
+SAMPLE_BATCH = 256          # images per sampler call: memory stays bounded for any --n
+SATURATED = 1.5             # |x| beyond this is far outside the model's range [-1, 1]
+NUMBER_FLAGS = ("--guidance",)   # flags whose value may start with "-" (-1e6, -inf)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +66,8 @@ def add_train_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument("--steps", type=int, default=None, help="override the recipe's number of steps")
     train.add_argument("--max-seconds", type=float, default=None, help="stop after this wall time (> 0)")
     train.add_argument("--resume", default=None, metavar="PATH", help="continue from this checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="replace the run that --out already holds "
+                                                               "(without it, such a folder is refused)")
     train.add_argument("--ship", default=None, metavar="DIR", help="also write the EMA weights and metrics "
                                                                    "into the checkpoints folder DIR (manifest.json)")
     train.add_argument("--compile", nargs="?", const=True, default=False, choices=[True, *COMPILE_MODES],
@@ -71,15 +83,15 @@ def add_train_arguments(train: argparse.ArgumentParser) -> None:
 def add_sample_arguments(sample_parser: argparse.ArgumentParser) -> None:
     sample_parser.add_argument("--checkpoint", required=True,
                                help="a checkpoint.pt or model.pt from `train`, or a shipped model's name (mnist_cond)")
-    sample_parser.add_argument("--out", default="samples.png", help="PNG file for the grid")
-    sample_parser.add_argument("--n", type=int, default=64, help="number of samples")
+    sample_parser.add_argument("--out", default="samples.png", help="PNG or JPEG file for the grid (by its extension)")
+    sample_parser.add_argument("--n", type=int, default=64, help=f"number of samples (at most {MAX_SAMPLES})")
     sample_parser.add_argument("--label", type=int, default=None, help="class of every sample (default: 0, 1, 2, …)")
     sample_parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale w "
                                                                           "(0: unconditional, 1: conditional)")
     sample_parser.add_argument("--sampler", choices=SAMPLERS, default="ddim",
                                help="ddim (default), dpm++ (DPM-Solver++ 2M) or ddpm (all T steps; --steps is ignored)")
     sample_parser.add_argument("--steps", type=int, default=50, help="network calls for ddim and dpm++")
-    sample_parser.add_argument("--seed", type=int, default=0)
+    sample_parser.add_argument("--seed", type=int, default=0, help="seed of the noise, in [0, 2**64)")
     sample_parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     sample_parser.set_defaults(func=sample_command)
 
@@ -128,22 +140,80 @@ def _probe(folder: Path, flag: str, path: Path) -> None:
         raise UsageError(f"{flag} {path} is not writable ({folder}: {err.strerror or err})") from None
 
 
-def check_count(value: Optional[int], flag: str, minimum: int = 1) -> None:
+def check_count(value: Optional[int], flag: str, minimum: int = 1, maximum: Optional[int] = None,
+                why: str = "") -> None:
     if value is not None and value < minimum:
         raise UsageError(f"{flag} must be >= {minimum}; got {value}")
+    if value is not None and maximum is not None and value > maximum:
+        raise UsageError(f"{flag} must be <= {maximum:,}{why}; got {value:,}")
+
+
+def check_new_run(out: Path, args: argparse.Namespace) -> None:
+    """A folder that already holds a run is continued with --resume or replaced with --overwrite, never
+    overwritten by a fresh run without a word."""
+    held = [name for name in ("checkpoint.pt", "model.pt") if (out / name).is_file()]
+    if held and args.resume is None and not args.overwrite:
+        raise UsageError(f"--out {out} already holds a run ({', '.join(held)}): continue it with --resume "
+                         f"{out / 'checkpoint.pt'} (and --steps above its step), or pass --overwrite to replace it")
+
+
+def check_resume_file(path: Path) -> None:
+    """``path`` is a training checkpoint (Trainer.save), not a model file or another kind of file."""
+    if not path.is_file():
+        raise UsageError(f"--resume {path}: no such checkpoint file")
+    kind = load_checkpoint(path).get("format")
+    if kind == MODEL_FORMAT:
+        raise UsageError(f"--resume {path} is a model file (EMA weights for sampling), not a training "
+                         f"checkpoint: resume from the checkpoint.pt that the run wrote beside it "
+                         f"({path.parent / 'checkpoint.pt'})")
+    if kind != TRAIN_FORMAT:
+        raise UsageError(f"--resume {path} is not a minidiff training checkpoint (format {kind!r}, expected "
+                         f"{TRAIN_FORMAT!r})")
+
+
+def check_sample_out(out: Path, checkpoint: str) -> None:
+    """The grid never replaces the checkpoint being read nor any other checkpoint, and its format is known."""
+    if Path(checkpoint).is_file() and out.exists() and out.resolve() == Path(checkpoint).resolve():
+        raise UsageError(f"--out {out} is the --checkpoint file being read; the grid would overwrite it: give "
+                         f"an image file name such as samples.png")
+    if out.is_file() and _is_torch_file(out):
+        raise UsageError(f"--out {out} is an existing checkpoint (a torch file); the grid would overwrite it: "
+                         f"give an image file name such as samples.png")
+    image_format(out, "--out")
+
+
+def _is_torch_file(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"     # torch.save writes a zip archive
+
+
+def check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**64:
+        raise UsageError(f"--seed must be in [0, 2**64 - 1] (a 64-bit seed for torch.Generator); got {seed}")
+
+
+def check_guidance(guidance: Optional[float]) -> None:
+    if guidance is None:
+        return
+    check_scale(guidance, "--guidance")
+    biggest = torch.finfo(torch.float32).max
+    if abs(guidance) > biggest:
+        raise UsageError(f"--guidance {guidance:g} is beyond float32's range (±{biggest:.3g}): w·(ε_c − ε_u) "
+                         f"would be inf and every sample NaN; scales of 1 to 10 are usual")
 
 
 # -- train ---------------------------------------------------------------------------------------
 def train_command(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("runs") / args.recipe)
     check_writable_folder(out, "--out")
+    check_new_run(out, args)
     if args.ship is not None:
         check_writable_folder(Path(args.ship), "--ship")
     check_count(args.steps, "--steps")
     if args.max_seconds is not None and not args.max_seconds > 0:
         raise UsageError(f"--max-seconds must be > 0 (a wall time in seconds); got {args.max_seconds}")
-    if args.resume is not None and not Path(args.resume).is_file():
-        raise UsageError(f"--resume {args.resume}: no such checkpoint file")
+    if args.resume is not None:
+        check_resume_file(Path(args.resume))
     recipe = RECIPES[args.recipe]
     run = RunConfig(device=pick_device(args.device), bf16=not args.fp32, compile=args.compile,
                     cuda_graph=args.cuda_graph, channels_last=args.channels_last,
@@ -185,11 +255,12 @@ def train_and_save(args: argparse.Namespace, recipe, trainer, out: Path) -> int:
 
 # -- sample --------------------------------------------------------------------------------------
 def sample_command(args: argparse.Namespace) -> int:
-    check_count(args.n, "--n")
+    check_count(args.n, "--n", maximum=MAX_SAMPLES, why=" (one grid image; draw more from Python, in batches)")
     check_count(args.steps, "--steps")
+    check_seed(args.seed)
     check_writable_file(Path(args.out), "--out")
-    if args.guidance is not None:
-        check_scale(args.guidance, "--guidance")
+    check_sample_out(Path(args.out), args.checkpoint)
+    check_guidance(args.guidance)
     device = torch.device(pick_device(args.device))
     model, schedule, diffusion = load_for_sampling(args.checkpoint, device)
     if model.config.vocab_size is not None:
@@ -204,25 +275,41 @@ def sample_command(args: argparse.Namespace) -> int:
               f"0 is unconditional, 1 conditional", file=sys.stderr)
     if args.guidance is not None and labels is None:
         raise UsageError("--guidance needs a class-conditional model; this one is unconditional")
-    shape = (args.n, model.config.in_channels, model.config.image_size, model.config.image_size)
-    with torch.no_grad():
-        images = sample(args.sampler, model, schedule, shape, args.steps, labels, guidance,
-                        generator=torch.Generator(device).manual_seed(args.seed))
+    shape = (model.config.in_channels, model.config.image_size, model.config.image_size)
+    generator = torch.Generator(device).manual_seed(args.seed)
+    with torch.no_grad():       # in batches of SAMPLE_BATCH, from one stream of noise
+        images = torch.cat([sample(args.sampler, model, schedule, (len(batch), *shape), args.steps,
+                                   None if labels is None else labels[batch], guidance, generator=generator)
+                            for batch in torch.arange(args.n).split(SAMPLE_BATCH)])
+    strong = f"--guidance {args.guidance:g} is too strong for this model (1 to 10 is usual)" \
+        if guidance not in (None, 0, 1) else None
     if not torch.isfinite(images).all():
-        raise NonFiniteLossError(f"the samples hold NaN or inf (the model file {args.checkpoint} may hold "
-                                 f"non-finite weights); no image was written")
+        cause = f"{strong}: w·(ε_c − ε_u) overflowed" if strong else \
+            f"the model file {args.checkpoint} may hold non-finite weights"
+        raise NonFiniteLossError(f"the samples hold NaN or inf ({cause}); no image was written")
+    warn_if_saturated(images, strong)
     path = save_grid(images.clamp(-1, 1), args.out, nrow=grid_row(num_classes) if args.label is None and num_classes else None)
     print(f"wrote {args.n} samples to {path}")
     return 0
 
 
+def warn_if_saturated(images: torch.Tensor, cause: Optional[str]) -> None:
+    """A warning on stderr when more than 1% of the pixels lie far outside [-1, 1]: the grid draws them
+    clamped to black or white, so it would look like samples while it is mostly saturation."""
+    saturated = float((images.abs() > SATURATED).float().mean())
+    if saturated > 0.01:
+        print(f"warning: {saturated:.1%} of the pixels lie beyond ±{SATURATED} (largest |x| "
+              f"{float(images.abs().max()):.3g}; the model's range is [-1, 1]) and are drawn clamped to black or "
+              f"white: {cause or 'the model may be undertrained or damaged'}", file=sys.stderr)
+
+
 def load_for_sampling(checkpoint: str, device: torch.device) -> tuple:
     """(model, schedule, DiffusionConfig) from a checkpoint file, or from the shipped model of that name
     (its target, e.g. v, comes with it). A name that is neither lists the shipped names."""
-    shipped = pretrained.diffusion_names()
     path = Path(checkpoint)
-    if path.is_file():
+    if path.is_file():          # the user's own file: the shipped manifest is not read at all
         return pretrained.load_trained(path, device)
+    shipped = pretrained.diffusion_names()
     if checkpoint in shipped:
         return pretrained.load_diffusion(checkpoint, device)
     if path.is_dir():
@@ -251,8 +338,27 @@ def sample_labels(n: int, label: Optional[int], num_classes) -> Optional[torch.T
     return torch.full((n,), label) if label is not None else labels_in_turn(n, num_classes)
 
 
+def join_negative_numbers(argv: Sequence[str]) -> list[str]:
+    """``--guidance -1e6`` -> ``--guidance=-1e6``: argparse reads a value such as -1e6 or -inf as a flag."""
+    argv, joined = list(argv), []
+    while argv:
+        arg = argv.pop(0)
+        if arg in NUMBER_FLAGS and argv and argv[0].startswith("-") and _is_number(argv[0]):
+            arg = f"{arg}={argv.pop(0)}"
+        joined.append(arg)
+    return joined
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(join_negative_numbers(sys.argv[1:] if argv is None else argv))
     try:
         return args.func(args)
     except USER_ERRORS as err:

@@ -299,7 +299,8 @@ class Trainer:
             images = self.sample_fn(self.ema, self.step).detach().float().cpu()
         self.samples.append((self.step, images))
         if self.out_dir is not None:
-            save_grid(images, self.out_dir / "samples" / f"step_{self.step:07d}.png")
+            # an early model's samples overshoot [-1, 1] by far: the grid shows them clamped
+            save_grid(images.clamp(-1, 1), self.out_dir / "samples" / f"step_{self.step:07d}.png")
         return images
 
     # -- checkpoints -----------------------------------------------------------------------------------

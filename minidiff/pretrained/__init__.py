@@ -56,7 +56,15 @@ def read_manifest(root: Optional[PathLike] = None) -> dict[str, dict]:
     path = _root(root) / MANIFEST
     if not path.is_file():
         return {}
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"the manifest {path} is corrupt or truncated ({type(err).__name__}: {err}); restore it "
+                         f"with `git checkout minidiff/pretrained/checkpoints/{MANIFEST}` in a clone of minidiff "
+                         f"or by reinstalling minidiff") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"the manifest {path} is corrupt: it holds a {type(manifest).__name__}, not a dict of entries")
+    return manifest
 
 
 def sha256(path: PathLike) -> str:
@@ -76,11 +84,19 @@ def _restore_hint(entry: dict, root: Path) -> str:
 
 def _entry(name: str, root: Path) -> dict:
     """The manifest entry of ``name``, or a ValueError listing the names there are."""
+    _check_manifest_exists(root)
     manifest = read_manifest(root)
     if name not in manifest:
         raise ValueError(f"name must be a shipped checkpoint, one of {sorted(manifest)}; got {name!r} "
                          f"(manifest: {root / MANIFEST})")
     return manifest[name]
+
+
+def _check_manifest_exists(root: Path) -> None:
+    if not (root / MANIFEST).is_file():
+        raise FileNotFoundError(f"no manifest at {root / MANIFEST}, so no shipped checkpoint can be checked or "
+                                f"loaded; restore it with `git checkout minidiff/pretrained/checkpoints/{MANIFEST}` "
+                                f"in a clone of minidiff or by reinstalling minidiff")
 
 
 def load_state(name: str, root: Optional[PathLike] = None) -> tuple[dict, dict]:
@@ -144,7 +160,17 @@ def load_classifier(device: Union[str, torch.device] = "cpu", name: str = "class
 
     Loaded once per (name, device) and then shared: do not train it in place (``copy.deepcopy`` it first).
     """
+    kind = (_entry(name, _root(None))["config"].get("model") or {}).get("kind")
+    if kind != "classifier":
+        raise ValueError(f"name must be a shipped classifier, one of {classifier_names()}; got {name!r}, which is "
+                         f"a {kind} (load it with its own loader, e.g. load_diffusion or load_autoencoder)")
     return _classifier(name, str(torch.device(device)))
+
+
+def classifier_names() -> list[str]:
+    """The shipped checkpoints that are classifiers (``load_classifier`` loads them)."""
+    return sorted(name for name, entry in manifest().items() if (entry["config"].get("model") or {}).get("kind")
+                  == "classifier")
 
 
 @lru_cache(maxsize=8)
@@ -179,6 +205,7 @@ def _is_autoencoder(config: dict) -> bool:
 
 def manifest() -> dict[str, dict]:
     """The shipped checkpoints' manifest: recipe, metrics, SHA-256 and config of each."""
+    _check_manifest_exists(_root(None))
     return read_manifest()
 
 
