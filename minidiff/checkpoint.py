@@ -98,6 +98,21 @@ def atomic_write(path: PathLike, write: Callable[[IO], Any], mode: str = "wb") -
         raise
 
 
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Replace the file ``path`` with ``data`` atomically (``atomic_write``), readable as a plain ``open``
+    would have made it (the temporary file is private until then)."""
+    atomic_write(path, lambda f: f.write(data))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+    return Path(path)
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    """``atomic_write_bytes`` of ``text`` in UTF-8, its line endings kept as they are."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
 def _is_write_failure(err: BaseException, code: Optional[int] = None) -> bool:
     """``err`` is an OSError with errno ``code``, or (``code`` None) torch.save's errno-less report of a
     failed write: "RuntimeError: [enforce fail at inline_container.cc] . unexpected pos"."""

@@ -20,7 +20,7 @@ from einops import rearrange, repeat
 from PIL import Image
 from torch import Tensor
 
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write_bytes
 from .data import to_pixel_range
 
 FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}   # file extension -> PIL format
@@ -123,12 +123,4 @@ def save_grid(images: Tensor, path: Union[str, os.PathLike], nrow: Optional[int]
     format = image_format(path)
     check_drawable(images)
     data = png_bytes(images, nrow=nrow, zoom=zoom, format=format)
-    atomic_write(path, lambda f: f.write(data))
-    os.chmod(path, 0o644 & ~_umask())       # temporary files are created private (0600); a grid is for all
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return atomic_write_bytes(path, data)

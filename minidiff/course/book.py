@@ -31,6 +31,7 @@ from typing import Optional
 
 import nbformat
 
+from ..checkpoint import atomic_write_text
 from . import colab
 
 REPO = Path(__file__).resolve().parents[2]
@@ -265,7 +266,7 @@ def build(out: Path, folders: list[Path], profile: str, solutions: Path = REPO /
     records = {stem: provenance(nb) for stem, nb in executed.items()}
     stage({stem: page(nb, stem) for stem, nb in executed.items()}, records, student, work / "src")
     sphinx(work / "src", out, work / "sphinx-warnings.txt")
-    (out / "provenance.json").write_text(json.dumps(records, indent=1) + "\n")
+    atomic_write_text(out / "provenance.json", json.dumps(records, indent=1) + "\n")
     return out / "index.html"
 
 

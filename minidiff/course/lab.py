@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from ..checkpoint import atomic_write_text
 from .nbgen import KERNELSPEC
 
 # plugin id -> setting -> value; the keys are those of JupyterLab 4's schema
@@ -55,7 +56,7 @@ def write_overrides(app_dir: Optional[str] = None) -> Path:
     for plugin, values in LAB_OVERRIDES.items():
         settings[plugin] = {**settings.get(plugin, {}), **values}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
     return path
 
 

@@ -39,6 +39,7 @@ from typing import Callable, Optional
 
 import nbformat
 
+from ..checkpoint import atomic_write_text
 from . import colab
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -255,8 +256,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return report(stale, extra)
     args.out.mkdir(parents=True, exist_ok=True)
     for path in stale:
-        with open(path, "w", encoding="utf-8", newline="\n") as f:
-            f.write(files[path])
+        atomic_write_text(path, files[path])       # a full disk leaves the old notebook whole
         print(f"wrote {path}")
     for path in extra:
         print(f"left alone: {path} (no solution notebook of that name)")
