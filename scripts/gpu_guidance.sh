@@ -18,7 +18,7 @@ ship=minidiff/pretrained/checkpoints
 
 # The run's own folder stays off $OUT (only 8 files come back from a device call); the shipped file is
 # copied out the moment training ends, so a later timeout cannot lose it.
-( "$python" -m minidiff train --recipe shapes_cond --out /tmp/shapes_cond_run --device cuda --cuda-graph \
+( "$python" -m minidiff train --recipe shapes_cond --out /tmp/shapes_cond_run --overwrite --device cuda --cuda-graph \
     --ship "$ship" > "$out/train_shapes_cond.log" 2>&1 && cp "$ship"/shapes_cond.pt "$ship"/manifest.json "$out"/ ) &
 train=$!
 "$python" benchmarks/guidance_sweep.py --n 1000 --draws 3 --json "$out/sweep_mnist.jsonl" \

@@ -199,6 +199,7 @@ def test_case_22_save_grid_refuses_nan_and_pixels_outside_the_model_range(tmp_pa
         save_grid(images, path)
     assert path.read_bytes() == before
     save_grid(images.nan_to_num().clamp(-1, 1), path)                  # the same, in range, is drawn
+    save_grid(torch.full((1, 1, 4, 4), 1.9), path)                     # a sample that overshoots a little, too
 
 
 # -- unhelpful errors ----------------------------------------------------------------------------------
@@ -216,6 +217,17 @@ def test_case_24_negative_guidance_values_parse_as_numbers(capsys):
 def test_case_25_an_overflowing_guidance_is_named(capsys):
     err = user_error(capsys, ["sample", "--checkpoint", "mnist_cond", "--guidance", "1e308", "--device", "cpu"])
     assert "--guidance 1e+308 is beyond float32's range" in err and "model file" not in err
+
+
+def test_case_25_nan_samples_under_guidance_name_the_guidance(tmp_path, capsys, monkeypatch):
+    import minidiff.__main__ as cli
+    monkeypatch.setattr(cli, "sample", lambda sampler, model, s, shape, *args, **kwargs: torch.full(shape, float("nan")))
+    err = user_error(capsys, ["sample", "--checkpoint", "mnist_cond", "--n", "2", "--guidance", "2",
+                              "--out", str(tmp_path / "g.png"), "--device", "cpu"])
+    assert "--guidance 2 is too strong for this model" in err and "model file" not in err
+    assert "may hold non-finite weights" in user_error(
+        capsys, ["sample", "--checkpoint", "mnist_cond", "--n", "2", "--out", str(tmp_path / "g.png"), "--device", "cpu"])
+    assert not (tmp_path / "g.png").exists()
 
 
 def test_case_26_a_huge_seed_names_seed_and_its_range(capsys):
