@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from . import pretrained
-from .checkpoint import TRAIN_FORMAT, load_checkpoint
+from .checkpoint import TRAIN_FORMAT, DiskFullError, FileSizeLimitError, load_checkpoint
 from .guidance import check_scale, labels_in_turn
 from .pretrained.recipes import (RECIPES, evaluate_recipe, evaluate_snapshots, finish, make_trainer, ship,
                                  ship_snapshots, train_recipe)
@@ -362,7 +362,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return args.func(args)
     except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
+        # a full disk or the file-size limit: their message is whole without the "[Errno N]" prefix
+        print(f"error: {err.strerror if isinstance(err, (DiskFullError, FileSizeLimitError)) else err}",
+              file=sys.stderr)
         return 2
 
 

@@ -87,8 +87,9 @@ def atomic_write(path: PathLike, write: Callable[[IO], Any], mode: str = "wb") -
         written = Path(tmp.name).stat().st_size if Path(tmp.name).exists() else 0
         Path(tmp.name).unlink(missing_ok=True)
         kept = "the file that was there before (if any) is intact"
-        limit = _file_size_limit()
-        if _is_write_failure(err, errno.EFBIG) or (_is_write_failure(err) and limit is not None and written >= limit):
+        limit = _file_size_limit()     # torch.save's report carries no errno: a file at the limit tells
+        at_limit = _is_write_failure(err) and limit is not None and written >= limit
+        if _is_write_failure(err, errno.EFBIG) or at_limit:
             raise FileSizeLimitError(errno.EFBIG, f"the file-size limit of this process (ulimit -f: "
                                      f"{_size(limit)}) stopped writing {path}; {kept}: raise the limit "
                                      f"(ulimit -f unlimited) or save a smaller file") from err

@@ -274,6 +274,24 @@ def test_case_28_a_file_size_limit_is_named_and_the_old_files_stay(tmp_path):
         assert name in line and "no space left" not in line
 
 
+def test_case_04_28_the_cli_over_an_old_grid_under_a_file_size_limit(tmp_path):
+    """The issue's scenario: `sample … --out grid.png` over an existing grid, and the write fails."""
+    import resource
+    path = tmp_path / "grid.png"
+    save_grid(grid(), path)
+    before = path.read_bytes()
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run([sys.executable, "-m", "minidiff", "sample", "--checkpoint", "mnist_cond", "--n", "100",
+                           "--steps", "2", "--out", str(path), "--device", "cpu"], capture_output=True, text=True,
+                          env=env, timeout=300, preexec_fn=limit)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (f"error: the file-size limit of this process (ulimit -f: 10,000 bytes) stopped "
+                                   f"writing {path}; the file that was there before (if any) is intact: raise the "
+                                   f"limit (ulimit -f unlimited) or save a smaller file")
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["grid.png"]
+
+
 @pytest.fixture
 def broken_manifest(tmp_path, monkeypatch, request):
     """The package's checkpoints folder, copied, with its manifest truncated or deleted."""
