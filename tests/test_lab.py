@@ -202,3 +202,41 @@ def test_nbgrader_names_are_those_it_installs():
     import importlib
     for name in lab.NBGRADER_SERVER_EXTENSIONS:
         importlib.import_module(f"nbgrader.server_extensions.{name}")
+
+
+# -- the learner's kernel under load (issue 31, item 3) -------------------------------------------------
+def test_kernel_env_is_added_to_the_python3_spec_and_keeps_the_rest(tmp_path):
+    assert lab.set_kernel_env(str(tmp_path)) is None                       # no ipykernel spec there: nothing
+    path = lab.kernel_spec_path(str(tmp_path))
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"argv": ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                                "display_name": "Python 3 (ipykernel)", "language": "python", "env": {"A": "1"}}))
+    assert lab.set_kernel_env(str(tmp_path)) == path
+    spec = json.loads(path.read_text())
+    assert spec["env"] == {"A": "1", "OMP_WAIT_POLICY": "PASSIVE"} and spec["display_name"] == "Python 3 (ipykernel)"
+
+
+def test_a_kernel_started_from_the_spec_sees_the_wait_policy(tmp_path):
+    """jupyter_client passes a kernel spec's env to the kernel it starts."""
+    manager = pytest.importorskip("jupyter_client.manager")
+    kernelspec = pytest.importorskip("jupyter_client.kernelspec")
+    pytest.importorskip("ipykernel")
+    path = lab.kernel_spec_path(str(tmp_path))
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                                "display_name": "Python 3 (ipykernel)", "language": "python"}))
+    lab.set_kernel_env(str(tmp_path))
+    specs = kernelspec.KernelSpecManager(kernel_dirs=[str(path.parent.parent)])
+    km = manager.KernelManager(kernel_name="python3", kernel_spec_manager=specs)
+    km.start_kernel()
+    try:
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        printed = []
+        kc.execute_interactive("import os; print(os.environ.get('OMP_WAIT_POLICY'))", timeout=60,
+                               output_hook=lambda msg: printed.append(msg["content"].get("text", "")))
+        kc.stop_channels()
+    finally:
+        km.shutdown_kernel(now=True)
+    assert "".join(printed).strip() == "PASSIVE"

@@ -86,6 +86,30 @@ def ready_line(prefix: Optional[str] = None, opening: bool = False) -> str:
             + (f"JupyterLab opens on {WORKSPACE}/ now." if opening else "`make lab` opens the course."))
 
 
+# The learner's kernel: torch's OpenMP threads sleep instead of spinning while they wait. With spinning (libgomp's
+# default) a cell ran 30-70x slower on a busy 2-core machine than on a quiet one; benchmarks/kernel_threads.py.
+KERNEL_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def kernel_spec_path(prefix: Optional[str] = None) -> Path:
+    """The kernel the notebooks name ("python3", ``nbgen.KERNELSPEC``) as this environment registers it."""
+    return Path(prefix or sys.prefix) / "share" / "jupyter" / "kernels" / KERNELSPEC["name"] / "kernel.json"
+
+
+def set_kernel_env(prefix: Optional[str] = None) -> Optional[Path]:
+    """Add ``KERNEL_ENV`` to the environment's "python3" kernel spec (ipykernel's, kept otherwise as it is);
+    returns its path, or None where the environment has no such kernel spec (ipykernel not installed)."""
+    path = kernel_spec_path(prefix)
+    if not path.exists():
+        return None
+    spec = json.loads(path.read_text(encoding="utf-8"))
+    env = {**spec.get("env", {}), **KERNEL_ENV}
+    if spec.get("env") != env:
+        spec["env"] = env
+        path.write_text(json.dumps(spec, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
 WORKSPACE = "my_notebooks"
 # nbgrader's parts of JupyterLab: its front-end extension and its four server extensions
 NBGRADER_LAB_EXTENSION = "@jupyter/nbgrader"
@@ -159,9 +183,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.command == "setup":
         write_overrides(args.app_dir)
         learner_config()
+        set_kernel_env()
         print(ready_line(opening=args.opening))
     elif args.command == "workspace":
         learner_config()
+        set_kernel_env()
         made = workspace(root)
         if made:
             print(f"Your notebooks are in {WORKSPACE}/ (copied from notebooks/: {len(made)} new). Autosave changes "
