@@ -5,13 +5,17 @@ Two tests share one JupyterLab server and one browser (a module-scoped fixture):
 
 * ``test_widget_roundtrip_in_real_browser``: a small generated notebook (ipywidgets only, no minidiff),
   a fast canary for the browser machinery itself;
-* ``test_t_slider_in_notebook_01``: the course's ``notebooks/01_forward_process.ipynb``, whose
-  ``md.viz.t_slider(...)`` (``VBox(IntSlider, Image, Label)``) must redraw x_t when t moves.
+* ``test_learners_first_session_in_notebook_01``: a learner's first session as ``make lab`` sets it up:
+  JupyterLab serves the repository with nbgrader's tools hidden, the learner's own copy of notebook 01
+  (made by ``minidiff.course.lab.workspace``, git-ignored) runs, an exercise check gives its feedback,
+  ``t_slider`` (``VBox(IntSlider, Image, Label)``) redraws x_t when t moves, the notebook is saved, and
+  ``git status`` is what it was before.
 
 Both skip, with the reason printed, where Playwright, ``/usr/bin/chromium`` (``make browser`` installs
 it) or notebook 01 is missing. Nothing is downloaded: Playwright drives the system Chromium with
 flags that keep it off the network, and JupyterLab runs with news and update checks off. The notebook
-runs from a temporary copy with autosave off, so the repository's notebook is never written.
+runs from a git-ignored copy (``my_notebooks/browser-test/``, removed afterwards), so the repository's
+notebooks are never written.
 """
 from __future__ import annotations
 
@@ -32,6 +36,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_01 = REPO / "notebooks" / "01_forward_process.ipynb"
+# Where the tests' notebooks go: inside the learner's git-ignored working folder, so the server can serve
+# the repository itself (as `make lab` does) and git status must not change.
+TEST_FOLDER = "my_notebooks/browser-test"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-sync", "--disable-quic", "--disable-dev-shm-usage"]
@@ -99,9 +106,9 @@ def _notebook(cells: list[str], kernel: str = "python3") -> dict:
 class Lab:
     """A JupyterLab server on 127.0.0.1 serving ``root`` and one headless Chromium driven by Playwright."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, root: Path = REPO):
         self.base = base
-        self.root = base / "root"
+        self.root = root
         self.shots = base / "screenshots"
         self.log_path = base / "jupyterlab.log"
         self.port = _free_port()
@@ -142,8 +149,9 @@ class Lab:
             path = settings / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(values))
-        for sub in ("root", "workspaces", "config", "runtime", "ipython", "screenshots"):
+        for sub in ("workspaces", "config", "runtime", "ipython", "screenshots"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
+        from minidiff.course.lab import learner_config   # nbgrader hidden, as in `make lab`
         self._ensure_kernelspec("python3")
         env = dict(os.environ)
         env.update({
@@ -152,6 +160,7 @@ class Lab:
             "JUPYTER_PATH": os.pathsep.join(filter(None, [str(self.base / "jupyter_path"),
                                                           os.environ.get("JUPYTER_PATH")])),
             "IPYTHONDIR": str(self.base / "ipython"),
+            "JUPYTER_CONFIG_PATH": str(learner_config(str(self.base / "prefix"))),
         })
         env.pop("MPLBACKEND", None)   # the kernel picks the inline backend itself
         cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser",
@@ -224,6 +233,9 @@ def lab(tmp_path_factory):
         _skip(f"the Python package playwright is not importable ({e}); pip install -e '.[course]'")
     if not CHROMIUM.exists():
         _skip(f"{CHROMIUM} is missing; `make browser` (bash scripts/install_browser.sh) installs Debian's chromium")
+    import shutil
+    status_before = _git_status()
+    shutil.rmtree(REPO / TEST_FOLDER, ignore_errors=True)
     server = Lab(tmp_path_factory.mktemp("lab"))
     try:
         server.start_server()
@@ -231,6 +243,14 @@ def lab(tmp_path_factory):
         yield server
     finally:
         server.close()
+        shutil.rmtree(REPO / TEST_FOLDER, ignore_errors=True)
+    assert _git_status() == status_before, "the browser tests changed what git status shows"
+
+
+def _git_status() -> str:
+    """``git status --porcelain`` of the repository ("" where it is not a git checkout)."""
+    done = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True)
+    return done.stdout if done.returncode == 0 else ""
 
 
 # -- driving JupyterLab ---------------------------------------------------------------------------
@@ -375,7 +395,7 @@ class SliderBox:
 # -- tests ------------------------------------------------------------------------------------------
 def test_widget_roundtrip_in_real_browser(lab):
     """Canary: ipywidgets slider → kernel → Image, in a generated notebook (no minidiff)."""
-    relpath = lab.add_notebook("canary.ipynb", _notebook([CANARY_SOURCE]))
+    relpath = lab.add_notebook(f"{TEST_FOLDER}/canary.ipynb", _notebook([CANARY_SOURCE]))
     page, notebook = open_and_run_all(lab, relpath, "canary")
     try:
         widget = SliderBox(page, slider_box(notebook), lab, "canary")
@@ -386,13 +406,24 @@ def test_widget_roundtrip_in_real_browser(lab):
         page.close()
 
 
-def test_t_slider_in_notebook_01(lab):
-    """Notebook 01 runs in a real JupyterLab and its ``t_slider`` redraws x_t when t moves."""
+def test_learners_first_session_in_notebook_01(lab):
+    """A learner's first session, as ``make lab`` sets it up: their own copy of notebook 01 (made by
+    ``workspace``, git-ignored) opens in JupyterLab without nbgrader's tools, runs, a blank exercise's check
+    says so and carries on, ``t_slider`` redraws x_t when t moves, the notebook is saved into the learner's
+    copy, and the repository is as clean as before (the fixture checks ``git status`` at the end)."""
+    from minidiff.course.lab import workspace
     if not NOTEBOOK_01.exists():
         _skip(f"{NOTEBOOK_01.relative_to(REPO)} does not exist yet (make notebooks)")
-    relpath = lab.add_notebook("notebooks/01_forward_process.ipynb", json.loads(NOTEBOOK_01.read_text()))
+    copies = workspace(REPO, target=TEST_FOLDER)
+    copy = REPO / TEST_FOLDER / NOTEBOOK_01.name
+    assert copy in copies and copy.read_bytes() == NOTEBOOK_01.read_bytes()
+    relpath = f"{TEST_FOLDER}/{NOTEBOOK_01.name}"
     page, notebook = open_and_run_all(lab, relpath, "nb01")
     try:
+        menus = page.locator("#jp-MainMenu").inner_text()
+        assert "Nbgrader" not in menus and "Validate" not in page.locator(".jp-Toolbar").first.inner_text(), menus
+        feedback = notebook.locator(".jp-OutputArea-output", has_text="not attempted yet").first.inner_text()
+        assert "using minidiff's reference implementation" in feedback, feedback
         widget = SliderBox(page, slider_box(notebook), lab, "nb01")
         assert widget.value == "0"
         t_max = int(widget.press_end())
@@ -403,8 +434,14 @@ def test_t_slider_in_notebook_01(lab):
         assert re.match(rf"t = {t}\b", widget.caption.inner_text()), widget.caption.inner_text()
         page.screenshot(path=str(SCREENSHOT), full_page=True)
         print(f"nb01: full page screenshot {SCREENSHOT}")
+        page.keyboard.press("Control+s")
+        deadline = time.monotonic() + 20
+        while copy.read_bytes() == NOTEBOOK_01.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.25)
     finally:
         page.close()
+    saved = json.loads(copy.read_text())
+    assert any(c.get("outputs") for c in saved["cells"] if c["cell_type"] == "code"), "the learner's copy was not saved"
 
 
 NOTEBOOK_02 = REPO / "notebooks" / "02_closed_form.ipynb"
@@ -429,7 +466,7 @@ def test_exercise_feedback_in_notebook_02(lab):
         _skip(f"{NOTEBOOK_02.relative_to(REPO)} does not exist yet (make notebooks)")
     nb = _with_exercise_body(json.loads(NOTEBOOK_02.read_text()), "alphas_cumprod",
                              "    return torch.cumprod(betas, dim=0)   # a learner's mistake: the β's, not 1 − β")
-    relpath = lab.add_notebook("notebooks/02_wrong.ipynb", nb)
+    relpath = lab.add_notebook(f"{TEST_FOLDER}/02_wrong.ipynb", nb)
     page, notebook, cell = open_and_run_all(lab, relpath, "nb02_wrong", expect_stop=True)
     try:
         assert "check_alphas_cumprod" in cell.locator(".jp-InputArea").inner_text()   # stopped at the check

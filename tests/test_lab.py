@@ -106,3 +106,137 @@ def test_license_is_an_spdx_string_with_a_setuptools_that_reads_it():
     assert pyproject["project"]["license"] == "MIT"
     setuptools = [r for r in pyproject["build-system"]["requires"] if r.startswith("setuptools")]
     assert setuptools and int(re.search(r">=\s*(\d+)", setuptools[0]).group(1)) >= 77   # SPDX strings: setuptools 77
+
+
+def test_ready_line_says_what_comes_next():
+    assert lab.ready_line().endswith("`make lab` opens the course.")
+    assert lab.ready_line(opening=True).endswith(f"JupyterLab opens on {lab.WORKSPACE}/ now.")
+    make = (ROOT / "Makefile").read_text()
+    assert "-m minidiff.course.lab setup $(if $(filter lab,$(MAKECMDGOALS)),--opening)" in make
+
+
+# -- the learner's own copies (issue 31, item 1) --------------------------------------------------------
+def _course(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    for name in ("01_a.ipynb", "02_b.ipynb"):
+        (tmp_path / "notebooks" / name).write_text(f'{{"from": "{name}"}}')
+    (tmp_path / "notebooks" / "README.md").write_text("not a notebook")
+    return tmp_path
+
+
+def test_workspace_copies_the_notebooks_once_and_never_overwrites_the_learners_work(tmp_path):
+    root = _course(tmp_path)
+    made = lab.workspace(root)
+    assert [p.name for p in made] == ["01_a.ipynb", "02_b.ipynb"]
+    assert (root / lab.WORKSPACE / "01_a.ipynb").read_text() == '{"from": "01_a.ipynb"}'
+    assert not (root / lab.WORKSPACE / "README.md").exists()
+    (root / lab.WORKSPACE / "01_a.ipynb").write_text("the learner's work")
+    (root / "notebooks" / "03_c.ipynb").write_text("{}")                 # a new notebook after a git pull
+    assert [p.name for p in lab.workspace(root)] == ["03_c.ipynb"]
+    assert (root / lab.WORKSPACE / "01_a.ipynb").read_text() == "the learner's work"
+
+
+def test_workspace_without_notebooks_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no notebooks"):
+        lab.workspace(tmp_path)
+
+
+def test_fresh_copy_keeps_the_old_one(tmp_path):
+    root = _course(tmp_path)
+    lab.workspace(root)
+    (root / lab.WORKSPACE / "02_b.ipynb").write_text("the learner's work")
+    new, old = lab.fresh(root, "02")
+    assert new.read_text() == '{"from": "02_b.ipynb"}'
+    assert old.parent == root / lab.WORKSPACE / "old" and old.read_text() == "the learner's work"
+    new, old = lab.fresh(root, "01_a.ipynb")
+    assert old is not None and new.name == "01_a.ipynb"
+    with pytest.raises(ValueError, match=r"which must name one notebook by its number \(01, 02\).*got '07'"):
+        lab.fresh(root, "07")
+
+
+def test_fresh_command_names_what_it_did(tmp_path):
+    root = _course(tmp_path)
+    run = lambda *args: subprocess.run([sys.executable, "-m", "minidiff.course.lab", *args], cwd=root,
+                                       capture_output=True, text=True, timeout=120)
+    done = run("workspace")
+    assert done.returncode == 0 and "my_notebooks/ (copied from notebooks/: 2 new)" in done.stdout, done
+    assert "make fresh NB=03" in done.stdout
+    done = run("fresh", "01")
+    assert done.returncode == 0 and "my_notebooks/01_a.ipynb is fresh from notebooks/; your old copy is " \
+        "my_notebooks/old/01_a-" in done.stdout, done
+    done = run("fresh", "9")
+    assert done.returncode == 2 and "which must name one notebook" in done.stderr
+
+
+def test_workspace_is_git_ignored_and_make_lab_opens_it():
+    assert "/my_notebooks/" in (ROOT / ".gitignore").read_text().splitlines()
+    make = (ROOT / "Makefile").read_text()
+    recipe = re.search(r"^lab:.*\n((?:\t.*\n)+)", make, re.M).group(1)
+    assert "-m minidiff.course.lab workspace" in recipe
+    assert "JUPYTER_CONFIG_PATH=$(abspath $(VENV))/etc/minidiff-learner $(BIN)/jupyter lab $(WORKSPACE)/" in recipe
+
+
+# -- the learner's JupyterLab shows the course only (issue 31, item 2) ----------------------------------
+def test_the_learners_setup_installs_the_course_extra_only():
+    make = (ROOT / "Makefile").read_text()
+    setup = re.search(r"^\$\(STAMP\):.*\n((?:\t.*\n)+)", make, re.M).group(1)
+    assert "-e '.[course]'" in setup and "instructor" not in setup.replace(".instructor-*", "")
+    assert re.search(r"^instructor: \$\(INSTRUCTOR_STAMP\)", make, re.M)
+    assert "-e '.[course,instructor]'" in re.search(r"^\$\(INSTRUCTOR_STAMP\):.*\n((?:\t.*\n)+)", make, re.M).group(1)
+
+
+def test_learner_config_hides_nbgrader(tmp_path):
+    folder = lab.learner_config(str(tmp_path))
+    page = json.loads((folder / "labconfig" / "page_config.json").read_text())
+    assert page == {"disabledExtensions": {"@jupyter/nbgrader": True}}
+    server = json.loads((folder / "jupyter_server_config.json").read_text())["ServerApp"]["jpserver_extensions"]
+    assert server and not any(server.values()) and all(k.startswith("nbgrader.server_extensions.") for k in server)
+
+
+def test_nbgrader_names_are_those_it_installs():
+    """The names hidden are nbgrader's own: its lab extension and its server extensions, where it is installed."""
+    nbgrader = pytest.importorskip("nbgrader")
+    from importlib.metadata import distribution
+    files = [str(f) for f in distribution("nbgrader").files or []]
+    assert any(f"labextensions/{lab.NBGRADER_LAB_EXTENSION}/package.json" in f for f in files), files[:20]
+    import importlib
+    for name in lab.NBGRADER_SERVER_EXTENSIONS:
+        importlib.import_module(f"nbgrader.server_extensions.{name}")
+
+
+# -- the learner's kernel under load (issue 31, item 3) -------------------------------------------------
+def test_kernel_env_is_added_to_the_python3_spec_and_keeps_the_rest(tmp_path):
+    assert lab.set_kernel_env(str(tmp_path)) is None                       # no ipykernel spec there: nothing
+    path = lab.kernel_spec_path(str(tmp_path))
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"argv": ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                                "display_name": "Python 3 (ipykernel)", "language": "python", "env": {"A": "1"}}))
+    assert lab.set_kernel_env(str(tmp_path)) == path
+    spec = json.loads(path.read_text())
+    assert spec["env"] == {"A": "1", "OMP_WAIT_POLICY": "PASSIVE"} and spec["display_name"] == "Python 3 (ipykernel)"
+
+
+def test_a_kernel_started_from_the_spec_sees_the_wait_policy(tmp_path):
+    """jupyter_client passes a kernel spec's env to the kernel it starts."""
+    manager = pytest.importorskip("jupyter_client.manager")
+    kernelspec = pytest.importorskip("jupyter_client.kernelspec")
+    pytest.importorskip("ipykernel")
+    path = lab.kernel_spec_path(str(tmp_path))
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                                "display_name": "Python 3 (ipykernel)", "language": "python"}))
+    lab.set_kernel_env(str(tmp_path))
+    specs = kernelspec.KernelSpecManager(kernel_dirs=[str(path.parent.parent)])
+    km = manager.KernelManager(kernel_name="python3", kernel_spec_manager=specs)
+    km.start_kernel()
+    try:
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        printed = []
+        kc.execute_interactive("import os; print(os.environ.get('OMP_WAIT_POLICY'))", timeout=60,
+                               output_hook=lambda msg: printed.append(msg["content"].get("text", "")))
+        kc.stop_channels()
+    finally:
+        km.shutdown_kernel(now=True)
+    assert "".join(printed).strip() == "PASSIVE"
