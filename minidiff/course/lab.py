@@ -107,7 +107,7 @@ def set_kernel_env(prefix: Optional[str] = None) -> Optional[Path]:
     env = {**spec.get("env", {}), **KERNEL_ENV}
     if spec.get("env") != env:
         spec["env"] = env
-        path.write_text(json.dumps(spec, indent=1) + "\n", encoding="utf-8")
+        atomic_write_text(path, json.dumps(spec, indent=1) + "\n")
     return path
 
 
@@ -165,8 +165,8 @@ def learner_config(prefix: Optional[str] = None) -> Path:
     page = {"disabledExtensions": {NBGRADER_LAB_EXTENSION: True}}
     server = {"ServerApp": {"jpserver_extensions": {f"nbgrader.server_extensions.{name}": False
                                                     for name in NBGRADER_SERVER_EXTENSIONS}}}
-    (folder / "labconfig" / "page_config.json").write_text(json.dumps(page, indent=2) + "\n", encoding="utf-8")
-    (folder / "jupyter_server_config.json").write_text(json.dumps(server, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(folder / "labconfig" / "page_config.json", json.dumps(page, indent=2) + "\n")
+    atomic_write_text(folder / "jupyter_server_config.json", json.dumps(server, indent=2) + "\n")
     return folder
 
 
