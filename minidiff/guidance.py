@@ -2,7 +2,8 @@ r"""Classifier-free guidance (Ho & Salimans 2022): one network, conditional and 
 
 Training: each label is replaced by the **null label** (the model's ``null_label``, which for the
 U-Net is ``num_classes``) with probability ``p_uncond``, so the same network learns
-$\varepsilon_\theta(x_t, t, y)$ and $\varepsilon_\theta(x_t, t, \varnothing)$ (``drop_labels``).
+$\varepsilon_\theta(x_t, t, y)$ and $\varepsilon_\theta(x_t, t, \varnothing)$ (``drop_labels``; the label
+vocabulary, null labels and captions included, lives in ``minidiff.conditioning``).
 
 Sampling: the two predictions are mixed with a guidance scale $w$ (``cfg_mix``),
 
@@ -37,110 +38,13 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from .diffusion import Target, eps_and_x0, model_target, predict_eps_from_x0, training_target, unwrap
+from .conditioning import Target, model_target, null_like
+# the label vocabulary lives in minidiff.conditioning; notebook 07 meets drop_labels and null_label here
+from .conditioning import NullCaption, drop_labels, null_label  # noqa: F401  (re-exported)
+from .diffusion import eps_and_x0, predict_eps_from_x0, training_target
 from .schedules import NoiseSchedule
 
 Guidance = Callable[[Tensor, Tensor, int, Tensor], Tensor]     # (conditional, unconditional, position t, x_t) -> guided
-
-
-@dataclass(frozen=True)
-class NullCaption:
-    """The null condition of a text-conditional model (notebook 08): the empty caption, ``length``
-    padding tokens (id 0). Its labels are captions as token ids, (B, ``length``) in [0, ``vocab_size``),
-    and a caption is dropped as a whole, never word by word."""
-    length: int
-    vocab_size: int
-
-
-Null = Union[int, tuple[int, ...], NullCaption]     # one null label, one per attribute, or the empty caption
-
-
-def null_label(model: Any) -> Null:
-    """The label that means "no class" for ``model`` (its ``null_label``; a tuple, one per attribute, for a
-    model conditioned on several); ValueError if it has none."""
-    label = getattr(unwrap(model), "null_label", None)
-    if label is None:
-        raise ValueError("guidance needs a class-conditional model (one with a null_label, e.g. a UNet "
-                         "with config.num_classes set); this model is unconditional")
-    return label
-
-
-def null_like(y: Tensor, null: Null) -> Tensor:
-    """A tensor shaped like the labels ``y`` that holds only null labels: ``null`` everywhere for (B,)
-    labels; for (B, K) labels of K attributes, column k holds attribute k's null label ``null[k]``; for
-    captions (B, L), the empty caption (all padding, 0)."""
-    if isinstance(null, NullCaption):
-        return torch.zeros_like(y)
-    return torch.as_tensor(null, dtype=y.dtype, device=y.device).expand_as(y)
-
-
-def label_shape(null: Null, batch: int) -> tuple[int, ...]:
-    """The shape of a batch's labels: (B,) for one null label, (B, K) for one per attribute, (B, L) for captions."""
-    if isinstance(null, NullCaption):
-        return (batch, null.length)
-    return (batch,) if isinstance(null, int) else (batch, len(null))
-
-
-def check_labels(y: Any, null: Null, batch: int, name: str = "y") -> Tensor:
-    """Labels for a conditional model, checked: a LongTensor of ``label_shape(null, batch)`` whose
-    entries lie in [0, null] (column k in [0, null[k]] for several attributes; the null label itself
-    means "not given"). Anything else is a ValueError naming ``name``, what was expected and what came."""
-    shape = label_shape(null, batch)
-    if isinstance(null, NullCaption):
-        return _check_captions(y, null, shape, name)
-    if not isinstance(y, Tensor) or y.dtype != torch.long or tuple(y.shape) != shape:
-        raise ValueError(f"{name} must be a LongTensor of shape {shape}, one label per image"
-                         f"{'' if isinstance(null, int) else ' and attribute'}; got "
-                         f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")
-    if y.numel() and (bool((y < 0).any()) or bool((y > null_like(y, null)).any())):
-        if isinstance(null, int):
-            raise ValueError(f"{name} must hold labels in [0, {null - 1}] (or {null}, the null label); got values "
-                             f"from {int(y.min())} to {int(y.max())}")
-        raise ValueError(f"{name}[:, k] must hold labels in [0, n_k] for the attributes' class counts n = {null} "
-                         f"(n_k is attribute k's null label); got columns ranging "
-                         f"{[(int(c.min()), int(c.max())) for c in y.unbind(1)]}")
-    return y
-
-
-def _check_captions(y: Any, null: NullCaption, shape: tuple[int, ...], name: str) -> Tensor:
-    if not isinstance(y, Tensor) or y.dtype != torch.long or tuple(y.shape) != shape:
-        raise ValueError(f"{name} must be a LongTensor of shape {shape}: one caption of {null.length} token ids "
-                         f"per image (Tokenizer.encode makes them); got "
-                         f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")
-    if y.numel() and (bool((y < 0).any()) or bool((y >= null.vocab_size).any())):
-        raise ValueError(f"{name} must hold token ids in [0, {null.vocab_size - 1}]; got values from "
-                         f"{int(y.min())} to {int(y.max())}")
-    return y
-
-
-def labels_in_turn(n: int, null: Null) -> Tensor:
-    """Labels for ``n`` images that run through the classes in turn: 0, 1, 2, … for one label; for
-    several attributes every combination, the first attribute changing fastest."""
-    if isinstance(null, NullCaption):
-        raise ValueError("labels_in_turn runs through classes; a text-conditional model takes captions "
-                         "(Tokenizer.encode) instead")
-    i = torch.arange(n)
-    if isinstance(null, int):
-        return i % null
-    columns, stride = [], 1
-    for count in null:
-        columns.append(i // stride % count)
-        stride *= count
-    return torch.stack(columns, dim=1)
-
-
-def drop_labels(y: Tensor, p_uncond: float, null: Null, generator: Optional[torch.Generator] = None) -> Tensor:
-    """Replace each label by the null label ``null`` with probability ``p_uncond`` (training for CFG).
-    With several attributes (y of shape (B, K)) each one is dropped on its own, so the network also
-    learns every partial condition ("a circle, any colour"), which composing conditions needs. A caption
-    (``NullCaption``) is dropped whole: it becomes the empty caption."""
-    if not 0.0 <= p_uncond <= 1.0:
-        raise ValueError(f"p_uncond must be in [0, 1]; got {p_uncond}")
-    if isinstance(null, NullCaption):
-        drop = (torch.rand(y.shape[0], device=y.device, generator=generator) < p_uncond).unsqueeze(1)
-        return torch.where(drop, null_like(y, null), y)
-    drop = torch.rand(y.shape, device=y.device, generator=generator) < p_uncond
-    return torch.where(drop, null_like(y, null), y)
 
 
 def cfg_mix(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:

@@ -25,10 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import random_affine
-from .diffusion import TARGETS, Target, unwrap
-from .guidance import check_labels, drop_labels, null_label
-from .losses import WEIGHTINGS, Weighting, per_sample_loss
-from .nn.autoencoder import kl_divergence
+from .conditioning import TARGETS, Target, check_labels, drop_labels, null_label, unwrap
+from .losses import WEIGHTINGS, Weighting, kl_divergence, per_sample_loss
 from .schedules import SCHEDULES, NoiseSchedule, make_schedule
 
 Batch = tuple[Tensor, ...]

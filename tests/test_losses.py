@@ -95,7 +95,7 @@ def test_loss_passes_labels_to_model(s):
     y = torch.tensor([1, 2, 3])
     diffusion_loss(model, torch.randn(3, 1, 4, 4), s, y=y)
     assert torch.equal(seen["y"], y)
-    diffusion_loss(model, torch.randn(3, 1, 4, 4), s, y=y, p_uncond=1.0, null_class=10)
+    diffusion_loss(model, torch.randn(3, 1, 4, 4), s, y=y, p_uncond=1.0, null_label=10)
     assert (seen["y"] == 10).all()
 
 

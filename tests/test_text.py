@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import minidiff as md
-from minidiff.guidance import NullCaption, check_labels, drop_labels, label_shape, labels_in_turn, null_like
+from minidiff.conditioning import NullCaption, check_labels, drop_labels, label_shape, labels_in_turn, null_like
 from minidiff.nn.blocks import CrossAttention, multi_head_attention
 from minidiff.nn.text import PAD, TextEncoder, Tokenizer
 
