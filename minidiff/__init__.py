@@ -39,11 +39,10 @@ from .diffusion import (eps_and_x0, predict_eps_from_v, predict_eps_from_x0, pre
 from .guidance import ClassifierFree, cfg_mix, drop_labels
 from .losses import diffusion_loss
 from .metrics import class_accuracy, evaluate, evaluate_model, frechet_distance, kernel_distance, reference_floor
-from .latent import text_to_image
 from .nn import ClassifierConfig, DigitClassifier, UNet, UNetConfig, timestep_embedding
 from .nn.autoencoder import Autoencoder, AutoencoderConfig
 from .objectives import ClassificationConfig, ClassificationObjective, DiffusionConfig, DiffusionObjective
-from .pretrained import load_autoencoder, load_classifier, load_diffusion, load_trained
+from .pretrained import load_autoencoder, load_classifier, load_diffusion, load_trained, text_to_image
 from .samplers import (ddim_invert, ddim_sample, ddim_step, ddpm_sample, ddpm_step, dpm_solver_sample, dpm_solver_step,
                        slerp)
 from .schedules import NoiseSchedule, extract, make_schedule

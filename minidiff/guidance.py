@@ -121,7 +121,7 @@ class Thresholded:
     ($\hat\varepsilon = (x_t - \sqrt{\bar\alpha_t}\hat x_0)/\sqrt{1-\bar\alpha_t}$, $\bar\alpha_t$ read at the
     position the sampler passes, ``[t]``), in the model's own ``target``."""
     scale: float
-    schedule: NoiseSchedule
+    s: NoiseSchedule
     target: Target
     percentile: Optional[float] = 0.995
 
@@ -131,7 +131,7 @@ class Thresholded:
             raise ValueError(f"percentile must be in (0, 1], or None for static clipping to [-1, 1]; got {self.percentile}")
 
     def __call__(self, cond: Tensor, uncond: Tensor, t: int, x_t: Tensor) -> Tensor:
-        s = self.schedule
+        s = self.s
         guided = cfg_mix(cond, uncond, self.scale)
         _, x0 = eps_and_x0(guided.float(), x_t.float(), t, s, self.target)
         x0 = x0.clamp(-1, 1) if self.percentile is None else dynamic_threshold(x0, self.percentile)

@@ -502,18 +502,18 @@ def all_finite(module: nn.Module) -> bool:
 
 
 # -- samples ---------------------------------------------------------------------------------------
-def ddim_sample_fn(schedule: NoiseSchedule, shape: tuple[int, ...], labels: Optional[Tensor] = None,
+def ddim_sample_fn(s: NoiseSchedule, shape: tuple[int, ...], labels: Optional[Tensor] = None,
                    steps: int = 50, guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
-                   seed: int = 0) -> SampleFn:
+                   seed: int = 0, dtype: Optional[torch.dtype] = None) -> SampleFn:
     """A ``sample_fn`` for the Trainer: DDIM from the same seeded noise every time, so successive
     grids show the same samples improving. Its own generator leaves the training RNG untouched.
     It runs on the device of the model it is given, and reads the model's own target."""
     def sample(model: nn.Module, step: int) -> Tensor:
         device = next(model.parameters()).device
-        s = schedule if schedule.device == device else schedule.to(device)
+        s_here = s if s.device == device else s.to(device)
         y = labels.to(device) if labels is not None else None
-        return ddim_sample(model, s, shape, steps=steps, y=y, guidance_scale=guidance_scale, target=target,
-                           generator=torch.Generator(device).manual_seed(seed))
+        return ddim_sample(model, s_here, shape, steps=steps, y=y, guidance_scale=guidance_scale, target=target,
+                           generator=torch.Generator(device).manual_seed(seed), dtype=dtype)
     return sample
 
 
