@@ -23,6 +23,7 @@ anything is written, so the last checkpoint on disk is always a finite one. A ru
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copy
 import math
 import os
@@ -30,7 +31,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 import torch
 import torch.distributed as dist
@@ -157,18 +158,23 @@ def setup_distributed(device: Optional[str] = None) -> tuple[int, int, torch.dev
     return dist.get_rank(), dist.get_world_size(), device
 
 
-def rng_state(device: torch.device, batches: torch.Generator) -> dict:
-    """Every random-number-generator state that training reads, as tensors (weights_only-safe)."""
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return {"torch": torch.get_rng_state(), "cuda": cuda, "batches": batches.get_state()}
+def fresh_stream(seed: int, device: torch.device) -> dict:
+    """The states {"torch", "cuda"} that the global CPU (and CUDA) generators would have after
+    ``torch.manual_seed(seed)``, made on the side: the global generators are not touched."""
+    cuda = torch.Generator(device).manual_seed(seed).get_state() if device.type == "cuda" else None
+    return {"torch": torch.Generator().manual_seed(seed).get_state(), "cuda": cuda}
 
 
-def set_rng_state(state: dict, device: torch.device, batches: torch.Generator) -> None:
-    """Undo ``rng_state``: the global CPU (and CUDA) generators and the batch generator."""
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and state["cuda"] is not None:
-        torch.cuda.set_rng_state(state["cuda"], device)
-    batches.set_state(state["batches"])
+def global_stream(device: torch.device) -> dict:
+    """The global CPU (and CUDA) generators' states now."""
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def set_global_stream(stream: dict, device: torch.device) -> None:
+    """Put ``stream`` into the global CPU (and CUDA) generators."""
+    torch.set_rng_state(stream["torch"])
+    if device.type == "cuda" and stream["cuda"] is not None:
+        torch.cuda.set_rng_state(stream["cuda"], device)
 
 
 # -- the trainer --------------------------------------------------------------------------------------
@@ -194,8 +200,9 @@ class Trainer:
         self.schedule: Optional[NoiseSchedule] = getattr(self.objective, "schedule", None)
         if hasattr(self.objective, "prepare"):
             self.objective.prepare(model, (images,) if labels is None else (images, labels))
-        # dropout, t, ε and augmentation come from the global generator: seeded per rank, so ranks differ
-        torch.manual_seed(self.cfg.seed + self.rank)
+        # dropout, t, ε and augmentation come from the global generators (dropout has no generator argument), so
+        # the Trainer keeps its own stream for them, seeded per rank, and swaps it in only while it trains
+        self.stream, self._training = fresh_stream(self.cfg.seed + self.rank, self.device), False
         self.batches = torch.Generator(self.device).manual_seed(self.cfg.seed + self.rank)
         self.data = _to_device(images, labels, self.device, self.run.channels_last)
         self.out_dir = Path(self.run.out_dir) if self.run.out_dir else None
@@ -274,7 +281,7 @@ class Trainer:
         end = self.cfg.steps if steps is None else min(self.step + steps, self.cfg.steps)
         start = time.monotonic()
         show = self.rank == 0 and _show_progress(self.run.progress)
-        with tqdm(total=self.cfg.steps, initial=self.step, disable=not show, desc="train") as bar:
+        with self.own_stream(), tqdm(total=self.cfg.steps, initial=self.step, disable=not show, desc="train") as bar:
             while self.step < end and not out_of_time(start, self.run, self.step, self.world_size, self.device):
                 self.train_step()
                 bar.update()
@@ -286,6 +293,21 @@ class Trainer:
                     self.save()
             self._flush_log()
         return self.loss_history
+
+    @contextlib.contextmanager
+    def own_stream(self) -> Iterator[None]:
+        """Run the block with the Trainer's random stream in the global generators, and give the caller's back
+        after it: training never changes the random numbers the rest of a program draws."""
+        if self._training:                   # already inside
+            yield
+            return
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            set_global_stream(self.stream, self.device)
+            self._training = True
+            try:
+                yield
+            finally:
+                self.stream, self._training = global_stream(self.device), False
 
     def sample(self) -> Optional[Tensor]:
         """Call ``sample_fn`` with the EMA model (rank 0 only; every rank must call); keep the images and
@@ -305,7 +327,8 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Everything a resumed run needs, as plain data. In DDP call it on every rank (it gathers)."""
-        rng = rng_state(self.device, self.batches)
+        stream = global_stream(self.device) if self._training else self.stream
+        rng = {**stream, "batches": self.batches.get_state()}
         objective = self.objective.describe() if hasattr(self.objective, "describe") else None
         return {"format": CHECKPOINT_FORMAT, "step": self.step, "world_size": self.world_size,
                 "model": self.model.state_dict(), "ema": self.ema.state_dict(),
@@ -322,10 +345,14 @@ class Trainer:
         self.step = state["step"]
         self.history = {key: [tuple(item) for item in values] for key, values in state["history"].items()}
         if state["world_size"] == self.world_size:
-            set_rng_state(state["rng"][self.rank], self.device, self.batches)
+            rng = state["rng"][self.rank]
+            self.stream = {"torch": rng["torch"], "cuda": rng["cuda"]}
+            self.batches.set_state(rng["batches"])
         else:   # a different number of processes cannot replay the same batches; start fresh streams
-            torch.manual_seed(self.cfg.seed + self.rank + self.step)
+            self.stream = fresh_stream(self.cfg.seed + self.rank + self.step, self.device)
             self.batches.manual_seed(self.cfg.seed + self.rank + self.step)
+        if self._training:
+            set_global_stream(self.stream, self.device)
 
     def save(self, path: Union[str, os.PathLike, None] = None) -> Path:
         """Write a checkpoint atomically (default ``out_dir/checkpoint.pt``); rank 0 writes, every

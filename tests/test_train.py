@@ -560,3 +560,20 @@ def test_a_recipe_with_snapshots_keeps_raw_and_ema_weights_and_ships_them_in_one
     for key, model in models.items():           # stored in float16
         for name, value in model.state_dict().items():
             torch.testing.assert_close(value, kept[key][name].half().float(), rtol=0, atol=0)
+
+
+def test_a_trainer_leaves_the_global_rng_alone_and_its_own_stream_is_seeded():
+    """Issue 36: building and training a Trainer draws from its own stream; the caller's global RNG is as it was."""
+    images, labels = tiny_data()
+    train, diffusion = _resume_configs()
+    runs = []
+    for outside_seed in (1, 2):
+        torch.manual_seed(0)
+        model = md.UNet(tiny_config(dropout=0.3))                # the same initial weights
+        torch.manual_seed(outside_seed)
+        before = torch.get_rng_state()
+        trainer = Trainer(model, images, labels, train, diffusion, QUIET)
+        trainer.train(2)
+        assert torch.equal(torch.get_rng_state(), before)
+        runs.append(trainer.model.state_dict())
+    _assert_same_tensors(runs[0], runs[1], "model")        # the outside seed does not change what is learned
