@@ -8,7 +8,8 @@ A denoiser is called ``model(x_t, t, y)``:
           token ids (B, L); each kind has a **null label** that means "not given" (``null_label``)
 
 and returns a prediction of its ``target``: "eps" (ε), "x0" or "v". This module owns that vocabulary
-(``Null``, ``NullCaption``, ``null_label``, ``label_shape``, ``labels_in_turn``, ``drop_labels``),
+(``Null``, ``NullCaption``, ``null_label``, ``label_shape``, ``labels_in_turn``, ``drop_labels``), the
+model's guided output every sampler calls (``guided_output``, ``ClassifierFree``, ``cfg_mix``),
 ``unwrap`` (the model inside DDP / torch.compile), and the checks every public entry point runs at
 its door (``check_labels``, ``check_timesteps``, ``check_target``, ``check_float``,
 ``check_same_shape``, ``same_device``). Below the door, the code is the equations.
@@ -19,7 +20,9 @@ the samplers and guidance all import it, and it imports nothing of minidiff.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -255,3 +258,59 @@ def check_position(t: Any, num_steps: int, name: str = "t", allow_minus_one: boo
     if not low <= t < num_steps:
         raise ValueError(f"{name} must be in [{low}, {num_steps - 1}] (T={num_steps}); got {t}")
     return t
+
+
+# -- classifier-free guidance, the part every sampler needs (the variants are in minidiff.guidance) ----
+Guidance = Callable[[Tensor, Tensor, int, Tensor], Tensor]     # (conditional, unconditional, position t, x_t) -> guided
+MAX_SCALE = 1000.0
+
+
+def cfg_mix(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
+    r"""$\tilde\varepsilon = \varepsilon_u + w\,(\varepsilon_c - \varepsilon_u)$ with $w$ = ``scale``."""
+    return uncond + scale * (cond - uncond)
+
+
+@dataclass(frozen=True)
+class ClassifierFree:
+    """Plain classifier-free guidance with scale ``scale`` (w), at every step."""
+    scale: float
+
+    def __post_init__(self) -> None:
+        check_scale(self.scale)
+
+    def __call__(self, cond: Tensor, uncond: Tensor, t: int, x_t: Tensor) -> Tensor:
+        return cfg_mix(cond, uncond, self.scale)
+
+
+def check_scale(scale: float, name: str = "guidance_scale") -> float:
+    """A real ``scale`` with |w| <= MAX_SCALE. NaN or ±inf would make every image NaN; far beyond the scales
+    anyone guides with (1–20), ε̂_u + w(ε̂_c − ε̂_u) overflows the image's range by orders of magnitude
+    (w = 1e6 gives values near 5e4 where the data lie in [-1, 1]): both are a ValueError."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) \
+            or abs(scale) > MAX_SCALE:
+        raise ValueError(f"{name} must be a finite number in [-{MAX_SCALE:g}, {MAX_SCALE:g}] (0: unconditional, "
+                         f"1: conditional, > 1: guided; useful scales are about 1 to 20); got {scale!r}")
+    return float(scale)
+
+
+def as_guidance(guidance: Union[float, Guidance, None]) -> Optional[Guidance]:
+    """None, a scale w (-> ``ClassifierFree(w)``) or a guidance function, as a guidance function or None."""
+    if guidance is None or callable(guidance):
+        return guidance
+    return ClassifierFree(check_scale(guidance))
+
+
+def guided_output(model: Callable[..., Tensor], x_t: Tensor, t: int, y: Optional[Tensor],
+                  guidance: Optional[Guidance]) -> Tensor:
+    r"""The model's output at $(x_t, t, y)$ for one position ``t`` (step t + 1) shared by the batch; with a
+    ``guidance``, the conditional and the unconditional (null-label) outputs come from one batched
+    pass over $[x_t; x_t]$ and are mixed by it."""
+    t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
+    if guidance is None:
+        return model(x_t, t_batch, y) if y is not None else model(x_t, t_batch)
+    if y is None:
+        raise ValueError("guidance needs labels y (it mixes the conditional and unconditional model)")
+    null = null_like(y, null_label(model))
+    both = model(torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]), torch.cat([y, null]))
+    cond, uncond = both.chunk(2)
+    return guidance(cond, uncond, t, x_t)

@@ -38,30 +38,18 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from .conditioning import Target, model_target, null_like
-# the label vocabulary lives in minidiff.conditioning; notebook 07 meets drop_labels and null_label here
-from .conditioning import NullCaption, drop_labels, null_label  # noqa: F401  (re-exported)
+from .conditioning import Guidance, Target, cfg_mix, check_scale, model_target
+# the label vocabulary and plain CFG live in minidiff.conditioning (every sampler needs them); notebook 07
+# meets them here, under their chapter's name
+from .conditioning import (ClassifierFree, NullCaption, as_guidance, drop_labels, guided_output,  # noqa: F401
+                           null_label)
 from .diffusion import eps_and_x0, predict_eps_from_x0, training_target
 from .schedules import NoiseSchedule
 
-Guidance = Callable[[Tensor, Tensor, int, Tensor], Tensor]     # (conditional, unconditional, position t, x_t) -> guided
 
 
-def cfg_mix(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
-    r"""$\tilde\varepsilon = \varepsilon_u + w\,(\varepsilon_c - \varepsilon_u)$ with $w$ = ``scale``."""
-    return uncond + scale * (cond - uncond)
 
 
-@dataclass(frozen=True)
-class ClassifierFree:
-    """Plain classifier-free guidance with scale ``scale`` (w), at every step."""
-    scale: float
-
-    def __post_init__(self) -> None:
-        check_scale(self.scale)
-
-    def __call__(self, cond: Tensor, uncond: Tensor, t: int, x_t: Tensor) -> Tensor:
-        return cfg_mix(cond, uncond, self.scale)
 
 
 def per_image_std(x: Tensor) -> Tensor:
@@ -203,34 +191,3 @@ class Composed(nn.Module):
         ys = ys[:, 0] if isinstance(self.null, int) else ys
         base, *outs = self.model(x.repeat(n, *([1] * (x.ndim - 1))), t.repeat(n), ys).chunk(n)
         return base + sum(w * (out - base) for w, out in zip(self.weights, outs))
-
-
-def check_scale(scale: float, name: str = "guidance_scale") -> float:
-    """A finite real ``scale``; NaN or ±inf would make every image NaN, so they are a ValueError."""
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        raise ValueError(f"{name} must be a finite number (0: unconditional, 1: conditional, > 1: guided); "
-                         f"got {scale!r}")
-    return float(scale)
-
-
-def as_guidance(guidance: Union[float, Guidance, None]) -> Optional[Guidance]:
-    """None, a scale w (-> ``ClassifierFree(w)``) or a guidance function, as a guidance function or None."""
-    if guidance is None or callable(guidance):
-        return guidance
-    return ClassifierFree(check_scale(guidance))
-
-
-def guided_output(model: Callable[..., Tensor], x_t: Tensor, t: int, y: Optional[Tensor],
-                  guidance: Optional[Guidance]) -> Tensor:
-    r"""The model's output at $(x_t, t, y)$ for one position ``t`` (step t + 1) shared by the batch; with a
-    ``guidance``, the conditional and the unconditional (null-label) outputs come from one batched
-    pass over $[x_t; x_t]$ and are mixed by it."""
-    t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
-    if guidance is None:
-        return model(x_t, t_batch, y) if y is not None else model(x_t, t_batch)
-    if y is None:
-        raise ValueError("guidance needs labels y (it mixes the conditional and unconditional model)")
-    null = null_like(y, null_label(model))
-    both = model(torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]), torch.cat([y, null]))
-    cond, uncond = both.chunk(2)
-    return guidance(cond, uncond, t, x_t)

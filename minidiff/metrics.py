@@ -83,7 +83,7 @@ def check_labels(labels: Tensor, images: Tensor, name: str = "labels") -> None:
 def _classifier_for(images: Tensor, classifier: Optional[DigitClassifier]) -> DigitClassifier:
     """``classifier``, or the shipped one on the images' device; never moves anything across devices."""
     if classifier is None:
-        return pretrained.load_classifier(images.device)
+        return pretrained.load_classifier(device=images.device)
     weights_device = next(classifier.parameters()).device
     if weights_device != images.device:
         raise ValueError(f"classifier is on {weights_device} but the images are on {images.device}; "
@@ -407,7 +407,7 @@ def shape_predictions(samples: Tensor, classifier: Optional[DigitClassifier] = N
     """The shape index (``data.SHAPES``) the shapes classifier (default: the shipped one) reads in each
     Shapes image, (B,) on the images' device."""
     check_shapes(samples, "samples")
-    classifier = classifier or pretrained.load_classifier(samples.device, name=SHAPES_CLASSIFIER)
+    classifier = classifier or pretrained.load_classifier(SHAPES_CLASSIFIER, samples.device)
     return _apply(classifier, samples, "forward", 500).argmax(dim=1)
 
 
@@ -428,7 +428,7 @@ def attribute_accuracy(samples: Tensor, labels: Tensor, classifier: Optional[Dig
 def evaluate_shapes(samples: Tensor, labels: Tensor, classifier: Optional[DigitClassifier] = None) -> dict:
     """``attribute_accuracy`` plus the Fréchet distance in the shapes classifier's features to as many
     held-out images (seed 1), and the floor: the same distance from real images (seed 2) to them."""
-    classifier = classifier or pretrained.load_classifier(samples.device, name=SHAPES_CLASSIFIER)
+    classifier = classifier or pretrained.load_classifier(SHAPES_CLASSIFIER, samples.device)
     result = attribute_accuracy(samples, labels, classifier)
     reference = shapes_reference(len(samples))[0].to(samples.device)
     real = shapes_reference(len(samples), seed=2)[0].to(samples.device)
@@ -609,7 +609,7 @@ def scene_accuracy(images: Tensor, captions: Sequence[str], classifier: Optional
     """
     check_scenes(images)
     parsed = _check_captions(captions, images)
-    classifier = classifier or pretrained.load_classifier(images.device, name=SHAPES_CLASSIFIER)
+    classifier = classifier or pretrained.load_classifier(SHAPES_CLASSIFIER, images.device)
     single = [b for b, objects in enumerate(parsed) if len(objects) == 1]
     multi = [b for b, objects in enumerate(parsed) if len(objects) > 1]
     result = {"n_single": len(single), "n_multi": len(multi)}
@@ -633,7 +633,7 @@ def evaluate_scenes(samples: Tensor, captions: Sequence[str], classifier: Option
     floor: the same distance from real scenes (seed 2) to them. ``fd_ratio`` = fd / fd_floor, ~1 is as
     good as real scenes. It is noisy: real scenes of seed 3 score 1.33 (up to 3 shapes) and 1.15 (one
     shape) at n = 1,000, and 0.54 at n = 200; a 3-shape set against the 1-shape reference scores 23."""
-    classifier = classifier or pretrained.load_classifier(samples.device, name=SHAPES_CLASSIFIER)
+    classifier = classifier or pretrained.load_classifier(SHAPES_CLASSIFIER, samples.device)
     result = scene_accuracy(samples, captions, classifier)
 
     def features_of(images: Tensor) -> Tensor:

@@ -18,10 +18,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .conditioning import (Target, check_float, check_model_labels, check_position, check_same_shape, resolve_target,
-                           same_device, unwrap)
+from .conditioning import (Guidance, Target, as_guidance, check_float, check_model_labels, check_position,
+                           check_same_shape, guided_output, resolve_target, same_device, unwrap)
 from .diffusion import eps_and_x0, q_posterior
-from .guidance import Guidance, as_guidance, guided_output
 from .schedules import NoiseSchedule
 
 Model = Callable[..., Tensor]
@@ -357,6 +356,22 @@ def slerp(z0: Tensor, z1: Tensor, alpha: Union[float, Tensor]) -> Tensor:
     cos = (flat0 * flat1).sum(1) / (flat0.norm(dim=1) * flat1.norm(dim=1))
     theta = torch.arccos(cos.clamp(-1, 1)).reshape(-1, *([1] * (z0.ndim - 1)))
     return (torch.sin((1 - a) * theta) * z0 + torch.sin(a * theta) * z1) / torch.sin(theta)
+
+
+# -- samples during training -----------------------------------------------------------------------------------
+def ddim_sample_fn(s: NoiseSchedule, shape: tuple[int, ...], labels: Optional[Tensor] = None,
+                   steps: int = 50, guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
+                   seed: int = 0, dtype: Optional[torch.dtype] = None) -> Callable[[torch.torch.nn.Module, int], Tensor]:
+    """A ``sample_fn`` for the Trainer: DDIM from the same seeded noise every time, so successive
+    grids show the same samples improving. Its own generator leaves the training RNG untouched.
+    It runs on the device of the model it is given, and reads the model's own target."""
+    def sample(model: torch.nn.Module, step: int) -> Tensor:
+        device = next(model.parameters()).device
+        s_here = s if s.device == device else s.to(device)
+        y = labels.to(device) if labels is not None else None
+        return ddim_sample(model, s_here, shape, steps=steps, y=y, guidance_scale=guidance_scale, target=target,
+                           generator=torch.Generator(device).manual_seed(seed), dtype=dtype)
+    return sample
 
 
 # -- helpers ----------------------------------------------------------------------------------------

@@ -40,11 +40,10 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .checkpoint import TRAIN_FORMAT, load_checkpoint, save_checkpoint
-from .diffusion import Target
+from .conditioning import Target
 from .images import check_batch, save_grid
 from .objectives import Batch, DiffusionConfig, Objective, as_objective, objective_from_description
 from .registry import build, describe, save_model
-from .samplers import GuidanceArg, ddim_sample
 from .schedules import NoiseSchedule
 
 SampleFn = Callable[[nn.Module, int], Tensor]      # (EMA model, step) -> images in [-1, 1]
@@ -53,7 +52,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 LOCK_FILE = ".minidiff.lock"
 
 __all__ = ["TrainConfig", "RunConfig", "DiffusionConfig", "Trainer", "NonFiniteLossError", "RunFolderBusyError",
-           "lr_at", "ema_decay_at", "ema_update", "ddim_sample_fn"]
+           "lr_at", "ema_decay_at", "ema_update"]
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -526,22 +525,6 @@ def all_finite(module: nn.Module) -> bool:
     """Whether every parameter of ``module`` is finite (one sync)."""
     norms = torch._foreach_norm([p.detach().float() for p in module.parameters()])
     return bool(torch.isfinite(torch.stack(norms)).all()) if norms else True
-
-
-# -- samples ---------------------------------------------------------------------------------------
-def ddim_sample_fn(s: NoiseSchedule, shape: tuple[int, ...], labels: Optional[Tensor] = None,
-                   steps: int = 50, guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
-                   seed: int = 0, dtype: Optional[torch.dtype] = None) -> SampleFn:
-    """A ``sample_fn`` for the Trainer: DDIM from the same seeded noise every time, so successive
-    grids show the same samples improving. Its own generator leaves the training RNG untouched.
-    It runs on the device of the model it is given, and reads the model's own target."""
-    def sample(model: nn.Module, step: int) -> Tensor:
-        device = next(model.parameters()).device
-        s_here = s if s.device == device else s.to(device)
-        y = labels.to(device) if labels is not None else None
-        return ddim_sample(model, s_here, shape, steps=steps, y=y, guidance_scale=guidance_scale, target=target,
-                           generator=torch.Generator(device).manual_seed(seed), dtype=dtype)
-    return sample
 
 
 # -- a run owns its folder -------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from minidiff.losses import diffusion_loss, per_sample_loss
 from minidiff.objectives import ClassificationConfig, ClassificationObjective, loss_by_t
 from minidiff.pretrained import load_trained
 from minidiff.train import (DiffusionConfig, NonFiniteLossError, RunConfig, RunFolderBusyError, TrainConfig, Trainer,
-                            ddim_sample_fn, ema_decay_at, ema_update, lr_at)
+                            ema_decay_at, ema_update, lr_at)
+from minidiff.samplers import ddim_sample_fn
 
 HERE = Path(__file__).resolve().parent
 

@@ -141,12 +141,24 @@ def _classifier(name: str, device: str) -> DigitClassifier:
     return from_weights(entry["config"]["model"], state, device)
 
 
-def load_classifier(device: Union[str, torch.device] = "cpu", name: str = "classifier") -> DigitClassifier:
-    """The shipped ``DigitClassifier`` (``minidiff.nn.classifier``) on ``device``, in eval mode, frozen.
+def load_classifier(name: str = "classifier", device: Union[str, torch.device] = "cpu") -> DigitClassifier:
+    """The shipped ``DigitClassifier`` (``minidiff.nn.classifier``) called ``name``, on ``device``, in eval mode,
+    frozen. A shipped file of another kind (e.g. a diffusion model) is a ValueError naming the classifiers.
 
     Loaded once per (name, device) and then shared: do not train it in place (``copy.deepcopy`` it first).
     """
+    entry = _entry(name, _root(None))
+    if (entry["config"].get("model") or {}).get("kind") != "classifier":
+        raise ValueError(f"name must be a shipped classifier, one of {classifier_names()}; got {name!r}, which is a "
+                         f"{(entry['config'].get('model') or {}).get('kind')} (load it with its own loader, e.g. "
+                         f"load_diffusion)")
     return _classifier(name, str(torch.device(device)))
+
+
+def classifier_names() -> list[str]:
+    """The shipped checkpoints that are classifiers (``load_classifier`` loads them)."""
+    return sorted(name for name, entry in manifest().items()
+                  if (entry["config"].get("model") or {}).get("kind") == "classifier")
 
 
 @lru_cache(maxsize=8)
