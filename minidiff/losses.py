@@ -66,12 +66,6 @@ def kl_divergence(mean: Tensor, logvar: Tensor) -> Tensor:
     return per_element.flatten(1).sum(dim=1)
 
 
-# -- the networks ---------------------------------------------------------------------------------
-def _middle(ch: int, cfg: AutoencoderConfig) -> nn.Sequential:
-    """A ResBlock at the smallest resolution (with self-attention after it if ``mid_attention``)."""
-    return nn.Sequential(ResBlock(ch, ch), *([Attention(ch, head_dim=ch)] if cfg.mid_attention else []))
-
-
 def vlb_weight(s: NoiseSchedule, sigma2: Optional[Tensor] = None) -> Tensor:
     r"""$\lambda_t = \dfrac{\beta_t^2}{2\sigma_t^2\,\alpha_t\,(1 - \bar\alpha_t)}$ at every position (step t at
     position t − 1): the weight of $\|\varepsilon - \varepsilon_\theta\|^2$ in the bound's term $L_{t-1}$ (Ho et al.

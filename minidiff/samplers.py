@@ -355,7 +355,9 @@ def slerp(z0: Tensor, z1: Tensor, alpha: Union[float, Tensor]) -> Tensor:
     flat0, flat1 = z0.flatten(1), z1.flatten(1)
     cos = (flat0 * flat1).sum(1) / (flat0.norm(dim=1) * flat1.norm(dim=1))
     theta = torch.arccos(cos.clamp(-1, 1)).reshape(-1, *([1] * (z0.ndim - 1)))
-    return (torch.sin((1 - a) * theta) * z0 + torch.sin(a * theta) * z1) / torch.sin(theta)
+    spherical = (torch.sin((1 - a) * theta) * z0 + torch.sin(a * theta) * z1) / torch.sin(theta)
+    # θ → 0 (the same noise twice): sin((1−a)θ)/sin θ → 1 − a and sin(aθ)/sin θ → a, the straight line
+    return torch.where(theta.abs() < 1e-4, (1 - a) * z0 + a * z1, spherical)
 
 
 # -- samples during training -----------------------------------------------------------------------------------

@@ -384,6 +384,13 @@ class Trainer:
         if state["config"]["model"] != _describe(self.model):
             raise ValueError(f"{path} holds a different model ({state['config']['model']}) than this trainer's "
                              f"({_describe(self.model)}); use Trainer.from_checkpoint to rebuild the saved one")
+        saved, given = state["config"]["train"], asdict(self.cfg)
+        differ = {k: (saved[k], given[k]) for k in saved if k != "steps" and k in given and saved[k] != given[k]}
+        if differ:       # the run would silently go on with other settings than it was trained with
+            raise ValueError(f"{path} was trained with other settings than this trainer's TrainConfig: "
+                             + ", ".join(f"{k}={v[0]!r} there, {v[1]!r} here" for k, v in differ.items())
+                             + "; resume with the run's own (Trainer.from_checkpoint restores them), or pass "
+                               "the same TrainConfig")
         self.load_state_dict(state)
         self.last_good = (Path(path), self.step)
         return self
@@ -586,8 +593,15 @@ def _show_progress(progress: Optional[bool]) -> bool:
     return progress if progress is not None else sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
+MAX_ABS_VALUE = 20.0          # images in [-1, 1] and unit-variance latents stay far below it; pixels in [0, 255] do not
+
+
 def _check_data(images: Tensor, labels: Optional[Tensor]) -> None:
     check_batch(images, "images", channels=None)
+    if images.numel() and float(images.detach().abs().amax()) > MAX_ABS_VALUE:
+        raise ValueError(f"images must be scaled to the model's range, [-1, 1] (or unit-variance latents); got "
+                         f"values from {float(images.amin()):.4g} to {float(images.amax()):.4g}, which look like "
+                         f"pixels in [0, 255]: use minidiff.to_model_range(images) first")
     if labels is not None and (not isinstance(labels, Tensor) or labels.dtype != torch.long
                                or labels.ndim not in (1, 2) or labels.shape[0] != images.shape[0]):
         raise TypeError(f"labels must be None or an int64 tensor of shape ({images.shape[0]},), or "

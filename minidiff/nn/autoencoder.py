@@ -84,6 +84,12 @@ def reparameterise(mean: Tensor, logvar: Tensor, noise: Optional[Tensor] = None,
     return mean + torch.exp(0.5 * logvar) * noise
 
 
+# -- the networks ---------------------------------------------------------------------------------
+def _middle(ch: int, cfg: AutoencoderConfig) -> nn.Sequential:
+    """A ResBlock at the smallest resolution (with self-attention after it if ``mid_attention``)."""
+    return nn.Sequential(ResBlock(ch, ch), *([Attention(ch, head_dim=ch)] if cfg.mid_attention else []))
+
+
 class Encoder(nn.Module):
     r"""x (B, in_channels, H, W) -> $[\mu, \log\sigma^2]$ (B, 2·latent_channels, H/f, W/f): conv in, per level
     ``blocks_per_level`` ResBlocks and a Downsample (not after the last), a middle ResBlock, then GN, SiLU, conv."""
