@@ -24,8 +24,7 @@ import torch
 import torch.distributed as dist
 
 from . import pretrained
-from .conditioning import labels_in_turn
-from .guidance import check_scale
+from .guidance import check_scale, labels_in_turn
 from .pretrained.recipes import (RECIPES, evaluate_recipe, evaluate_snapshots, finish, make_trainer, ship,
                                  ship_snapshots, train_recipe)
 from .samplers import SAMPLERS, sample

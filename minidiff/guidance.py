@@ -42,7 +42,7 @@ from .conditioning import Guidance, Target, cfg_mix, check_scale, model_target
 # the label vocabulary and plain CFG live in minidiff.conditioning (every sampler needs them); notebook 07
 # meets them here, under their chapter's name
 from .conditioning import (ClassifierFree, NullCaption, as_guidance, drop_labels, guided_output,  # noqa: F401
-                           null_label)
+                           labels_in_turn, null_label)
 from .diffusion import eps_and_x0, predict_eps_from_x0, training_target
 from .schedules import NoiseSchedule
 

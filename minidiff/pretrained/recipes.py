@@ -23,7 +23,7 @@ from .. import metrics, samplers
 from ..checkpoint import load_checkpoint
 from . import save_shipped
 from ..data import CAPTION_WORDS, Scenes, Shapes, mnist
-from ..conditioning import labels_in_turn
+from ..guidance import labels_in_turn
 from ..nn.autoencoder import AutoencoderConfig
 from ..nn.classifier import ClassifierConfig
 from ..nn.unet import UNetConfig
