@@ -31,14 +31,13 @@ conditions, wrapped up as a model the samplers draw from like an unconditional o
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-from .conditioning import Guidance, Target, cfg_mix, check_scale, model_target
+from .conditioning import Guidance, Target, cfg_mix, check_scale, model_target  # noqa: F401  (Guidance: the type)
 # the label vocabulary and plain CFG live in minidiff.conditioning (every sampler needs them); notebook 07
 # meets them here, under their chapter's name
 from .conditioning import (ClassifierFree, NullCaption, as_guidance, drop_labels, guided_output,  # noqa: F401

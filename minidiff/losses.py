@@ -12,7 +12,7 @@ In code ``t`` holds minidiff's positions, step − 1: drawn from {0, …, T−1}
 """
 from __future__ import annotations
 
-from typing import Callable, Literal, Optional, Union
+from typing import Callable, Literal, Optional
 
 import torch
 from torch import Tensor

@@ -21,7 +21,7 @@ from typing import Callable, Literal, Union
 import torch
 from torch import Tensor
 
-from .conditioning import Timesteps, check_timesteps, same_device
+from .conditioning import Timesteps, check_timesteps, same_device  # noqa: F401  (same_device: kept importable here)
 
 ScheduleName = Literal["linear", "cosine", "sigmoid"]
 

@@ -40,7 +40,6 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .checkpoint import TRAIN_FORMAT, load_checkpoint, save_checkpoint
-from .conditioning import Target
 from .images import check_batch, save_grid
 from .objectives import Batch, DiffusionConfig, Objective, as_objective, objective_from_description
 from .registry import build, describe, save_model
