@@ -98,6 +98,11 @@ class DiffusionObjective:
             raise ValueError(f"the model predicts {own!r} but the objective trains target {self.config.target!r}; "
                              f"use DiffusionConfig(target={own!r}) or a fresh model")
         inner.target = self.config.target
+        steps = getattr(inner, "num_steps", None)
+        if steps is not None and steps != self.config.num_steps:
+            raise ValueError(f"the model was trained on a schedule of T={steps} steps but the objective has "
+                             f"T={self.config.num_steps}; use DiffusionConfig(num_steps={steps}) or a fresh model")
+        inner.num_steps = self.config.num_steps          # the model knows its schedule's T, as it knows its target
 
     def example_inputs(self, batch: Batch) -> tuple[Tensor, ...]:
         x0 = batch[0]

@@ -193,6 +193,11 @@ def prepare(model: Model, s: NoiseSchedule, shape: tuple[int, ...], y: Optional[
         raise ValueError("guidance_scale needs labels y (guidance mixes the conditional and unconditional model)")
     if y is not None:
         check_model_labels(model, y, shape[0])
+    trained_on = getattr(unwrap(model), "num_steps", None)
+    if trained_on is not None and trained_on != s.num_steps:
+        raise ValueError(f"the model was trained on a schedule of T={trained_on} steps, but s has T={s.num_steps}: "
+                         f"its t would mean other noise levels; sample it with its own schedule (load_diffusion "
+                         f"returns it)")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES} (None: the model's own dtype, no autocast); got {dtype!r}")
     return Denoiser(model, y, guidance, target, dtype)

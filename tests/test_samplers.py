@@ -498,3 +498,16 @@ def test_bf16_only_when_asked(s):
     assert seen == [False, False, True, True]
     with pytest.raises(ValueError, match="dtype must be one of"):
         md.ddim_sample(Spy(), s, (2, 1), steps=2, dtype=torch.float64)
+
+
+def test_a_model_knows_the_t_of_its_schedule():                                                    # issue 28, case 20
+    model, s, _ = md.load_diffusion("mnist_cond")
+    assert model.num_steps == s.num_steps == 1000
+    with pytest.raises(ValueError, match="trained on a schedule of T=1000 steps, but s has T=100"):
+        md.ddim_sample(model, md.NoiseSchedule.linear(100), (2, 1, 28, 28), steps=3, y=torch.tensor([1, 2]))
+    trained = md.UNet(md.UNetConfig(image_size=8, base_channels=8, channel_mults=(1, 2), blocks_per_level=1,
+                                    attention_resolutions=(), head_dim=8))
+    md.DiffusionObjective(md.DiffusionConfig(num_steps=50)).prepare(trained, (torch.zeros(2, 1, 8, 8),))
+    assert trained.num_steps == 50
+    with pytest.raises(ValueError, match="trained on a schedule of T=50 steps but the objective has T=1000"):
+        md.DiffusionObjective(md.DiffusionConfig()).prepare(trained, (torch.zeros(2, 1, 8, 8),))

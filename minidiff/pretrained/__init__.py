@@ -268,6 +268,7 @@ def _diffusion(description: dict, weights: dict, objective: dict, device: Union[
                ) -> tuple[nn.Module, NoiseSchedule, DiffusionConfig]:
     diffusion = DiffusionConfig(**objective["config"])
     model = from_weights({**description, "target": description.get("target") or diffusion.target}, weights, device)
+    model.num_steps = diffusion.num_steps                # what it was trained on: the samplers check it
     return model, diffusion.make_schedule(device), diffusion
 
 
