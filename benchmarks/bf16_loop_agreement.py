@@ -17,7 +17,7 @@ import minidiff as md
 
 
 class InBF16(nn.Module):
-    """The model under bf16 autocast on the CPU, as ``predict_eps`` runs it on CUDA."""
+    """The model under bf16 autocast on the CPU, as ``predict_eps(..., dtype=torch.bfloat16)`` runs it."""
 
     def __init__(self, model: nn.Module):
         super().__init__()

@@ -68,7 +68,8 @@ def measure(model, s, guidance, args, real_diversity: float) -> dict:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")               # fd_ratio is only comparable at n = 1,000: said below
             x = md.samplers.sample(args.sampler, model, s, shape, args.steps, labels, guidance,
-                                   generator=torch.Generator(s.device).manual_seed(draw)).clamp(-1, 1).cpu()
+                                   generator=torch.Generator(s.device).manual_seed(draw),
+                                   dtype=torch.bfloat16 if s.device.type == "cuda" else None).clamp(-1, 1).cpu()
             if shapes:
                 r = md.metrics.evaluate_shapes(x, labels.cpu())
                 r["accuracy"] = r["both"]

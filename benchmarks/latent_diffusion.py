@@ -117,7 +117,7 @@ def compare_config(space: str) -> md.UNetConfig:
 
 def compare_trainer(space: str, data: tuple, batch: int, steps: int, cuda_graph: bool = False) -> md.Trainer:
     torch.manual_seed(0)
-    model = md.UNet(compare_config(space))
+    model = md.nn.text_unet(compare_config(space))
     train = md.TrainConfig(steps=steps, batch_size=batch, lr=1e-3, min_lr=1e-5, warmup_steps=100, seed=0)
     return md.Trainer(model, *data, train, md.DiffusionConfig(target="v", p_uncond=0.1),
                       md.RunConfig(progress=False, log_every=100, cuda_graph=cuda_graph))

@@ -12,15 +12,13 @@ Symbols as in the notebooks and the papers: steps t = 1, …, T, x_0 the clean i
 from __future__ import annotations
 
 import operator
-from typing import Any, Literal, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from .conditioning import TARGETS, Target, check_float, check_same_shape
 from .schedules import NoiseSchedule, Timesteps, extract
-
-Target = Literal["eps", "x0", "v"]
-TARGETS = ("eps", "x0", "v")
 
 
 def q_step(x_prev: Tensor, t: Timesteps, s: NoiseSchedule, noise: Optional[Tensor] = None) -> Tensor:
@@ -49,11 +47,11 @@ def q_chain(x0: Tensor, s: NoiseSchedule, steps: Sequence[int], noise: Optional[
     so a figure labels it "t = steps[j]". ``noise[i]`` is the ε of position i (step i + 1), shape
     ``(≥ max(steps), *x0.shape)``; fresh ε is drawn at every step when None.
     """
-    _check_float(x0, "x0")
+    check_float(x0, "x0")
     steps = _check_steps(steps, s.num_steps)
     last = max(steps)
     if noise is not None:
-        _check_float(noise, "noise")
+        check_float(noise, "noise")
         if noise.ndim != x0.ndim + 1 or noise.shape[1:] != x0.shape or noise.shape[0] < last:
             raise ValueError(f"noise must have shape (≥ {last}, {', '.join(map(str, x0.shape))}): one ε per step "
                              f"up to step {last}; got {tuple(noise.shape)}")
@@ -95,8 +93,8 @@ def q_posterior(x0: Tensor, x_t: Tensor, t: Timesteps, s: NoiseSchedule) -> tupl
     and the mean is x_0; samplers use ``s.posterior_log_variance_clipped`` where they need its log.
     The derivation (completing the square) and the ε-form of the mean are in notebook 02.
     """
-    _check_float(x0, "x0")
-    _check_same_shape(x_t, x0, "x_t", "x0")
+    check_float(x0, "x0")
+    check_same_shape(x_t, x0, "x_t", "x0")
     one_minus_abar = 1.0 - s.alphas_cumprod
     # coefficient of x_0:  √ᾱ_{t−1} β_t / (1 − ᾱ_t)   (every table at position t − 1; alphas_cumprod_prev holds ᾱ_{t−1})
     coef_x0 = s.alphas_cumprod_prev.sqrt() * s.betas / one_minus_abar
@@ -108,64 +106,46 @@ def q_posterior(x0: Tensor, x_t: Tensor, t: Timesteps, s: NoiseSchedule) -> tupl
 
 def predict_x0_from_eps(x_t: Tensor, t: Timesteps, eps: Tensor, s: NoiseSchedule) -> Tensor:
     r"""Invert q_sample for $x_0$: $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\varepsilon) / \sqrt{\bar\alpha_t}$."""
-    _check_float(x_t, "x_t")
-    _check_same_shape(eps, x_t, "eps", "x_t")
+    check_float(x_t, "x_t")
+    check_same_shape(eps, x_t, "eps", "x_t")
     return (x_t - extract(s.sqrt_one_minus_alphas_cumprod, t, x_t) * eps) / extract(s.sqrt_alphas_cumprod, t, x_t)
 
 
 def predict_eps_from_x0(x_t: Tensor, t: Timesteps, x0: Tensor, s: NoiseSchedule) -> Tensor:
     r"""Invert q_sample for $\varepsilon$: $\varepsilon = (x_t - \sqrt{\bar\alpha_t}\,x_0) / \sqrt{1-\bar\alpha_t}$."""
-    _check_float(x_t, "x_t")
-    _check_same_shape(x0, x_t, "x0", "x_t")
+    check_float(x_t, "x_t")
+    check_same_shape(x0, x_t, "x0", "x_t")
     return (x_t - extract(s.sqrt_alphas_cumprod, t, x_t) * x0) / extract(s.sqrt_one_minus_alphas_cumprod, t, x_t)
-
-
-# -- input checks -------------------------------------------------------------------------------
-def _check_float(x: Tensor, name: str) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor (e.g. float32 in [-1, 1]); got dtype {x.dtype}")
-    if x.ndim < 1:
-        raise ValueError(f"{name} must have a batch dimension first, shape (B, …); got a 0-d tensor")
-
-
-def _check_same_shape(y: Tensor, x: Tensor, y_name: str, x_name: str) -> None:
-    _check_float(y, y_name)
-    if y.shape != x.shape:
-        raise ValueError(f"{y_name} must have the shape of {x_name}, {tuple(x.shape)}; got {tuple(y.shape)}")
-    if y.device != x.device:
-        raise ValueError(f"{y_name} is on {y.device} but {x_name} is on {x.device}; move one explicitly")
 
 
 def _noise_for(x: Tensor, noise: Optional[Tensor], x_name: str) -> Tensor:
     """ε for ``x``: the given ``noise`` after checking it matches, or a fresh draw ~ N(0, I)."""
-    _check_float(x, x_name)
+    check_float(x, x_name)
     if noise is None:
         return torch.randn_like(x)
-    _check_same_shape(noise, x, "noise", x_name)
+    check_same_shape(noise, x, "noise", x_name)
     return noise
 
 
 # -- the v parameterisation (Salimans & Ho 2022) ------------------------------------------------
 def predict_v(x0: Tensor, eps: Tensor, t: Timesteps, s: NoiseSchedule) -> Tensor:
     r"""The velocity $v = \sqrt{\bar\alpha_t}\,\varepsilon - \sqrt{1-\bar\alpha_t}\,x_0$."""
-    _check_float(x0, "x0")
-    _check_same_shape(eps, x0, "eps", "x0")
+    check_float(x0, "x0")
+    check_same_shape(eps, x0, "eps", "x0")
     return extract(s.sqrt_alphas_cumprod, t, x0) * eps - extract(s.sqrt_one_minus_alphas_cumprod, t, x0) * x0
 
 
 def predict_x0_from_v(x_t: Tensor, t: Timesteps, v: Tensor, s: NoiseSchedule) -> Tensor:
     r"""$\hat x_0 = \sqrt{\bar\alpha_t}\,x_t - \sqrt{1-\bar\alpha_t}\,v$."""
-    _check_float(x_t, "x_t")
-    _check_same_shape(v, x_t, "v", "x_t")
+    check_float(x_t, "x_t")
+    check_same_shape(v, x_t, "v", "x_t")
     return extract(s.sqrt_alphas_cumprod, t, x_t) * x_t - extract(s.sqrt_one_minus_alphas_cumprod, t, x_t) * v
 
 
 def predict_eps_from_v(x_t: Tensor, t: Timesteps, v: Tensor, s: NoiseSchedule) -> Tensor:
     r"""$\hat\varepsilon = \sqrt{1-\bar\alpha_t}\,x_t + \sqrt{\bar\alpha_t}\,v$."""
-    _check_float(x_t, "x_t")
-    _check_same_shape(v, x_t, "v", "x_t")
+    check_float(x_t, "x_t")
+    check_same_shape(v, x_t, "v", "x_t")
     return extract(s.sqrt_one_minus_alphas_cumprod, t, x_t) * x_t + extract(s.sqrt_alphas_cumprod, t, x_t) * v
 
 
@@ -189,43 +169,3 @@ def eps_and_x0(output: Tensor, x_t: Tensor, t: Timesteps, s: NoiseSchedule,
     if target == "v":
         return predict_eps_from_v(x_t, t, output, s), predict_x0_from_v(x_t, t, output, s)
     raise ValueError(f"target must be one of {TARGETS}; got {target!r}")
-
-
-# -- what a network predicts ---------------------------------------------------------------------
-def check_target(target: Optional[str], allow_none: bool = False) -> Optional[Target]:
-    """``target`` after checking it is one of TARGETS (or None, where allowed)."""
-    if target is None and allow_none:
-        return None
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}{' or None' if allow_none else ''}; got {target!r}")
-    return target
-
-
-def unwrap(model: Any) -> Any:
-    """The module inside DistributedDataParallel (``.module``) and torch.compile (``._orig_mod``)."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        else:
-            return model
-
-
-def model_target(model: Any) -> Optional[Target]:
-    """What ``model`` says it predicts (its ``target`` attribute: "eps", "x0" or "v"), or None."""
-    return getattr(unwrap(model), "target", None)
-
-
-def resolve_target(model: Any, target: Optional[str] = None) -> Target:
-    """The target to read ``model``'s output as: ``target`` if given, else the model's own, else "eps"
-    (DDPM's default). A ``target`` that contradicts the model's own is a ValueError naming both."""
-    own = model_target(model)
-    if target is None:
-        return own or "eps"
-    check_target(target)
-    if own is not None and target != own:
-        raise ValueError(f"target={target!r} contradicts the model, which predicts {own!r}: sampling it as "
-                         f"{target!r} gives wrong images; leave target out to use the model's own")
-    return target
-

@@ -2,7 +2,8 @@ r"""Classifier-free guidance (Ho & Salimans 2022): one network, conditional and 
 
 Training: each label is replaced by the **null label** (the model's ``null_label``, which for the
 U-Net is ``num_classes``) with probability ``p_uncond``, so the same network learns
-$\varepsilon_\theta(x_t, t, y)$ and $\varepsilon_\theta(x_t, t, \varnothing)$ (``drop_labels``).
+$\varepsilon_\theta(x_t, t, y)$ and $\varepsilon_\theta(x_t, t, \varnothing)$ (``drop_labels``; the label
+vocabulary, null labels and captions included, lives in ``minidiff.conditioning``).
 
 Sampling: the two predictions are mixed with a guidance scale $w$ (``cfg_mix``),
 
@@ -30,134 +31,24 @@ conditions, wrapped up as a model the samplers draw from like an unconditional o
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-from .diffusion import Target, eps_and_x0, model_target, predict_eps_from_x0, training_target, unwrap
+from .conditioning import Guidance, Target, cfg_mix, check_scale, model_target  # noqa: F401  (Guidance: the type)
+# the label vocabulary and plain CFG live in minidiff.conditioning (every sampler needs them); notebook 07
+# meets them here, under their chapter's name
+from .conditioning import (ClassifierFree, NullCaption, as_guidance, drop_labels, guided_output,  # noqa: F401
+                           labels_in_turn, null_label)
+from .diffusion import eps_and_x0, predict_eps_from_x0, training_target
 from .schedules import NoiseSchedule
 
-Guidance = Callable[[Tensor, Tensor, int, Tensor], Tensor]     # (conditional, unconditional, position t, x_t) -> guided
 
 
-@dataclass(frozen=True)
-class NullCaption:
-    """The null condition of a text-conditional model (notebook 08): the empty caption, ``length``
-    padding tokens (id 0). Its labels are captions as token ids, (B, ``length``) in [0, ``vocab_size``),
-    and a caption is dropped as a whole, never word by word."""
-    length: int
-    vocab_size: int
 
 
-Null = Union[int, tuple[int, ...], NullCaption]     # one null label, one per attribute, or the empty caption
-
-
-def null_label(model: Any) -> Null:
-    """The label that means "no class" for ``model`` (its ``null_label``; a tuple, one per attribute, for a
-    model conditioned on several); ValueError if it has none."""
-    label = getattr(unwrap(model), "null_label", None)
-    if label is None:
-        raise ValueError("guidance needs a class-conditional model (one with a null_label, e.g. a UNet "
-                         "with config.num_classes set); this model is unconditional")
-    return label
-
-
-def null_like(y: Tensor, null: Null) -> Tensor:
-    """A tensor shaped like the labels ``y`` that holds only null labels: ``null`` everywhere for (B,)
-    labels; for (B, K) labels of K attributes, column k holds attribute k's null label ``null[k]``; for
-    captions (B, L), the empty caption (all padding, 0)."""
-    if isinstance(null, NullCaption):
-        return torch.zeros_like(y)
-    return torch.as_tensor(null, dtype=y.dtype, device=y.device).expand_as(y)
-
-
-def label_shape(null: Null, batch: int) -> tuple[int, ...]:
-    """The shape of a batch's labels: (B,) for one null label, (B, K) for one per attribute, (B, L) for captions."""
-    if isinstance(null, NullCaption):
-        return (batch, null.length)
-    return (batch,) if isinstance(null, int) else (batch, len(null))
-
-
-def check_labels(y: Any, null: Null, batch: int, name: str = "y") -> Tensor:
-    """Labels for a conditional model, checked: a LongTensor of ``label_shape(null, batch)`` whose
-    entries lie in [0, null] (column k in [0, null[k]] for several attributes; the null label itself
-    means "not given"). Anything else is a ValueError naming ``name``, what was expected and what came."""
-    shape = label_shape(null, batch)
-    if isinstance(null, NullCaption):
-        return _check_captions(y, null, shape, name)
-    if not isinstance(y, Tensor) or y.dtype != torch.long or tuple(y.shape) != shape:
-        raise ValueError(f"{name} must be a LongTensor of shape {shape}, one label per image"
-                         f"{'' if isinstance(null, int) else ' and attribute'}; got "
-                         f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")
-    if y.numel() and (bool((y < 0).any()) or bool((y > null_like(y, null)).any())):
-        if isinstance(null, int):
-            raise ValueError(f"{name} must hold labels in [0, {null - 1}] (or {null}, the null label); got values "
-                             f"from {int(y.min())} to {int(y.max())}")
-        raise ValueError(f"{name}[:, k] must hold labels in [0, n_k] for the attributes' class counts n = {null} "
-                         f"(n_k is attribute k's null label); got columns ranging "
-                         f"{[(int(c.min()), int(c.max())) for c in y.unbind(1)]}")
-    return y
-
-
-def _check_captions(y: Any, null: NullCaption, shape: tuple[int, ...], name: str) -> Tensor:
-    if not isinstance(y, Tensor) or y.dtype != torch.long or tuple(y.shape) != shape:
-        raise ValueError(f"{name} must be a LongTensor of shape {shape}: one caption of {null.length} token ids "
-                         f"per image (Tokenizer.encode makes them); got "
-                         f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")
-    if y.numel() and (bool((y < 0).any()) or bool((y >= null.vocab_size).any())):
-        raise ValueError(f"{name} must hold token ids in [0, {null.vocab_size - 1}]; got values from "
-                         f"{int(y.min())} to {int(y.max())}")
-    return y
-
-
-def labels_in_turn(n: int, null: Null) -> Tensor:
-    """Labels for ``n`` images that run through the classes in turn: 0, 1, 2, … for one label; for
-    several attributes every combination, the first attribute changing fastest."""
-    if isinstance(null, NullCaption):
-        raise ValueError("labels_in_turn runs through classes; a text-conditional model takes captions "
-                         "(Tokenizer.encode) instead")
-    i = torch.arange(n)
-    if isinstance(null, int):
-        return i % null
-    columns, stride = [], 1
-    for count in null:
-        columns.append(i // stride % count)
-        stride *= count
-    return torch.stack(columns, dim=1)
-
-
-def drop_labels(y: Tensor, p_uncond: float, null: Null, generator: Optional[torch.Generator] = None) -> Tensor:
-    """Replace each label by the null label ``null`` with probability ``p_uncond`` (training for CFG).
-    With several attributes (y of shape (B, K)) each one is dropped on its own, so the network also
-    learns every partial condition ("a circle, any colour"), which composing conditions needs. A caption
-    (``NullCaption``) is dropped whole: it becomes the empty caption."""
-    if not 0.0 <= p_uncond <= 1.0:
-        raise ValueError(f"p_uncond must be in [0, 1]; got {p_uncond}")
-    if isinstance(null, NullCaption):
-        drop = (torch.rand(y.shape[0], device=y.device, generator=generator) < p_uncond).unsqueeze(1)
-        return torch.where(drop, null_like(y, null), y)
-    drop = torch.rand(y.shape, device=y.device, generator=generator) < p_uncond
-    return torch.where(drop, null_like(y, null), y)
-
-
-def cfg_mix(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
-    r"""$\tilde\varepsilon = \varepsilon_u + w\,(\varepsilon_c - \varepsilon_u)$ with $w$ = ``scale``."""
-    return uncond + scale * (cond - uncond)
-
-
-@dataclass(frozen=True)
-class ClassifierFree:
-    """Plain classifier-free guidance with scale ``scale`` (w), at every step."""
-    scale: float
-
-    def __post_init__(self) -> None:
-        check_scale(self.scale)
-
-    def __call__(self, cond: Tensor, uncond: Tensor, t: int, x_t: Tensor) -> Tensor:
-        return cfg_mix(cond, uncond, self.scale)
 
 
 def per_image_std(x: Tensor) -> Tensor:
@@ -217,7 +108,7 @@ class Thresholded:
     ($\hat\varepsilon = (x_t - \sqrt{\bar\alpha_t}\hat x_0)/\sqrt{1-\bar\alpha_t}$, $\bar\alpha_t$ read at the
     position the sampler passes, ``[t]``), in the model's own ``target``."""
     scale: float
-    schedule: NoiseSchedule
+    s: NoiseSchedule
     target: Target
     percentile: Optional[float] = 0.995
 
@@ -227,7 +118,7 @@ class Thresholded:
             raise ValueError(f"percentile must be in (0, 1], or None for static clipping to [-1, 1]; got {self.percentile}")
 
     def __call__(self, cond: Tensor, uncond: Tensor, t: int, x_t: Tensor) -> Tensor:
-        s = self.schedule
+        s = self.s
         guided = cfg_mix(cond, uncond, self.scale)
         _, x0 = eps_and_x0(guided.float(), x_t.float(), t, s, self.target)
         x0 = x0.clamp(-1, 1) if self.percentile is None else dynamic_threshold(x0, self.percentile)
@@ -299,34 +190,3 @@ class Composed(nn.Module):
         ys = ys[:, 0] if isinstance(self.null, int) else ys
         base, *outs = self.model(x.repeat(n, *([1] * (x.ndim - 1))), t.repeat(n), ys).chunk(n)
         return base + sum(w * (out - base) for w, out in zip(self.weights, outs))
-
-
-def check_scale(scale: float, name: str = "guidance_scale") -> float:
-    """A finite real ``scale``; NaN or ±inf would make every image NaN, so they are a ValueError."""
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        raise ValueError(f"{name} must be a finite number (0: unconditional, 1: conditional, > 1: guided); "
-                         f"got {scale!r}")
-    return float(scale)
-
-
-def as_guidance(guidance: Union[float, Guidance, None]) -> Optional[Guidance]:
-    """None, a scale w (-> ``ClassifierFree(w)``) or a guidance function, as a guidance function or None."""
-    if guidance is None or callable(guidance):
-        return guidance
-    return ClassifierFree(check_scale(guidance))
-
-
-def guided_output(model: Callable[..., Tensor], x_t: Tensor, t: int, y: Optional[Tensor],
-                  guidance: Optional[Guidance]) -> Tensor:
-    r"""The model's output at $(x_t, t, y)$ for one position ``t`` (step t + 1) shared by the batch; with a
-    ``guidance``, the conditional and the unconditional (null-label) outputs come from one batched
-    pass over $[x_t; x_t]$ and are mixed by it."""
-    t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
-    if guidance is None:
-        return model(x_t, t_batch, y) if y is not None else model(x_t, t_batch)
-    if y is None:
-        raise ValueError("guidance needs labels y (it mixes the conditional and unconditional model)")
-    null = null_like(y, null_label(model))
-    both = model(torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]), torch.cat([y, null]))
-    cond, uncond = both.chunk(2)
-    return guidance(cond, uncond, t, x_t)

@@ -8,23 +8,22 @@ runs once per image, at the end. ``s`` (``Autoencoder.scale``) is 1/std of the l
 the training images: it makes z unit-variance, so the noise schedule means what it meant for pixels
 in [-1, 1] (Stable Diffusion's 0.18215 is the same number for its autoencoder).
 
-``text_to_image(prompts)`` is the course's last cell: captions in, images out, from the shipped
-``shapes_vae`` and ``shapes_ldm``.
+Every function here takes its models as arguments. ``text_to_image(prompts)``, the course's last cell
+(captions in, images out), lives with the shipped models it loads (``minidiff.pretrained``) and calls
+``sample_images`` here.
 """
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Optional, Sequence, Union
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
 from . import samplers
 from .nn.text import Tokenizer
+from .schedules import NoiseSchedule
 
 MAX_TOKENS = 16                  # the longest Scenes caption has 15 words
-DEFAULT_GUIDANCE = 3.0           # used when the shipped model's manifest records no measured scale
-Device = Union[str, torch.device]
 
 
 def caption_tokenizer(max_tokens: int = MAX_TOKENS) -> Tokenizer:
@@ -55,41 +54,14 @@ def decode_latents(autoencoder: nn.Module, z: Tensor, batch_size: int = 256) -> 
 
 
 @torch.no_grad()
-def sample_images(model: nn.Module, schedule, autoencoder: nn.Module, tokens: Tensor, steps: int = 20,
+def sample_images(model: nn.Module, s: NoiseSchedule, autoencoder: nn.Module, tokens: Tensor, steps: int = 20,
                   guidance_scale: samplers.GuidanceArg = None, sampler: samplers.SamplerName = "dpm++",
-                  generator: Optional[torch.Generator] = None, batch_size: int = 500) -> Tensor:
+                  generator: Optional[torch.Generator] = None, batch_size: int = 500,
+                  dtype: Optional[torch.dtype] = None) -> Tensor:
     """Images for captions ``tokens`` (N, L): sample N latents with ``sampler`` (guided by ``guidance_scale``
     against the empty caption), then decode them. Everything runs on the schedule's device."""
     cfg = model.config
     shape = (tokens.shape[0], cfg.in_channels, cfg.image_size, cfg.image_size)
-    z = samplers.sample(sampler, model, schedule, shape, steps, tokens.to(schedule.device), guidance_scale,
-                        generator=generator, batch_size=batch_size)
+    z = samplers.sample(sampler, model, s, shape, steps, tokens.to(s.device), guidance_scale,
+                        generator=generator, batch_size=batch_size, dtype=dtype)
     return decode_latents(autoencoder, z)
-
-
-@lru_cache(maxsize=4)
-def _shipped(device: str) -> tuple[nn.Module, object, nn.Module, float]:
-    from .pretrained import load_autoencoder, load_diffusion, manifest
-    model, schedule, _ = load_diffusion("shapes_ldm", device)
-    scale = manifest()["shapes_ldm"]["metrics"].get("guidance_scale", DEFAULT_GUIDANCE)
-    return model, schedule, load_autoencoder("shapes_vae", device), scale
-
-
-def text_to_image(prompts: Sequence[str], steps: int = 20, guidance_scale: Optional[float] = None,
-                  generator: Optional[torch.Generator] = None, device: Optional[Device] = None) -> Tensor:
-    """Images (N, 3, 64, 64) in [-1, 1] of the captions ``prompts``, from the shipped ``shapes_ldm`` (a
-    text-conditional U-Net on 4×16×16 latents) and ``shapes_vae`` (its decoder): DPM-Solver++ with
-    ``steps`` network calls, classifier-free guidance at ``guidance_scale`` (None: the scale measured
-    best for the shipped model, in its manifest entry). ``device``: the generator's, else "cpu".
-
-    Prompts use the Scenes grammar: "a large red circle at the top left", "a blue square and a small
-    yellow cross"; a word outside it is a ValueError that lists the words there are."""
-    if isinstance(prompts, str):
-        raise TypeError(f"prompts must be a list of captions; got the single string {prompts!r} (wrap it: [{prompts!r}])")
-    if not prompts:
-        raise ValueError("prompts must hold at least one caption; got none")
-    device = torch.device(device if device is not None else generator.device if generator is not None else "cpu")
-    model, schedule, autoencoder, default_scale = _shipped(str(device))
-    tokens = caption_tokenizer(model.config.max_tokens).encode(list(prompts))
-    scale = default_scale if guidance_scale is None else guidance_scale
-    return sample_images(model, schedule, autoencoder, tokens, steps, scale, generator=generator)

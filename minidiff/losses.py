@@ -12,13 +12,13 @@ In code ``t`` holds minidiff's positions, step − 1: drawn from {0, …, T−1}
 """
 from __future__ import annotations
 
-from typing import Callable, Literal, Optional, Union
+from typing import Callable, Literal, Optional
 
 import torch
 from torch import Tensor
 
-from .diffusion import TARGETS, Target, q_sample, training_target
-from .guidance import drop_labels
+from .conditioning import Null, Target, check_float, check_labels, check_target, drop_labels, unwrap
+from .diffusion import q_sample, training_target
 from .schedules import NoiseSchedule
 
 Weighting = Optional[Literal["p2", "min_snr"]]
@@ -54,57 +54,69 @@ def gaussian_kl(mean_q: Tensor, var_q: Tensor, mean_p: Tensor, var_p: Tensor) ->
     return 0.5 * (torch.log(var_p / var_q) + (var_q + (mean_q - mean_p) ** 2) / var_p - 1)
 
 
-def vlb_weight(schedule: NoiseSchedule, sigma2: Optional[Tensor] = None) -> Tensor:
+def kl_divergence(mean: Tensor, logvar: Tensor) -> Tensor:
+    r"""$\mathrm{KL}(\mathcal N(\mu, \sigma^2) \,\|\, \mathcal N(0, 1))
+    = \tfrac12 \sum (\mu^2 + \sigma^2 - 1 - \log\sigma^2)$ per image: summed over every latent element,
+    all C·H·W of them (dims 1, 2, …), not averaged. mean, logvar (B, …) -> (B,). It is 0 exactly when
+    μ = 0 and log σ² = 0, and positive otherwise."""
+    if mean.shape != logvar.shape or mean.ndim < 2:
+        raise ValueError(f"mean and logvar must have the same shape (B, …) with at least 2 dims; got "
+                         f"{tuple(mean.shape)} and {tuple(logvar.shape)}")
+    per_element = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar)
+    return per_element.flatten(1).sum(dim=1)
+
+
+def vlb_weight(s: NoiseSchedule, sigma2: Optional[Tensor] = None) -> Tensor:
     r"""$\lambda_t = \dfrac{\beta_t^2}{2\sigma_t^2\,\alpha_t\,(1 - \bar\alpha_t)}$ at every position (step t at
     position t − 1): the weight of $\|\varepsilon - \varepsilon_\theta\|^2$ in the bound's term $L_{t-1}$ (Ho et al.
     2020, eq. 12). ``sigma2`` is the reverse process's variance $\sigma_t^2$ (default $\beta_t$, float64)."""
-    sigma2 = schedule.betas if sigma2 is None else sigma2
-    if not isinstance(sigma2, Tensor) or sigma2.shape != schedule.betas.shape:
-        raise ValueError(f"sigma2 must be a tensor of shape {tuple(schedule.betas.shape)}, one variance per step; "
+    sigma2 = s.betas if sigma2 is None else sigma2
+    if not isinstance(sigma2, Tensor) or sigma2.shape != s.betas.shape:
+        raise ValueError(f"sigma2 must be a tensor of shape {tuple(s.betas.shape)}, one variance per step; "
                          f"got {getattr(sigma2, 'shape', type(sigma2).__name__)}")
-    return schedule.betas ** 2 / (2 * sigma2 * schedule.alphas * (1 - schedule.alphas_cumprod))
+    return s.betas ** 2 / (2 * sigma2 * s.alphas * (1 - s.alphas_cumprod))
 
 
-def per_sample_loss(model: Callable[..., Tensor], x0: Tensor, t: Tensor, schedule: NoiseSchedule,
+def per_sample_loss(model: Callable[..., Tensor], x0: Tensor, t: Tensor, s: NoiseSchedule,
                     target: Target = "eps", weighting: Weighting = None, y: Optional[Tensor] = None,
                     noise: Optional[Tensor] = None) -> Tensor:
     r"""$w(t_b)\,\mathrm{mean}\big((f_\theta(x_{t_b}, t_b, y_b) - \text{target}_b)^2\big)$ for each image $b$,
     shape (B,): the loss before its mean over the batch, kept per image to see which $t$ are hard.
     ``t`` holds positions (B,): image $b$ is noised to step ``t[b]`` + 1."""
     eps = torch.randn_like(x0) if noise is None else noise
-    x_t = q_sample(x0, t, schedule, eps)
+    x_t = q_sample(x0, t, s, eps)
     prediction = model(x_t, t, y) if y is not None else model(x_t, t)
-    error = (prediction.float() - training_target(target, x0, eps, t, schedule).float()).pow(2)
+    error = (prediction.float() - training_target(target, x0, eps, t, s).float()).pow(2)
     error = error.flatten(1).mean(1)
-    return loss_weight(weighting, target, schedule.snr(t).to(error.dtype)) * error
+    return loss_weight(weighting, target, s.snr(t).to(error.dtype)) * error
 
 
-def diffusion_loss(model: Callable[..., Tensor], x0: Tensor, schedule: NoiseSchedule, target: Target = "eps",
+def diffusion_loss(model: Callable[..., Tensor], x0: Tensor, s: NoiseSchedule, target: Target = "eps",
                    weighting: Weighting = None, p_uncond: float = 0.0, y: Optional[Tensor] = None,
-                   null_class: Union[int, tuple[int, ...], None] = None, t: Optional[Tensor] = None,
+                   null_label: Optional[Null] = None, t: Optional[Tensor] = None,
                    noise: Optional[Tensor] = None) -> Tensor:
     r"""$\frac{1}{B}\sum_b w(t_b)\,\mathrm{mean}\big((f_\theta(x_{t_b}, t_b, y_b) - \text{target}_b)^2\big)$,
     with the step uniform on $1, \dots, T$ (positions ``t`` drawn from 0 … T−1) and
     $\varepsilon \sim \mathcal N(0, I)$ unless given. With ``p_uncond`` > 0, labels
-    are dropped to ``null_class`` (the model's null label, ``num_classes``) at that rate
-    (``guidance.drop_labels``)."""
-    _check_loss_args(x0, target, weighting, p_uncond, y, null_class)
-    t = torch.randint(0, schedule.num_steps, (x0.shape[0],), device=x0.device) if t is None else t
+    are dropped to ``null_label`` (default: the model's own, ``num_classes`` for the U-Net) at that rate
+    (``conditioning.drop_labels``). The inputs are checked here, once."""
+    null_label = getattr(unwrap(model), "null_label", None) if null_label is None else null_label
+    _check_loss_args(x0, target, weighting, p_uncond, y, null_label)
+    t = torch.randint(0, s.num_steps, (x0.shape[0],), device=x0.device) if t is None else t
     if y is not None and p_uncond > 0:
-        y = drop_labels(y, p_uncond, null_class)
-    return per_sample_loss(model, x0, t, schedule, target, weighting, y, noise).mean()
+        y = drop_labels(y, p_uncond, null_label)
+    return per_sample_loss(model, x0, t, s, target, weighting, y, noise).mean()
 
 
 def _check_loss_args(x0: Tensor, target: str, weighting: Optional[str], p_uncond: float,
-                     y: Optional[Tensor], null_class: Union[int, tuple[int, ...], None]) -> None:
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}; got {target!r}")
+                     y: Optional[Tensor], null_label: Optional[Null]) -> None:
+    check_float(x0, "x0")
+    check_target(target)
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}; got {weighting!r}")
     if not 0.0 <= p_uncond <= 1.0:
         raise ValueError(f"p_uncond must be in [0, 1]; got {p_uncond}")
-    if p_uncond > 0 and (y is None or null_class is None):
-        raise ValueError("p_uncond > 0 needs labels y and the model's null_class (= num_classes)")
-    if y is not None and (y.ndim not in (1, 2) or y.shape[0] != x0.shape[0] or y.dtype != torch.long):
-        raise ValueError(f"y must be a LongTensor of shape ({x0.shape[0]},), or ({x0.shape[0]}, K) for K "
-                         f"attributes; got {y.dtype} {tuple(y.shape)}")
+    if p_uncond > 0 and (y is None or null_label is None):
+        raise ValueError("p_uncond > 0 needs labels y and the model's null_label (= num_classes)")
+    if y is not None:
+        check_labels(y, null_label, x0.shape[0])

@@ -83,7 +83,7 @@ def check_labels(labels: Tensor, images: Tensor, name: str = "labels") -> None:
 def _classifier_for(images: Tensor, classifier: Optional[DigitClassifier]) -> DigitClassifier:
     """``classifier``, or the shipped one on the images' device; never moves anything across devices."""
     if classifier is None:
-        return pretrained.load_classifier(images.device)
+        return pretrained.load_classifier(device=images.device)
     weights_device = next(classifier.parameters()).device
     if weights_device != images.device:
         raise ValueError(f"classifier is on {weights_device} but the images are on {images.device}; "
@@ -323,21 +323,22 @@ def evaluate(samples: Tensor, labels: Optional[Tensor] = None,
     return result
 
 
-def evaluate_model(model: nn.Module, schedule: NoiseSchedule, sampler: SamplerName = "ddim", steps: int = 50,
-                   guidance_scale: GuidanceArg = None, draws: int = 1, seed: int = 0) -> dict:
+def evaluate_model(model: nn.Module, s: NoiseSchedule, sampler: SamplerName = "ddim", steps: int = 50,
+                   guidance_scale: GuidanceArg = None, draws: int = 1, seed: int = 0,
+                   dtype: Optional[torch.dtype] = None) -> dict:
     """The protocol on a class-conditional diffusion model: 1,000 samples (100 per class, unguided unless
     ``guidance_scale``), ``evaluate``d; with ``draws`` > 1, the mean over that many draws (seeds
     ``seed``, ``seed`` + 1, …), since one draw's FD moves by about ±7%. Adds ``sampler``, ``steps``,
-    ``draws`` and ``sample_seconds``."""
+    ``draws`` and ``sample_seconds``. ``dtype=torch.bfloat16``: the network under autocast (faster on a GPU)."""
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
         raise ValueError(f"draws must be an int >= 1; got {draws!r}")
-    device = schedule.device
+    device = s.device
     labels = torch.arange(NUM_CLASSES * PER_CLASS, device=device) % NUM_CLASSES
     start, results = time.perf_counter(), []
     for draw in range(draws):
         with torch.no_grad():
-            x = sample(sampler, model, schedule, (len(labels), 1, 28, 28), steps, labels, guidance_scale,
-                       generator=torch.Generator(device).manual_seed(seed + draw))
+            x = sample(sampler, model, s, (len(labels), 1, 28, 28), steps, labels, guidance_scale,
+                       generator=torch.Generator(device).manual_seed(seed + draw), dtype=dtype)
         results.append(evaluate(x.clamp(-1, 1).cpu(), labels.cpu()))
     mean = {key: sum(r[key] for r in results) / draws for key in results[0]}
     mean["fd_ratio"] = mean["fd"] / mean["fd_floor"]
@@ -406,7 +407,7 @@ def shape_predictions(samples: Tensor, classifier: Optional[DigitClassifier] = N
     """The shape index (``data.SHAPES``) the shapes classifier (default: the shipped one) reads in each
     Shapes image, (B,) on the images' device."""
     check_shapes(samples, "samples")
-    classifier = classifier or pretrained.load_classifier(samples.device, name=SHAPES_CLASSIFIER)
+    classifier = classifier or pretrained.load_classifier(SHAPES_CLASSIFIER, samples.device)
     return _apply(classifier, samples, "forward", 500).argmax(dim=1)
 
 
@@ -427,7 +428,7 @@ def attribute_accuracy(samples: Tensor, labels: Tensor, classifier: Optional[Dig
 def evaluate_shapes(samples: Tensor, labels: Tensor, classifier: Optional[DigitClassifier] = None) -> dict:
     """``attribute_accuracy`` plus the Fréchet distance in the shapes classifier's features to as many
     held-out images (seed 1), and the floor: the same distance from real images (seed 2) to them."""
-    classifier = classifier or pretrained.load_classifier(samples.device, name=SHAPES_CLASSIFIER)
+    classifier = classifier or pretrained.load_classifier(SHAPES_CLASSIFIER, samples.device)
     result = attribute_accuracy(samples, labels, classifier)
     reference = shapes_reference(len(samples))[0].to(samples.device)
     real = shapes_reference(len(samples), seed=2)[0].to(samples.device)
@@ -608,7 +609,7 @@ def scene_accuracy(images: Tensor, captions: Sequence[str], classifier: Optional
     """
     check_scenes(images)
     parsed = _check_captions(captions, images)
-    classifier = classifier or pretrained.load_classifier(images.device, name=SHAPES_CLASSIFIER)
+    classifier = classifier or pretrained.load_classifier(SHAPES_CLASSIFIER, images.device)
     single = [b for b, objects in enumerate(parsed) if len(objects) == 1]
     multi = [b for b, objects in enumerate(parsed) if len(objects) > 1]
     result = {"n_single": len(single), "n_multi": len(multi)}
@@ -632,7 +633,7 @@ def evaluate_scenes(samples: Tensor, captions: Sequence[str], classifier: Option
     floor: the same distance from real scenes (seed 2) to them. ``fd_ratio`` = fd / fd_floor, ~1 is as
     good as real scenes. It is noisy: real scenes of seed 3 score 1.33 (up to 3 shapes) and 1.15 (one
     shape) at n = 1,000, and 0.54 at n = 200; a 3-shape set against the 1-shape reference scores 23."""
-    classifier = classifier or pretrained.load_classifier(samples.device, name=SHAPES_CLASSIFIER)
+    classifier = classifier or pretrained.load_classifier(SHAPES_CLASSIFIER, samples.device)
     result = scene_accuracy(samples, captions, classifier)
 
     def features_of(images: Tensor) -> Tensor:

@@ -25,10 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import random_affine
-from .diffusion import TARGETS, Target, unwrap
-from .guidance import check_labels, drop_labels, null_label
-from .losses import WEIGHTINGS, Weighting, per_sample_loss
-from .nn.autoencoder import kl_divergence
+from .conditioning import TARGETS, Target, check_labels, drop_labels, null_label, unwrap
+from .losses import WEIGHTINGS, Weighting, kl_divergence, per_sample_loss
 from .schedules import SCHEDULES, NoiseSchedule, make_schedule
 
 Batch = tuple[Tensor, ...]
@@ -100,6 +98,11 @@ class DiffusionObjective:
             raise ValueError(f"the model predicts {own!r} but the objective trains target {self.config.target!r}; "
                              f"use DiffusionConfig(target={own!r}) or a fresh model")
         inner.target = self.config.target
+        steps = getattr(inner, "num_steps", None)
+        if steps is not None and steps != self.config.num_steps:
+            raise ValueError(f"the model was trained on a schedule of T={steps} steps but the objective has "
+                             f"T={self.config.num_steps}; use DiffusionConfig(num_steps={steps}) or a fresh model")
+        inner.num_steps = self.config.num_steps          # the model knows its schedule's T, as it knows its target
 
     def example_inputs(self, batch: Batch) -> tuple[Tensor, ...]:
         x0 = batch[0]
@@ -183,8 +186,8 @@ class ReconstructionConfig:
 class AutoencoderObjective:
     r"""$L = \frac{1}{B\,CHW}\sum |\hat x - x|
     + \beta\,\frac1B\sum_b \mathrm{KL}(\mathcal N(\mu_b, \sigma_b^2) \,\|\, \mathcal N(0, I))$, with
-    $(\hat x, \mu, \log\sigma^2)$ = model(x) (``nn.autoencoder``; ε from the global generator, which the Trainer
-    seeds) and the error squared for ``loss="l2"``. Labels, if given, are ignored.
+    $(\hat x, \mu, \log\sigma^2)$ = model(x) (``nn.autoencoder``; ε from the global generator, into which the
+    Trainer swaps its own stream while it trains) and the error squared for ``loss="l2"``. Labels, if given, are ignored.
 
     Logs ``recon`` (the first term), ``kl`` (the mean KL per image, before β) and ``psnr``: the batch's
     $10\log_{10}(1/\mathrm{MSE})$ in dB, images and clamped reconstructions measured in [0, 1]."""

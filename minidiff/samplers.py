@@ -11,15 +11,17 @@ $\hat x_0$). ``predict_eps`` gets both, reading the output as what the model say
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal, Optional, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Optional, Union
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .diffusion import Target, _check_float, _check_same_shape, eps_and_x0, predict_x0_from_eps, q_posterior, resolve_target, unwrap
-from .guidance import Guidance, as_guidance, check_labels, guided_output
-from .schedules import NoiseSchedule, Timesteps, check_timesteps, extract, same_device
+from .conditioning import (Guidance, Target, as_guidance, check_float, check_model_labels, check_position,
+                           check_same_shape, guided_output, resolve_target, same_device, unwrap)
+from .diffusion import eps_and_x0, q_posterior
+from .schedules import NoiseSchedule
 
 Model = Callable[..., Tensor]
 Spacing = Literal["trailing", "leading", "linspace"]
@@ -28,6 +30,10 @@ GuidanceArg = Union[float, Guidance, None]      # a scale w, a guidance function
 
 
 # -- one step each --------------------------------------------------------------------------------
+# The step functions are the equations: their scalars come from the schedule's host tables
+# (``s.alpha_sigma``, ``s.host``), and they check only what would otherwise give a silently wrong image
+# (a position out of range, a tensor that would broadcast), all on the host. The loops below check the
+# rest once, at their door.
 def ddpm_step(x_t: Tensor, eps: Tensor, t: int, s: NoiseSchedule, noise: Optional[Tensor] = None,
               variance: Literal["beta", "posterior"] = "beta", clip_x0: bool = False,
               x0: Optional[Tensor] = None) -> Tensor:
@@ -42,65 +48,48 @@ def ddpm_step(x_t: Tensor, eps: Tensor, t: int, s: NoiseSchedule, noise: Optiona
     $\tilde\mu_k(x_k, \hat x_0) = \sqrt{\bar\alpha_{k-1}}\,\hat x_0$."""
     if variance not in ("beta", "posterior"):
         raise ValueError(f"variance must be 'beta' or 'posterior'; got {variance!r}")
-    t = _one_timestep(t, s, "t")
-    _check_like(x_t, eps, "eps", noise)
-    if x0 is not None:
-        _check_like(x_t, x0, "x0")
-    at_zero_snr = s.zero_terminal_snr and t == s.num_steps - 1          # α_t = 0 there
-    if x0 is None and at_zero_snr:
-        raise ValueError(f"at t={t} β_t = 1 (zero terminal SNR): x̂_0 cannot be recovered from ε̂ there; pass the "
-                         f"network's x̂_0 as x0 (predict_eps returns it)")
-    if clip_x0 or at_zero_snr:
-        x0 = predict_x0_from_eps(x_t, t, eps, s) if x0 is None else x0
+    t = _check_step(x_t, eps, t, s, noise=noise, x0=x0)
+    beta, (_, sigma_t) = s.host["beta"][t + 1], s.alpha_sigma(t)
+    if clip_x0 or beta == 1:                           # β_k = 1: √α_k = 0, only the posterior form is finite
+        x0 = _x0_given(x_t, eps, t, s, x0, "β_t = 1")
         mean = q_posterior(x0.clamp(-1, 1) if clip_x0 else x0, x_t, t, s)[0]
     else:
-        # μ = (x_k − β_k / √(1 − ᾱ_k) · ε̂) / √α_k, step k read at [t]   (DDPM eq. 11)
-        mean = (x_t - extract(s.betas / s.sqrt_one_minus_alphas_cumprod, t, x_t) * eps) / extract(s.alphas.sqrt(), t, x_t)
+        # μ = (x_k − β_k / √(1 − ᾱ_k) · ε̂) / √α_k   (DDPM eq. 11)
+        mean = (x_t - beta / sigma_t * eps) / math.sqrt(1 - beta)
     if t == 0:                                          # position 0 = step 1, the last: Algorithm 2 adds no noise
         return mean
-    sigma2 = s.betas if variance == "beta" else s.posterior_variance
-    noise = torch.randn_like(x_t) if noise is None else noise
-    return mean + extract(sigma2.sqrt(), t, x_t) * noise
+    sigma2 = beta if variance == "beta" else s.host["posterior_variance"][t + 1]
+    return mean + math.sqrt(sigma2) * (torch.randn_like(x_t) if noise is None else noise)
 
 
 def ddim_step(x_t: Tensor, eps: Tensor, t: int, t_prev: int, s: NoiseSchedule, eta: float = 0.0,
               noise: Optional[Tensor] = None, x0: Optional[Tensor] = None, clip_x0: bool = False) -> Tensor:
     r"""One DDIM step (Song et al. 2021, eq. 12) from position ``t`` to position ``t_prev`` < ``t``, i.e.
     from step $k = t + 1$ to step $j$ = ``t_prev`` $+ 1 < k$; ``t_prev = -1`` is step 0, "to $x_0$"
-    ($\bar\alpha_0 = 1$):
+    ($\bar\alpha_0 = 1$). In the path's terms $\alpha = \sqrt{\bar\alpha}$, $\sigma = \sqrt{1 - \bar\alpha}$
+    (``s.alpha_sigma``):
 
-    $x_j = \sqrt{\bar\alpha_j}\,\hat x_0 + \sqrt{1 - \bar\alpha_j - \sigma^2}\,\hat\varepsilon + \sigma z$,
-    $\sigma = \eta\sqrt{\frac{1-\bar\alpha_j}{1-\bar\alpha_k}}\sqrt{1 - \frac{\bar\alpha_k}{\bar\alpha_j}}$.
+    $x_j = \alpha_j\,\hat x_0 + \sqrt{\sigma_j^2 - \sigma^2}\,\hat\varepsilon + \sigma z$,
+    $\sigma = \eta\,\frac{\sigma_j}{\sigma_k}\sqrt{1 - \frac{\alpha_k^2}{\alpha_j^2}}$,
+    $\hat x_0 = (x_k - \sigma_k\hat\varepsilon)/\alpha_k$.
     $\eta = 0$ is deterministic; $\eta = 1$ with $j = k - 1$ is DDPM with variance $\tilde\beta_k$.
     ``x0`` is the network's $\hat x_0$ (optional; computed from ``eps`` when None); it is needed where
     $\bar\alpha_k = 0$ (zero terminal SNR), where $\hat\varepsilon$ does not determine $\hat x_0$.
     With ``clip_x0``, $\hat x_0$ is clamped to $[-1, 1]$ and $\hat\varepsilon$ re-derived from it,
-    $\hat\varepsilon = (x_k - \sqrt{\bar\alpha_k}\,\mathrm{clip}(\hat x_0))/\sqrt{1-\bar\alpha_k}$, so that
+    $\hat\varepsilon = (x_k - \alpha_k\,\mathrm{clip}(\hat x_0))/\sigma_k$, so that
     $\eta = 1$, $j = k - 1$ is still DDPM's step with ``clip_x0`` (and variance $\tilde\beta_k$)."""
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta < 0:
-        raise ValueError(f"eta must be a finite number >= 0 (0: deterministic DDIM, 1: DDPM-like); got {eta!r}")
-    _check_like(x_t, eps, "eps", noise)
-    if x0 is not None:
-        _check_like(x_t, x0, "x0")
-    t, t_prev = _check_step_pair(t, t_prev, s)
-    # ᾱ_0 = 1 prepended, so this table's index is the step: [t + 1] is ᾱ_k of position t, [0] is ᾱ_0 (x_0)
-    abar = torch.cat([s.alphas_cumprod.new_ones(1), s.alphas_cumprod])
-    abar_t, abar_prev = extract(abar, t + 1, x_t), extract(abar, t_prev + 1, x_t)
-    if x0 is None:
-        if s.zero_terminal_snr and bool((t == s.num_steps - 1).any()):
-            raise ValueError(f"at t={t.tolist()} ᾱ_t = 0 (zero terminal SNR): x̂_0 cannot be recovered from ε̂ "
-                             f"there; pass the network's x̂_0 as x0 (predict_eps returns it)")
-        x0 = (x_t - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
-    if clip_x0:                     # keep (x̂_0, ε̂) a consistent pair: x_k = √ᾱ_k x̂_0 + √(1 − ᾱ_k) ε̂
+    t, t_prev = _check_step(x_t, eps, t, s, t_prev, "t_prev", noise, x0, eta)
+    (alpha_t, sigma_t), (alpha_prev, sigma_prev) = s.alpha_sigma(t), s.alpha_sigma(t_prev)
+    x0 = _x0_given(x_t, eps, t, s, x0)
+    if clip_x0:                     # keep (x̂_0, ε̂) a consistent pair: x_k = α_k x̂_0 + σ_k ε̂
         x0 = x0.clamp(-1, 1)
-        eps = (x_t - abar_t.sqrt() * x0) / (1 - abar_t).sqrt()
-    sigma = eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).sqrt()
-    # √ᾱ_j x̂_0 + √(1 − ᾱ_j − σ²) ε̂: the predicted x_0, re-noised to step j with the predicted ε
-    x_prev = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma ** 2).clamp(min=0).sqrt() * eps
+        eps = (x_t - alpha_t * x0) / sigma_t
+    sigma = eta * sigma_prev / sigma_t * math.sqrt(1 - alpha_t ** 2 / alpha_prev ** 2)
+    # α_j x̂_0 + √(σ_j² − σ²) ε̂: the predicted x_0, re-noised to step j with the predicted ε
+    x_prev = alpha_prev * x0 + math.sqrt(max(sigma_prev ** 2 - sigma ** 2, 0.0)) * eps
     if eta == 0:
         return x_prev
-    noise = torch.randn_like(x_t) if noise is None else noise
-    return x_prev + sigma * noise
+    return x_prev + sigma * (torch.randn_like(x_t) if noise is None else noise)
 
 
 def dpm_solver_step(x_t: Tensor, x0: Tensor, t: int, t_next: int, s: NoiseSchedule,
@@ -114,54 +103,116 @@ def dpm_solver_step(x_t: Tensor, x0: Tensor, t: int, t_next: int, s: NoiseSchedu
     given $\hat x_0$ at the previously visited position ``t_last`` (``x0_last``),
     $D = (1 + \tfrac{1}{2r})\,\hat x_0 - \tfrac{1}{2r}\,\hat x_0^{\text{last}}$ with $r = h_{\text{last}}/h$ (second order).
     ``t_next = -1`` (step 0: $\sigma = 0$, $\lambda = \infty$) returns $\hat x_0$: the last step is first order."""
-    t, t_next = _one_timestep(t, s, "t"), _one_timestep(t_next, s, "t_next", allow_minus_one=True)
-    _check_step_pair(t, t_next, s)
-    _check_like(x_t, x0, "x0")
+    t, t_next = _check_step(x_t, x0, t, s, t_next, "t_next", other_name="x0")
+    t_last = _check_last(x_t, x0_last, t_last, t, s)
+    if t_next == -1:
+        return x0
+    lam = s.host["half_log_snr"]                           # λ = log(α / σ) = ½ log SNR, at index t + 1
+    h = lam[t_next + 1] - lam[t + 1]
+    (_, sigma_t), (alpha_next, sigma_next) = s.alpha_sigma(t), s.alpha_sigma(t_next)
+    d = x0
+    if x0_last is not None:
+        r = (lam[t + 1] - lam[t_last + 1]) / h
+        d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_last
+    # σ_j/σ_k · x_k − α_j (e^{−h} − 1) D
+    return sigma_next / sigma_t * x_t - alpha_next * math.expm1(-h) * d
+
+
+def _check_step(x_t: Tensor, other: Tensor, t: Any, s: NoiseSchedule, t_to: Any = None, to_name: str = "t_prev",
+                noise: Optional[Tensor] = None, x0: Optional[Tensor] = None, eta: float = 0.0,
+                other_name: str = "eps") -> Any:
+    """The host-side checks of a step: ``eta`` a number in [0, 1], every tensor shaped like ``x_t``, positions in
+    range (``t_to`` < ``t``, −1 meaning step 0). Returns ``t`` (and ``t_to``) as ints."""
+    eta = check_eta(eta)
+    check_float(x_t, "x_t")
+    for tensor, name in ((other, other_name), (noise, "noise"), (x0, "x0")):
+        if tensor is not None:
+            check_same_shape(tensor, x_t, name, "x_t")
+    t = check_position(t, s.num_steps, "t")
+    if t_to is None:
+        return t
+    t_to = check_position(t_to, s.num_steps, to_name, allow_minus_one=True)
+    if t_to >= t:
+        raise ValueError(f"{to_name} must be smaller than t (−1 means 'to x_0'); got t={t}, {to_name}={t_to}")
+    return t, t_to
+
+
+def _check_last(x_t: Tensor, x0_last: Optional[Tensor], t_last: Any, t: int, s: NoiseSchedule) -> Optional[int]:
+    """DPM-Solver++'s history: x̂_0 and the position of the step visited before ``t``, both or neither."""
     if (x0_last is None) != (t_last is None):
         raise ValueError("x0_last and t_last go together (the previous step's x̂_0 and its timestep); got "
                          f"x0_last={'a tensor' if x0_last is not None else None} and t_last={t_last!r}")
-    if x0_last is not None:
-        t_last = _one_timestep(t_last, s, "t_last")
-        _check_like(x_t, x0_last, "x0_last")
-        if t_last <= t:
-            raise ValueError(f"t_last must be larger than t (the step visited before it); got t_last={t_last}, t={t}")
-    if t_next == -1:
+    if x0_last is None:
+        return None
+    t_last = check_position(t_last, s.num_steps, "t_last")
+    check_same_shape(x0_last, x_t, "x0_last", "x_t")
+    if t_last <= t:
+        raise ValueError(f"t_last must be larger than t (the step visited before it); got t_last={t_last}, t={t}")
+    return t_last
+
+
+def _x0_given(x_t: Tensor, eps: Tensor, t: int, s: NoiseSchedule, x0: Optional[Tensor],
+              where: str = "ᾱ_t = 0") -> Tensor:
+    r"""$\hat x_0$: the one given, else $(x_t - \sigma_t\hat\varepsilon)/\alpha_t$, which needs $\alpha_t > 0$."""
+    if x0 is not None:
         return x0
-    lam = 0.5 * s.log_snr                                    # λ = log(α / σ) = ½ log SNR, one per position
-    h = lam[t_next] - lam[t]
-    alpha_next = s.sqrt_alphas_cumprod[t_next]
-    ratio = s.sqrt_one_minus_alphas_cumprod[t_next] / s.sqrt_one_minus_alphas_cumprod[t]
-    d = x0
-    if x0_last is not None:
-        r = (lam[t] - lam[t_last]) / h
-        d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_last
-    # σ_j/σ_k · x_k − α_j (e^{−h} − 1) D
-    return ratio.to(x_t.dtype) * x_t - (alpha_next * torch.expm1(-h)).to(x_t.dtype) * d
+    alpha_t, sigma_t = s.alpha_sigma(t)
+    if alpha_t == 0:
+        raise ValueError(f"at t={t} {where} (zero terminal SNR): x̂_0 cannot be recovered from ε̂ there; pass the "
+                         f"network's x̂_0 as x0 (predict_eps returns it)")
+    return (x_t - sigma_t * eps) / alpha_t
 
 
 # -- the model, guided ----------------------------------------------------------------------------
-def predict_eps(model: Model, x_t: Tensor, t: int, s: NoiseSchedule, y: Optional[Tensor] = None,
-                guidance_scale: GuidanceArg = None, target: Optional[Target] = None) -> tuple[Tensor, Tensor]:
-    r"""$(\hat\varepsilon, \hat x_0)$ at ``x_t`` and position ``t`` (step $t + 1$), the output read as the
-    model's own ``target`` (or the ``target`` given, which must agree with it). With labels ``y`` and a
-    guidance scale $w$ (or a ``minidiff.guidance`` function),
-    $\hat\varepsilon = \varepsilon_u + w(\varepsilon_c - \varepsilon_u)$ from one batched pass; $w = 1$ is plain
-    conditional, $w = 0$ unconditional. On CUDA the network runs in bf16."""
-    target, guidance = resolve_target(model, target), as_guidance(guidance_scale)
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x_t.is_cuda):
-        out = guided_output(model, x_t, t, y, guidance).float()
-    return eps_and_x0(out, x_t, t, s, target)
+DTYPES = (None, torch.bfloat16, torch.float16)
 
 
-def _prepare(model: Model, s: NoiseSchedule, shape: tuple[int, ...], y: Optional[Tensor],
-             guidance_scale: GuidanceArg, target: Optional[Target]) -> tuple[Target, Optional[Guidance]]:
-    """Check a sampling call once, before its loop: the target to read, the guidance, the labels."""
+@dataclass(frozen=True)
+class Denoiser:
+    r"""A model made ready for one sampling run: its labels ``y`` (checked), its guidance, the target its
+    output is read as and the ``dtype`` it runs in (None: its own; ``torch.bfloat16``: under autocast), all
+    settled once, before the loop (``prepare``). Calling it at $(x_t, t)$ gives $(\hat\varepsilon, \hat x_0)$."""
+    model: Model
+    y: Optional[Tensor]
+    guidance: Optional[Guidance]
+    target: Target
+    dtype: Optional[torch.dtype] = None
+
+    def __call__(self, x_t: Tensor, t: int, s: NoiseSchedule) -> tuple[Tensor, Tensor]:
+        with torch.autocast(x_t.device.type, dtype=self.dtype or torch.bfloat16, enabled=self.dtype is not None):
+            out = guided_output(self.model, x_t, t, self.y, self.guidance)
+        return eps_and_x0(out.to(x_t.dtype), x_t, t, s, self.target)
+
+
+def prepare(model: Model, s: NoiseSchedule, shape: tuple[int, ...], y: Optional[Tensor] = None,
+            guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
+            dtype: Optional[torch.dtype] = None) -> Denoiser:
+    """Check a sampling call once, at its door: the target to read, the guidance, the labels, the dtype."""
     target, guidance = resolve_target(model, target), as_guidance(guidance_scale)
     if guidance is not None and y is None:
         raise ValueError("guidance_scale needs labels y (guidance mixes the conditional and unconditional model)")
     if y is not None:
-        _check_labels(model, y, shape)
-    return target, guidance
+        check_model_labels(model, y, shape[0])
+    trained_on = getattr(unwrap(model), "num_steps", None)
+    if trained_on is not None and trained_on != s.num_steps:
+        raise ValueError(f"the model was trained on a schedule of T={trained_on} steps, but s has T={s.num_steps}: "
+                         f"its t would mean other noise levels; sample it with its own schedule (load_diffusion "
+                         f"returns it)")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES} (None: the model's own dtype, no autocast); got {dtype!r}")
+    return Denoiser(model, y, guidance, target, dtype)
+
+
+def predict_eps(model: Model, x_t: Tensor, t: int, s: NoiseSchedule, y: Optional[Tensor] = None,
+                guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
+                dtype: Optional[torch.dtype] = None) -> tuple[Tensor, Tensor]:
+    r"""$(\hat\varepsilon, \hat x_0)$ at ``x_t`` and position ``t`` (step $t + 1$), the output read as the
+    model's own ``target`` (or the ``target`` given, which must agree with it). With labels ``y`` and a
+    guidance scale $w$ (or a ``minidiff.guidance`` function),
+    $\hat\varepsilon = \varepsilon_u + w(\varepsilon_c - \varepsilon_u)$ from one batched pass; $w = 1$ is plain
+    conditional, $w = 0$ unconditional. ``dtype=torch.bfloat16`` runs the network under autocast (only
+    when asked). One call; a loop prepares once (``prepare``) and calls the ``Denoiser`` it returns."""
+    return prepare(model, s, tuple(x_t.shape), y, guidance_scale, target, dtype)(x_t, t, s)
 
 
 # -- full loops ------------------------------------------------------------------------------------
@@ -169,16 +220,19 @@ def ddpm_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], y: Optio
                 guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
                 variance: Literal["beta", "posterior"] = "beta", clip_x0: bool = False,
                 generator: Optional[torch.Generator] = None, return_trajectory: bool = False,
-                progress: bool = False) -> Union[Tensor, tuple[Tensor, dict]]:
+                progress: bool = False, dtype: Optional[torch.dtype] = None) -> Union[Tensor, tuple[Tensor, dict]]:
     r"""Ancestral sampling through all $T$ steps: $x_T \sim \mathcal N(0, I)$, then ``ddpm_step`` at positions
     $T-1, \dots, 0$ (steps $T, \dots, 1$). Returns $x_0$ (and, with ``return_trajectory``, the image entering
-    each step and its $\hat x_0$; the trajectory's ``"t"`` lists positions)."""
-    target, guidance_scale = _prepare(model, s, shape, y, guidance_scale, target)
-    _check_target_at_zero_snr(target, s, s.num_steps - 1)
+    each step and its $\hat x_0$; the trajectory's ``"t"`` lists positions). ``dtype=torch.bfloat16`` runs the
+    network under autocast (as every loop here: only when asked)."""
+    if variance not in ("beta", "posterior"):
+        raise ValueError(f"variance must be 'beta' or 'posterior'; got {variance!r}")
+    denoise = prepare(model, s, _check_shape(shape), y, guidance_scale, target, dtype)
+    _check_target_at_zero_snr(denoise.target, s, s.num_steps - 1)
     x = _initial_noise(shape, s, generator)
     trajectory = {"t": [], "x_t": [], "x0": []}
     for t in tqdm(range(s.num_steps - 1, -1, -1), disable=not progress, desc="DDPM"):
-        eps, x0 = predict_eps(model, x, t, s, y, guidance_scale, target)
+        eps, x0 = denoise(x, t, s)
         _record(trajectory, return_trajectory, t, x, x0)
         noise = torch.randn(x.shape, device=x.device, generator=generator) if t > 0 else None
         x = ddpm_step(x, eps, t, s, noise, variance, clip_x0, x0=x0)
@@ -206,18 +260,20 @@ def ddim_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], steps: i
                 y: Optional[Tensor] = None, guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
                 spacing: Spacing = "trailing", generator: Optional[torch.Generator] = None,
                 x_T: Optional[Tensor] = None, return_trajectory: bool = False,
-                progress: bool = False, clip_x0: bool = False) -> Union[Tensor, tuple[Tensor, dict]]:
+                progress: bool = False, clip_x0: bool = False,
+                dtype: Optional[torch.dtype] = None) -> Union[Tensor, tuple[Tensor, dict]]:
     r"""DDIM sampling over a subsequence of ``steps`` positions (``ddim_timesteps``), deterministic at
     $\eta = 0$: the same starting noise ``x_T`` always gives the same image. ``eta=1`` gives DDPM's ancestral
     steps over the subsequence; ``clip_x0`` clamps each $\hat x_0$ to $[-1, 1]$ (see ``ddim_step``), which keeps
     briefly trained models from drifting out of range."""
-    ts = ddim_timesteps(s.num_steps, steps, spacing)
-    target, guidance_scale = _prepare(model, s, shape if x_T is None else tuple(x_T.shape), y, guidance_scale, target)
-    _check_target_at_zero_snr(target, s, ts[0])
+    ts, eta = ddim_timesteps(s.num_steps, steps, spacing), check_eta(eta)
+    denoise = prepare(model, s, _check_shape(shape if x_T is None else tuple(x_T.shape)), y, guidance_scale, target,
+                      dtype)
+    _check_target_at_zero_snr(denoise.target, s, ts[0])
     x = _initial_noise(shape, s, generator) if x_T is None else _check_start(x_T, s, model)
     trajectory = {"t": [], "x_t": [], "x0": []}
     for t, t_prev in tqdm(list(zip(ts, ts[1:] + [-1])), disable=not progress, desc="DDIM"):
-        eps, x0 = predict_eps(model, x, t, s, y, guidance_scale, target)
+        eps, x0 = denoise(x, t, s)
         _record(trajectory, return_trajectory, t, x, x0)
         noise = torch.randn(x.shape, device=x.device, generator=generator) if eta > 0 else None
         x = ddim_step(x, eps, t, t_prev, s, eta, noise, x0=x0, clip_x0=clip_x0)
@@ -228,17 +284,18 @@ def dpm_solver_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], st
                       y: Optional[Tensor] = None, guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
                       spacing: Spacing = "trailing", generator: Optional[torch.Generator] = None,
                       x_T: Optional[Tensor] = None, return_trajectory: bool = False,
-                      progress: bool = False) -> Union[Tensor, tuple[Tensor, dict]]:
+                      progress: bool = False, dtype: Optional[torch.dtype] = None) -> Union[Tensor, tuple[Tensor, dict]]:
     r"""DPM-Solver++(2M): solve the probability-flow ODE in $\lambda$ with ``steps`` network calls,
     second order from the second step on, first order at the first and the last step."""
     ts = ddim_timesteps(s.num_steps, steps, spacing)
-    target, guidance_scale = _prepare(model, s, shape if x_T is None else tuple(x_T.shape), y, guidance_scale, target)
-    _check_target_at_zero_snr(target, s, ts[0])
+    denoise = prepare(model, s, _check_shape(shape if x_T is None else tuple(x_T.shape)), y, guidance_scale, target,
+                      dtype)
+    _check_target_at_zero_snr(denoise.target, s, ts[0])
     x = _initial_noise(shape, s, generator) if x_T is None else _check_start(x_T, s, model)
     trajectory = {"t": [], "x_t": [], "x0": []}
     x0_last, t_last = None, None
     for t, t_next in tqdm(list(zip(ts, ts[1:] + [-1])), disable=not progress, desc="DPM-Solver++"):
-        _, x0 = predict_eps(model, x, t, s, y, guidance_scale, target)
+        _, x0 = denoise(x, t, s)
         _record(trajectory, return_trajectory, t, x, x0)
         x = dpm_solver_step(x, x0, t, t_next, s, x0_last, t_last)
         x0_last, t_last = x0, t
@@ -250,7 +307,8 @@ SAMPLERS = ("ddim", "dpm++", "ddpm")
 
 def sample(sampler: SamplerName, model: Model, s: NoiseSchedule, shape: tuple[int, ...], steps: int = 50,
            y: Optional[Tensor] = None, guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
-           generator: Optional[torch.Generator] = None, batch_size: int = 500) -> Tensor:
+           generator: Optional[torch.Generator] = None, batch_size: int = 500,
+           dtype: Optional[torch.dtype] = None) -> Tensor:
     """``shape[0]`` samples from the sampler named ``sampler`` ("ddim", "dpm++" or "ddpm"), with ``steps``
     network calls (DDPM always takes all T), drawn ``batch_size`` at a time to bound memory, one
     ``generator`` for all batches, so a seed gives the same images on every run."""
@@ -263,17 +321,19 @@ def sample(sampler: SamplerName, model: Model, s: NoiseSchedule, shape: tuple[in
         part = (min(batch_size, shape[0] - start), *shape[1:])
         y_part = y[start:start + batch_size] if y is not None else None
         if sampler == "ddpm":
-            x = ddpm_sample(model, s, part, y=y_part, guidance_scale=guidance_scale, target=target, generator=generator)
+            x = ddpm_sample(model, s, part, y=y_part, guidance_scale=guidance_scale, target=target, generator=generator,
+                            dtype=dtype)
         else:
             solver = ddim_sample if sampler == "ddim" else dpm_solver_sample
             x = solver(model, s, part, steps=steps, y=y_part, guidance_scale=guidance_scale, target=target,
-                       generator=generator)
+                       generator=generator, dtype=dtype)
         batches.append(x)
     return torch.cat(batches)
 
 
 def ddim_invert(model: Model, s: NoiseSchedule, x0: Tensor, steps: int = 50, y: Optional[Tensor] = None,
-                guidance_scale: GuidanceArg = None, target: Optional[Target] = None) -> Tensor:
+                guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
+                dtype: Optional[torch.dtype] = None) -> Tensor:
     r"""Run deterministic DDIM *upwards*, from the image to $x_T$, over the "linspace" positions
     $0 = i_1 < \dots < i_n = T-1$ (steps $1, \dots, T$). From step $k$ to the next visited step $j > k$:
     $x_j = \sqrt{\bar\alpha_j}\,\hat x_0 + \sqrt{1-\bar\alpha_j}\,\hat\varepsilon$ with $\hat\varepsilon = \varepsilon_\theta(x_k, k)$,
@@ -281,12 +341,12 @@ def ddim_invert(model: Model, s: NoiseSchedule, x0: Tensor, steps: int = 50, y: 
     (position 0, whose $\bar\alpha_1 = 1 - \beta_1$ is nearly 1).
     ``ddim_sample(..., spacing="linspace", x_T=ddim_invert(...))`` maps it back to (nearly) the image."""
     ts = ddim_timesteps(s.num_steps, steps, "linspace")[::-1]        # positions 0 … T−1, ascending
-    target, guidance_scale = _prepare(model, s, tuple(x0.shape), y, guidance_scale, target)
     x = _check_start(x0, s, model, "x0")
+    denoise = prepare(model, s, _check_shape(tuple(x0.shape)), y, guidance_scale, target, dtype)
     for t, t_next in zip(ts, ts[1:]):
-        eps, x0_hat = predict_eps(model, x, t, s, y, guidance_scale, target)
-        abar_next = extract(s.alphas_cumprod, t_next, x)
-        x = abar_next.sqrt() * x0_hat + (1 - abar_next).sqrt() * eps
+        eps, x0_hat = denoise(x, t, s)
+        alpha_next, sigma_next = s.alpha_sigma(t_next)
+        x = alpha_next * x0_hat + sigma_next * eps
     return x
 
 
@@ -300,19 +360,45 @@ def slerp(z0: Tensor, z1: Tensor, alpha: Union[float, Tensor]) -> Tensor:
     flat0, flat1 = z0.flatten(1), z1.flatten(1)
     cos = (flat0 * flat1).sum(1) / (flat0.norm(dim=1) * flat1.norm(dim=1))
     theta = torch.arccos(cos.clamp(-1, 1)).reshape(-1, *([1] * (z0.ndim - 1)))
-    return (torch.sin((1 - a) * theta) * z0 + torch.sin(a * theta) * z1) / torch.sin(theta)
+    spherical = (torch.sin((1 - a) * theta) * z0 + torch.sin(a * theta) * z1) / torch.sin(theta)
+    # θ → 0 (the same noise twice): sin((1−a)θ)/sin θ → 1 − a and sin(aθ)/sin θ → a, the straight line
+    return torch.where(theta.abs() < 1e-4, (1 - a) * z0 + a * z1, spherical)
+
+
+# -- samples during training -----------------------------------------------------------------------------------
+def ddim_sample_fn(s: NoiseSchedule, shape: tuple[int, ...], labels: Optional[Tensor] = None,
+                   steps: int = 50, guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
+                   seed: int = 0, dtype: Optional[torch.dtype] = None) -> Callable[[torch.torch.nn.Module, int], Tensor]:
+    """A ``sample_fn`` for the Trainer: DDIM from the same seeded noise every time, so successive
+    grids show the same samples improving. Its own generator leaves the training RNG untouched.
+    It runs on the device of the model it is given, and reads the model's own target."""
+    def sample(model: torch.nn.Module, step: int) -> Tensor:
+        device = next(model.parameters()).device
+        s_here = s if s.device == device else s.to(device)
+        y = labels.to(device) if labels is not None else None
+        return ddim_sample(model, s_here, shape, steps=steps, y=y, guidance_scale=guidance_scale, target=target,
+                           generator=torch.Generator(device).manual_seed(seed), dtype=dtype)
+    return sample
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-def _check_step_pair(t: Timesteps, t_prev: Timesteps, s: NoiseSchedule) -> tuple[Tensor, Tensor]:
-    """Positions ``t`` in [0, T−1] and ``t_prev`` in [−1, T−1] (−1: step 0, "to x_0"), with ``t_prev`` < ``t``."""
-    t = check_timesteps(t, s.num_steps, device=s.device)
-    if isinstance(t_prev, int) and not isinstance(t_prev, bool) and not -1 <= t_prev < s.num_steps:
-        raise ValueError(f"t_prev must be in [-1, {s.num_steps - 1}] (-1 means 'to x_0'; T={s.num_steps}); got {t_prev}")
-    t_prev = check_timesteps(torch.as_tensor(t_prev, device=s.device) + 1, s.num_steps + 1, device=s.device) - 1
-    if (t_prev >= t).any():
-        raise ValueError(f"t_prev must be smaller than t (−1 means 'to x_0'); got t={t.tolist()}, t_prev={t_prev.tolist()}")
-    return t, t_prev
+def check_eta(eta: Any) -> float:
+    """η of DDIM, checked at the door: a number (TypeError otherwise) in [0, 1] (ValueError)."""
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)):
+        raise TypeError(f"eta must be a number in [0, 1] (0: deterministic DDIM, 1: DDPM-like); got "
+                        f"{type(eta).__name__} {eta!r}")
+    if not math.isfinite(eta) or not 0 <= eta <= 1:
+        raise ValueError(f"eta must be a finite number >= 0 and <= 1 (0: deterministic DDIM, 1: DDPM-like; above 1, "
+                         f"σ exceeds σ_j and the ε̂ term √(σ_j² − σ²) is undefined); got {eta!r}")
+    return float(eta)
+
+
+def _check_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of a batch to sample, (B, …) with B >= 1."""
+    if not isinstance(shape, (tuple, list, torch.Size)) or not shape or any(
+            isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in shape):
+        raise ValueError(f"shape must be a tuple of ints >= 1, (B, C, H, W) with a batch B >= 1; got {shape!r}")
+    return tuple(shape)
 
 
 def _check_target_at_zero_snr(target: Target, s: NoiseSchedule, first_t: int) -> None:
@@ -321,37 +407,6 @@ def _check_target_at_zero_snr(target: Target, s: NoiseSchedule, first_t: int) ->
         raise ValueError(f"an ε-prediction model cannot be sampled from t={first_t} of a zero-terminal-SNR schedule: "
                          f"there ᾱ_t = 0 and x_t = ε, so x̂_0 = (x_t − ε̂)/0 (Lin et al. 2024, §3.2); train it with "
                          f"target='v' (or 'x0')")
-
-
-def _one_timestep(t: Timesteps, s: NoiseSchedule, name: str, allow_minus_one: bool = False) -> int:
-    """One position shared by the batch, as an int (a 0-d tensor is read; a (B,) tensor is a TypeError)."""
-    if isinstance(t, Tensor) and t.ndim == 0 and not t.is_floating_point():
-        t = int(t)
-    if isinstance(t, bool) or not isinstance(t, int):
-        raise TypeError(f"{name} must be an int (one timestep for the whole batch); got "
-                        f"{type(t).__name__}{tuple(t.shape) if isinstance(t, Tensor) else ''}")
-    low = -1 if allow_minus_one else 0
-    if not low <= t < s.num_steps:
-        raise ValueError(f"{name} must be in [{low}, {s.num_steps - 1}] (T={s.num_steps}); got {t}")
-    return t
-
-
-def _check_like(x_t: Tensor, other: Tensor, name: str, noise: Optional[Tensor] = None) -> None:
-    """``other`` (ε̂ or x̂_0) and ``noise`` must be float tensors shaped exactly like the float ``x_t``:
-    broadcasting a batch of 1 against a batch of 4 would silently give wrong images."""
-    _check_float(x_t, "x_t")
-    _check_same_shape(other, x_t, name, "x_t")
-    if noise is not None:
-        _check_same_shape(noise, x_t, "noise", "x_t")
-
-
-def _check_labels(model: Model, y: Tensor, shape: tuple[int, ...]) -> None:
-    """Labels for a conditional model: int64 (B,) in [0, num_classes], num_classes being the null label;
-    (B, K) for a model conditioned on K attributes (``guidance.check_labels``)."""
-    null = getattr(unwrap(model), "null_label", None)
-    if null is None:          # a plain function: only the form can be checked
-        null = 2**62
-    check_labels(y, null, shape[0])
 
 
 def _check_start(x: Tensor, s: NoiseSchedule, model: Model, name: str = "x_T") -> Tensor:

@@ -21,7 +21,8 @@ from typing import Callable, Literal, Union
 import torch
 from torch import Tensor
 
-Timesteps = Union[int, Tensor]
+from .conditioning import Timesteps, check_timesteps, same_device  # noqa: F401  (same_device: kept importable here)
+
 ScheduleName = Literal["linear", "cosine", "sigmoid"]
 
 
@@ -52,6 +53,12 @@ class NoiseSchedule:
         self.log_snr = self.alphas_cumprod.log() - torch.log1p(-self.alphas_cumprod)
         # β_T = 1: ᾱ_T = 0, SNR(T) = 0 and log SNR(T) = −∞ (Lin et al. 2024); kept on the host, read per step
         self.zero_terminal_snr = bool(self.betas[-1] == 1)
+        # the same numbers as Python floats, read once here: the step functions take their scalars from these
+        # lists (index t + 1, with step 0 first: ᾱ_0 = 1), so a sampling step never waits on the device
+        self.host = {"sqrt_abar": [1.0] + self.sqrt_alphas_cumprod.tolist(),
+                     "sqrt_one_minus_abar": [0.0] + self.sqrt_one_minus_alphas_cumprod.tolist(),
+                     "beta": [0.0] + self.betas.tolist(), "posterior_variance": [0.0] + self.posterior_variance.tolist(),
+                     "half_log_snr": [math.inf] + (0.5 * self.log_snr).tolist()}
         _warn_if_underflowing(self.sqrt_alphas_cumprod)
 
     # -- constructors ---------------------------------------------------------------------------
@@ -99,11 +106,6 @@ class NoiseSchedule:
 
         return cls(_betas_from_alpha_bar(alpha_bar, num_steps, max_beta), name="sigmoid")
 
-    @classmethod
-    def from_betas(cls, betas: Tensor, name: str = "custom") -> "NoiseSchedule":
-        """A schedule from a given 1-D tensor of β_t (validated: finite, 0 < β < 1)."""
-        return cls(betas, name=name)
-
     def rescaled_zero_terminal_snr(self) -> "NoiseSchedule":
         r"""This schedule with $\sqrt{\bar\alpha_t}$ shifted and scaled so that $\bar\alpha_T = 0$ exactly
         and $\sqrt{\bar\alpha_1}$ is kept (Lin et al. 2024, Algorithm 1; ``rescale_zero_terminal_snr``).
@@ -119,6 +121,14 @@ class NoiseSchedule:
     @property
     def device(self) -> torch.device:
         return self.betas.device
+
+    def alpha_sigma(self, t: int) -> tuple[float, float]:
+        r"""$(\alpha_t, \sigma_t) = (\sqrt{\bar\alpha}, \sqrt{1 - \bar\alpha})$ at position ``t`` (step t + 1), as Python
+        floats, so that $x_t = \alpha_t x_0 + \sigma_t \varepsilon$; ``t = -1`` is step 0, the data: (1, 0).
+        This is the question every Gaussian path answers (see the package docstring): a continuous path
+        answers it for $t \in [0, 1]$, a discrete schedule for its positions. ``t`` is not checked here:
+        the sampler loops check it at their door, the step functions with ``check_position``."""
+        return self.host["sqrt_abar"][t + 1], self.host["sqrt_one_minus_abar"][t + 1]
 
     def snr(self, t: Timesteps) -> Tensor:
         r"""Signal-to-noise ratio $\mathrm{SNR} = \bar\alpha / (1 - \bar\alpha)$ at position ``t`` (step t + 1), float64."""
@@ -234,45 +244,6 @@ def _clipped_log(posterior_variance: Tensor) -> Tensor:
     if posterior_variance.numel() == 1:
         return posterior_variance.clamp(min=1e-20).log()
     return torch.cat([posterior_variance[1:2], posterior_variance[1:]]).log()
-
-
-def same_device(a: torch.device | str, b: torch.device | str) -> bool:
-    """Whether two devices are the same one: "cuda" means the current CUDA device, so it equals "cuda:0"
-    when that is current (``torch.device("cuda") != torch.device("cuda:0")`` in plain PyTorch)."""
-    def canonical(d: torch.device | str) -> tuple[str, int]:
-        d = torch.device(d)
-        if d.index is not None:
-            return d.type, d.index
-        return d.type, torch.cuda.current_device() if d.type == "cuda" else 0
-    return canonical(a) == canonical(b)
-
-
-def check_timesteps(t: Timesteps, num_steps: int, batch: int | None = None,
-                    device: torch.device | None = None) -> Tensor:
-    """``t`` (positions: step t + 1) as a LongTensor (0-d or (B,)) after checking type, range, batch size
-    and device."""
-    if isinstance(t, bool) or not isinstance(t, (int, Tensor)):
-        raise TypeError(f"t must be an int or a LongTensor; got {type(t).__name__}")
-    if isinstance(t, int):
-        if not 0 <= t < num_steps:        # checked here, on the host, for every device
-            raise ValueError(f"t must be in [0, {num_steps - 1}] (positions of steps 1 … {num_steps}); got {t}")
-        t = torch.tensor(t, device=device)
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise TypeError(f"t must hold integer timesteps (torch.long); got dtype {t.dtype}")
-    if t.ndim > 1:
-        raise ValueError(f"t must be an int or a 1-D tensor of shape (B,); got shape {tuple(t.shape)}")
-    if device is not None and not same_device(t.device, device):
-        raise ValueError(f"t is on {t.device} but the schedule is on {device}; create t on the same "
-                         f"device (e.g. torch.full((B,), t, device=x.device))")
-    if batch is not None and t.ndim == 1 and t.shape[0] != batch:
-        raise ValueError(f"t has {t.shape[0]} entries but x has batch size {batch}; give one t per "
-                         f"image or a single int")
-    if t.is_cuda:   # a CUDA tensor is checked on the GPU, without a device-to-host sync on every call
-        torch._assert_async(((t >= 0) & (t < num_steps)).all(), f"t must be in [0, {num_steps - 1}]")
-    elif t.numel() and ((t < 0) | (t >= num_steps)).any():
-        raise ValueError(f"t must be in [0, {num_steps - 1}] (positions of steps 1 … {num_steps}); got values "
-                         f"from {t.min().item()} to {t.max().item()}")
-    return t.long()
 
 
 def extract(a: Tensor, t: Timesteps, x: Tensor) -> Tensor:

@@ -23,6 +23,7 @@ anything is written, so the last checkpoint on disk is always a finite one. A ru
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copy
 import math
 import os
@@ -30,7 +31,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 import torch
 import torch.distributed as dist
@@ -39,11 +40,9 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .checkpoint import TRAIN_FORMAT, load_checkpoint, save_checkpoint
-from .diffusion import Target
 from .images import check_batch, save_grid
 from .objectives import Batch, DiffusionConfig, Objective, as_objective, objective_from_description
 from .registry import build, describe, save_model
-from .samplers import GuidanceArg, ddim_sample
 from .schedules import NoiseSchedule
 
 SampleFn = Callable[[nn.Module, int], Tensor]      # (EMA model, step) -> images in [-1, 1]
@@ -52,7 +51,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 LOCK_FILE = ".minidiff.lock"
 
 __all__ = ["TrainConfig", "RunConfig", "DiffusionConfig", "Trainer", "NonFiniteLossError", "RunFolderBusyError",
-           "lr_at", "ema_decay_at", "ema_update", "ddim_sample_fn"]
+           "lr_at", "ema_decay_at", "ema_update"]
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -157,18 +156,23 @@ def setup_distributed(device: Optional[str] = None) -> tuple[int, int, torch.dev
     return dist.get_rank(), dist.get_world_size(), device
 
 
-def rng_state(device: torch.device, batches: torch.Generator) -> dict:
-    """Every random-number-generator state that training reads, as tensors (weights_only-safe)."""
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return {"torch": torch.get_rng_state(), "cuda": cuda, "batches": batches.get_state()}
+def fresh_stream(seed: int, device: torch.device) -> dict:
+    """The states {"torch", "cuda"} that the global CPU (and CUDA) generators would have after
+    ``torch.manual_seed(seed)``, made on the side: the global generators are not touched."""
+    cuda = torch.Generator(device).manual_seed(seed).get_state() if device.type == "cuda" else None
+    return {"torch": torch.Generator().manual_seed(seed).get_state(), "cuda": cuda}
 
 
-def set_rng_state(state: dict, device: torch.device, batches: torch.Generator) -> None:
-    """Undo ``rng_state``: the global CPU (and CUDA) generators and the batch generator."""
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and state["cuda"] is not None:
-        torch.cuda.set_rng_state(state["cuda"], device)
-    batches.set_state(state["batches"])
+def global_stream(device: torch.device) -> dict:
+    """The global CPU (and CUDA) generators' states now."""
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def set_global_stream(stream: dict, device: torch.device) -> None:
+    """Put ``stream`` into the global CPU (and CUDA) generators."""
+    torch.set_rng_state(stream["torch"])
+    if device.type == "cuda" and stream["cuda"] is not None:
+        torch.cuda.set_rng_state(stream["cuda"], device)
 
 
 # -- the trainer --------------------------------------------------------------------------------------
@@ -194,8 +198,9 @@ class Trainer:
         self.schedule: Optional[NoiseSchedule] = getattr(self.objective, "schedule", None)
         if hasattr(self.objective, "prepare"):
             self.objective.prepare(model, (images,) if labels is None else (images, labels))
-        # dropout, t, ε and augmentation come from the global generator: seeded per rank, so ranks differ
-        torch.manual_seed(self.cfg.seed + self.rank)
+        # dropout, t, ε and augmentation come from the global generators (dropout has no generator argument), so
+        # the Trainer keeps its own stream for them, seeded per rank, and swaps it in only while it trains
+        self.stream, self._training = fresh_stream(self.cfg.seed + self.rank, self.device), False
         self.batches = torch.Generator(self.device).manual_seed(self.cfg.seed + self.rank)
         self.data = _to_device(images, labels, self.device, self.run.channels_last)
         self.out_dir = Path(self.run.out_dir) if self.run.out_dir else None
@@ -274,7 +279,7 @@ class Trainer:
         end = self.cfg.steps if steps is None else min(self.step + steps, self.cfg.steps)
         start = time.monotonic()
         show = self.rank == 0 and _show_progress(self.run.progress)
-        with tqdm(total=self.cfg.steps, initial=self.step, disable=not show, desc="train") as bar:
+        with self.own_stream(), tqdm(total=self.cfg.steps, initial=self.step, disable=not show, desc="train") as bar:
             while self.step < end and not out_of_time(start, self.run, self.step, self.world_size, self.device):
                 self.train_step()
                 bar.update()
@@ -286,6 +291,21 @@ class Trainer:
                     self.save()
             self._flush_log()
         return self.loss_history
+
+    @contextlib.contextmanager
+    def own_stream(self) -> Iterator[None]:
+        """Run the block with the Trainer's random stream in the global generators, and give the caller's back
+        after it: training never changes the random numbers the rest of a program draws."""
+        if self._training:                   # already inside
+            yield
+            return
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            set_global_stream(self.stream, self.device)
+            self._training = True
+            try:
+                yield
+            finally:
+                self.stream, self._training = global_stream(self.device), False
 
     def sample(self) -> Optional[Tensor]:
         """Call ``sample_fn`` with the EMA model (rank 0 only; every rank must call); keep the images and
@@ -306,7 +326,8 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Everything a resumed run needs, as plain data. In DDP call it on every rank (it gathers)."""
-        rng = rng_state(self.device, self.batches)
+        stream = global_stream(self.device) if self._training else self.stream
+        rng = {**stream, "batches": self.batches.get_state()}
         objective = self.objective.describe() if hasattr(self.objective, "describe") else None
         return {"format": CHECKPOINT_FORMAT, "step": self.step, "world_size": self.world_size,
                 "model": self.model.state_dict(), "ema": self.ema.state_dict(),
@@ -323,10 +344,14 @@ class Trainer:
         self.step = state["step"]
         self.history = {key: [tuple(item) for item in values] for key, values in state["history"].items()}
         if state["world_size"] == self.world_size:
-            set_rng_state(state["rng"][self.rank], self.device, self.batches)
+            rng = state["rng"][self.rank]
+            self.stream = {"torch": rng["torch"], "cuda": rng["cuda"]}
+            self.batches.set_state(rng["batches"])
         else:   # a different number of processes cannot replay the same batches; start fresh streams
-            torch.manual_seed(self.cfg.seed + self.rank + self.step)
+            self.stream = fresh_stream(self.cfg.seed + self.rank + self.step, self.device)
             self.batches.manual_seed(self.cfg.seed + self.rank + self.step)
+        if self._training:
+            set_global_stream(self.stream, self.device)
 
     def save(self, path: Union[str, os.PathLike, None] = None) -> Path:
         """Write a checkpoint atomically (default ``out_dir/checkpoint.pt``); rank 0 writes, every
@@ -359,6 +384,13 @@ class Trainer:
         if state["config"]["model"] != _describe(self.model):
             raise ValueError(f"{path} holds a different model ({state['config']['model']}) than this trainer's "
                              f"({_describe(self.model)}); use Trainer.from_checkpoint to rebuild the saved one")
+        saved, given = state["config"]["train"], asdict(self.cfg)
+        differ = {k: (saved[k], given[k]) for k in saved if k != "steps" and k in given and saved[k] != given[k]}
+        if differ:       # the run would silently go on with other settings than it was trained with
+            raise ValueError(f"{path} was trained with other settings than this trainer's TrainConfig: "
+                             + ", ".join(f"{k}={v[0]!r} there, {v[1]!r} here" for k, v in differ.items())
+                             + "; resume with the run's own (Trainer.from_checkpoint restores them), or pass "
+                               "the same TrainConfig")
         self.load_state_dict(state)
         self.last_good = (Path(path), self.step)
         return self
@@ -502,22 +534,6 @@ def all_finite(module: nn.Module) -> bool:
     return bool(torch.isfinite(torch.stack(norms)).all()) if norms else True
 
 
-# -- samples ---------------------------------------------------------------------------------------
-def ddim_sample_fn(schedule: NoiseSchedule, shape: tuple[int, ...], labels: Optional[Tensor] = None,
-                   steps: int = 50, guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
-                   seed: int = 0) -> SampleFn:
-    """A ``sample_fn`` for the Trainer: DDIM from the same seeded noise every time, so successive
-    grids show the same samples improving. Its own generator leaves the training RNG untouched.
-    It runs on the device of the model it is given, and reads the model's own target."""
-    def sample(model: nn.Module, step: int) -> Tensor:
-        device = next(model.parameters()).device
-        s = schedule if schedule.device == device else schedule.to(device)
-        y = labels.to(device) if labels is not None else None
-        return ddim_sample(model, s, shape, steps=steps, y=y, guidance_scale=guidance_scale, target=target,
-                           generator=torch.Generator(device).manual_seed(seed))
-    return sample
-
-
 # -- a run owns its folder -------------------------------------------------------------------------
 def own_folder(out_dir: Path) -> None:
     """Take ``out_dir`` for this process: write its pid to ``out_dir/.minidiff.lock``, released at exit.
@@ -577,8 +593,15 @@ def _show_progress(progress: Optional[bool]) -> bool:
     return progress if progress is not None else sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
+MAX_ABS_VALUE = 20.0          # images in [-1, 1] and unit-variance latents stay far below it; pixels in [0, 255] do not
+
+
 def _check_data(images: Tensor, labels: Optional[Tensor]) -> None:
     check_batch(images, "images", channels=None)
+    if images.numel() and float(images.detach().abs().amax()) > MAX_ABS_VALUE:
+        raise ValueError(f"images must be scaled to the model's range, [-1, 1] (or unit-variance latents); got "
+                         f"values from {float(images.amin()):.4g} to {float(images.amax()):.4g}, which look like "
+                         f"pixels in [0, 255]: use minidiff.to_model_range(images) first")
     if labels is not None and (not isinstance(labels, Tensor) or labels.dtype != torch.long
                                or labels.ndim not in (1, 2) or labels.shape[0] != images.shape[0]):
         raise TypeError(f"labels must be None or an int64 tensor of shape ({images.shape[0]},), or "

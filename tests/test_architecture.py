@@ -54,6 +54,54 @@ def test_no_import_circle():
     assert not circles, "import circles: " + "; ".join(" -> ".join(c) for c in circles)
 
 
+# The library's modules in the order an arrow may run: a module imports only modules before it. It follows
+# the course (chapters 01–08) with two layers pulled forward: ``conditioning`` (what a network is given and
+# returns, and the checks on it) sits first, and the networks (``nn``, the registry that builds them) come
+# before the code that trains and samples them. ``metrics`` measures in the shipped classifier's features,
+# so it comes after ``pretrained``. ``course/`` may import anything; ``__main__`` (the CLI) and the package
+# roots that only re-export (``minidiff``, ``minidiff.nn``) are outside the order.
+ORDER = [
+    "conditioning", "schedules", "diffusion",                       # 01–03: the forward process
+    "data", "images", "checkpoint",                                 # data in [-1, 1], files
+    "losses", "scores",                                             # 03, 05: the objective; 06's score view
+    "nn.embedding", "nn.blocks", "nn.unet", "nn.classifier",        # 04
+    "nn.autoencoder", "nn.text", "registry",                        # 08's networks; the registry builds any kind
+    "objectives", "train",                                          # 05
+    "samplers", "guidance",                                         # 06, 07
+    "latent", "pretrained", "metrics", "pretrained.recipes",        # 08; shipped models; measures; recipes
+]
+
+
+def library_graph() -> dict[str, set[str]]:
+    """The import graph among ORDER's modules, names without the "minidiff." prefix."""
+    graph = import_graph()
+    short = lambda name: name.removeprefix("minidiff.")
+    return {short(name): {short(d) for d in deps} & set(ORDER) for name, deps in graph.items() if short(name) in ORDER}
+
+
+def test_the_order_names_every_library_module():
+    graph = import_graph()
+    library = {name.removeprefix("minidiff.") for name in graph
+               if not name.startswith("minidiff.course") and name not in ("minidiff", "minidiff.nn", "minidiff.__main__")}
+    assert library == set(ORDER), f"modules outside ORDER: {library - set(ORDER)}; gone: {set(ORDER) - library}"
+
+
+def test_no_arrow_runs_back_up_the_course_order():
+    rank = {name: i for i, name in enumerate(ORDER)}
+    back = [f"{name} -> {dep}" for name, deps in library_graph().items() for dep in deps if rank[dep] > rank[name]]
+    assert not back, "imports of a later module: " + "; ".join(sorted(back))
+
+
+def test_the_networks_and_objectives_of_early_chapters_import_no_later_chapter():
+    """The arrows issue 36 found: the U-Net (04) read the text encoder (08) and guidance (07), the losses (05)
+    guidance, objectives (05) the autoencoder (08), metrics and latent the shipped models."""
+    graph = library_graph()
+    assert not graph["nn.unet"] & {"nn.text", "guidance", "nn.autoencoder"}
+    assert not graph["losses"] & {"guidance", "samplers"} and "nn.autoencoder" not in graph["objectives"]
+    assert "pretrained" not in graph["latent"] and "samplers" not in graph["train"]
+    assert "diffusion" not in graph["registry"]                   # unwrap lives in conditioning
+
+
 def test_shipping_code_does_not_import_training_or_measuring():
     graph = import_graph()
     assert not graph["minidiff.pretrained"] & {"minidiff.train", "minidiff.metrics", "minidiff.pretrained.recipes"}

@@ -217,11 +217,11 @@ def test_attributes_are_dropped_independently_at_the_given_rate():
 
 
 def test_labels_in_turn_run_through_every_combination():
-    y = md.guidance.labels_in_turn(64, (4, 8))
+    y = md.conditioning.labels_in_turn(64, (4, 8))
     assert y.shape == (64, 2)
     assert len({tuple(r) for r in y[:32].tolist()}) == 32 and torch.equal(y[:32], y[32:])
     assert y[:5, 0].tolist() == [0, 1, 2, 3, 0]                            # the first attribute changes fastest
-    assert torch.equal(md.guidance.labels_in_turn(12, 10), torch.arange(12) % 10)
+    assert torch.equal(md.conditioning.labels_in_turn(12, 10), torch.arange(12) % 10)
 
 
 def test_labels_of_the_wrong_form_or_range_are_refused_naming_the_attribute():

@@ -34,17 +34,17 @@ def shipped_tiny_ldm(tmp_path, monkeypatch):
     root = tmp_path / "checkpoints"
     shutil.copytree(pretrained.CHECKPOINT_DIR, root)
     monkeypatch.setattr(pretrained, "CHECKPOINT_DIR", root)
-    latent._shipped.cache_clear()
+    pretrained._shipped_ldm.cache_clear()
     cfg = md.UNetConfig(image_size=16, in_channels=4, base_channels=8, channel_mults=(1, 2), blocks_per_level=1,
                         attention_resolutions=(), head_dim=8, vocab_size=latent.caption_tokenizer().vocab_size,
                         max_tokens=16, text_dim=16, text_layers=1, cross_attention_resolutions=(8,))
     torch.manual_seed(0)
-    model = md.UNet(cfg, target="v")
+    model = md.nn.text_unet(cfg, target="v")
     config = {"model": md.registry.describe(model), "objective": md.DiffusionObjective(md.DiffusionConfig(target="v")).describe()}
     pretrained.save_shipped("shapes_ldm", model.state_dict(), "shapes_ldm", {"guidance_scale": 2.0}, config,
                             dtype="float16", root=root)
     yield
-    latent._shipped.cache_clear()
+    pretrained._shipped_ldm.cache_clear()
 
 
 def test_text_to_image_gives_images_of_the_prompts(shipped_tiny_ldm):
@@ -60,6 +60,8 @@ def test_text_to_image_gives_images_of_the_prompts(shipped_tiny_ldm):
     (["a large purple circle at the top left"], ValueError, "outside the vocabulary: \\['purple'\\]"),
     ("a red circle", TypeError, "wrap it"),
     ([], ValueError, "at least one caption"),
+    ([123], TypeError, r"captions\[0\] must be a string"),                 # issue 28, case 33
+    (["a red circle", None], TypeError, r"captions\[1\] must be a string"),
 ])
 def test_text_to_image_refuses_bad_prompts(shipped_tiny_ldm, prompts, error, says):
     with pytest.raises(error, match=says):

@@ -95,7 +95,7 @@ def test_loss_passes_labels_to_model(s):
     y = torch.tensor([1, 2, 3])
     diffusion_loss(model, torch.randn(3, 1, 4, 4), s, y=y)
     assert torch.equal(seen["y"], y)
-    diffusion_loss(model, torch.randn(3, 1, 4, 4), s, y=y, p_uncond=1.0, null_class=10)
+    diffusion_loss(model, torch.randn(3, 1, 4, 4), s, y=y, p_uncond=1.0, null_label=10)
     assert (seen["y"] == 10).all()
 
 
@@ -196,3 +196,10 @@ def test_the_noise_error_is_snr_times_the_x0_error():
     err = lambda a, b: (a - b).pow(2).flatten(1).sum(1)
     torch.testing.assert_close(err(eps, eps_hat), s.snr(t) * err(x0, x0_hat))
     assert 3e-5 < s.snr(999) < 5e-5                      # step T of the linear schedule: x̂₀'s error barely counts
+
+
+def test_a_label_past_the_models_range_is_named(s):                                                  # issue 28, case 30
+    model = md.UNet(md.UNetConfig(image_size=8, base_channels=8, channel_mults=(1, 2), blocks_per_level=1,
+                                  attention_resolutions=(), num_classes=10, head_dim=8))
+    with pytest.raises(ValueError, match=r"y must hold labels in \[0, 9\] \(or 10, the null label\); got values from 11"):
+        diffusion_loss(model, torch.randn(1, 1, 8, 8), s, y=torch.tensor([11]))

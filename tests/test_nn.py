@@ -178,3 +178,16 @@ def test_group_norm_removes_a_shift_shared_by_a_group():
     assert 0.2 < kept < 0.9
     shared = b64.view(32, 2).mean(1, keepdim=True).expand(32, 2).reshape(1, 64, 1, 1)   # the same within each group
     torch.testing.assert_close(group_norm(64)(h64 + shared), group_norm(64)(h64), atol=1e-5, rtol=0)
+
+
+def test_a_label_past_its_range_is_named_not_read_from_another_row():
+    """Issue 28, cases 14 and 30: a label past num_classes (or negative) used to read another attribute's row
+    of the embedding table, or fail with "index out of range in self"."""
+    x, t = torch.randn(1, 1, 8, 8), torch.tensor([3])
+    digits = small(num_classes=10)
+    for bad in (11, -1):
+        with pytest.raises(ValueError, match=r"y must hold labels in \[0, 9\] \(or 10, the null label\)"):
+            digits(x, t, torch.tensor([bad]))
+    shapes = small(num_classes=(4, 8))
+    with pytest.raises(ValueError, match=r"y\[:, k\] must hold labels in \[0, n_k\]"):
+        shapes(x, t, torch.tensor([[5, 0]]))

@@ -37,7 +37,9 @@ def test_load_classifier_is_frozen_eval_mode_and_cached():
     model = pretrained.load_classifier()
     assert isinstance(model, md.DigitClassifier) and not model.training
     assert not any(p.requires_grad for p in model.parameters())
-    assert pretrained.load_classifier("cpu") is model
+    assert pretrained.load_classifier("classifier", "cpu") is model                # name first, as every loader
+    with pytest.raises(ValueError, match=r"name must be a shipped classifier.*got 'mnist_cond', which is a unet"):
+        pretrained.load_classifier(name="mnist_cond")                                 # issue 28, case 13
     entry = pretrained.read_manifest()["classifier"]
     assert sum(v.numel() for v in model.state_dict().values() if v.is_floating_point()) == entry["params"]
 

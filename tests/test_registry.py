@@ -57,12 +57,12 @@ def test_register_adds_a_kind():
             super().__init__()
             self.config, self.layer = config, torch.nn.Linear(config.width, config.width)
 
-    registry.register("linear_test", Linear, LinearConfig)
-    try:
-        model = registry.build({"kind": "linear_test", "config": {"width": 5}})
-        assert registry.describe(model) == {"kind": "linear_test", "config": {"width": 5}, "target": None}
-    finally:
-        del registry.KINDS["linear_test"]
+    mine = registry.register("linear_test", Linear, LinearConfig)
+    model = mine.build({"kind": "linear_test", "config": {"width": 5}})
+    assert registry.describe(model, mine) == {"kind": "linear_test", "config": {"width": 5}, "target": None}
+    assert "linear_test" not in registry.KINDS                      # the default registry is unchanged
+    with pytest.raises(TypeError):
+        registry.KINDS["x"] = registry.KINDS["unet"]                 # and read-only
     with pytest.raises(TypeError, match="dataclass"):
         registry.register("bad", Linear, dict)
 

@@ -452,3 +452,62 @@ def test_an_eps_model_cannot_start_at_zero_terminal_snr(z):
         md.ddpm_sample(gaussian_eps_model(z), z, (4, 1))
     x = md.ddim_sample(gaussian_eps_model(z), z, (4, 1), steps=10, spacing="leading")    # never visits ᾱ = 0
     assert torch.isfinite(x).all()
+
+
+# -- issue 28: bad input at the sampler's door ----------------------------------------------------------
+def test_eta_must_be_a_number_in_0_1(s):
+    model = gaussian_eps_model(s)
+    with pytest.raises(TypeError, match="eta must be a number in \\[0, 1\\].*got str '0.5'"):       # case 32
+        md.ddim_sample(model, s, (2, 1), steps=3, eta="0.5")
+    with pytest.raises(ValueError, match="eta must be a finite number >= 0 and <= 1.*got 2.0"):       # case 19
+        md.ddim_sample(model, s, (2, 1), steps=3, eta=2.0)
+    with pytest.raises(ValueError, match="<= 1"):
+        md.ddim_step(torch.zeros(2, 1), torch.zeros(2, 1), 5, 4, s, eta=1.5)
+
+
+def test_an_empty_batch_is_a_clear_error(s):                                                           # case 31
+    for sampler in (md.ddim_sample, md.dpm_solver_sample):
+        with pytest.raises(ValueError, match=r"shape must be a tuple of ints >= 1.*got \(0, 1, 28, 28\)"):
+            sampler(gaussian_eps_model(s), s, (0, 1, 28, 28), steps=3)
+
+
+def test_a_huge_guidance_scale_is_refused(s):                                                          # cases 16, 17
+    model = md.UNet(md.UNetConfig(image_size=8, base_channels=8, channel_mults=(1, 2), blocks_per_level=1,
+                                  attention_resolutions=(), num_classes=10, head_dim=8)).eval()
+    for w in (1e308, 1e6, -1e4):
+        with pytest.raises(ValueError, match=r"guidance_scale must be a finite number in \[-1000, 1000\]"):
+            md.ddim_sample(model, s, (2, 1, 8, 8), steps=3, y=torch.tensor([1, 2]), guidance_scale=w)
+
+
+def test_slerp_of_a_noise_with_itself_is_that_noise():                                                # case 21
+    z = torch.randn(3, 1, 4, 4)
+    torch.testing.assert_close(md.slerp(z, z, 0.5), z)
+    assert torch.isfinite(md.slerp(z, z.clone(), torch.tensor([0.0, 0.3, 1.0]))).all()
+
+
+def test_bf16_only_when_asked(s):
+    """Issue 36: no autocast unless dtype= asks for it; an unknown dtype is named."""
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, t, y=None):
+            seen.append(torch.is_autocast_enabled(x.device.type))
+            return torch.zeros_like(x)
+    md.ddim_sample(Spy(), s, (2, 1), steps=2)
+    md.ddim_sample(Spy(), s, (2, 1), steps=2, dtype=torch.bfloat16)
+    assert seen == [False, False, True, True]
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        md.ddim_sample(Spy(), s, (2, 1), steps=2, dtype=torch.float64)
+
+
+def test_a_model_knows_the_t_of_its_schedule():                                                    # issue 28, case 20
+    model, s, _ = md.load_diffusion("mnist_cond")
+    assert model.num_steps == s.num_steps == 1000
+    with pytest.raises(ValueError, match="trained on a schedule of T=1000 steps, but s has T=100"):
+        md.ddim_sample(model, md.NoiseSchedule.linear(100), (2, 1, 28, 28), steps=3, y=torch.tensor([1, 2]))
+    trained = md.UNet(md.UNetConfig(image_size=8, base_channels=8, channel_mults=(1, 2), blocks_per_level=1,
+                                    attention_resolutions=(), head_dim=8))
+    md.DiffusionObjective(md.DiffusionConfig(num_steps=50)).prepare(trained, (torch.zeros(2, 1, 8, 8),))
+    assert trained.num_steps == 50
+    with pytest.raises(ValueError, match="trained on a schedule of T=50 steps but the objective has T=1000"):
+        md.DiffusionObjective(md.DiffusionConfig()).prepare(trained, (torch.zeros(2, 1, 8, 8),))

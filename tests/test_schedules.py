@@ -101,7 +101,7 @@ def test_posterior_variance_table():
 
 
 def test_from_betas_and_single_step():
-    s = md.NoiseSchedule.from_betas(torch.tensor([0.5]))
+    s = md.NoiseSchedule(torch.tensor([0.5]))
     assert s.num_steps == 1 and s.alphas_cumprod.item() == 0.5
     assert torch.isfinite(s.posterior_log_variance_clipped).all()
     s32 = md.NoiseSchedule(torch.linspace(0.01, 0.1, 10, dtype=torch.float32))
@@ -143,7 +143,7 @@ def test_num_steps_not_int():
 ])
 def test_bad_betas(betas, match):
     with pytest.raises(ValueError, match=match):
-        md.NoiseSchedule.from_betas(betas)
+        md.NoiseSchedule(betas)
 
 
 def test_betas_wrong_type():
@@ -172,7 +172,7 @@ def test_snr_bad_t():
 
 # -- zero terminal SNR (Lin et al. 2024, Algorithm 1) -------------------------------------------
 def _scaled_linear(T):
-    return md.NoiseSchedule.from_betas(torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, T, dtype=torch.float64) ** 2)
+    return md.NoiseSchedule(torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, T, dtype=torch.float64) ** 2)
 
 
 @pytest.mark.parametrize("make", [lambda: md.NoiseSchedule.linear(1000), lambda: md.NoiseSchedule.cosine(1000),
@@ -212,7 +212,7 @@ def test_rescale_zero_terminal_snr_bad_input():
 
 
 def test_a_beta_of_one_is_allowed_at_the_last_step_only():
-    s = md.NoiseSchedule.from_betas(torch.tensor([0.1, 0.5, 1.0], dtype=torch.float64))
+    s = md.NoiseSchedule(torch.tensor([0.1, 0.5, 1.0], dtype=torch.float64))
     assert s.alphas_cumprod[-1] == 0 and s.zero_terminal_snr
     with pytest.raises(ValueError, match="except the last, which may be exactly 1"):
-        md.NoiseSchedule.from_betas(torch.tensor([0.1, 1.0, 0.5], dtype=torch.float64))
+        md.NoiseSchedule(torch.tensor([0.1, 1.0, 0.5], dtype=torch.float64))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import minidiff as md
-from minidiff.guidance import NullCaption, check_labels, drop_labels, label_shape, labels_in_turn, null_like
+from minidiff.conditioning import NullCaption, check_labels, drop_labels, label_shape, labels_in_turn, null_like
 from minidiff.nn.blocks import CrossAttention, multi_head_attention
 from minidiff.nn.text import PAD, TextEncoder, Tokenizer
 
@@ -18,7 +18,8 @@ def tiny_text_unet(**overrides) -> md.UNet:
                attention_resolutions=(), head_dim=8, vocab_size=len(WORDS) + 1, max_tokens=6, text_dim=16,
                text_layers=1, cross_attention_resolutions=(4,))
     torch.manual_seed(0)
-    return md.UNet(md.UNetConfig(**(cfg | overrides)))
+    config = md.UNetConfig(**(cfg | overrides))
+    return md.nn.text_unet(config) if config.vocab_size is not None else md.UNet(config)
 
 
 def test_tokenizer_round_trips_and_pads_with_zero():

@@ -1,5 +1,6 @@
 """The training loop: lr schedule, EMA, a loss that falls, exact resume for every objective, the NaN
 guard (loss and gradient), a run owning its folder, DDP on gloo."""
+import dataclasses
 import json
 import math
 import os
@@ -16,7 +17,8 @@ from minidiff.losses import diffusion_loss, per_sample_loss
 from minidiff.objectives import ClassificationConfig, ClassificationObjective, loss_by_t
 from minidiff.pretrained import load_trained
 from minidiff.train import (DiffusionConfig, NonFiniteLossError, RunConfig, RunFolderBusyError, TrainConfig, Trainer,
-                            ddim_sample_fn, ema_decay_at, ema_update, lr_at)
+                            ema_decay_at, ema_update, lr_at)
+from minidiff.samplers import ddim_sample_fn
 
 HERE = Path(__file__).resolve().parent
 
@@ -560,3 +562,40 @@ def test_a_recipe_with_snapshots_keeps_raw_and_ema_weights_and_ships_them_in_one
     for key, model in models.items():           # stored in float16
         for name, value in model.state_dict().items():
             torch.testing.assert_close(value, kept[key][name].half().float(), rtol=0, atol=0)
+
+
+def test_a_trainer_leaves_the_global_rng_alone_and_its_own_stream_is_seeded():
+    """Issue 36: building and training a Trainer draws from its own stream; the caller's global RNG is as it was."""
+    images, labels = tiny_data()
+    train, diffusion = _resume_configs()
+    runs = []
+    for outside_seed in (1, 2):
+        torch.manual_seed(0)
+        model = md.UNet(tiny_config(dropout=0.3))                # the same initial weights
+        torch.manual_seed(outside_seed)
+        before = torch.get_rng_state()
+        trainer = Trainer(model, images, labels, train, diffusion, QUIET)
+        trainer.train(2)
+        assert torch.equal(torch.get_rng_state(), before)
+        runs.append(trainer.model.state_dict())
+    _assert_same_tensors(runs[0], runs[1], "model")        # the outside seed does not change what is learned
+
+
+def test_images_in_0_255_are_refused():                                                              # issue 28, case 11
+    images, labels = tiny_data()
+    with pytest.raises(ValueError, match=r"images must be scaled to the model's range.*to_model_range"):
+        Trainer(md.UNet(tiny_config()), (images + 1) * 127.5, labels, TrainConfig(steps=2, batch_size=4), run=QUIET)
+
+
+def test_resume_refuses_a_trainconfig_that_contradicts_the_run(tmp_path):                             # issue 28, case 12
+    images, labels = tiny_data()
+    train, diffusion = _resume_configs()
+    first = Trainer(md.UNet(tiny_config(dropout=0.3)), images, labels, train, diffusion, QUIET)
+    first.train(2)
+    path = first.save(tmp_path / "ckpt.pt")
+    other = dataclasses.replace(train, batch_size=2, lr=5.0)
+    with pytest.raises(ValueError, match=r"other settings than this trainer's TrainConfig: batch_size=8 there, 2 here, "
+                                         r"lr=0.002 there, 5.0 here.*Trainer.from_checkpoint"):
+        Trainer(md.UNet(tiny_config(dropout=0.3)), images, labels, other, diffusion, QUIET).resume(path)
+    more = dataclasses.replace(train, steps=10)                 # more steps is not a contradiction
+    assert Trainer(md.UNet(tiny_config(dropout=0.3)), images, labels, more, diffusion, QUIET).resume(path).step == 2

@@ -1,6 +1,7 @@
 """Neural networks: the timestep embedding, the shared blocks, the U-Net denoiser, the digit classifier and
 the autoencoder of latent diffusion."""
 from .autoencoder import Autoencoder, AutoencoderConfig, kl_divergence, reparameterise
+from .text import text_unet
 from .blocks import Attention, Downsample, ResBlock, Upsample
 from .classifier import ClassifierConfig, DigitClassifier
 from .embedding import timestep_embedding
@@ -8,4 +9,4 @@ from .unet import UNet, UNetConfig, receptive_field
 
 __all__ = ["timestep_embedding", "UNet", "UNetConfig", "ResBlock", "Attention", "Downsample", "Upsample",
            "ClassifierConfig", "DigitClassifier", "Autoencoder", "AutoencoderConfig", "reparameterise",
-           "kl_divergence", "receptive_field"]
+           "kl_divergence", "receptive_field", "text_unet"]

@@ -24,6 +24,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ..losses import kl_divergence  # noqa: F401  (notebook 08 meets it here; it is a loss, so it lives in losses)
 from .blocks import Attention, Downsample, ResBlock, Upsample, group_norm
 
 LOGVAR_RANGE = (-30.0, 20.0)        # as Stable Diffusion's DiagonalGaussianDistribution
@@ -81,18 +82,6 @@ def reparameterise(mean: Tensor, logvar: Tensor, noise: Optional[Tensor] = None,
     elif noise.shape != mean.shape:
         raise ValueError(f"noise must have mean's shape {tuple(mean.shape)}; got {tuple(noise.shape)}")
     return mean + torch.exp(0.5 * logvar) * noise
-
-
-def kl_divergence(mean: Tensor, logvar: Tensor) -> Tensor:
-    r"""$\mathrm{KL}(\mathcal N(\mu, \sigma^2) \,\|\, \mathcal N(0, 1))
-    = \tfrac12 \sum (\mu^2 + \sigma^2 - 1 - \log\sigma^2)$ per image: summed over every latent element,
-    all C·H·W of them (dims 1, 2, …), not averaged. mean, logvar (B, …) -> (B,). It is 0 exactly when
-    μ = 0 and log σ² = 0, and positive otherwise."""
-    if mean.shape != logvar.shape or mean.ndim < 2:
-        raise ValueError(f"mean and logvar must have the same shape (B, …) with at least 2 dims; got "
-                         f"{tuple(mean.shape)} and {tuple(logvar.shape)}")
-    per_element = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar)
-    return per_element.flatten(1).sum(dim=1)
 
 
 # -- the networks ---------------------------------------------------------------------------------

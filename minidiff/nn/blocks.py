@@ -126,3 +126,15 @@ class Upsample(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class Pooled(nn.Module):
+    r"""The caption as one vector for the U-Net's embedding $e$: $W\,\overline{c}$, the mean over the tokens,
+    projected to the embedding width (zero-initialised, so it starts as no change to $e$)."""
+
+    def __init__(self, dim: int, emb_dim: int):
+        super().__init__()
+        self.proj = zero_init(nn.Linear(dim, emb_dim))
+
+    def forward(self, context: Tensor) -> Tensor:
+        return self.proj(context.mean(dim=1))

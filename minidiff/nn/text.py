@@ -10,19 +10,22 @@ together with the U-Net. Large systems differ in scale, not in kind: Stable Diff
 CLIP text encoder's 77 × 768 outputs to the same cross-attention.
 
 The empty caption "" is all padding: it is the **null condition** of classifier-free guidance
-(``guidance.NullCaption``), as "no class" is the null label of a class-conditional model. Padding is
+(``conditioning.NullCaption``), as "no class" is the null label of a class-conditional model. Padding is
 not masked out: every caption has exactly ``max_tokens`` tokens, the padding ones included, which is
 what the U-Net sees (Stable Diffusion's CLIP pads the same way).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .blocks import multi_head_attention, zero_init
+from ..conditioning import Target
+
+from .blocks import multi_head_attention
+from .unet import UNet, UNetConfig
 
 PAD = 0          # the token id of padding, and of every position of the empty caption
 
@@ -52,6 +55,8 @@ class Tokenizer:
         ids = {w: i + 1 for i, w in enumerate(self.words)}
         tokens = torch.full((len(captions), self.max_tokens), PAD, dtype=torch.long)
         for row, caption in enumerate(captions):
+            if not isinstance(caption, str):
+                raise TypeError(f"captions[{row}] must be a string (a caption); got {type(caption).__name__} {caption!r}")
             words = caption.split()
             if len(words) > self.max_tokens:
                 raise ValueError(f"captions[{row}] has {len(words)} words, more than max_tokens = "
@@ -104,13 +109,12 @@ class TextEncoder(nn.Module):
         return self.norm(x)
 
 
-class Pooled(nn.Module):
-    r"""The caption as one vector for the U-Net's embedding $e$: $W\,\overline{c}$, the mean over the tokens,
-    projected to the embedding width (zero-initialised, so it starts as no change to $e$)."""
-
-    def __init__(self, dim: int, emb_dim: int):
-        super().__init__()
-        self.proj = zero_init(nn.Linear(dim, emb_dim))
-
-    def forward(self, context: Tensor) -> Tensor:
-        return self.proj(context.mean(dim=1))
+def text_unet(config: UNetConfig, target: Optional[Target] = None) -> UNet:
+    """A text-conditional U-Net (``config.vocab_size`` set): the U-Net of notebook 04 with a ``TextEncoder``
+    plugged in, whose context the blocks at ``cross_attention_resolutions`` attend to. ``registry.build``
+    makes one from a saved description; this is the same thing by hand."""
+    if config.vocab_size is None:
+        raise ValueError("text_unet builds a text-conditional U-Net: config.vocab_size must be set; got None "
+                         "(for a class-conditional or unconditional U-Net, use UNet(config))")
+    encoder = TextEncoder(config.vocab_size, config.max_tokens, config.text_dim, config.text_layers, config.head_dim)
+    return UNet(config, target, text_encoder=encoder)

@@ -7,9 +7,11 @@ trained on).
     t ─ sinusoids ─ MLP ─┐                                                         │
     y ─ embedding ───────┴─ emb: added as a scale and shift in *every* ResBlock ───┘
 
-Text-conditional (notebook 08, ``vocab_size`` set): y is a caption's token ids; a TextEncoder turns it
-into a context c (L tokens × ``text_dim``), which the blocks at ``cross_attention_resolutions`` attend
-to (cross-attention), and whose mean joins the embedding.
+Text-conditional (notebook 08, ``vocab_size`` set): y is a caption's token ids; a text encoder, plugged
+in from outside (``text_encoder=``; ``minidiff.nn.text.text_unet`` builds the pair), turns it into a
+context c (L tokens × ``text_dim``), which the blocks at ``cross_attention_resolutions`` attend to
+(cross-attention), and whose mean joins the embedding. This file knows only that interface: ids in,
+(B, L, ``text_dim``) out, so chapter 04's network does not import chapter 08's.
 """
 from __future__ import annotations
 
@@ -19,11 +21,9 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from ..diffusion import Target, check_target
-from ..guidance import NullCaption, label_shape
-from .blocks import Attention, CrossAttention, Downsample, ResBlock, Upsample, group_norm, zero_init
+from ..conditioning import Null, NullCaption, Target, check_labels, check_target
+from .blocks import Attention, CrossAttention, Downsample, Pooled, ResBlock, Upsample, group_norm, zero_init
 from .embedding import timestep_embedding
-from .text import Pooled, TextEncoder
 
 
 @dataclass
@@ -88,9 +88,14 @@ class UNet(nn.Module):
     sampled as if it predicted something else.
     """
 
-    def __init__(self, config: UNetConfig = UNetConfig(), target: Optional[Target] = None):
+    def __init__(self, config: UNetConfig = UNetConfig(), target: Optional[Target] = None,
+                 text_encoder: Optional[nn.Module] = None):
         super().__init__()
         _check_config(config)
+        if (config.vocab_size is not None) != (text_encoder is not None):
+            raise ValueError("a text-conditional U-Net (config.vocab_size set) needs its text_encoder, and only it "
+                             "takes one: build it with minidiff.nn.text_unet(config) (registry.build does); got "
+                             f"vocab_size={config.vocab_size!r} and text_encoder={type(text_encoder).__name__}")
         self.config = cfg = config
         self.target = check_target(target, allow_none=True)
         ch, emb_dim = cfg.base_channels, 4 * cfg.base_channels
@@ -100,10 +105,8 @@ class UNet(nn.Module):
         self.class_emb = nn.Embedding(sum(n + 1 for n in counts), emb_dim) if counts else None
         self.register_buffer("offsets", torch.tensor([sum(n + 1 for n in counts[:k]) for k in range(len(counts))],
                                                      dtype=torch.long), persistent=False)
-        text = cfg.vocab_size is not None
-        self.text = TextEncoder(cfg.vocab_size, cfg.max_tokens, cfg.text_dim, cfg.text_layers, cfg.head_dim) \
-            if text else None
-        self.pooled = Pooled(cfg.text_dim, emb_dim) if text else None
+        self.text = text_encoder                     # token ids (B, L) -> context c (B, L, text_dim)
+        self.pooled = Pooled(cfg.text_dim, emb_dim) if text_encoder is not None else None
         self.stem = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
         self.down, skip_channels = self._down_path(emb_dim)
         mid, size = cfg.base_channels * cfg.channel_mults[-1], cfg.image_size // 2 ** (len(cfg.channel_mults) - 1)
@@ -147,7 +150,7 @@ class UNet(nn.Module):
         return levels
 
     @property
-    def null_label(self) -> Union[int, tuple[int, ...], NullCaption, None]:
+    def null_label(self) -> Optional[Null]:
         """The label that means "no class" (``num_classes``: one per attribute for a tuple), the empty
         caption for a text-conditional U-Net, or None for an unconditional one."""
         if self.config.vocab_size is not None:
@@ -305,15 +308,5 @@ def _check_inputs(cfg: UNetConfig, x: Tensor, t: Tensor, y: Optional[Tensor]) ->
         return
     if cfg.num_classes is None and cfg.vocab_size is None:
         raise ValueError("y was given but this U-Net is unconditional (config.num_classes and vocab_size are None)")
-    if cfg.vocab_size is not None:
-        shape = label_shape(NullCaption(cfg.max_tokens, cfg.vocab_size), x.shape[0])
-        if not isinstance(y, Tensor) or y.dtype != torch.long or tuple(y.shape) != shape:
-            raise ValueError(f"y must be a LongTensor of shape {shape}, one caption's token ids per image "
-                             f"(Tokenizer.encode); got {getattr(y, 'dtype', type(y).__name__)} "
-                             f"{tuple(getattr(y, 'shape', ()))}")
-        return
-    shape = label_shape(cfg.num_classes, x.shape[0])
-    if not isinstance(y, Tensor) or y.dtype != torch.long or tuple(y.shape) != shape:
-        raise ValueError(f"y must be a LongTensor of shape {shape}; got "
-                         f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")
-
+    null = NullCaption(cfg.max_tokens, cfg.vocab_size) if cfg.vocab_size is not None else cfg.num_classes
+    check_labels(y, null, x.shape[0], values=not getattr(y, "is_cuda", False))   # CUDA: the form only, no sync

@@ -24,12 +24,13 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Literal, Optional, Sequence, Union
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..checkpoint import TRAIN_FORMAT, atomic_write, load_checkpoint, save_checkpoint
+from ..latent import caption_tokenizer, sample_images
 from ..nn.autoencoder import Autoencoder
 from ..nn.classifier import DigitClassifier
 from ..objectives import DiffusionConfig
@@ -146,6 +147,7 @@ def save_shipped(name: str, state_dict: dict, recipe: str, metrics: dict, config
     os.chmod(root / MANIFEST, SHIPPED_MODE)
     _classifier.cache_clear()           # a cached model may now be stale
     _autoencoder.cache_clear()
+    _shipped_ldm.cache_clear()
     return entry
 
 
@@ -155,8 +157,9 @@ def _classifier(name: str, device: str) -> DigitClassifier:
     return from_weights(entry["config"]["model"], state, device)
 
 
-def load_classifier(device: Union[str, torch.device] = "cpu", name: str = "classifier") -> DigitClassifier:
-    """The shipped ``DigitClassifier`` (``minidiff.nn.classifier``) on ``device``, in eval mode, frozen.
+def load_classifier(name: str = "classifier", device: Union[str, torch.device] = "cpu") -> DigitClassifier:
+    """The shipped ``DigitClassifier`` (``minidiff.nn.classifier``) called ``name``, on ``device``, in eval mode,
+    frozen. A shipped file of another kind (e.g. a diffusion model) is a ValueError naming the classifiers.
 
     Loaded once per (name, device) and then shared: do not train it in place (``copy.deepcopy`` it first).
     """
@@ -281,4 +284,38 @@ def _diffusion(description: dict, weights: dict, objective: dict, device: Union[
                ) -> tuple[nn.Module, NoiseSchedule, DiffusionConfig]:
     diffusion = DiffusionConfig(**objective["config"])
     model = from_weights({**description, "target": description.get("target") or diffusion.target}, weights, device)
+    model.num_steps = diffusion.num_steps                # what it was trained on: the samplers check it
     return model, diffusion.make_schedule(device), diffusion
+
+
+# -- the course's last cell -----------------------------------------------------------------------
+DEFAULT_GUIDANCE = 3.0           # used when the shipped model's manifest records no measured scale
+
+
+@lru_cache(maxsize=4)
+def _shipped_ldm(device: str) -> tuple[nn.Module, NoiseSchedule, nn.Module, float]:
+    model, schedule, _ = load_diffusion("shapes_ldm", device)
+    scale = manifest()["shapes_ldm"]["metrics"].get("guidance_scale", DEFAULT_GUIDANCE)
+    return model, schedule, load_autoencoder("shapes_vae", device), scale
+
+
+def text_to_image(prompts: Sequence[str], steps: int = 20, guidance_scale: Optional[float] = None,
+                  generator: Optional[torch.Generator] = None, device: Optional[Union[str, torch.device]] = None,
+                  dtype: Optional[torch.dtype] = None) -> Tensor:
+    """Images (N, 3, 64, 64) in [-1, 1] of the captions ``prompts``, from the shipped ``shapes_ldm`` (a
+    text-conditional U-Net on 4×16×16 latents) and ``shapes_vae`` (its decoder): DPM-Solver++ with
+    ``steps`` network calls, classifier-free guidance at ``guidance_scale`` (None: the scale measured
+    best for the shipped model, in its manifest entry). ``device``: the generator's, else "cpu".
+    ``dtype=torch.bfloat16`` runs the U-Net under autocast (faster on a GPU; only when asked).
+
+    Prompts use the Scenes grammar: "a large red circle at the top left", "a blue square and a small
+    yellow cross"; a word outside it is a ValueError that lists the words there are."""
+    if isinstance(prompts, str):
+        raise TypeError(f"prompts must be a list of captions; got the single string {prompts!r} (wrap it: [{prompts!r}])")
+    if not prompts:
+        raise ValueError("prompts must hold at least one caption; got none")
+    device = torch.device(device if device is not None else generator.device if generator is not None else "cpu")
+    model, schedule, autoencoder, default_scale = _shipped_ldm(str(device))
+    tokens = caption_tokenizer(model.config.max_tokens).encode(list(prompts))
+    scale = default_scale if guidance_scale is None else guidance_scale
+    return sample_images(model, schedule, autoencoder, tokens, steps, scale, generator=generator, dtype=dtype)

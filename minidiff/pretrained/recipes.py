@@ -29,7 +29,8 @@ from ..nn.classifier import ClassifierConfig
 from ..nn.unet import UNetConfig
 from ..objectives import OBJECTIVES, ClassificationConfig, DiffusionConfig, Objective, ReconstructionConfig
 from ..registry import KINDS, build, config_dict, describe
-from ..train import RunConfig, SampleFn, TrainConfig, Trainer, ddim_sample_fn
+from ..samplers import ddim_sample_fn
+from ..train import RunConfig, SampleFn, TrainConfig, Trainer
 
 ModelConfig = Union[UNetConfig, ClassifierConfig, AutoencoderConfig]
 ObjectiveConfig = Union[DiffusionConfig, ClassificationConfig, ReconstructionConfig]
