@@ -62,7 +62,7 @@ def test_no_import_circle():
 # roots that only re-export (``minidiff``, ``minidiff.nn``) are outside the order.
 ORDER = [
     "conditioning", "schedules", "diffusion",                       # 01–03: the forward process
-    "data", "images", "checkpoint",                                 # data in [-1, 1], files
+    "data", "checkpoint", "images",                                 # data in [-1, 1], files (atomic writes)
     "losses", "scores",                                             # 03, 05: the objective; 06's score view
     "nn.embedding", "nn.blocks", "nn.unet", "nn.classifier",        # 04
     "nn.autoencoder", "nn.text", "registry",                        # 08's networks; the registry builds any kind
