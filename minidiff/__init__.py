@@ -27,12 +27,13 @@ The package, in the order the course teaches it:
     data                             MNIST, 8×8 digits, procedural Shapes, all in [-1, 1]
     checkpoint, registry             atomic, checksummed files; build / save any model kind
     pretrained/                      the shipped checkpoints and the recipes that made them
-    course/                          the course's tooling: profiles, plots, exercise checks, nbgen
+
+``import minidiff`` is the library alone: no plotting, widgets or Jupyter code. The course's tooling
+(the profile switch, plots and widgets, exercise checks, the notebook generator) is a separate import,
+``import minidiff.course as mc``; the library never imports it.
 """
 from . import checkpoint, data, diffusion, guidance, losses, nn, objectives, registry, samplers, schedules, scores, train
 from . import latent, metrics, pretrained
-from .course import exercises, profiles, viz
-from .course.profiles import by_profile, profile
 from .data import LabelledImages, Scenes, Shapes, mnist, sklearn_digits, to_model_range, to_pixel_range, torchvision_dataset
 from .diffusion import (eps_and_x0, predict_eps_from_v, predict_eps_from_x0, predict_v, predict_x0_from_eps,
                         predict_x0_from_v, q_chain, q_posterior, q_sample, q_step)
@@ -50,3 +51,33 @@ from .schedules import NoiseSchedule, extract, make_schedule
 from .train import RunConfig, TrainConfig, Trainer
 
 __version__ = "0.1.0"
+
+# The public names, in the order the course teaches them.
+__all__ = [
+    # 01–03: the schedule and the forward process
+    "NoiseSchedule", "make_schedule", "extract",
+    "q_step", "q_chain", "q_sample", "q_posterior",
+    "predict_x0_from_eps", "predict_eps_from_x0", "predict_v", "predict_x0_from_v", "predict_eps_from_v",
+    "eps_and_x0",
+    # 04: the network
+    "timestep_embedding", "UNet", "UNetConfig",
+    # 05: the objective and training
+    "diffusion_loss", "DiffusionConfig", "DiffusionObjective", "ClassificationConfig", "ClassificationObjective",
+    "TrainConfig", "RunConfig", "Trainer",
+    # 06: sampling
+    "ddpm_step", "ddpm_sample", "ddim_step", "ddim_sample", "ddim_invert", "dpm_solver_step", "dpm_solver_sample",
+    "slerp",
+    # 07: classifier-free guidance
+    "ClassifierFree", "cfg_mix", "drop_labels",
+    # 08: latent diffusion
+    "Autoencoder", "AutoencoderConfig", "text_to_image",
+    # data, measures, shipped models
+    "mnist", "sklearn_digits", "Shapes", "Scenes", "LabelledImages", "torchvision_dataset",
+    "to_model_range", "to_pixel_range",
+    "DigitClassifier", "ClassifierConfig",
+    "frechet_distance", "kernel_distance", "class_accuracy", "evaluate", "evaluate_model", "reference_floor",
+    "load_diffusion", "load_classifier", "load_autoencoder", "load_trained",
+    # the modules
+    "schedules", "diffusion", "losses", "nn", "objectives", "train", "samplers", "guidance", "latent", "scores",
+    "metrics", "data", "images", "checkpoint", "registry", "pretrained",
+]

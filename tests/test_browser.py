@@ -6,7 +6,7 @@ Two tests share one JupyterLab server and one browser (a module-scoped fixture):
 * ``test_widget_roundtrip_in_real_browser``: a small generated notebook (ipywidgets only, no minidiff),
   a fast canary for the browser machinery itself;
 * ``test_t_slider_in_notebook_01``: the course's ``notebooks/01_forward_process.ipynb``, whose
-  ``md.viz.t_slider(...)`` (``VBox(IntSlider, Image, Label)``) must redraw x_t when t moves.
+  ``mc.viz.t_slider(...)`` (``VBox(IntSlider, Image, Label)``) must redraw x_t when t moves.
 
 Both skip, with the reason printed, where Playwright, ``/usr/bin/chromium`` (``make browser`` installs
 it) or notebook 01 is missing. Nothing is downloaded: Playwright drives the system Chromium with
@@ -444,5 +444,5 @@ def test_exercise_feedback_in_notebook_02(lab):
     assert first.startswith("ExerciseError: alphas_cumprod is not right yet"), feedback[:500]
     assert "Traceback" not in feedback and "File " not in feedback and "minidiff/course" not in feedback, feedback
     assert "you multiplied the β's themselves; ᾱ multiplies α = 1 − β" in feedback, feedback
-    assert "md.exercises.hint('alphas_cumprod', 2)" in feedback and "use_reference('alphas_cumprod')" in feedback
+    assert "mc.exercises.hint('alphas_cumprod', 2)" in feedback and "use_reference('alphas_cumprod')" in feedback
     print("nb02 feedback as shown in JupyterLab:\n" + feedback)

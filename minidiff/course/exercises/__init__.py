@@ -2,7 +2,7 @@ r"""Automatic checks for the notebooks' exercises.
 
 Each exercise cell defines a function; the cell after it hands that function to a check:
 
-    q_step = md.exercises.check_q_step(q_step)
+    q_step = mc.exercises.check_q_step(q_step)
 
 The check runs the function and minidiff's own implementation on a few fixed inputs (several
 shapes, a batch of t and a single int t, the edges t = 0 and t = T−1, explicit noise) and then
@@ -18,8 +18,8 @@ shapes, a batch of t and a single int t, the edges t = 0 and t = T−1, explicit
 
 For the learner:
 
-    md.exercises.hint("q_sample", level=1)      # 1: the idea, 2: the formula, 3: nearly the code
-    q_sample = md.exercises.use_reference("q_sample")   # minidiff's version, to run the rest first
+    mc.exercises.hint("q_sample", level=1)      # 1: the idea, 2: the formula, 3: nearly the code
+    q_sample = mc.exercises.use_reference("q_sample")   # minidiff's version, to run the rest first
 
 For grading, ``check_q_sample(q_sample, hidden=True)`` runs further cases the notebook does not show
 (nbgrader's hidden-tests region); there a function that is not attempted fails.

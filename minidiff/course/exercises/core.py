@@ -79,14 +79,14 @@ def hint(name: str, level: int = 1) -> str:
         raise ValueError(f"level must be one of {list(levels)} (1: the idea, 2: the formula, 3: nearly the code); "
                          f"got {level!r}")
     text = exercise.hints[level - 1]
-    more = f" (md.exercises.hint({name!r}, {level + 1}) says more.)" if level < len(exercise.hints) else ""
+    more = f" (mc.exercises.hint({name!r}, {level + 1}) says more.)" if level < len(exercise.hints) else ""
     print(f"{name}, hint {level} of {len(exercise.hints)}: {text}{more}")
     return text
 
 
 def use_reference(name: str) -> Callable:
     """minidiff's implementation of exercise ``name``, to run the rest of the notebook before finishing it:
-    ``q_sample = md.exercises.use_reference("q_sample")``. (Graded checks do not accept it.)"""
+    ``q_sample = mc.exercises.use_reference("q_sample")``. (Graded checks do not accept it.)"""
     exercise = _exercise(name)
     _FAILED.pop(name, None)
     print(f"{name}: using minidiff's reference implementation for now; come back to {exercise.function} later.")
@@ -104,10 +104,10 @@ def _advice(name: str) -> str:
     exercise = EXERCISES.get(name)
     if exercise is None:
         return ""
-    return (f"\n  md.exercises.hint({name!r}, 2) shows the formula."
+    return (f"\n  mc.exercises.hint({name!r}, 2) shows the formula."
             f"\n  To run the rest of the notebook first, put `raise NotImplementedError` back as the body of "
             f"{exercise.function}, or use minidiff's version for now:"
-            f"\n      {exercise.function} = md.exercises.use_reference({name!r})")
+            f"\n      {exercise.function} = mc.exercises.use_reference({name!r})")
 
 
 # Exercises whose last check failed, with its first line; a passing re-check removes the entry.
@@ -302,7 +302,7 @@ def _print_success(name: str, count: int, hidden: bool, visible: str) -> None:
 def _refuse_the_reference_when_grading(name: str, learner: Callable, hidden: bool) -> None:
     """Graded (hidden tests, or nbgrader): minidiff's own function stands for no work, so it scores 0."""
     if name in EXERCISES and _is_minidiffs(learner) and (hidden or os.environ.get("NBGRADER_EXECUTION")):
-        raise ExerciseError(f"{name}: the function checked is minidiff's own (md.exercises.use_reference, or the "
+        raise ExerciseError(f"{name}: the function checked is minidiff's own (mc.exercises.use_reference, or the "
                             f"stand-in for an exercise not attempted), not yours, so this check scores 0", name)
 
 

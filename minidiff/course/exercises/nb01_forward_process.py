@@ -11,7 +11,7 @@ from ... import diffusion, schedules
 from .core import (_ABAR, _ALPHA, _BETA, IMAGE_TOLERANCE, Case, Exercise, Mistake, _at,
                    _first_hint, _flat, check, describe, image_cases, register)
 
-__all__ = ["HINT_FORWARD_CHAIN", "HINT_Q_STEP", "check_forward_chain", "check_q_step"]   # what md.exercises exports
+__all__ = ["HINT_FORWARD_CHAIN", "HINT_Q_STEP", "check_forward_chain", "check_q_step"]   # what mc.exercises exports
 
 
 HINT_Q_STEP = ("t is a position: it holds step t + 1. x = √α·x_prev + √β·noise with β = s.betas[t] (the β of step"

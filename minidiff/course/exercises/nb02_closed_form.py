@@ -13,7 +13,7 @@ from .core import (_ABAR, _ALPHA, _BETA, IMAGE_TOLERANCE, Case, Exercise, Mistak
 
 __all__ = ["HINT_ALPHAS_CUMPROD", "HINT_CONVERT_PREDICTION", "HINT_POSTERIOR_MEAN", "HINT_Q_SAMPLE",
            "check_alphas_cumprod", "check_convert_prediction", "check_posterior_mean",
-           "check_q_sample"]   # what md.exercises exports from here
+           "check_q_sample"]   # what mc.exercises exports from here
 
 
 def _schedule_betas_cases(hidden: bool = False) -> list[Case]:

@@ -12,7 +12,7 @@ from ... import schedules
 from .core import (Case, Exercise, Mistake, _first_hint, check, describe, register)
 
 __all__ = ["HINT_COSINE", "HINT_ZERO_TERMINAL_SNR", "check_cosine_schedule",
-           "check_zero_terminal_snr"]   # what md.exercises exports from here
+           "check_zero_terminal_snr"]   # what mc.exercises exports from here
 
 
 HINT_COSINE = ("ᾱ(u) = cos²((u + s)/(1 + s)·π/2) at the T + 1 points u = k/T, k = 0 … T; then "

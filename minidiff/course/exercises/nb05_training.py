@@ -14,7 +14,7 @@ from .core import (_ABAR, _ALPHA, IMAGE_TOLERANCE, Case, Exercise, ExerciseError
 _loss_weight = losses.loss_weight      # bound here: while a check runs, minidiff's own loss_weight is blocked
 
 __all__ = ["HINT_EMA_UPDATE", "HINT_MIN_SNR_LOSS", "HINT_TRAINING_LOSS", "check_ema_update", "check_min_snr_loss",
-           "check_training_loss"]   # what md.exercises exports from here
+           "check_training_loss"]   # what mc.exercises exports from here
 
 
 HINT_TRAINING_LOSS = ("x_t = md.q_sample(x0, t, s, noise) = √ᾱ·x0 + √(1 − ᾱ)·noise with ᾱ = s.alphas_cumprod[t], "

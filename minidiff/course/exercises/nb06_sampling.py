@@ -15,7 +15,7 @@ from .core import (_ABAR, _ALPHA, _BETA, IMAGE_TOLERANCE, Case, Exercise, Mistak
                    t_labels)
 
 __all__ = ["HINT_DDIM_LOOP", "HINT_DDIM_STEP", "HINT_DDPM_STEP", "HINT_DPM_SOLVER_STEP", "check_ddim_loop", "check_ddim_step",
-           "check_ddpm_step", "check_dpm_solver_step"]   # what md.exercises exports from here
+           "check_ddpm_step", "check_dpm_solver_step"]   # what mc.exercises exports from here
 
 
 HINT_DDPM_STEP = ("t is a position, step t + 1: with β = s.betas[t], α = s.alphas[t] and ᾱ = s.alphas_cumprod[t] "
