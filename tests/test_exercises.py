@@ -396,9 +396,19 @@ def test_nan_is_reported_as_a_wrong_value():
         ex.check("identity", lambda x: torch.tensor([1.0, float("nan")]), lambda x: x, cases, "h")
 
 
-def test_in_place_edits_do_not_reach_the_reference():
+def test_a_function_that_overwrites_its_input_in_place_is_caught():
+    """Issue 28 case 23: the caller's tensor changed is named, even when the returned values are right."""
     cases = [Case("x=[1, 2]", (torch.tensor([1.0, 2.0]),))]
-    assert ex.check("double", lambda x: x.mul_(2), lambda x: 2 * x, cases, "h")
+    with pytest.raises(ExerciseError, match=r"double overwrote its input x in place on case 1 of 1: x=\[1, 2\]"):
+        ex.check("double", lambda x: x.mul_(2), lambda x: 2 * x, cases, "h")
+    x0_before = [c.args[0].clone() for c in ex.image_cases(("x0", "t", "schedule", "noise"))]
+
+    def q_sample(x0, t, s, noise):
+        abar = md.extract(s.alphas_cumprod, t, x0)
+        return x0.mul_(abar.sqrt()).add_(noise * (1 - abar).sqrt())
+    with pytest.raises(ExerciseError, match=r"q_sample overwrote its input x0 in place on case 1 of 5"):
+        ex.check_q_sample(q_sample)
+    assert all(torch.equal(a, c.args[0]) for a, c in zip(x0_before, ex.image_cases(("x0", "t", "schedule", "noise"))))
 
 
 def test_bad_arguments_to_check():

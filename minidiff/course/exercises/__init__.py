@@ -33,9 +33,9 @@ Where things are: ``core`` holds the generic machinery (``check``, ``check_prope
 feedback, ``EXERCISES`` and ``register``); one module per notebook (``nb01_forward_process`` …
 ``nb08_latent_diffusion``) holds that notebook's checks, hints and common mistakes.
 """
-from .core import (EXERCISES, IMAGE_TOLERANCE, Case, Exercise, ExerciseError, Mistake, Property, _FAILED,
+from .core import (EXERCISES, IMAGE_TOLERANCE, TIME_LIMIT_S, Case, Exercise, ExerciseError, Mistake, Property, _FAILED,
                    _install_note_handler, _ipython, check, check_properties, compare, compare_tensors, describe,
-                   hint, image_cases, later_cell_note, not_attempted, position, t_labels, use_reference)
+                   forbidden, hint, image_cases, later_cell_note, not_attempted, position, t_labels, use_reference)
 from .nb01_forward_process import *  # noqa: F401,F403
 from .nb02_closed_form import *  # noqa: F401,F403
 from .nb03_schedules import *  # noqa: F401,F403

@@ -266,7 +266,8 @@ register(
         "ts = [round(T - i * T / steps) - 1 for i in range(steps)]; x = x_T; for t, t_prev in zip(ts, ts[1:] + "
         "[-1]): eps, _ = md.samplers.predict_eps(model, x, t, s, y); x = ddim_step(x, eps, t, t_prev, s, eta, "
         "torch.randn(x.shape, generator=generator)); return x."),
-        DDIM_LOOP_MISTAKES, ("minidiff.samplers.ddim_sample", "minidiff.samplers.ddim_timesteps")),
+        DDIM_LOOP_MISTAKES, ("minidiff.samplers.ddim_sample", "minidiff.samplers.ddim_timesteps"),
+        depends_on=("ddim_step",)),
 )
 
 
