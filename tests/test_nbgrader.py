@@ -134,6 +134,7 @@ SUBMISSIONS_01 = {                                          # student: (q_step c
                         "def forward_chain(x0, s, steps, noise, _chain=md.q_chain):\n"
                         "    return _chain(x0, s, steps, noise)\n", 0),
     "wrong_q_step_right_chain": (Q_STEP_WRONG, CHAIN, 1),
+    "edits_a_check_cell": (Q_STEP, CHAIN, 2),               # its check cell edited: nbgrader restores it, and warns
 }
 
 
@@ -149,13 +150,27 @@ def course01(tmp_path_factory):
         for grade_id, source in (("q_step", q_step), ("forward_chain", chain)):
             if source is not None:
                 cells[grade_id].source = source
+        if student == "edits_a_check_cell":
+            grade_ids(nb, "grade")["check_q_step"].source = "print('no check here')"
         folder = course / "submitted" / student / NB01
         folder.mkdir(parents=True)
         nbformat.write(nb, folder / f"{NB01}.ipynb")
-    grading.nbgrader(["autograde", NB01], course)
+    done = grading.nbgrader(["autograde", NB01], course)
+    (course / "autograde.log").write_text(done.stdout + done.stderr)
     grading.nbgrader(["generate_feedback", NB01], course)
     grading.nbgrader(["export", "--to", "grades.csv"], course)
     return course
+
+
+def test_nb01_checksum_warnings_only_for_an_edited_check_cell(course01):
+    """The release's check cells lack their hidden tests; that alone must not look like tampering (issue 29.4)."""
+    log, warned, student = (course01 / "autograde.log").read_text(), set(), None
+    for line in log.splitlines():
+        found = re.search(r"submitted/([^/]+)/" + NB01, line)
+        student = found.group(1) if found and "checksum" not in line else student
+        if "Attribute 'checksum'" in line:
+            warned.add(student)
+    assert warned == {"edits_a_check_cell"}, log[-3000:]
 
 
 def test_nb01_cheats_score_zero_and_a_wrong_q_step_costs_only_its_point(course01):
