@@ -108,7 +108,8 @@ def library_changed() -> list[str]:
         path = _PACKAGE.joinpath(*name.split(".")[1:])
         path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
         if path.is_file():
-            changed += [f"minidiff's own {name.replace('minidiff.', 'md.')}.{what}" for what in _module_changes(module, path)]
+            public = name.replace("minidiff.", "md.")
+            changed += [f"minidiff's own {public}.{what}" for what in _module_changes(module, path)]
     return changed
 
 
@@ -182,7 +183,8 @@ def _same(fresh: Any, live: Any, fresh_module: str, live_module: str, depth: int
         return type(live) is type(fresh) and same(fresh.__func__, live.__func__)
     if dataclasses.is_dataclass(fresh) and not isinstance(fresh, type):
         return (type(live).__qualname__ == type(fresh).__qualname__ and dataclasses.is_dataclass(live)
-                and all(same(getattr(fresh, f.name), getattr(live, f.name, _MISSING)) for f in dataclasses.fields(fresh)))
+                and all(same(getattr(fresh, f.name), getattr(live, f.name, _MISSING))
+                        for f in dataclasses.fields(fresh)))
     if isinstance(fresh, (list, tuple)):
         return type(live) is type(fresh) and len(live) == len(fresh) and all(map(same, fresh, live))
     if isinstance(fresh, dict):

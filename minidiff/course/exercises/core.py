@@ -330,7 +330,8 @@ def _stopped(name: str, stops: Sequence[str], where: str) -> Optional[ExerciseEr
 
 def _escaped(name: str, exc: BaseException, where: str) -> ExerciseError:
     """A SystemExit, KeyboardInterrupt or the like from the learner's function, as a check failure."""
-    what = {SystemExit: "called sys.exit (or raised SystemExit)", KeyboardInterrupt: "was interrupted (KeyboardInterrupt)"}
+    what = {SystemExit: "called sys.exit (or raised SystemExit)",
+            KeyboardInterrupt: "was interrupted (KeyboardInterrupt)"}
     said = next((v for k, v in what.items() if isinstance(exc, k)), f"raised {type(exc).__name__}")
     return ExerciseError(f"{name} {said} on {where}: {type(exc).__name__}({', '.join(map(repr, exc.args))}). "
                          f"A function must return its answer; the check cannot go on from there." + _advice(name), name)
@@ -344,7 +345,8 @@ def _changed_inputs(fn: Callable, case: Case, args: tuple, kwargs: dict) -> list
         names = []
     names += [f"argument {i + 1}" for i in range(len(names), len(args))]
     changed = []
-    for label, before, after in zip(names + list(kwargs), (*case.args, *case.kwargs.values()), (*args, *kwargs.values())):
+    given, got = (*case.args, *case.kwargs.values()), (*args, *kwargs.values())
+    for label, before, after in zip(names + list(kwargs), given, got):
         if not _same(before, after):
             changed.append(label)
     return changed
@@ -375,7 +377,8 @@ def check(name: str, fn: Callable, reference: Callable, cases: Sequence[Case], h
     ``output_names`` names the elements when the reference returns a tuple (e.g. "mean", "variance").
     ``hidden``: the cases are the grader's hidden ones, so a skipped exercise fails. ``learner`` is the
     learner's own function when ``fn`` wraps it (its globals are searched for minidiff's version).
-    When ``name`` is in ``EXERCISES``, common mistakes are recognised and minidiff's version is blocked.
+    When ``name`` is in ``EXERCISES``, common mistakes are recognised, a call into minidiff's own answer is refused
+    (``forbidden``), and earlier exercises the function calls run as minidiff's references (``depends_on``).
     """
     if not callable(fn):
         raise TypeError(f"{name}: the check expects your function; got {type(fn).__name__}")
