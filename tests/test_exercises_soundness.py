@@ -234,3 +234,26 @@ def test_the_library_and_checks_in_memory_match_their_files():
     assert grade["library_changed"]() == []
     with grade["_fresh_exercises"]() as fresh:
         assert grade["checks_changed"](fresh) == []
+
+
+def test_a_right_ddim_loop_over_a_wrong_ddim_step_passes_and_names_ddim_step(capsys):
+    """Issue 29: a correct loop failed through a wrong step with "t must be in [0, 999] … got −1"."""
+    scope = {"torch": torch, "md": md}
+    exec("def ddim_step(x_t, eps, t, t_prev, s, eta, noise):\n"          # indexes ᾱ at t_prev, even at −1
+         "    abar, abar_prev = s.alphas_cumprod[t], s.alphas_cumprod[t_prev]\n"
+         "    x0 = (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()\n"
+         "    return abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps\n"
+         "def ddim_loop(model, s, x_T, steps, eta=0.0, y=None, generator=None):\n"
+         "    T = s.num_steps\n"
+         "    ts = [round(T - i * T / steps) - 1 for i in range(steps)]\n"
+         "    x = x_T\n"
+         "    with torch.no_grad():\n"
+         "        for t, t_prev in zip(ts, ts[1:] + [-1]):\n"
+         "            eps, _ = md.samplers.predict_eps(model, x, t, s, y)\n"
+         "            noise = torch.randn(x.shape, generator=generator)\n"
+         "            x = ddim_step(x, eps, t, t_prev, s, eta, noise)\n"
+         "    return x\n", scope)
+    assert ex.check_ddim_loop(scope["ddim_loop"]) is scope["ddim_loop"]
+    out = capsys.readouterr().out
+    assert "✓ ddim_loop: correct on 5 test cases." in out
+    assert "With your own ddim_step it does not give these answers" in out and "ddim_step above is not right yet" in out
