@@ -36,7 +36,7 @@ tests/test_architecture.py holds the exact order):
     pretrained/                      the shipped checkpoints, their loaders, text_to_image, the recipes
     metrics                          Fréchet distance, KID, accuracy in a classifier's features
     data, checkpoint                 MNIST, 8×8 digits, procedural Shapes, all in [-1, 1]; atomic files
-    course/                          the course's tooling: profiles, plots, exercise checks, nbgen
+    course/                          the course's tooling (a separate import, below)
 
 Checks sit at the door. A public entry point (a sampler loop, the Trainer, diffusion_loss, q_sample…)
 checks its inputs once, with an error that names the argument; below it the code is the equations. The
@@ -63,11 +63,13 @@ that, not to β tables:
                                        nothing of t: they serve both kinds unchanged (samplers.prepare → Denoiser)
     training                           objectives draw t from the path (uniform positions, or t ~ U[0, 1] / logit-
                                        normal), build x_t with alpha_sigma, and regress the target: one Trainer
+
+``import minidiff`` is the library alone: no plotting, widgets or Jupyter code. The course's tooling
+(the profile switch, plots and widgets, exercise checks, the notebook generator) is a separate import,
+``import minidiff.course as mc``; the library never imports it.
 """
 from . import checkpoint, data, diffusion, guidance, losses, nn, objectives, registry, samplers, schedules, scores, train
 from . import latent, metrics, pretrained
-from .course import exercises, profiles, viz
-from .course.profiles import by_profile, profile
 from .data import LabelledImages, Scenes, Shapes, mnist, sklearn_digits, to_model_range, to_pixel_range, torchvision_dataset
 from .diffusion import (eps_and_x0, predict_eps_from_v, predict_eps_from_x0, predict_v, predict_x0_from_eps,
                         predict_x0_from_v, q_chain, q_posterior, q_sample, q_step)
@@ -84,3 +86,33 @@ from .schedules import NoiseSchedule, extract, make_schedule
 from .train import RunConfig, TrainConfig, Trainer
 
 __version__ = "0.1.0"
+
+# The public names, in the order the course teaches them.
+__all__ = [
+    # 01–03: the schedule and the forward process
+    "NoiseSchedule", "make_schedule", "extract",
+    "q_step", "q_chain", "q_sample", "q_posterior",
+    "predict_x0_from_eps", "predict_eps_from_x0", "predict_v", "predict_x0_from_v", "predict_eps_from_v",
+    "eps_and_x0",
+    # 04: the network
+    "timestep_embedding", "UNet", "UNetConfig",
+    # 05: the objective and training
+    "diffusion_loss", "DiffusionConfig", "DiffusionObjective", "ClassificationConfig", "ClassificationObjective",
+    "TrainConfig", "RunConfig", "Trainer",
+    # 06: sampling
+    "ddpm_step", "ddpm_sample", "ddim_step", "ddim_sample", "ddim_invert", "dpm_solver_step", "dpm_solver_sample",
+    "slerp",
+    # 07: classifier-free guidance
+    "ClassifierFree", "cfg_mix", "drop_labels",
+    # 08: latent diffusion
+    "Autoencoder", "AutoencoderConfig", "text_to_image",
+    # data, measures, shipped models
+    "mnist", "sklearn_digits", "Shapes", "Scenes", "LabelledImages", "torchvision_dataset",
+    "to_model_range", "to_pixel_range",
+    "DigitClassifier", "ClassifierConfig",
+    "frechet_distance", "kernel_distance", "class_accuracy", "evaluate", "evaluate_model", "reference_floor",
+    "load_diffusion", "load_classifier", "load_autoencoder", "load_trained",
+    # the modules
+    "schedules", "diffusion", "losses", "nn", "objectives", "train", "samplers", "guidance", "latent", "scores",
+    "metrics", "data", "images", "checkpoint", "registry", "pretrained",
+]

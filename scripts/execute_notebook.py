@@ -58,8 +58,9 @@ def provenance() -> dict:
     with this environment)."""
     import torch
     import minidiff
+    from minidiff.course import profile
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"profile": minidiff.profile(), "device": "cuda" if gpu else "cpu", "gpu": gpu, "cpu": cpu_name(),
+    return {"profile": profile(), "device": "cuda" if gpu else "cpu", "gpu": gpu, "cpu": cpu_name(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "python": platform.python_version(), "torch": torch.__version__, "minidiff": minidiff.__version__,
             "commit": git_commit()}

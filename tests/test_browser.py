@@ -481,5 +481,5 @@ def test_exercise_feedback_in_notebook_02(lab):
     assert first.startswith("ExerciseError: alphas_cumprod is not right yet"), feedback[:500]
     assert "Traceback" not in feedback and "File " not in feedback and "minidiff/course" not in feedback, feedback
     assert "you multiplied the β's themselves; ᾱ multiplies α = 1 − β" in feedback, feedback
-    assert "md.exercises.hint('alphas_cumprod', 2)" in feedback and "use_reference('alphas_cumprod')" in feedback
+    assert "mc.exercises.hint('alphas_cumprod', 2)" in feedback and "use_reference('alphas_cumprod')" in feedback
     print("nb02 feedback as shown in JupyterLab:\n" + feedback)

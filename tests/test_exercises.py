@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import minidiff as md
+import minidiff.course as mc
 from minidiff.course import exercises as ex
 from minidiff.course.exercises import Case, ExerciseError
 
@@ -395,9 +396,19 @@ def test_nan_is_reported_as_a_wrong_value():
         ex.check("identity", lambda x: torch.tensor([1.0, float("nan")]), lambda x: x, cases, "h")
 
 
-def test_in_place_edits_do_not_reach_the_reference():
+def test_a_function_that_overwrites_its_input_in_place_is_caught():
+    """Issue 28 case 23: the caller's tensor changed is named, even when the returned values are right."""
     cases = [Case("x=[1, 2]", (torch.tensor([1.0, 2.0]),))]
-    assert ex.check("double", lambda x: x.mul_(2), lambda x: 2 * x, cases, "h")
+    with pytest.raises(ExerciseError, match=r"double overwrote its input x in place on case 1 of 1: x=\[1, 2\]"):
+        ex.check("double", lambda x: x.mul_(2), lambda x: 2 * x, cases, "h")
+    x0_before = [c.args[0].clone() for c in ex.image_cases(("x0", "t", "schedule", "noise"))]
+
+    def q_sample(x0, t, s, noise):
+        abar = md.extract(s.alphas_cumprod, t, x0)
+        return x0.mul_(abar.sqrt()).add_(noise * (1 - abar).sqrt())
+    with pytest.raises(ExerciseError, match=r"q_sample overwrote its input x0 in place on case 1 of 5"):
+        ex.check_q_sample(q_sample)
+    assert all(torch.equal(a, c.args[0]) for a, c in zip(x0_before, ex.image_cases(("x0", "t", "schedule", "noise"))))
 
 
 def test_bad_arguments_to_check():
@@ -427,18 +438,18 @@ def _embedding(t, dim, max_period=10000, sines_first=False, no_log=False):
 
 
 def test_check_timestep_embedding_accepts_right_and_rejects_wrong(capsys):
-    assert md.exercises.check_timestep_embedding(_embedding) is _embedding
+    assert mc.exercises.check_timestep_embedding(_embedding) is _embedding
     assert "correct on 5 test cases" in capsys.readouterr().out
-    with pytest.raises(md.exercises.ExerciseError, match=r"(?s)timestep_embedding is not right yet.*expected.*got.*the sines come first"):
-        md.exercises.check_timestep_embedding(lambda t, dim, max_period=10000: _embedding(t, dim, max_period, sines_first=True))
-    with pytest.raises(md.exercises.ExerciseError, match=r"(?s)wrong shape: expected \(3, 2\), got \(3, 1\)"):
-        md.exercises.check_timestep_embedding(lambda t, dim, max_period=10000: _embedding(t, dim)[:, :1])
+    with pytest.raises(mc.exercises.ExerciseError, match=r"(?s)timestep_embedding is not right yet.*expected.*got.*the sines come first"):
+        mc.exercises.check_timestep_embedding(lambda t, dim, max_period=10000: _embedding(t, dim, max_period, sines_first=True))
+    with pytest.raises(mc.exercises.ExerciseError, match=r"(?s)wrong shape: expected \(3, 2\), got \(3, 1\)"):
+        mc.exercises.check_timestep_embedding(lambda t, dim, max_period=10000: _embedding(t, dim)[:, :1])
 
 
 def test_check_timestep_embedding_not_attempted(capsys):
     def stub(t, dim, max_period=10000):
         raise NotImplementedError("Exercise 'timestep_embedding': replace this line with your implementation.")
-    assert md.exercises.check_timestep_embedding(stub) is md.timestep_embedding
+    assert mc.exercises.check_timestep_embedding(stub) is md.timestep_embedding
     assert "not attempted yet" in capsys.readouterr().out
 
 
@@ -449,12 +460,12 @@ def _film(h, emb, layer, silu=True, one_plus=True):
 
 
 def test_check_inject_time(capsys):
-    assert md.exercises.check_inject_time(_film) is _film
+    assert mc.exercises.check_inject_time(_film) is _film
     for wrong in (lambda h, e, l: _film(h, e, l, silu=False), lambda h, e, l: _film(h, e, l, one_plus=False)):
-        with pytest.raises(md.exercises.ExerciseError, match=r"(?s)inject_time is not right yet, on case 1 of 3.*emb_layer=Linear\(8, 8\).*Hint"):
-            md.exercises.check_inject_time(wrong)
+        with pytest.raises(mc.exercises.ExerciseError, match=r"(?s)inject_time is not right yet, on case 1 of 3.*emb_layer=Linear\(8, 8\).*Hint"):
+            mc.exercises.check_inject_time(wrong)
     before = torch.random.get_rng_state()
-    md.exercises.check_inject_time(_film)
+    mc.exercises.check_inject_time(_film)
     assert torch.equal(before, torch.random.get_rng_state()), "a check must not move the notebook's RNG"
 
 
@@ -467,18 +478,18 @@ def _loss(model, x0, t, noise, s, model_sees=None, target=None, reduce="mean"):
 
 
 def test_check_training_loss(capsys):
-    assert md.exercises.check_training_loss(_loss) is _loss
+    assert mc.exercises.check_training_loss(_loss) is _loss
     assert "correct on 2 test cases" in capsys.readouterr().out
     wrongs = [lambda m, x0, t, n, s: _loss(m, x0, t, n, s, model_sees=lambda x0, x_t: x0),
               lambda m, x0, t, n, s: _loss(m, x0, t, n, s, target=lambda x0: x0),
               lambda m, x0, t, n, s: _loss(m, x0, t, n, s, reduce="sum")]
     for wrong in wrongs:
-        with pytest.raises(md.exercises.ExerciseError,
+        with pytest.raises(mc.exercises.ExerciseError,
                            match=r"(?s)training_loss is not right yet, on case 1 of 2: model=a small _TinyDenoiser.*expected.*got.*common mistake"):
-            md.exercises.check_training_loss(wrong)
+            mc.exercises.check_training_loss(wrong)
     def stub(*args):
         raise NotImplementedError
-    assert md.exercises.check_training_loss(stub) is not stub
+    assert mc.exercises.check_training_loss(stub) is not stub
     assert "not attempted yet" in capsys.readouterr().out
 
 
@@ -502,19 +513,19 @@ def _ddim(x_t, eps, t, t_prev, s, eta, noise, prev_is_one=True):
 
 
 def test_check_ddpm_step(capsys):
-    assert md.exercises.check_ddpm_step(_ddpm) is _ddpm
-    with pytest.raises(md.exercises.ExerciseError, match=r"(?s)ddpm_step is not right yet, on case 6 of 6: .*t=0.*noise was added at position 0 too.*Algorithm 2"):
-        md.exercises.check_ddpm_step(lambda *a: _ddpm(*a, last_noise=True))
-    with pytest.raises(md.exercises.ExerciseError, match=r"(?s)ddpm_step is not right yet, on case 1 of 6"):
-        md.exercises.check_ddpm_step(lambda x_t, eps, t, s, n: _ddpm(x_t, eps, t, s, n, variance=s.alphas))
+    assert mc.exercises.check_ddpm_step(_ddpm) is _ddpm
+    with pytest.raises(mc.exercises.ExerciseError, match=r"(?s)ddpm_step is not right yet, on case 6 of 6: .*t=0.*noise was added at position 0 too.*Algorithm 2"):
+        mc.exercises.check_ddpm_step(lambda *a: _ddpm(*a, last_noise=True))
+    with pytest.raises(mc.exercises.ExerciseError, match=r"(?s)ddpm_step is not right yet, on case 1 of 6"):
+        mc.exercises.check_ddpm_step(lambda x_t, eps, t, s, n: _ddpm(x_t, eps, t, s, n, variance=s.alphas))
 
 
 def test_check_ddim_step(capsys):
-    assert md.exercises.check_ddim_step(_ddim) is _ddim
-    with pytest.raises(md.exercises.ExerciseError, match=r"(?s)ddim_step is not right yet, on case 2 of 6: .*t_prev=-1.*you used s.alphas_cumprod\[0\], the ᾱ of step 1; position −1 is step 0, where ᾱ' = ᾱ_0 = 1"):
-        md.exercises.check_ddim_step(lambda *a: _ddim(*a, prev_is_one=False))
-    with pytest.raises(md.exercises.ExerciseError, match=r"(?s)ddim_step is not right yet, on case 3 of 6: .*eta=1.0"):
-        md.exercises.check_ddim_step(lambda x_t, eps, t, tp, s, eta, n: _ddim(x_t, eps, t, tp, s, 0.0, n))
+    assert mc.exercises.check_ddim_step(_ddim) is _ddim
+    with pytest.raises(mc.exercises.ExerciseError, match=r"(?s)ddim_step is not right yet, on case 2 of 6: .*t_prev=-1.*you used s.alphas_cumprod\[0\], the ᾱ of step 1; position −1 is step 0, where ᾱ' = ᾱ_0 = 1"):
+        mc.exercises.check_ddim_step(lambda *a: _ddim(*a, prev_is_one=False))
+    with pytest.raises(mc.exercises.ExerciseError, match=r"(?s)ddim_step is not right yet, on case 3 of 6: .*eta=1.0"):
+        mc.exercises.check_ddim_step(lambda x_t, eps, t, tp, s, eta, n: _ddim(x_t, eps, t, tp, s, 0.0, n))
 
 
 def _ddim_loop(model, s, x_T, steps, eta=0.0, y=None, generator=None, spacing="trailing"):
@@ -776,8 +787,8 @@ def test_render_traceback_is_the_message_alone_and_ends_with_a_way_on():
     text = "\n".join(lines)
     assert lines[0].startswith("ExerciseError: q_sample is not right yet, on case 2 of 5")
     assert "Traceback" not in text and "File " not in text and "minidiff/course" not in text
-    assert "md.exercises.hint('q_sample', 2) shows the formula." in text
-    assert lines[-1].strip() == "q_sample = md.exercises.use_reference('q_sample')"
+    assert "mc.exercises.hint('q_sample', 2) shows the formula." in text
+    assert lines[-1].strip() == "q_sample = mc.exercises.use_reference('q_sample')"
     assert "raise NotImplementedError" in text and excinfo.value.exercise == "q_sample"
 
 
@@ -803,7 +814,7 @@ def test_hints_come_in_tiers_for_every_exercise(capsys):
     assert ex.hint("q_sample", 2) == ex.HINT_Q_SAMPLE and "s.alphas_cumprod[t]" in ex.HINT_Q_SAMPLE
     assert "√" not in ex.hint("q_sample", 1)                 # the idea, not the formula
     out = capsys.readouterr().out
-    assert "q_sample, hint 2 of 3: t is a position (step t + 1): return √ᾱ·x0" in out and "md.exercises.hint('q_sample', 3) says more." in out
+    assert "q_sample, hint 2 of 3: t is a position (step t + 1): return √ᾱ·x0" in out and "mc.exercises.hint('q_sample', 3) says more." in out
     with pytest.raises(ValueError, match=r"level must be one of \[1, 2, 3\].*got 4"):
         ex.hint("q_sample", 4)
     with pytest.raises(ValueError, match=r"name must be one of the exercises.*got 'q_smaple'"):

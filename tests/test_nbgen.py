@@ -268,7 +268,7 @@ def test_every_solution_cell_carries_nbgrader_metadata(path):
         if "### BEGIN SOLUTION" in cell.source:
             assert meta["solution"] and not meta["grade"] and not meta["locked"]
             assert meta["grade_id"] in nbgen.exercise_names(cell.source, path.stem)
-        elif "md.exercises.check_" in cell.source:
+        elif "mc.exercises.check_" in cell.source:
             assert meta["grade"] and meta["locked"] and meta["points"] >= 1 and not meta["solution"]
             assert meta["grade_id"].startswith("check_")
         else:
@@ -288,8 +288,8 @@ def test_nbgrader_metadata_is_idempotent_and_keeps_the_source():
 
 
 # -- hidden tests (issue 16) ----------------------------------------------------------------------------
-CHECK_HIDDEN = ('q_step = md.exercises.check_q_step(q_step)\n'
-                '### BEGIN HIDDEN TESTS\nmd.exercises.check_q_step(q_step, hidden=True)\n### END HIDDEN TESTS\n'
+CHECK_HIDDEN = ('q_step = mc.exercises.check_q_step(q_step)\n'
+                '### BEGIN HIDDEN TESTS\nmc.exercises.check_q_step(q_step, hidden=True)\n### END HIDDEN TESTS\n'
                 'print("checked")')
 
 
@@ -297,7 +297,7 @@ def test_hidden_tests_leave_the_student_copy_markers_included_and_stay_in_the_so
     args = write_solutions(tmp_path, a=notebook(Q_STEP, CHECK_HIDDEN))
     assert nbgen.main(args) == 0
     student = nbformat.read(tmp_path / "notebooks" / "a.ipynb", as_version=4)   # cell 0: the Colab setup cell
-    assert student.cells[2].source == 'q_step = md.exercises.check_q_step(q_step)\nprint("checked")'
+    assert student.cells[2].source == 'q_step = mc.exercises.check_q_step(q_step)\nprint("checked")'
     solution = nbformat.read(tmp_path / "solutions" / "a.ipynb", as_version=4)
     assert solution.cells[2].source == CHECK_HIDDEN
     # the hidden call names the same check again: still one grade cell worth POINTS

@@ -1,6 +1,8 @@
-"""Real nbgrader on notebook 02: generate_assignment, three submissions autograded, feedback, export (issue 16).
+"""Real nbgrader on notebook 02: generate_assignment, three submissions autograded, feedback, export (issue 16);
+and on notebook 01: five submissions, cheats among them (issue 29).
 
-One module-scoped course directory does the work once (71 s on the 2-core CPU); the tests read it.
+One module-scoped course directory per notebook does the work once (71 s for 02 on the 2-core CPU, 3.6 min
+for 01's five under load); the tests read it.
 """
 import csv
 import re
@@ -112,3 +114,74 @@ def test_graded_check_cells_show_no_value_for_nbgrader_to_read_as_a_score(course
     assert checks
     for cell in checks:
         assert not [o for o in cell.outputs if o.get("output_type") == "execute_result"], cell.source
+
+
+# -- notebook 01: cheats score 0, and each exercise is graded on its own (issue 29) ------------------------------
+NB01 = "01_forward_process"
+Q_STEP = ("def q_step(x_prev, t, s, noise):\n    beta = md.extract(s.betas, t, x_prev)\n"
+          "    return (1 - beta).sqrt() * x_prev + beta.sqrt() * noise\n")
+Q_STEP_WRONG = ("def q_step(x_prev, t, s, noise):\n    abar = md.extract(s.alphas_cumprod, t, x_prev)\n"
+                "    return abar.sqrt() * x_prev + (1 - abar).sqrt() * noise\n")
+CHAIN = ("def forward_chain(x0, s, steps, noise):\n    kept, x = {0: x0}, x0\n    for i in range(max(steps)):\n"
+         "        x = q_step(x, i, s, noise[i])\n        kept[i + 1] = x\n    return torch.stack([kept[k] for k in steps])\n")
+SUBMISSIONS_01 = {                                          # student: (q_step cell, forward_chain cell, points)
+    "blank": (None, None, 0),
+    "worked": (Q_STEP, CHAIN, 2),
+    "patches_checks": (Q_STEP_WRONG + "for _name in dir(mc.exercises):\n    if _name.startswith('check_'):\n"
+                       "        setattr(mc.exercises, _name, lambda fn, hidden=False: fn)\n", None, 0),
+    "internal_routes": ("def q_step(x_prev, t, s, noise):\n"
+                        "    return mc.exercises.EXERCISES['q_step'].reference(x_prev, t, s, noise)\n",
+                        "def forward_chain(x0, s, steps, noise, _chain=md.q_chain):\n"
+                        "    return _chain(x0, s, steps, noise)\n", 0),
+    "wrong_q_step_right_chain": (Q_STEP_WRONG, CHAIN, 1),
+    "edits_a_check_cell": (Q_STEP, CHAIN, 2),               # its check cell edited: nbgrader restores it, and warns
+}
+
+
+@pytest.fixture(scope="module")
+def course01(tmp_path_factory):
+    """Notebook 01 released by nbgrader, the submissions above autograded, feedback and grades exported."""
+    tmp = tmp_path_factory.mktemp("nbgrader01")
+    course = tmp / "course"
+    [release] = grading.generate(course, ROOT / "solutions", [NB01])
+    for student, (q_step, chain, _) in SUBMISSIONS_01.items():
+        nb = nbformat.read(release, as_version=4)
+        cells = grade_ids(nb, "solution")
+        for grade_id, source in (("q_step", q_step), ("forward_chain", chain)):
+            if source is not None:
+                cells[grade_id].source = source
+        if student == "edits_a_check_cell":
+            grade_ids(nb, "grade")["check_q_step"].source = "print('no check here')"
+        folder = course / "submitted" / student / NB01
+        folder.mkdir(parents=True)
+        nbformat.write(nb, folder / f"{NB01}.ipynb")
+    done = grading.nbgrader(["autograde", NB01], course)
+    (course / "autograde.log").write_text(done.stdout + done.stderr)
+    grading.nbgrader(["generate_feedback", NB01], course)
+    grading.nbgrader(["export", "--to", "grades.csv"], course)
+    return course
+
+
+def test_nb01_checksum_warnings_only_for_an_edited_check_cell(course01):
+    """The release's check cells lack their hidden tests; that alone must not look like tampering (issue 29.4)."""
+    log, warned, student = (course01 / "autograde.log").read_text(), set(), None
+    for line in log.splitlines():
+        found = re.search(r"submitted/([^/]+)/" + NB01, line)
+        student = found.group(1) if found and "checksum" not in line else student
+        if "Attribute 'checksum'" in line:
+            warned.add(student)
+    assert warned == {"edits_a_check_cell"}, log[-3000:]
+
+
+def test_nb01_cheats_score_zero_and_a_wrong_q_step_costs_only_its_point(course01):
+    got = scores(course01)
+    assert {s: got[s][0] for s in SUBMISSIONS_01} == {s: float(p) for s, (_, _, p) in SUBMISSIONS_01.items()}
+
+
+def test_nb01_feedback_says_why(course01):
+    feedback = lambda s: (course01 / "feedback" / s / NB01 / f"{NB01}.html").read_text()
+    assert "the checks were changed in this notebook" in feedback("patches_checks")
+    internal = feedback("internal_routes")
+    assert "q_step calls minidiff's own md.q_step" in internal            # through EXERCISES["q_step"].reference
+    assert "forward_chain calls minidiff's own md.q_chain" in internal    # through a default argument
+    assert "With your own q_step it does not give these answers" in feedback("wrong_q_step_right_chain")

@@ -1,2 +1,31 @@
-"""The course's tooling: the profile switch, plots and widgets, exercise checks, and the generator of
-student notebooks. The library does not import it; the notebooks and ``minidiff/__init__`` do."""
+"""The course's tooling, apart from the library: ``import minidiff.course as mc`` in a notebook.
+
+    mc.profile(), mc.by_profile(smoke=…, default=…, full=…)   the run profile (MINIDIFF_PROFILE)
+    mc.exercises.check_q_step(q_step)                         exercise checks, hints, use_reference
+    mc.viz.show_grid(images)                                  plots and widgets (matplotlib, ipywidgets)
+
+``exercises`` and ``viz`` load on first use, so the command-line tools beside them (``nbgen``,
+``grading``, ``lab``, ``colab``, ``book``: run as ``python -m minidiff.course.NAME``) start without
+matplotlib. The library (``import minidiff``) never imports this package.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .profiles import PROFILES, by_profile, profile
+
+__all__ = ["profile", "by_profile", "PROFILES", "exercises", "viz"]
+
+_LAZY = ("exercises", "viz")
+
+
+def __getattr__(name: str) -> Any:
+    """``mc.exercises`` and ``mc.viz``, imported the first time they are used."""
+    if name in _LAZY:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

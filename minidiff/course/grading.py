@@ -36,7 +36,48 @@ c.CourseDirectory.db_url = "sqlite:///" + os.path.join(c.CourseDirectory.root, "
 # Grade in the `smoke` profile with one torch thread, whatever the notebook's own kernelspec says.
 c.Execute.kernel_name = {kernel!r}
 c.Execute.timeout = {timeout}          # seconds per cell (nbgrader's default is 30)
+# A released check cell lacks its hidden region, so nbgrader's own OverwriteCells warns "checksum ... has
+# changed" for every untouched submission; this one warns only when the cell differs from the release.
+c.Autograde.sanitize_preprocessors = ["nbgrader.preprocessors.ClearOutput", "nbgrader.preprocessors.DeduplicateIds",
+                                      "nbgrader.preprocessors.OverwriteKernelspec",
+                                      "minidiff.course.grading.OverwriteReleasedCells",
+                                      "nbgrader.preprocessors.CheckCellMetadata"]
 '''
+
+
+def _overwrite_released_cells() -> type:
+    """nbgrader's OverwriteCells, comparing a locked cell with what the release gave the student."""
+    from nbgrader import utils
+    from nbgrader.api import MissingEntry
+    from nbgrader.preprocessors import ClearHiddenTests, OverwriteCells
+
+    class OverwriteReleasedCells(OverwriteCells):
+        """A locked cell whose source is the released one (the source with its hidden tests removed) gets its
+        hidden tests back before nbgrader compares checksums: the warning then means a real edit."""
+
+        def preprocess_cell(self, cell, resources, cell_index):  # type: ignore[no-untyped-def]
+            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+            if grade_id is not None and utils.is_locked(cell):
+                try:
+                    source_cell = self.gradebook.find_source_cell(grade_id, self.notebook_id, self.assignment_id)
+                except MissingEntry:
+                    source_cell = None
+                if source_cell is not None and source_cell.locked:
+                    released = cell.copy()
+                    released.source = source_cell.source
+                    ClearHiddenTests()._remove_hidden_test_region(released)
+                    if cell.source == released.source:
+                        cell.source = source_cell.source
+            return super().preprocess_cell(cell, resources, cell_index)
+
+    return OverwriteReleasedCells
+
+
+def __getattr__(name: str) -> type:
+    """``OverwriteReleasedCells`` for nbgrader's config, built on first use (nbgrader loads only when grading)."""
+    if name == "OverwriteReleasedCells":
+        return _overwrite_released_cells()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def kernel_dir(prefix: Optional[str] = None) -> Path:

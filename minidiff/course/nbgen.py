@@ -52,7 +52,7 @@ DEF = re.compile(r"\s*(?:async\s+)?def\s+(\w+)\s*\(")
 EXERCISE = re.compile(r"\s*#\s*Exercise:\s*(\w+)")
 # Cell metadata that an author sets on purpose (nbval and slideshow read some); the rest is editor state.
 CELL_METADATA = ("tags", "editable", "deletable", "slideshow", "jupyter", "scrolled", "nbgrader")
-CHECK = re.compile(r"md\.exercises\.check_(\w+)\(")
+CHECK = re.compile(r"mc\.exercises\.check_(\w+)\(")
 POINTS = 1                          # per exercise check
 NBGRADER_SCHEMA = 3
 # The kernel every notebook names: Jupyter's standard one, which runs the Python of the Jupyter that opens the
@@ -178,7 +178,7 @@ def nbgrader_cell(cell: nbformat.NotebookNode, stem: str, where: str) -> dict:
     checks = list(dict.fromkeys(CHECK.findall(cell.source))) if cell.cell_type == "code" else []
     if has_hidden_tests(cell.source) and (names or not checks):
         raise NotebookError(f"{where}: a '{BEGIN_HIDDEN}' region must sit in a check cell (one that calls "
-                            f"md.exercises.check_NAME and holds no solution region)")
+                            f"mc.exercises.check_NAME and holds no solution region)")
     if names:
         return base | {"solution": True, "locked": False, "grade_id": "-".join(names)}
     if checks:   # a hidden test calls the same check again: it counts once

@@ -1,6 +1,7 @@
 """The run profile: how much compute a notebook or test may spend.
 
-`MINIDIFF_PROFILE` is read here and nowhere else:
+`MINIDIFF_PROFILE` is read here and nowhere else (`mc.profile()` after `import minidiff.course as mc`); the
+library itself never reads it: a notebook picks its settings with `mc.by_profile` where a reader sees them.
 
 - ``smoke``   CI on a 2-core CPU: the smallest settings that still run every code path.
 - ``default`` a learner: short CPU training, real training on a GPU.

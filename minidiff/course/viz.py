@@ -17,14 +17,14 @@ returned Figure as well.
 The widgets, ``t_slider``, ``schedule_compare_widget`` and ``gallery_slider``, each have a static twin that a notebook
 draws just before them, so the saved page reads without a kernel:
 
-    md.viz.show_forward_strip(x0, s);          # static: saved in the notebook
-    md.viz.t_slider(x0, s)                     # live:   needs a kernel
+    mc.viz.show_forward_strip(x0, s);          # static: saved in the notebook
+    mc.viz.t_slider(x0, s)                     # live:   needs a kernel
 
-    md.viz.show_schedule_comparison(schedules, x0);
-    md.viz.schedule_compare_widget(schedules, x0)
+    mc.viz.show_schedule_comparison(schedules, x0);
+    mc.viz.schedule_compare_widget(schedules, x0)
 
-    md.viz.show_grid(torch.cat(list(grids.values())), ...);
-    md.viz.gallery_slider(grids)               # precomputed batches, one per slider position
+    mc.viz.show_grid(torch.cat(list(grids.values())), ...);
+    mc.viz.gallery_slider(grids)               # precomputed batches, one per slider position
 """
 from __future__ import annotations
 

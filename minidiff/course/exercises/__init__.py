@@ -2,7 +2,7 @@ r"""Automatic checks for the notebooks' exercises.
 
 Each exercise cell defines a function; the cell after it hands that function to a check:
 
-    q_step = md.exercises.check_q_step(q_step)
+    q_step = mc.exercises.check_q_step(q_step)
 
 The check runs the function and minidiff's own implementation on a few fixed inputs (several
 shapes, a batch of t and a single int t, the edges t = 0 and t = T−1, explicit noise) and then
@@ -18,24 +18,34 @@ shapes, a batch of t and a single int t, the edges t = 0 and t = T−1, explicit
 
 For the learner:
 
-    md.exercises.hint("q_sample", level=1)      # 1: the idea, 2: the formula, 3: nearly the code
-    q_sample = md.exercises.use_reference("q_sample")   # minidiff's version, to run the rest first
+    mc.exercises.hint("q_sample", level=1)      # 1: the idea, 2: the formula, 3: nearly the code
+    q_sample = mc.exercises.use_reference("q_sample")   # minidiff's version, to run the rest first
 
-For grading, ``check_q_sample(q_sample, hidden=True)`` runs further cases the notebook does not show
-(nbgrader's hidden-tests region); there a function that is not attempted fails.
+For grading, ``check_q_sample(q_sample, hidden=True)`` runs further cases the notebook does not show;
+nbgrader's hidden-tests region runs them through ``minidiff.course.grade`` (below). There a function that
+is not attempted fails.
 
-While a check runs the learner's function, minidiff's own implementation of that exercise raises
-(``md.q_sample`` inside ``q_sample`` would pass without teaching anything). A failed check is
-remembered: under IPython, an error in a later cell ends with a note naming the exercise it may
-depend on, until a re-check passes.
+While a check runs the learner's function it watches the calls the function makes (a profile hook;
+no module is patched): a call into minidiff's own answer to that exercise, at any depth and by any
+route, fails the check and names it (``md.q_sample`` inside ``q_sample`` would pass without teaching
+anything). Each case has a time limit (``TIME_LIMIT_S``); an input overwritten in place and an escape
+such as ``sys.exit`` fail the check saying so. An exercise that calls an earlier one (``forward_chain``
+calls ``q_step``) runs with minidiff's reference for the earlier one, so it is graded on its own. The
+graded hidden cases run through ``minidiff.course.grade``, a fresh copy of these checks that no
+notebook cell can have changed.
+
+A failed check is remembered: under IPython, an error in a later cell ends with a note naming the
+exercise it may depend on, until a re-check passes.
 
 Where things are: ``core`` holds the generic machinery (``check``, ``check_properties``, comparison,
 feedback, ``EXERCISES`` and ``register``); one module per notebook (``nb01_forward_process`` …
 ``nb08_latent_diffusion``) holds that notebook's checks, hints and common mistakes.
 """
-from .core import (EXERCISES, IMAGE_TOLERANCE, Case, Exercise, ExerciseError, Mistake, Property, _FAILED,
+from .core import (EXERCISES, IMAGE_TOLERANCE, TIME_LIMIT_S, Case, Exercise, ExerciseError, Mistake, Property, _FAILED,
                    _install_note_handler, _ipython, check, check_properties, compare, compare_tensors, describe,
-                   hint, image_cases, later_cell_note, not_attempted, position, t_labels, use_reference)
+                   forbidden, hint, image_cases, later_cell_note, not_attempted, position, t_labels, use_reference)
+from . import (nb01_forward_process, nb02_closed_form, nb03_schedules, nb04_unet, nb05_training, nb06_sampling,
+               nb07_guidance, nb08_latent_diffusion)
 from .nb01_forward_process import *  # noqa: F401,F403
 from .nb02_closed_form import *  # noqa: F401,F403
 from .nb03_schedules import *  # noqa: F401,F403
@@ -44,3 +54,11 @@ from .nb05_training import *  # noqa: F401,F403
 from .nb06_sampling import *  # noqa: F401,F403
 from .nb07_guidance import *  # noqa: F401,F403
 from .nb08_latent_diffusion import *  # noqa: F401,F403
+
+# What ``mc.exercises`` offers a notebook: the checks (``check_NAME``), hints and the reference, the error
+# a check raises, and the registry; ``core`` and the notebook modules hold the rest.
+__all__ = sorted(
+    ["EXERCISES", "TIME_LIMIT_S", "ExerciseError", "hint", "use_reference", "later_cell_note",
+     "Case", "Exercise", "Mistake", "check", "check_properties", "forbidden"]
+    + [n for module in (nb01_forward_process, nb02_closed_form, nb03_schedules, nb04_unet, nb05_training,
+                        nb06_sampling, nb07_guidance, nb08_latent_diffusion) for n in module.__all__])

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import copy
 import importlib
+import inspect
 import os
+import signal
 import sys
+import threading
+import types
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -66,8 +70,10 @@ class Exercise:
     reference: Callable                         # what ``use_reference`` and a skipped exercise give
     hints: tuple[str, ...]                      # 1: the idea, 2: the formula, 3: nearly the code
     mistakes: tuple[Mistake, ...] = ()
-    implemented_by: tuple[str, ...] = ()        # minidiff's own version(s), blocked while the check runs
+    implemented_by: tuple[str, ...] = ()        # minidiff's own answer: a call into it, at any depth, is refused
     per_image_t: bool = False                   # takes a batch of t: shape errors point to md.extract
+    depends_on: tuple[str, ...] = ()            # earlier exercises it calls: graded with their references
+    changes_inputs: bool = False                # updates an argument in place by design (ema_update)
 
 
 # -- hints, the reference, failures remembered ---------------------------------------------------
@@ -79,14 +85,14 @@ def hint(name: str, level: int = 1) -> str:
         raise ValueError(f"level must be one of {list(levels)} (1: the idea, 2: the formula, 3: nearly the code); "
                          f"got {level!r}")
     text = exercise.hints[level - 1]
-    more = f" (md.exercises.hint({name!r}, {level + 1}) says more.)" if level < len(exercise.hints) else ""
+    more = f" (mc.exercises.hint({name!r}, {level + 1}) says more.)" if level < len(exercise.hints) else ""
     print(f"{name}, hint {level} of {len(exercise.hints)}: {text}{more}")
     return text
 
 
 def use_reference(name: str) -> Callable:
     """minidiff's implementation of exercise ``name``, to run the rest of the notebook before finishing it:
-    ``q_sample = md.exercises.use_reference("q_sample")``. (Graded checks do not accept it.)"""
+    ``q_sample = mc.exercises.use_reference("q_sample")``. (Graded checks do not accept it.)"""
     exercise = _exercise(name)
     _FAILED.pop(name, None)
     print(f"{name}: using minidiff's reference implementation for now; come back to {exercise.function} later.")
@@ -104,10 +110,10 @@ def _advice(name: str) -> str:
     exercise = EXERCISES.get(name)
     if exercise is None:
         return ""
-    return (f"\n  md.exercises.hint({name!r}, 2) shows the formula."
+    return (f"\n  mc.exercises.hint({name!r}, 2) shows the formula."
             f"\n  To run the rest of the notebook first, put `raise NotImplementedError` back as the body of "
             f"{exercise.function}, or use minidiff's version for now:"
-            f"\n      {exercise.function} = md.exercises.use_reference({name!r})")
+            f"\n      {exercise.function} = mc.exercises.use_reference({name!r})")
 
 
 # Exercises whose last check failed, with its first line; a passing re-check removes the entry.
@@ -161,7 +167,20 @@ def _install_note_handler() -> None:
     shell._minidiff_exercise_note = True
 
 
-# -- keeping minidiff's own version out of reach -------------------------------------------------
+# -- keeping minidiff's own answer out of reach, without touching any module ----------------------
+# While the learner's function runs, a profile hook (sys.setprofile) watches every Python call it makes,
+# at any depth and by any route (an alias, a default argument bound at definition, EXERCISES[name].reference,
+# a schedule built only to read its ᾱ): a call into a function that computes the exercise's answer ends the
+# run with a refusal naming it. Nothing is replaced, so nothing needs restoring. A per-case time limit
+# (SIGALRM, in the main thread) ends a function that never returns.
+TIME_LIMIT_S = 60.0             # per case: far beyond any right answer on the checks' small inputs
+
+
+class _Stop(BaseException):
+    """Raised inside the learner's code to end its run: a refusal or the time limit. A BaseException, so that
+    ``except Exception`` in the learner's code does not swallow it (and a swallowed one is remembered anyway)."""
+
+
 def _is_minidiffs(fn: Callable) -> bool:
     """Whether ``fn`` is minidiff's code (a reference), not a learner's."""
     module = getattr(fn, "__module__", None) or ""
@@ -184,7 +203,7 @@ def _resolve(path: str) -> tuple[Any, str, Any]:
 
 def _public_name(path: str, obj: Any) -> str:
     """How a notebook spells it: ``md.q_sample`` when exported at the top, else ``md.nn.blocks.film``."""
-    parts, top = path.split(".")[1:], sys.modules.get("minidiff")
+    parts, top = path.split(".")[1:], importlib.import_module("minidiff")
     for start in range(len(parts) - 1, 0, -1):      # the shortest tail that md itself reaches
         found = top
         for attr in parts[start:]:
@@ -194,55 +213,159 @@ def _public_name(path: str, obj: Any) -> str:
     return "md." + ".".join(parts)
 
 
-def _blocker(name: str, label: str) -> Callable:
-    def blocked(*args: Any, **kwargs: Any) -> Any:
-        raise ExerciseError(f"{name} calls minidiff's own {label}: this exercise asks you to write it yourself, "
-                            f"not to call minidiff's version (helpers such as md.extract are fine)." + _advice(name),
-                            exercise=name)
-    return blocked
+def _codes(obj: Any) -> list[types.CodeType]:
+    """The code objects that run when ``obj`` is called: a function's, a classmethod's, or every method of a class."""
+    if isinstance(obj, (classmethod, staticmethod)):
+        obj = obj.__func__
+    if isinstance(obj, property):
+        return [c for f in (obj.fget, obj.fset) if f is not None for c in _codes(f)]
+    if isinstance(obj, type):
+        return [c for value in vars(obj).values() for c in _codes(value)]
+    function = getattr(obj, "__func__", obj)
+    if callable(function):
+        function = inspect.unwrap(function)         # past torch.no_grad()'s and functools.wraps' wrappers
+    code = getattr(function, "__code__", None)
+    return [code] if isinstance(code, types.CodeType) and code.co_filename.startswith(_PACKAGE_DIR) else []
 
 
-def _block_sites(name: str, learner: Callable) -> list[tuple[Any, str, Any, Any]]:
-    """(namespace, key, original, replacement) for every place minidiff's version of ``name`` is reachable
-    by name: its owner, any minidiff module holding it, and the learner function's globals."""
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # minidiff/
+
+
+def _key(code: types.CodeType) -> tuple[str, str, int]:
+    """A code object's identity that a fresh copy of the same source shares (see grading's fresh checks)."""
+    return code.co_name, code.co_filename, code.co_firstlineno
+
+
+def forbidden(name: str) -> dict[tuple[str, str, int], str]:
+    """What counts as minidiff's own answer to exercise ``name``: each function its ``implemented_by`` names
+    (a class: all its methods) and the checks' reference, keyed by code, with the name the feedback gives it."""
     exercise = EXERCISES.get(name)
-    if exercise is None or _is_minidiffs(learner):
-        return []
-    learner_globals = getattr(learner, "__globals__", None)
-    modules = [m for key, m in list(sys.modules.items())
-               if m is not None and (key == "minidiff" or key.startswith("minidiff.")) and not key.startswith(__package__)]
-    sites = []
+    if exercise is None:
+        return {}
+    found: dict[tuple[str, str, int], str] = {}
     for path in exercise.implemented_by:
         owner, attr, obj = _resolve(path)
-        blocker = _blocker(name, _public_name(path, obj))
-        if isinstance(owner, type):                 # a classmethod such as NoiseSchedule.cosine
-            sites.append((owner, attr, owner.__dict__[attr], staticmethod(blocker)))
-            continue
-        namespaces = [vars(m) for m in modules] + ([learner_globals] if learner_globals is not None else [])
-        for namespace in namespaces:
-            for key, value in list(namespace.items()):
-                if value is obj:
-                    sites.append((namespace, key, value, blocker))
-    return sites
+        label = "minidiff's own " + _public_name(path, obj)
+        for code in _codes(owner.__dict__[attr] if isinstance(owner, type) else obj):
+            found.setdefault(_key(code), label)
+    for code in _codes(exercise.reference):
+        found.setdefault(_key(code), f"the checks' own answer (mc.exercises.EXERCISES[{name!r}].reference)")
+    return found
+
+
+_HERE = globals()
+_SWITCHES = (sys.setprofile, sys.settrace, threading.setprofile, threading.settrace)
 
 
 @contextmanager
-def _blocked(sites: Sequence[tuple[Any, str, Any, Any]]) -> Iterator[None]:
-    """Within the block each site holds its blocker; afterwards, whatever happened, the original again."""
-    def put(namespace: Any, key: str, value: Any) -> None:
-        if isinstance(namespace, dict):
-            namespace[key] = value
-        else:
-            setattr(namespace, key, value)
-    done = []
+def _guarded(name: str, refused: dict[tuple[str, str, int], str], learner: Optional[Callable] = None,
+             time_limit: Optional[float] = None) -> Iterator[list]:
+    """Run the block with the watch on; the yielded list receives what ended it ("calls …", "time").
+    A call into ``refused`` counts when the learner's own code is below it on the stack (a check's wrapper
+    around the learner may use the reference itself). The caller turns ``stops`` into feedback
+    (``_stopped``) after the block, whatever the learner's code caught."""
+    stops: list[str] = []
+    by_name: dict[str, list[tuple[str, int, str]]] = {}
+    for (co_name, filename, line), label in refused.items():
+        by_name.setdefault(co_name, []).append((filename, line, label))
+
+    def watch(frame: types.FrameType, event: str, arg: Any) -> None:
+        if event == "call":
+            code = frame.f_code
+            for filename, line, label in by_name.get(code.co_name, ()):
+                if code.co_firstlineno == line and code.co_filename == filename and _below(frame, learner_code):
+                    stops.append("calls " + label)
+                    raise _Stop()
+        elif event == "c_call" and arg in _SWITCHES and frame.f_globals is not _HERE:   # not the watch's own reset
+            stops.append("switches off the check's watch on its calls (sys.setprofile / sys.settrace)")
+            raise _Stop()
+
+    def alarm(signum: int, frame: Any) -> None:
+        stops.append("time")
+        raise _Stop()
+
+    learner_code = getattr(learner, "__code__", None)
+    limit = TIME_LIMIT_S if time_limit is None else time_limit
+    timed = limit > 0 and hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
+    previous_profile = sys.getprofile()
+    if timed:
+        previous_handler = signal.signal(signal.SIGALRM, alarm)
+        signal.setitimer(signal.ITIMER_REAL, limit, 1.0)    # fires again each second if the learner catches it
+    sys.setprofile(watch)
     try:
-        for namespace, key, original, replacement in sites:
-            put(namespace, key, replacement)
-            done.append((namespace, key, original))
-        yield
+        yield stops
+    except _Stop:
+        pass
     finally:
-        for namespace, key, original in reversed(done):
-            put(namespace, key, original)
+        sys.setprofile(previous_profile)
+        if timed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous_handler)
+
+
+def _below(frame: types.FrameType, code: Optional[types.CodeType]) -> bool:
+    """Whether a frame running ``code`` called ``frame``, at any depth (any frame at all when ``code`` is None)."""
+    if code is None:
+        return True
+    caller = frame.f_back
+    while caller is not None:
+        if caller.f_code is code:
+            return True
+        caller = caller.f_back
+    return False
+
+
+def _stopped(name: str, stops: Sequence[str], where: str) -> Optional[ExerciseError]:
+    """The feedback for a run the watch ended, or None when it ran to its end by itself."""
+    if not stops:
+        return None
+    if stops[0] == "time":
+        return ExerciseError(f"{name}: your function did not return within {TIME_LIMIT_S:g} s on {where} (an endless "
+                             f"loop, or far more work than the case needs)" + _advice(name), name)
+    if stops[0].startswith("switches off"):
+        return ExerciseError(f"{name} {stops[0]}, which a check cannot allow: this check scores 0", name)
+    return ExerciseError(f"{name} {stops[0]}: this exercise asks you to write it yourself, not to call minidiff's "
+                         f"version (helpers such as md.extract are fine)." + _advice(name), name)
+
+
+def _escaped(name: str, exc: BaseException, where: str) -> ExerciseError:
+    """A SystemExit, KeyboardInterrupt or the like from the learner's function, as a check failure."""
+    what = {SystemExit: "called sys.exit (or raised SystemExit)",
+            KeyboardInterrupt: "was interrupted (KeyboardInterrupt)"}
+    said = next((v for k, v in what.items() if isinstance(exc, k)), f"raised {type(exc).__name__}")
+    return ExerciseError(f"{name} {said} on {where}: {type(exc).__name__}({', '.join(map(repr, exc.args))}). "
+                         f"A function must return its answer; the check cannot go on from there." + _advice(name), name)
+
+
+def _changed_inputs(fn: Callable, case: Case, args: tuple, kwargs: dict) -> list[str]:
+    """The names of the case's tensors that ``fn`` overwrote in place (``args``/``kwargs``: the copies it got)."""
+    try:
+        names = list(inspect.signature(fn).bind(*args, **kwargs).arguments)
+    except (TypeError, ValueError):
+        names = []
+    names += [f"argument {i + 1}" for i in range(len(names), len(args))]
+    changed = []
+    given, got = (*case.args, *case.kwargs.values()), (*args, *kwargs.values())
+    for label, before, after in zip(names + list(kwargs), given, got):
+        if not _same(before, after):
+            changed.append(label)
+    return changed
+
+
+def _same(before: Any, after: Any) -> bool:
+    """Whether the tensors inside ``after`` (a copy of ``before`` the function got) still hold ``before``'s values."""
+    if isinstance(before, Tensor):
+        return isinstance(after, Tensor) and before.shape == after.shape and bool(
+            torch.equal(before.nan_to_num(), after.detach().nan_to_num()))
+    if isinstance(before, (list, tuple)) and isinstance(after, (list, tuple)) and len(before) == len(after):
+        return all(_same(b, a) for b, a in zip(before, after))
+    if isinstance(before, dict) and isinstance(after, dict):
+        return all(_same(b, after.get(k)) for k, b in before.items())
+    if isinstance(before, schedules.NoiseSchedule):
+        return all(_same(v, getattr(after, k, None)) for k, v in vars(before).items() if isinstance(v, Tensor))
+    if isinstance(before, torch.nn.Module) and isinstance(after, torch.nn.Module):
+        return _same(dict(before.state_dict()), dict(after.state_dict()))
+    return True
 
 
 # -- the generic core ---------------------------------------------------------------------------
@@ -254,7 +377,8 @@ def check(name: str, fn: Callable, reference: Callable, cases: Sequence[Case], h
     ``output_names`` names the elements when the reference returns a tuple (e.g. "mean", "variance").
     ``hidden``: the cases are the grader's hidden ones, so a skipped exercise fails. ``learner`` is the
     learner's own function when ``fn`` wraps it (its globals are searched for minidiff's version).
-    When ``name`` is in ``EXERCISES``, common mistakes are recognised and minidiff's version is blocked.
+    When ``name`` is in ``EXERCISES``, common mistakes are recognised, a call into minidiff's own answer is refused
+    (``forbidden``), and earlier exercises the function calls run as minidiff's references (``depends_on``).
     """
     if not callable(fn):
         raise TypeError(f"{name}: the check expects your function; got {type(fn).__name__}")
@@ -263,36 +387,95 @@ def check(name: str, fn: Callable, reference: Callable, cases: Sequence[Case], h
     learner = fn if learner is None else learner
     try:
         _refuse_the_reference_when_grading(name, learner, hidden)
+        refused = {} if _is_minidiffs(learner) else forbidden(name)
+        graded, swapped = _with_reference_dependencies(name, fn) if learner is fn else (fn, {})
         # A learner's stray torch.randn must not shift the random numbers of the notebook's later cells.
         with torch.random.fork_rng(devices=[]):
-            expected = [_call(reference, case) for case in cases]       # before minidiff's version is blocked
-            sites = _block_sites(name, learner)
+            expected = [_call(reference, case) for case in cases]
             outputs: list[Any] = []                                     # the learner's, case by case
             for i, (case, want) in enumerate(zip(cases, expected), start=1):
                 where = f"case {i} of {len(cases)}: {case.description}"
                 try:
-                    with _blocked(sites):
-                        got = _call(fn, case)
+                    got = _run(name, graded, case, where, refused, learner if learner is not fn else graded)
                 except NotImplementedError as exc:
                     return not_attempted(name, reference, exc, hidden)
                 except ExerciseError:                            # a check inside the case said what is wrong
                     raise
                 except Exception as exc:
                     raise ExerciseError(f"{name} raised an error on {where}\n  {type(exc).__name__}: {exc}"
-                                        f"{_shape_advice(name, exc)}\n  Hint: {hint}{_advice(name)}", name) from exc
+                                        f"{_shape_advice(name, exc)}{_graded_with(swapped)}\n  Hint: {hint}"
+                                        f"{_advice(name)}", name) from exc
                 outputs.append(got)
                 problem = compare(expected=want, got=got, atol=atol, rtol=rtol, output_names=output_names,
                                   labels=case.batch_labels)
                 if problem is not None:
-                    outputs += [_output_or_none(fn, later, sites) for later in cases[i:]]
+                    outputs += [_output_or_none(name, graded, later, refused, learner if learner is not fn else graded)
+                                for later in cases[i:]]
                     raise ExerciseError(f"{name} is not right yet, on {where}\n  {problem}"
                                         f"{_recognise(name, cases, outputs, i - 1, atol, rtol, output_names)}"
-                                        f"{_shape_advice(name, problem)}\n  Hint: {hint}{_advice(name)}", name)
+                                        f"{_shape_advice(name, problem)}{_graded_with(swapped)}\n  Hint: {hint}"
+                                        f"{_advice(name)}", name)
+            own = _own_dependencies_note(name, fn, swapped, cases, expected, refused, atol, rtol, output_names)
     except ExerciseError as error:
         raise _failed(name, error)
     _passed(name)
     _print_success(name, len(cases), hidden, "correct on {} test cases")
+    if own:
+        print(own)
     return _returned(fn, hidden)
+
+
+# -- grading each exercise on its own -------------------------------------------------------------
+def _names_used(code: types.CodeType) -> set[str]:
+    """The global names a function's code (and the code nested in it) reads."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names_used(const)
+    return names
+
+
+def _with_reference_dependencies(name: str, fn: Callable) -> tuple[Callable, dict[str, str]]:
+    """``fn`` as the check runs it: where it calls an earlier exercise by its notebook name (forward_chain's
+    ``q_step``), a copy of ``fn`` whose globals hold minidiff's reference for it instead, so that an earlier
+    exercise's mistake does not count against this one. The learner's namespace is not touched. Also returns
+    {notebook name: exercise} for what was swapped."""
+    exercise, scope, code = EXERCISES.get(name), getattr(fn, "__globals__", None), getattr(fn, "__code__", None)
+    if exercise is None or scope is None or code is None or _is_minidiffs(fn):
+        return fn, {}
+    used = _names_used(code)
+    swaps = {EXERCISES[d].function: d for d in exercise.depends_on
+             if EXERCISES[d].function in used and scope.get(EXERCISES[d].function) is not EXERCISES[d].reference}
+    if not swaps:
+        return fn, {}
+    scope = {**scope, **{function: EXERCISES[d].reference for function, d in swaps.items()}}
+    graded = types.FunctionType(code, scope, fn.__name__, fn.__defaults__, fn.__closure__)
+    graded.__kwdefaults__ = getattr(fn, "__kwdefaults__", None)
+    return graded, swaps
+
+
+def _graded_with(swapped: dict[str, str]) -> str:
+    if not swapped:
+        return ""
+    names = " and ".join(swapped)
+    return (f"\n  (This check runs it with minidiff's {names}, not yours, so the error is in this exercise's own "
+            f"code.)")
+
+
+def _own_dependencies_note(name: str, fn: Callable, swapped: dict[str, str], cases: Sequence[Case],
+                           expected: Sequence[Any], refused: dict, atol: float, rtol: float,
+                           output_names: Sequence[str]) -> str:
+    """After a pass with minidiff's versions of the earlier exercises: whether the learner's own versions give
+    the same answers, and a note naming the earlier exercise when they do not."""
+    if not swapped:
+        return ""
+    for i, (case, want) in enumerate(zip(cases, expected), start=1):
+        got = _output_or_none(name, fn, case, refused)
+        if got is None or compare(want, got, atol, rtol, output_names) is not None:
+            names = " and ".join(swapped)
+            return (f"  Graded on its own, with minidiff's {names}. With your own {names} it does not give these "
+                    f"answers (case {i} differs): {names} above is not right yet, and {name} inherits its error.")
+    return ""
 
 
 def _print_success(name: str, count: int, hidden: bool, visible: str) -> None:
@@ -302,18 +485,50 @@ def _print_success(name: str, count: int, hidden: bool, visible: str) -> None:
 def _refuse_the_reference_when_grading(name: str, learner: Callable, hidden: bool) -> None:
     """Graded (hidden tests, or nbgrader): minidiff's own function stands for no work, so it scores 0."""
     if name in EXERCISES and _is_minidiffs(learner) and (hidden or os.environ.get("NBGRADER_EXECUTION")):
-        raise ExerciseError(f"{name}: the function checked is minidiff's own (md.exercises.use_reference, or the "
+        raise ExerciseError(f"{name}: the function checked is minidiff's own (mc.exercises.use_reference, or the "
                             f"stand-in for an exercise not attempted), not yours, so this check scores 0", name)
 
 
-def _output_or_none(fn: Callable, case: Case, sites: Sequence[tuple[Any, str, Any, Any]] = ()) -> Any:
-    """``fn`` on ``case``, or None where it raises (quietly, and without moving the RNG)."""
+def _output_or_none(name: str, fn: Callable, case: Case, refused: Optional[dict] = None,
+                    learner: Optional[Callable] = None) -> Any:
+    """``fn`` on ``case``, or None where it raises or is stopped (quietly, and without moving the RNG)."""
     try:
-        with warnings.catch_warnings(), torch.random.fork_rng(devices=[]), _blocked(sites):
+        with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
             warnings.simplefilter("ignore")
-            return _call(fn, case)
+            return _run(name, fn, case, "", refused, learner) if refused is not None else _call(fn, case)
     except Exception:
         return None
+
+
+def _run(name: str, fn: Callable, case: Case, where: str, refused: dict, learner: Optional[Callable] = None,
+         inputs_checked: bool = True) -> Any:
+    """``fn`` on a private copy of ``case``'s inputs, watched (``_guarded``): a refusal, the time limit, an
+    escape such as sys.exit, or an input overwritten in place becomes an ExerciseError saying so; the
+    learner's own exceptions pass through unchanged for the caller to report."""
+    args, kwargs = copy.deepcopy((case.args, case.kwargs)) if inputs_checked else (case.args, case.kwargs)
+    result, error = None, None
+    with _guarded(name, refused, fn if learner is None else learner) as stops:
+        try:
+            result = fn(*args, **kwargs)
+        except _Stop:
+            raise
+        except Exception as exc:
+            error = exc
+        except BaseException as exc:                # SystemExit, KeyboardInterrupt, GeneratorExit
+            error = _escaped(name, exc, where)
+    stop = _stopped(name, stops, where)
+    if stop is not None:
+        raise stop
+    if error is not None:
+        raise error
+    exercise = EXERCISES.get(name)
+    unchecked = not inputs_checked or (exercise is not None and exercise.changes_inputs)
+    changed = [] if unchecked else _changed_inputs(fn, case, args, kwargs)
+    if changed:
+        raise ExerciseError(f"{name} overwrote its input {' and '.join(changed)} in place on {where}. The caller's "
+                            f"tensors must stay as they were: compute a new tensor (x * a) instead of changing the "
+                            f"input (x.mul_(a), x *= a, x[...] = ...)." + _advice(name), name)
+    return result
 
 
 def _recognise(name: str, cases: Sequence[Case], outputs: Sequence[Any], failing: int, atol: float, rtol: float,
@@ -323,7 +538,7 @@ def _recognise(name: str, cases: Sequence[Case], outputs: Sequence[Any], failing
     t = 0, ᾱ_t ≈ 1 and many formulas nearly agree)."""
     exercise = EXERCISES.get(name)
     for mistake in exercise.mistakes if exercise is not None else ():
-        wrong = [_output_or_none(mistake.wrong, case) for case in cases]
+        wrong = [_output_or_none(name, mistake.wrong, case) for case in cases]
         if wrong[failing] is None:                  # this mistake cannot even run on the case: not it
             continue
         if all(w is None or got is None or compare(w, got, atol, rtol, output_names) is None
@@ -371,14 +586,13 @@ def check_properties(name: str, fn: Callable, reference: Callable, properties: S
         raise TypeError(f"{name}: the check expects your function; got {type(fn).__name__}")
     try:
         _refuse_the_reference_when_grading(name, fn, hidden)
-        sites = _block_sites(name, fn)
+        refused = {} if _is_minidiffs(fn) else forbidden(name)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             for i, (description, test) in enumerate(properties, start=1):
                 where = f"check {i} of {len(properties)}: {description}"
                 try:
-                    with _blocked(sites):
-                        problem = test(fn)
+                    problem = test(_watched(name, fn, where, refused))
                 except NotImplementedError as exc:
                     return not_attempted(name, reference, exc, hidden)
                 except ExerciseError:
@@ -394,6 +608,13 @@ def check_properties(name: str, fn: Callable, reference: Callable, properties: S
     _passed(name)
     _print_success(name, len(properties), hidden, "passes all {} checks")
     return _returned(fn, hidden)
+
+
+def _watched(name: str, fn: Callable, where: str, refused: dict) -> Callable:
+    """``fn`` for a property to call: each call watched as ``_run`` watches a case (on the inputs it is given)."""
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        return _run(name, fn, Case(where, args, kwargs), where, refused, inputs_checked=False)   # the properties say
+    return watched
 
 
 def _returned(fn: Callable, hidden: bool) -> Optional[Callable]:

@@ -11,7 +11,7 @@ from ... import diffusion, schedules
 from .core import (_ABAR, _ALPHA, _BETA, IMAGE_TOLERANCE, Case, Exercise, Mistake, _at,
                    _first_hint, _flat, check, describe, image_cases, register)
 
-__all__ = ["HINT_FORWARD_CHAIN", "HINT_Q_STEP", "check_forward_chain", "check_q_step"]   # what md.exercises exports
+__all__ = ["HINT_FORWARD_CHAIN", "HINT_Q_STEP", "check_forward_chain", "check_q_step"]   # what mc.exercises exports
 
 
 HINT_Q_STEP = ("t is a position: it holds step t + 1. x = √α·x_prev + √β·noise with β = s.betas[t] (the β of step"
@@ -59,11 +59,10 @@ HINT_FORWARD_CHAIN = ("Start from x = x0 (that is t = 0). For each position i = 
 def check_forward_chain(fn: Callable, hidden: bool = False) -> Callable:
     """Check ``fn(x0, s, steps, noise) -> (len(steps), *x0.shape)``, the chain recorded after ``steps[j]``
     steps, against ``minidiff.q_chain``."""
-    return check("forward_chain", fn, _q_chain, _chain_cases(hidden), _first_hint("forward_chain"),
+    return check("forward_chain", fn, diffusion.q_chain, _chain_cases(hidden), _first_hint("forward_chain"),
                  **IMAGE_TOLERANCE, hidden=hidden)
 
 
-_q_chain = diffusion.q_chain                    # bound here: the check blocks diffusion.q_chain itself
 
 # (image shape, schedule, steps): x_0 and the last step, unsorted and repeated steps, one step only. The
 # first case stops short of T, so a chain that keeps each image one step late fails there on its values.
@@ -142,5 +141,5 @@ register(
         HINT_FORWARD_CHAIN,
         "kept, x = {0: x0}, x0; for i in range(s.num_steps): x = q_step(x, i, s, noise[i]); kept[i + 1] = x; "
         "then return torch.stack([kept[k] for k in steps])."),
-        FORWARD_CHAIN_MISTAKES, ("minidiff.diffusion.q_chain",)),
+        FORWARD_CHAIN_MISTAKES, ("minidiff.diffusion.q_chain",), depends_on=("q_step",)),
 )

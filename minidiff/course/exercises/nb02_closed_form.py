@@ -13,7 +13,7 @@ from .core import (_ABAR, _ALPHA, _BETA, IMAGE_TOLERANCE, Case, Exercise, Mistak
 
 __all__ = ["HINT_ALPHAS_CUMPROD", "HINT_CONVERT_PREDICTION", "HINT_POSTERIOR_MEAN", "HINT_Q_SAMPLE",
            "check_alphas_cumprod", "check_convert_prediction", "check_posterior_mean",
-           "check_q_sample"]   # what md.exercises exports from here
+           "check_q_sample"]   # what mc.exercises exports from here
 
 
 def _schedule_betas_cases(hidden: bool = False) -> list[Case]:
@@ -71,12 +71,11 @@ def check_posterior_mean(fn: Callable, hidden: bool = False) -> Callable:
                  **IMAGE_TOLERANCE, hidden=hidden)
 
 
-_q_posterior = diffusion.q_posterior            # bound here: the check blocks diffusion.q_posterior itself
 
 
 def _reference_posterior_mean(x0: Tensor, x_t: Tensor, t: schedules.Timesteps,
                               s: schedules.NoiseSchedule) -> Tensor:
-    return _q_posterior(x0, x_t, t, s)[0]
+    return diffusion.q_posterior(x0, x_t, t, s)[0]
 
 
 def _q_sample_with(abar: Callable, x0_coef: Callable = torch.sqrt,
@@ -166,13 +165,12 @@ def check_convert_prediction(fn: Callable, hidden: bool = False) -> Callable:
                  hidden=hidden)
 
 
-_eps_and_x0, _predict_v = diffusion.eps_and_x0, diffusion.predict_v     # bound here: the check blocks them
 
 
 def _reference_convert_prediction(output: Tensor, x_t: Tensor, t: schedules.Timesteps,
                                   s: schedules.NoiseSchedule, target: str) -> tuple[Tensor, Tensor, Tensor]:
-    eps, x0 = _eps_and_x0(output, x_t, t, s, target)
-    return eps, x0, _predict_v(x0, eps, t, s)
+    eps, x0 = diffusion.eps_and_x0(output, x_t, t, s, target)
+    return eps, x0, diffusion.predict_v(x0, eps, t, s)
 
 
 _TARGET_ORDER = {False: ("eps", "x0", "v", "v", "x0"), True: ("v", "eps", "x0", "v")}
@@ -236,7 +234,7 @@ register(
         "it, so ᾱ accumulates those factors — a running product, not a sum — including step t itself.",
         HINT_ALPHAS_CUMPROD,
         "One line: torch.cumprod over 1 − betas along dim 0; no loop, and keep betas' float64."),
-        ALPHAS_CUMPROD_MISTAKES),
+        ALPHAS_CUMPROD_MISTAKES, ("minidiff.schedules.NoiseSchedule",)),   # a schedule built from betas holds ᾱ
     Exercise("q_sample", "q_sample", diffusion.q_sample, (
         "Jump from x0 to the image after step t + 1 (t is a position) in one go: scale x0 by the square root of "
         "the signal left after that step (the running product ᾱ, not one step's α) and the noise you are given "

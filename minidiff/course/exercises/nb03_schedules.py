@@ -12,7 +12,7 @@ from ... import schedules
 from .core import (Case, Exercise, Mistake, _first_hint, check, describe, register)
 
 __all__ = ["HINT_COSINE", "HINT_ZERO_TERMINAL_SNR", "check_cosine_schedule",
-           "check_zero_terminal_snr"]   # what md.exercises exports from here
+           "check_zero_terminal_snr"]   # what mc.exercises exports from here
 
 
 HINT_COSINE = ("ᾱ(u) = cos²((u + s)/(1 + s)·π/2) at the T + 1 points u = k/T, k = 0 … T; then "
@@ -33,11 +33,10 @@ def check_cosine_schedule(fn: Callable, hidden: bool = False) -> Callable:
     return check("cosine_schedule", fn, _reference_cosine_betas, cases, _first_hint("cosine_schedule"), hidden=hidden)
 
 
-_cosine = schedules.NoiseSchedule.cosine        # bound here: the check blocks NoiseSchedule.cosine itself
 
 
 def _reference_cosine_betas(num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
-    return _cosine(num_steps, s=s, max_beta=max_beta).betas
+    return schedules.NoiseSchedule.cosine(num_steps, s=s, max_beta=max_beta).betas
 
 
 def _cosine_with(offset: Optional[float] = None, clip: bool = True, square: bool = True, ratio: bool = True,
@@ -75,7 +74,6 @@ register(
 
 
 # -- rescaling to zero terminal SNR (Lin et al. 2024, Algorithm 1) --------------------------------
-_rescale = schedules.rescale_zero_terminal_snr      # bound here: the check blocks minidiff's own
 
 
 def _sd_betas(num_steps: int) -> Tensor:
@@ -95,7 +93,7 @@ def _zero_snr_cases(hidden: bool) -> list[Case]:
 
 def check_zero_terminal_snr(fn: Callable, hidden: bool = False) -> Callable:
     """Check ``fn(betas) -> betas`` against ``minidiff.schedules.rescale_zero_terminal_snr`` (Lin et al. 2024)."""
-    return check("zero_terminal_snr", fn, _rescale, _zero_snr_cases(hidden), _first_hint("zero_terminal_snr"),
+    return check("zero_terminal_snr", fn, schedules.rescale_zero_terminal_snr, _zero_snr_cases(hidden), _first_hint("zero_terminal_snr"),
                  atol=1e-7, rtol=1e-5, hidden=hidden)
 
 
@@ -132,7 +130,7 @@ ZERO_TERMINAL_SNR_MISTAKES = (
 
 
 register(
-    Exercise("zero_terminal_snr", "rescale_zero_terminal_snr", _rescale, (
+    Exercise("zero_terminal_snr", "rescale_zero_terminal_snr", schedules.rescale_zero_terminal_snr, (
         "Work with √ᾱ_t, the amplitude of x_0 left after step t: compute it from β, move the whole curve down so "
         "that its last value is exactly 0, stretch it so that its first value is what it was, and turn the new "
         "curve back into β.",

@@ -15,7 +15,7 @@ from ...nn.embedding import timestep_embedding
 from ...nn.unet import receptive_field
 
 __all__ = ["HINT_EMBEDDING", "HINT_INJECT_TIME", "HINT_RECEPTIVE_FIELD", "check_inject_time", "check_receptive_field",
-           "check_timestep_embedding"]   # what md.exercises exports from here
+           "check_timestep_embedding"]   # what mc.exercises exports from here
 
 
 HINT_EMBEDDING = ("ω_i = max_period^(−i/h) for i = 0 … h−1 with h = dim/2 (torch.exp(−log(max_period)·i/h)); "

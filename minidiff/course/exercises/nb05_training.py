@@ -11,10 +11,9 @@ from ... import losses, schedules
 from .core import (_ABAR, _ALPHA, IMAGE_TOLERANCE, Case, Exercise, ExerciseError, Mistake, _advice, _first_hint, check,
                    describe, register, t_labels)
 
-_loss_weight = losses.loss_weight      # bound here: while a check runs, minidiff's own loss_weight is blocked
 
 __all__ = ["HINT_EMA_UPDATE", "HINT_MIN_SNR_LOSS", "HINT_TRAINING_LOSS", "check_ema_update", "check_min_snr_loss",
-           "check_training_loss"]   # what md.exercises exports from here
+           "check_training_loss"]   # what mc.exercises exports from here
 
 
 HINT_TRAINING_LOSS = ("x_t = md.q_sample(x0, t, s, noise) = √ᾱ·x0 + √(1 − ᾱ)·noise with ᾱ = s.alphas_cumprod[t], "
@@ -211,7 +210,7 @@ register(
         "with torch.no_grad(): for p_ema, p in zip(ema_model.parameters(), model.parameters()): "
         "p_ema.mul_(decay).add_(p, alpha=1 − decay); then for b_ema, b in zip(ema_model.buffers(), "
         "model.buffers()): b_ema.copy_(b)."),
-        EMA_UPDATE_MISTAKES, ("minidiff.train.ema_update",)),
+        EMA_UPDATE_MISTAKES, ("minidiff.train.ema_update",), changes_inputs=True),
 )
 
 
@@ -228,7 +227,7 @@ def _reference_min_snr_loss(model: Callable, x0: Tensor, t: Tensor, noise: Tenso
     r"""$\frac1B\sum_b \min(1, \gamma/\mathrm{SNR}(t_b))\,\mathrm{mean}\big((\varepsilon_\theta(x_{t_b}, t_b) - \varepsilon_b)^2\big)$,
     from minidiff's own pieces: with γ = 5 it is ``diffusion_loss(model, x0, s, weighting="min_snr", t=t, noise=noise)``."""
     error = losses.per_sample_loss(model, x0, t, s, noise=noise)    # (B,): ε-target, unweighted
-    return (_loss_weight("min_snr", "eps", s.snr(t).to(error.dtype), gamma) * error).mean()
+    return (losses.loss_weight("min_snr", "eps", s.snr(t).to(error.dtype), gamma) * error).mean()
 
 
 def _min_snr_cases(hidden: bool) -> list[Case]:
@@ -262,8 +261,9 @@ def check_min_snr_loss(fn: Callable, hidden: bool = False) -> Callable:
 
 
 def _min_snr(snr: Tensor, gamma: float) -> Tensor:
-    """The right weight, minidiff's own: min(1, γ/SNR) on the ε scale."""
-    return _loss_weight("min_snr", "eps", snr, gamma)
+    """The right weight, min(1, γ/SNR) on the ε scale, written out (as ``losses.loss_weight`` computes it): the
+    mistakes built on it must not call minidiff's own, which the check refuses inside a learner's function."""
+    return (gamma / snr).clamp(max=1.0)
 
 
 def _min_snr_with(weight: Callable = _min_snr, shift: int = 0, snr_is_abar: bool = False, pixels: str = "mean",

@@ -15,7 +15,7 @@ from .core import (_ABAR, _ALPHA, _BETA, IMAGE_TOLERANCE, Case, Exercise, Mistak
                    t_labels)
 
 __all__ = ["HINT_DDIM_LOOP", "HINT_DDIM_STEP", "HINT_DDPM_STEP", "HINT_DPM_SOLVER_STEP", "check_ddim_loop", "check_ddim_step",
-           "check_ddpm_step", "check_dpm_solver_step"]   # what md.exercises exports from here
+           "check_ddpm_step", "check_dpm_solver_step"]   # what mc.exercises exports from here
 
 
 HINT_DDPM_STEP = ("t is a position, step t + 1: with β = s.betas[t], α = s.alphas[t] and ᾱ = s.alphas_cumprod[t] "
@@ -266,7 +266,8 @@ register(
         "ts = [round(T - i * T / steps) - 1 for i in range(steps)]; x = x_T; for t, t_prev in zip(ts, ts[1:] + "
         "[-1]): eps, _ = md.samplers.predict_eps(model, x, t, s, y); x = ddim_step(x, eps, t, t_prev, s, eta, "
         "torch.randn(x.shape, generator=generator)); return x."),
-        DDIM_LOOP_MISTAKES, ("minidiff.samplers.ddim_sample", "minidiff.samplers.ddim_timesteps")),
+        DDIM_LOOP_MISTAKES, ("minidiff.samplers.ddim_sample", "minidiff.samplers.ddim_timesteps"),
+        depends_on=("ddim_step",)),
 )
 
 

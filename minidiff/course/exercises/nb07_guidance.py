@@ -8,7 +8,7 @@ from torch import Tensor
 
 from .core import (Case, Exercise, ExerciseError, Mistake, _advice, _first_hint, check, check_properties, compare_tensors, describe, register)
 
-__all__ = ["HINT_DROP_LABELS", "HINT_GUIDED_PREDICTION", "HINT_RESCALED", "check_drop_labels", "check_guided_prediction", "check_rescaled_guidance"]   # what md.exercises exports from here
+__all__ = ["HINT_DROP_LABELS", "HINT_GUIDED_PREDICTION", "HINT_RESCALED", "check_drop_labels", "check_guided_prediction", "check_rescaled_guidance"]   # what mc.exercises exports from here
 
 
 HINT_GUIDED_PREDICTION = ("One forward pass: out = model(torch.cat([x_t, x_t]), torch.cat([t, t]), "

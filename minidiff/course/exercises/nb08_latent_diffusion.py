@@ -9,7 +9,7 @@ from torch import Tensor
 from .core import (Case, Exercise, ExerciseError, Mistake, _advice, _first_hint, check, compare_tensors, describe, register)
 from ...nn.autoencoder import kl_divergence, reparameterise
 
-__all__ = ["HINT_KL", "HINT_REPARAMETERISE", "check_kl_divergence", "check_reparameterise"]   # what md.exercises exports from here
+__all__ = ["HINT_KL", "HINT_REPARAMETERISE", "check_kl_divergence", "check_reparameterise"]   # what mc.exercises exports from here
 
 
 HINT_REPARAMETERISE = ("z = μ + exp(½·logvar)·ε: σ = exp(½·log σ²) is the square root of the variance — "
