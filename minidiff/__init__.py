@@ -113,6 +113,7 @@ __all__ = [
     "frechet_distance", "kernel_distance", "class_accuracy", "evaluate", "evaluate_model", "reference_floor",
     "load_diffusion", "load_classifier", "load_autoencoder", "load_trained",
     # the modules
-    "schedules", "diffusion", "losses", "nn", "objectives", "train", "samplers", "guidance", "latent", "scores",
+    "conditioning", "schedules", "diffusion", "losses", "nn", "objectives", "train", "samplers", "guidance", "latent",
+    "scores",
     "metrics", "data", "images", "checkpoint", "registry", "pretrained",
 ]
