@@ -1,0 +1,75 @@
+"""Every notebook, solution and student version, runs top to bottom: each executed ONCE per test session.
+
+Why two runs per notebook and not one. The solution notebook's run proves that a learner who solves every exercise
+gets through, and makes the site's page (tests/test_site.py reuses the executed copy: nothing runs a third time).
+The student notebook's run proves that a learner who skips every exercise gets through: each stub still raises
+NotImplementedError, its check falls back to minidiff's reference, and every later cell then runs on that
+reference. Those later cells (training, sampling: nearly all of the time) run on different functions in the two
+versions, so no cheaper check of "only the cells that differ" proves the second without running them.
+
+The verdict is nbval's ``--nbval-lax`` (any cell that raises fails; outputs are not compared), and a failure
+names the notebook, the cell (number and id), the error and its traceback. The executed copies lie in pytest's
+temporary folder (``executed/``), to be read after a failure. The kernels run in MINIDIFF_PROFILE (``smoke``
+unless set), with the notebook's folder as the working directory.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+SOLUTIONS = sorted((REPO / "solutions").glob("[0-9][0-9]_*.ipynb"))
+STUDENTS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+STUB = re.compile(r"""raise NotImplementedError\(["']Exercise '(\w+)'""")
+
+pytestmark = pytest.mark.notebooks
+
+
+def stub_names(nb: nbformat.NotebookNode) -> list[str]:
+    """The exercises whose stub (``raise NotImplementedError("Exercise 'NAME': ...")``) a notebook holds."""
+    return [name for cell in nb.cells if cell.cell_type == "code" for name in STUB.findall(cell.source)]
+
+
+def printed(nb: nbformat.NotebookNode) -> str:
+    """Everything the executed notebook's cells printed (stream outputs)."""
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                   if o.output_type == "stream")
+
+
+class NotebookRun:
+    """One notebook's tests (a class, so that xdist's loadscope keeps them on one worker)."""
+    notebook: Path
+
+    def run(self, notebook_runs) -> nbformat.NotebookNode:
+        copy, record = notebook_runs.get(self.notebook)
+        if not record.get("ok"):
+            pytest.fail(f"{self.notebook.relative_to(REPO)}: {record.get('error', 'did not finish')}\n"
+                        f"(the executed copy, outputs up to there: {copy})", pytrace=False)
+        return nbformat.read(copy, as_version=4)
+
+    def test_runs_top_to_bottom(self, notebook_runs):
+        self.run(notebook_runs)
+
+
+class StudentNotebookRun(NotebookRun):
+    def test_every_blank_exercise_falls_back_to_the_reference(self, notebook_runs):
+        """Each stub was reached, raised NotImplementedError, and its check said so and handed on minidiff's
+        reference: the notebook ran on past it (test_runs_top_to_bottom) because of the fallback, not by luck."""
+        executed = self.run(notebook_runs)
+        names, out = stub_names(executed), printed(executed)
+        assert names, f"{self.notebook.name} holds no exercise stub"
+        missing = [name for name in names if f"{name}: not attempted yet" not in out]
+        assert not missing, (f"{self.notebook.relative_to(REPO)}: no 'not attempted yet' fallback printed for "
+                             f"{missing}; the check after each blank exercise must fall back to the reference")
+
+
+# One class per notebook: Test_solutions_06_sampling::test_runs_top_to_bottom names the notebook it ran.
+for _path in SOLUTIONS + STUDENTS:
+    _base = StudentNotebookRun if _path.parent.name == "notebooks" else NotebookRun
+    _name = f"Test_{_path.parent.name}_{_path.stem}"
+    globals()[_name] = type(_name, (_base,), {"notebook": _path, "__doc__": f"{_path.relative_to(REPO)}"})
+del _path, _base, _name
