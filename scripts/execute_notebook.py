@@ -60,6 +60,7 @@ def provenance() -> dict:
     """Where and how this run happens: profile, machine, date, versions (the kernel runs on this machine,
     with this environment)."""
     import torch
+
     import minidiff
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"profile": minidiff.profile(), "device": "cuda" if gpu else "cpu", "gpu": gpu, "cpu": cpu_name(),
