@@ -436,7 +436,8 @@ def test_steps_from_zero_terminal_snr_need_x0(z):
 
 
 # DDPM's 1,000 steps on 8,000 samples (not 20,000: 2.5x faster): the standard error of the std is still 0.8%,
-# a quarter of the 3% allowed; DDIM and DPM-Solver++, cheaper and with a discretisation bias nearer the bound, keep 20,000.
+# a quarter of the 3% allowed; DDIM and DPM-Solver++, cheaper and with a discretisation bias nearer the bound,
+# keep 20,000.
 @pytest.mark.parametrize("name, steps, std_tol, n", [("ddim", 200, 0.03, 20_000), ("dpm++", 50, 0.03, 20_000),
                                                      ("ddpm", 1000, 0.03, 8_000)])
 def test_samplers_recover_gaussian_data_from_zero_terminal_snr(z, name, steps, std_tol, n):
