@@ -68,7 +68,8 @@ notebooks: $(STAMP)
 assignments: $(STAMP)
 	$(BIN)/python -m minidiff.course.grading assignments --course course
 
-# Every notebook in the `full` profile on a CUDA machine (brings its own wheels if needed).
+# On a CUDA machine: the unit tests, every solution notebook once in `full` (kept in gpu_suite_out/, for the site),
+# every student notebook in `smoke` (brings its own wheels if needed; scripts/gpu_suite.sh says how to split it).
 test-gpu:
 	bash scripts/gpu_suite.sh
 
