@@ -15,10 +15,13 @@ unless set), with the notebook's folder as the working directory.
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import NotebookRuns
+from nbformat.v4 import new_code_cell, new_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,6 +68,29 @@ class StudentNotebookRun(NotebookRun):
         missing = [name for name in names if f"{name}: not attempted yet" not in out]
         assert not missing, (f"{self.notebook.relative_to(REPO)}: no 'not attempted yet' fallback printed for "
                              f"{missing}; the check after each blank exercise must fall back to the reference")
+
+
+def test_a_notebook_executes_once_however_many_ask_and_a_failure_names_its_cell(tmp_path, monkeypatch):
+    """The machinery above, on two small notebooks: three callers at once (as two xdist workers and the site
+    would) get one execution and the same copy; a cell that raises is named with its error."""
+    log = tmp_path / "runs.log"
+    monkeypatch.setenv("RUNS_LOG", str(log))
+    (tmp_path / "src").mkdir()
+    counted, failing = tmp_path / "src" / "01_counted.ipynb", tmp_path / "src" / "02_failing.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell("import os\nopen(os.environ['RUNS_LOG'], 'a').write('ran\\n')",
+                                                     id="count")]), counted)
+    nbformat.write(new_notebook(cells=[new_code_cell("x = 1", id="a"), new_code_cell("raise ValueError('bad t')",
+                                                                                     id="b"),
+                                       new_code_cell("print(x)", id="c")]), failing)
+    runs = NotebookRuns(tmp_path / "executed")
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(lambda _: runs.get(counted), range(3)))
+    assert log.read_text() == "ran\n", "executed more than once"
+    assert {copy for copy, _ in got} == {tmp_path / "executed" / "src_01_counted.ipynb"}
+    assert all(record["ok"] and record["profile"] for _, record in got)
+    (_, record), = runs.get_all([failing]).values()
+    assert not record["ok"] and record["error"].startswith("cell 2 of 3 (id b) raised ValueError: bad t")
+    assert "raise ValueError('bad t')" in record["error"]
 
 
 # One class per notebook: Test_solutions_06_sampling::test_runs_top_to_bottom names the notebook it ran.
