@@ -79,9 +79,9 @@ def test_a_notebook_executes_once_however_many_ask_and_a_failure_names_its_cell(
     counted, failing = tmp_path / "src" / "01_counted.ipynb", tmp_path / "src" / "02_failing.ipynb"
     nbformat.write(new_notebook(cells=[new_code_cell("import os\nopen(os.environ['RUNS_LOG'], 'a').write('ran\\n')",
                                                      id="count")]), counted)
-    nbformat.write(new_notebook(cells=[new_code_cell("x = 1", id="a"), new_code_cell("raise ValueError('bad t')",
-                                                                                     id="b"),
-                                       new_code_cell("print(x)", id="c")]), failing)
+    cells = [new_code_cell("x = 1", id="a"), new_code_cell("raise ValueError('bad t')", id="b"),
+             new_code_cell("print(x)", id="c")]
+    nbformat.write(new_notebook(cells=cells), failing)
     runs = NotebookRuns(tmp_path / "executed")
     with ThreadPoolExecutor(3) as pool:
         got = list(pool.map(lambda _: runs.get(counted), range(3)))
