@@ -41,16 +41,17 @@ lab: $(STAMP)
 # tests/test_site.py, reuses the solutions' executed copies); the site and JupyterLab in a real browser. The
 # notebooks go first, longest first (tests/conftest.py), hence --no-loadscope-reorder. The 15 slowest tests are
 # listed at the end. ruff runs first (a second), and the tests run whatever it says; make fails if either did.
+RUFF   := $(BIN)/ruff check minidiff tests benchmarks scripts
 PYTEST := env -u MPLBACKEND MINIDIFF_PROFILE=smoke OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(WORKERS) \
 	--dist loadscope --no-loadscope-reorder -p no:cacheprovider --durations=15
 
 test: $(STAMP) $(BOOK_STAMP) browser
-	@lint=0; $(MAKE) --no-print-directory lint || lint=1; \
+	@lint=0; echo "$(RUFF)"; $(RUFF) || lint=1; \
 	echo "$(PYTEST) tests"; $(PYTEST) tests && exit $$lint
 
 # ruff, as configured in pyproject.toml ([tool.ruff]), over the package, the tests, the benchmarks and the scripts.
 lint: $(STAMP)
-	$(BIN)/ruff check minidiff tests benchmarks scripts
+	$(RUFF)
 
 # The same tests without the notebooks (and the site, built from them), or only those.
 test-unit: $(STAMP)
