@@ -32,15 +32,16 @@ STUB = re.compile(r"""raise NotImplementedError\(["']Exercise '(\w+)'""")
 pytestmark = pytest.mark.notebooks
 
 
-def stub_names(nb: nbformat.NotebookNode) -> list[str]:
-    """The exercises whose stub (``raise NotImplementedError("Exercise 'NAME': ...")``) a notebook holds."""
-    return [name for cell in nb.cells if cell.cell_type == "code" for name in STUB.findall(cell.source)]
+def printed(cell: nbformat.NotebookNode) -> str:
+    """What an executed code cell printed (its stream outputs)."""
+    return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.output_type == "stream")
 
 
-def printed(nb: nbformat.NotebookNode) -> str:
-    """Everything the executed notebook's cells printed (stream outputs)."""
-    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-                   if o.output_type == "stream")
+def stubs_and_checks(nb: nbformat.NotebookNode) -> list[tuple[str, int, nbformat.NotebookNode]]:
+    """(exercise, number of the cell after its stub, that cell) for each exercise stub,
+    ``raise NotImplementedError("Exercise 'NAME': ...")``; the code cell after a stub is its check."""
+    code = [(number, cell) for number, cell in enumerate(nb.cells, start=1) if cell.cell_type == "code"]
+    return [(name, *code[k + 1]) for k, (_, cell) in enumerate(code[:-1]) for name in STUB.findall(cell.source)]
 
 
 class NotebookRun:
@@ -60,14 +61,14 @@ class NotebookRun:
 
 class StudentNotebookRun(NotebookRun):
     def test_every_blank_exercise_falls_back_to_the_reference(self, notebook_runs):
-        """Each stub was reached, raised NotImplementedError, and its check said so and handed on minidiff's
+        """Each stub was reached, raised NotImplementedError, and the check after it said so and handed on minidiff's
         reference: the notebook ran on past it (test_runs_top_to_bottom) because of the fallback, not by luck."""
-        executed = self.run(notebook_runs)
-        names, out = stub_names(executed), printed(executed)
-        assert names, f"{self.notebook.name} holds no exercise stub"
-        missing = [name for name in names if f"{name}: not attempted yet" not in out]
-        assert not missing, (f"{self.notebook.relative_to(REPO)}: no 'not attempted yet' fallback printed for "
-                             f"{missing}; the check after each blank exercise must fall back to the reference")
+        pairs = stubs_and_checks(self.run(notebook_runs))
+        assert pairs, f"{self.notebook.name} holds no exercise stub"
+        silent = [f"{name} (cell {number})" for name, number, check in pairs
+                  if "not attempted yet" not in printed(check)]
+        assert not silent, (f"{self.notebook.relative_to(REPO)}: the check after each blank exercise must print "
+                            f"'not attempted yet' and fall back to the reference; it did not for {', '.join(silent)}")
 
 
 def test_a_notebook_executes_once_however_many_ask_and_a_failure_names_its_cell(tmp_path, monkeypatch):
