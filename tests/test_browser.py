@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import signal
 import socket
+import re
 import subprocess
 import sys
 import time
