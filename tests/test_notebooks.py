@@ -1,11 +1,11 @@
 """Every notebook, solution and student version, runs top to bottom: each executed ONCE per test session.
 
-Why two runs per notebook and not one. The solution notebook's run proves that a learner who solves every exercise
-gets through, and makes the site's page (tests/test_site.py reuses the executed copy: nothing runs a third time).
-The student notebook's run proves that a learner who skips every exercise gets through: each stub still raises
-NotImplementedError, its check falls back to minidiff's reference, and every later cell then runs on that
-reference. Those later cells (training, sampling: nearly all of the time) run on different functions in the two
-versions, so no cheaper check of "only the cells that differ" proves the second without running them.
+Why both versions of a notebook run, not only the solution. The solution notebook's run proves that a learner who
+solves every exercise gets through, and makes the site's page (tests/test_site.py reuses the executed copy: nothing
+runs a third time). The student notebook's run proves that a learner who skips every exercise gets through: each
+stub still raises NotImplementedError, its check falls back to minidiff's reference, and every later cell then runs
+on that reference. Those later cells (training, sampling: nearly all of the time) run on different functions in the
+two versions, so no cheaper check of "only the cells that differ" proves the second without running them.
 
 The verdict is nbval's ``--nbval-lax`` (any cell that raises fails; outputs are not compared), and a failure
 names the notebook, the cell (number and id), the error and its traceback. The executed copies lie in pytest's
