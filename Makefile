@@ -17,7 +17,7 @@ EXECUTED     ?=
 # PyTorch's CPU build instead of PyPI's (which brings CUDA), e.g. `make lab TORCH_INDEX=https://download.pytorch.org/whl/cpu`
 TORCH_INDEX ?=
 
-.PHONY: setup lab fresh instructor test test-unit test-notebooks notebooks assignments test-gpu browser clean book book-env
+.PHONY: setup lab fresh instructor test lint test-unit test-notebooks notebooks assignments test-gpu browser clean book book-env
 
 # Setting up .venv says what it does, stays quiet, and ends with one line saying what is ready. setuptools
 # announces every editable install with a warning: that one message, and only it, is filtered out.
@@ -56,16 +56,29 @@ $(INSTRUCTOR_STAMP): $(STAMP)
 instructor: $(INSTRUCTOR_STAMP)
 	$(BIN)/jupyter lab $(ROOT_FLAG)
 
-test: $(STAMP) $(INSTRUCTOR_STAMP) $(BOOK_STAMP) browser
-	env -u MPLBACKEND MINIDIFF_PROFILE=smoke OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(WORKERS) --dist loadscope \
-		--nbval-lax --nbval-current-env -p no:cacheprovider tests notebooks solutions
+# The tests in one pytest run (tests/): the unit tests; every notebook executed ONCE, the solutions and the student
+# versions (tests/test_notebooks.py: a cell that raises fails, as under nbval --nbval-lax; the site's build,
+# tests/test_site.py, reuses the solutions' executed copies); the site and JupyterLab in a real browser. The
+# notebooks go first, longest first (tests/conftest.py), hence --no-loadscope-reorder. The 15 slowest tests are
+# listed at the end. ruff runs first (a second), and the tests run whatever it says; make fails if either did.
+RUFF   := $(BIN)/ruff check minidiff tests benchmarks scripts
+PYTEST := env -u MPLBACKEND MINIDIFF_PROFILE=smoke OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(WORKERS) \
+	--dist loadscope --no-loadscope-reorder -p no:cacheprovider --durations=15
 
+test: $(STAMP) $(INSTRUCTOR_STAMP) $(BOOK_STAMP) browser
+	@lint=0; echo "$(RUFF)"; $(RUFF) || lint=1; \
+	echo "$(PYTEST) tests"; $(PYTEST) tests && exit $$lint
+
+# ruff, as configured in pyproject.toml ([tool.ruff]), over the package, the tests, the benchmarks and the scripts.
+lint: $(STAMP)
+	$(RUFF)
+
+# The same tests without the notebooks (and the site, built from them), or only those.
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest -n $(WORKERS) tests
+	$(PYTEST) -m "not notebooks" tests
 
 test-notebooks: $(STAMP)
-	MINIDIFF_PROFILE=smoke OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(WORKERS) --dist loadscope \
-		--nbval-lax --nbval-current-env notebooks solutions
+	$(PYTEST) -m notebooks tests
 
 # Regenerate the student notebooks (notebooks/) from the single source (solutions/).
 notebooks: $(STAMP)
@@ -76,7 +89,8 @@ notebooks: $(STAMP)
 assignments: $(INSTRUCTOR_STAMP)
 	$(BIN)/python -m minidiff.course.grading assignments --course course
 
-# Every notebook in the `full` profile on a CUDA machine (brings its own wheels if needed).
+# On a CUDA machine: the unit tests, every solution notebook once in `full` (kept in gpu_suite_out/, for the site),
+# every student notebook in `smoke` (brings its own wheels if needed; scripts/gpu_suite.sh says how to split it).
 test-gpu:
 	bash scripts/gpu_suite.sh
 

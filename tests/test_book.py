@@ -61,7 +61,8 @@ def test_executed_copies_prefer_the_first_folder_that_holds_a_usable_copy(tmp_pa
     gpu.mkdir()
     ran = []
     monkeypatch.setattr(book, "execute", lambda sol, target, profile, timeout: ran.append((sol.name, profile)))
-    assert book.executed_copies([sol_path], [gpu], cache, "default") == {sol_path: cache / "solutions_06_sampling.ipynb"}
+    copies = book.executed_copies([sol_path], [gpu], cache, "default")
+    assert copies == {sol_path: cache / "solutions_06_sampling.ipynb"}
     assert ran == [("06_sampling.ipynb", "default")], "none in gpu_suite_out: executed here"
 
     nbformat.write(executed(solution()), gpu / "solutions_06_sampling.ipynb")
@@ -74,7 +75,8 @@ def test_page_drops_the_colab_cell_replaces_widget_views_and_adds_the_provenance
     page = book.page(executed(solution()), "06_sampling")
     assert [c.get("id") for c in page.cells] == ["c00", "minidiff-provenance", "c01"]
     assert [o.output_type for o in page.cells[2].outputs] == ["stream", "display_data"]
-    assert book.WIDGET_VIEW not in page.cells[2].outputs[1].data and "widget" in page.cells[2].outputs[1].data["text/html"]
+    note = page.cells[2].outputs[1].data
+    assert book.WIDGET_VIEW not in note and "widget" in note["text/html"]
     box = page.cells[1].source
     for text in ("<code>full</code>", "GPU: NVIDIA H200", "2026-12-01 10:20 UTC", "210.4 s", "torch 2.11.0",
                  "abc123", 'href="notebooks/06_sampling.ipynb" download',
@@ -119,8 +121,8 @@ def test_links_to_headings_get_the_sites_anchors():
     """Jupyter links to a heading by its text with spaces as hyphens; the site (myst, GitHub slugs) by the lower-case
     slug without punctuation. The page rewrites the first into the second, in every notebook's links."""
     jupyter = "(01_forward_process.ipynb#Notation-for-the-whole-course:-steps-in-the-math,-positions-in-the-code)"
-    assert book.site_links(f"see [notebook 01]{jupyter}.") == \
-        "see [notebook 01](01_forward_process.ipynb#notation-for-the-whole-course-steps-in-the-math-positions-in-the-code)."
+    site = "(01_forward_process.ipynb#notation-for-the-whole-course-steps-in-the-math-positions-in-the-code)"
+    assert book.site_links(f"see [notebook 01]{jupyter}.") == f"see [notebook 01]{site}."
     assert book.site_links("[up](#Common-pitfalls)") == "[up](#common-pitfalls)"
     assert book.site_links("[out](https://example.org/page#Keep-Case)") == "[out](https://example.org/page#Keep-Case)"
     assert book.heading_slug("Zero terminal SNR: the last step is not quite noise") == \

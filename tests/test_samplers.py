@@ -435,11 +435,15 @@ def test_steps_from_zero_terminal_snr_need_x0(z):
     assert torch.isfinite(md.ddim_step(x_T, x_T, 998, 500, z)).all()       # any other step still works from ε̂ alone
 
 
-@pytest.mark.parametrize("name, steps, std_tol", [("ddim", 200, 0.03), ("dpm++", 50, 0.03), ("ddpm", 1000, 0.03)])
-def test_samplers_recover_gaussian_data_from_zero_terminal_snr(z, name, steps, std_tol):
+# DDPM's 1,000 steps on 8,000 samples (not 20,000: 2.5x faster): the standard error of the std is still 0.8%,
+# a quarter of the 3% allowed; DDIM and DPM-Solver++, cheaper and with a discretisation bias nearer the bound,
+# keep 20,000.
+@pytest.mark.parametrize("name, steps, std_tol, n", [("ddim", 200, 0.03, 20_000), ("dpm++", 50, 0.03, 20_000),
+                                                     ("ddpm", 1000, 0.03, 8_000)])
+def test_samplers_recover_gaussian_data_from_zero_terminal_snr(z, name, steps, std_tol, n):
     """With the exact v̂ on a zero-terminal-SNR schedule, sampling from pure noise (which is now exactly
     x_T's distribution) gives N(μ, σ²): mean within 0.03, std within 3%."""
-    x = md.samplers.sample(name, gaussian_v_model(z), z, (20_000, 1), steps, generator=torch.Generator().manual_seed(0))
+    x = md.samplers.sample(name, gaussian_v_model(z), z, (n, 1), steps, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(x).all()
     assert x.mean().item() == pytest.approx(MU, abs=0.03)
     assert x.std().item() == pytest.approx(SIGMA, rel=std_tol)

@@ -1,7 +1,8 @@
 """The course's website, built as CI builds it and opened in a real browser.
 
-One module-scoped build: the eight solutions executed in the ``smoke`` profile (scripts/execute_notebook.py,
-one after the other), then Sphinx (minidiff.course.book), into a temporary folder. Then:
+One module-scoped build from the solutions executed in the ``smoke`` profile, the same executed copies that
+tests/test_notebooks.py gives its verdict on (tests/conftest.py: each notebook runs once per session), then Sphinx
+(minidiff.course.book), into a temporary folder. Then:
 
 * every page is there, says which profile and machine made it, and links to its student notebook and Colab;
 * Debian's Chromium (Playwright, as in tests/test_browser.py) opens the pages of notebooks 01 and 06 from a
@@ -26,25 +27,34 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import PROFILE
+from test_browser import CHROMIUM, CHROMIUM_ARGS, _skip
 
 from minidiff.course import book, colab
-from test_browser import CHROMIUM, CHROMIUM_ARGS, _skip
 
 REPO = Path(__file__).resolve().parents[1]
 STEMS = sorted(p.stem for p in (REPO / "solutions").glob("*.ipynb"))
 BROWSER_PAGES = ("01_forward_process", "06_sampling")
+pytestmark = pytest.mark.notebooks      # it executes the solutions (or takes tests/test_notebooks.py's copies)
 MATHJAX_S = 60          # MathJax must have typeset a page within this
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
+def site(tmp_path_factory, notebook_runs) -> Path:
     missing = [m for m in ("sphinx", "myst_nb", "sphinx_book_theme", "jupyter_server_mathjax")
                if importlib.util.find_spec(m) is None]
     if missing:
         _skip(f"the site's tools are not installed ({', '.join(missing)}): pip install -e '.[book]' (make test does)")
     tmp = tmp_path_factory.mktemp("site")
     lent = [Path(p) for p in os.environ.get("MINIDIFF_SITE_EXECUTED", "").split(os.pathsep) if p]
-    index = book.build(tmp / "html", lent, "smoke", work=tmp / "work")
+    if not lent:    # the copies tests/test_notebooks.py executes for its verdict (made here if it has not yet)
+        solutions = sorted((REPO / "solutions").glob("*.ipynb"))
+        failed = [path.name for path, (_, record) in notebook_runs.get_all(solutions).items() if not record.get("ok")]
+        if failed:
+            pytest.fail(f"the site needs every solution executed; {', '.join(failed)} raised "
+                        f"(tests/test_notebooks.py says where)", pytrace=False)
+        lent = [notebook_runs.folder]
+    index = book.build(tmp / "html", lent, PROFILE, work=tmp / "work")
     return index.parent
 
 
@@ -59,11 +69,12 @@ def test_every_notebook_has_a_page_made_in_smoke_with_its_links(site):
     assert set(records) == set(STEMS)
     for stem in STEMS:
         page, record = html(site, stem), records[stem]
-        assert record["profile"] == "smoke" and record["ok"] and record["cpu"], (stem, record)
-        assert 'class="minidiff-provenance"' in page and "<code>smoke</code>" in page
+        assert record["profile"] == PROFILE and record["ok"] and record["cpu"], (stem, record)
+        assert 'class="minidiff-provenance"' in page and f"<code>{PROFILE}</code>" in page
         assert colab.colab_url(f"notebooks/{stem}.ipynb") in page
         assert f'href="notebooks/{stem}.ipynb"' in page
-        assert (site / "notebooks" / f"{stem}.ipynb").read_bytes() == (REPO / "notebooks" / f"{stem}.ipynb").read_bytes()
+        student = f"notebooks/{stem}.ipynb"
+        assert (site / student).read_bytes() == (REPO / student).read_bytes()
         assert "google.colab" not in page, "the Colab setup cell is not shown on the site"
 
 
