@@ -13,7 +13,6 @@ import argparse
 
 import torch
 from torch.profiler import ProfilerActivity, profile
-
 from train_throughput import diffusers_model, make_step, minidiff_model
 
 

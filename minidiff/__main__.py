@@ -28,11 +28,19 @@ import torch.distributed as dist
 from . import pretrained
 from .checkpoint import TRAIN_FORMAT, DiskFullError, FileSizeLimitError, load_checkpoint
 from .guidance import check_scale, labels_in_turn
-from .pretrained.recipes import (RECIPES, evaluate_recipe, evaluate_snapshots, finish, make_trainer, ship,
-                                 ship_snapshots, train_recipe)
-from .samplers import SAMPLERS, sample
 from .images import image_format, save_grid
+from .pretrained.recipes import (
+    RECIPES,
+    evaluate_recipe,
+    evaluate_snapshots,
+    finish,
+    make_trainer,
+    ship,
+    ship_snapshots,
+    train_recipe,
+)
 from .registry import MODEL_FORMAT
+from .samplers import SAMPLERS, sample
 from .train import COMPILE_MODES, NonFiniteLossError, RunConfig, RunFolderBusyError
 
 # CorruptCheckpointError, UnsafeCheckpointError and ChecksumError are ValueErrors; FileNotFoundError,

@@ -34,7 +34,7 @@ from typing import IO, Any, Callable, Optional, Union
 import torch
 
 try:
-    import resource                       # POSIX only: the file-size limit (ulimit -f)
+    import resource  # POSIX only: the file-size limit (ulimit -f)
 except ImportError:                       # pragma: no cover (Windows)
     resource = None
 

@@ -169,7 +169,7 @@ def _interleaved(labels: np.ndarray) -> np.ndarray:
 # -- scikit-learn's 8×8 digits ------------------------------------------------------------------
 def sklearn_digits() -> LabelledImages:
     """scikit-learn's 1,797 handwritten digits, 1×8×8 in [-1, 1] (pixels 0–16): tiny, trains in seconds."""
-    from sklearn.datasets import load_digits     # imported on use: scikit-learn takes a second to import
+    from sklearn.datasets import load_digits  # imported on use: scikit-learn takes a second to import
 
     digits = load_digits()
     images = to_model_range(torch.tensor(digits.images).unsqueeze(1), 16)
@@ -182,7 +182,7 @@ TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar
 
 def _open_torchvision(name: str, root: str, train: bool, download: bool) -> Dataset:
     """The torchvision dataset itself, with its two failures (absent, undownloadable) explained."""
-    from torchvision import datasets              # imported on use: torchvision takes seconds to import
+    from torchvision import datasets  # imported on use: torchvision takes seconds to import
 
     cls = getattr(datasets, TORCHVISION_CLASSES[name])
     if not download:

@@ -10,8 +10,7 @@ import minidiff as md
 from minidiff import pretrained, registry
 from minidiff.metrics import psnr
 from minidiff.nn.autoencoder import Autoencoder, AutoencoderConfig, kl_divergence, reparameterise
-from minidiff.objectives import (AutoencoderObjective, ReconstructionConfig, as_objective,
-                                 objective_from_description)
+from minidiff.objectives import AutoencoderObjective, ReconstructionConfig, as_objective, objective_from_description
 from minidiff.train import RunConfig, TrainConfig, Trainer
 
 

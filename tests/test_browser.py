@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
-import re
 import subprocess
 import sys
 import time
@@ -151,7 +151,7 @@ class Lab:
             path.write_text(json.dumps(values))
         for sub in ("workspaces", "config", "runtime", "ipython", "screenshots"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
-        from minidiff.course.lab import learner_config   # nbgrader hidden, as in `make lab`
+        from minidiff.course.lab import learner_config  # nbgrader hidden, as in `make lab`
         self._ensure_kernelspec("python3")
         env = dict(os.environ)
         env.update({

@@ -7,9 +7,9 @@ import sys
 import pytest
 import torch
 
-from minidiff.pretrained import recipes
 from minidiff.__main__ import main
 from minidiff.checkpoint import load_checkpoint
+from minidiff.pretrained import recipes
 from minidiff.pretrained.recipes import model_description
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

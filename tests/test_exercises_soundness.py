@@ -230,7 +230,11 @@ def test_internal_routes_are_refused_by_the_graded_call_too():
 def test_the_library_and_checks_in_memory_match_their_files():
     import runpy
     grade = runpy.run_module("minidiff.course.grade")
-    import minidiff.latent, minidiff.metrics, minidiff.pretrained, minidiff.samplers, minidiff.train  # noqa: F401
+    import minidiff.latent
+    import minidiff.metrics
+    import minidiff.pretrained
+    import minidiff.samplers
+    import minidiff.train  # noqa: F401
     assert grade["library_changed"]() == []
     with grade["_fresh_exercises"]() as fresh:
         assert grade["checks_changed"](fresh) == []

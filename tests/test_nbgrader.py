@@ -6,7 +6,6 @@ for 01's five under load); the tests read it.
 """
 import csv
 import re
-import shutil
 from pathlib import Path
 
 import nbformat

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import minidiff as md
-from minidiff.scores import (GaussianMixture, eps_from_score, pf_ode_euler_step, score_from_eps, tweedie_x0)
+from minidiff.scores import GaussianMixture, eps_from_score, pf_ode_euler_step, score_from_eps, tweedie_x0
 
 
 @pytest.fixture

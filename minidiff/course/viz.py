@@ -44,8 +44,8 @@ from PIL import Image
 from torch import Tensor
 
 from ..data import to_pixel_range
-from ..images import check_batch, grid_shape, image_grid, png_bytes
 from ..diffusion import q_sample
+from ..images import check_batch, grid_shape, image_grid, png_bytes
 from ..schedules import NoiseSchedule
 
 Label = Union[int, str]

@@ -41,11 +41,42 @@ Where things are: ``core`` holds the generic machinery (``check``, ``check_prope
 feedback, ``EXERCISES`` and ``register``); one module per notebook (``nb01_forward_process`` …
 ``nb08_latent_diffusion``) holds that notebook's checks, hints and common mistakes.
 """
-from .core import (EXERCISES, IMAGE_TOLERANCE, TIME_LIMIT_S, Case, Exercise, ExerciseError, Mistake, Property, _FAILED,
-                   _install_note_handler, _ipython, check, check_properties, compare, compare_tensors, describe,
-                   forbidden, hint, image_cases, later_cell_note, not_attempted, position, t_labels, use_reference)
-from . import (nb01_forward_process, nb02_closed_form, nb03_schedules, nb04_unet, nb05_training, nb06_sampling,
-               nb07_guidance, nb08_latent_diffusion)
+from . import (
+                   nb01_forward_process,
+                   nb02_closed_form,
+                   nb03_schedules,
+                   nb04_unet,
+                   nb05_training,
+                   nb06_sampling,
+                   nb07_guidance,
+                   nb08_latent_diffusion,
+)
+from .core import (
+                   _FAILED,
+                   EXERCISES,
+                   IMAGE_TOLERANCE,
+                   TIME_LIMIT_S,
+                   Case,
+                   Exercise,
+                   ExerciseError,
+                   Mistake,
+                   Property,
+                   _install_note_handler,
+                   _ipython,
+                   check,
+                   check_properties,
+                   compare,
+                   compare_tensors,
+                   describe,
+                   forbidden,
+                   hint,
+                   image_cases,
+                   later_cell_note,
+                   not_attempted,
+                   position,
+                   t_labels,
+                   use_reference,
+)
 from .nb01_forward_process import *  # noqa: F401,F403
 from .nb02_closed_form import *  # noqa: F401,F403
 from .nb03_schedules import *  # noqa: F401,F403

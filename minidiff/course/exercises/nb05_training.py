@@ -8,9 +8,21 @@ import torch
 from torch import Tensor
 
 from ... import losses, schedules
-from .core import (_ABAR, _ALPHA, IMAGE_TOLERANCE, Case, Exercise, ExerciseError, Mistake, _advice, _first_hint, check,
-                   describe, register, t_labels)
-
+from .core import (
+    _ABAR,
+    _ALPHA,
+    IMAGE_TOLERANCE,
+    Case,
+    Exercise,
+    ExerciseError,
+    Mistake,
+    _advice,
+    _first_hint,
+    check,
+    describe,
+    register,
+    t_labels,
+)
 
 __all__ = ["HINT_EMA_UPDATE", "HINT_MIN_SNR_LOSS", "HINT_TRAINING_LOSS", "check_ema_update", "check_min_snr_loss",
            "check_training_loss"]   # what mc.exercises exports from here

@@ -10,9 +10,21 @@ import torch
 from torch import Tensor
 
 from ... import schedules
-from .core import (_ABAR, _ALPHA, _BETA, IMAGE_TOLERANCE, Case, Exercise, Mistake, _at,
-                   _first_hint, check, describe, register,
-                   t_labels)
+from .core import (
+    _ABAR,
+    _ALPHA,
+    _BETA,
+    IMAGE_TOLERANCE,
+    Case,
+    Exercise,
+    Mistake,
+    _at,
+    _first_hint,
+    check,
+    describe,
+    register,
+    t_labels,
+)
 
 __all__ = ["HINT_DDIM_LOOP", "HINT_DDIM_STEP", "HINT_DDPM_STEP", "HINT_DPM_SOLVER_STEP", "check_ddim_loop", "check_ddim_step",
            "check_ddpm_step", "check_dpm_solver_step"]   # what mc.exercises exports from here
