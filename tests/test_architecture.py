@@ -136,3 +136,15 @@ def test_no_docstring_has_control_characters():
             doc = getattr(obj, "__doc__", None) if not isinstance(obj, str) else None
             doc = doc if isinstance(doc, str) else ""
             assert not any(ord(c) < 32 and c not in "\n\t" for c in doc), f"{module.__name__}.{name}"
+
+
+def test_the_step_functions_are_short_enough_to_read_beside_their_equation():
+    """Issue 36: ddpm_step, ddim_step and dpm_solver_step are the equations, at most 15 lines of body each
+    (the docstring not counted); their checks live in one helper, the loops' in samplers.prepare."""
+    import inspect
+    import textwrap
+    for fn in (md.ddpm_step, md.ddim_step, md.dpm_solver_step):
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn))).body[0]
+        body = tree.body[1:] if isinstance(tree.body[0], ast.Expr) else tree.body     # without the docstring
+        lines = body[-1].end_lineno - body[0].lineno + 1
+        assert lines <= 15, f"{fn.__name__} has {lines} lines of body"
