@@ -28,13 +28,13 @@ import time
 from dataclasses import replace
 
 import torch
+from quality_vs_time import fit_steps_to_budget, synchronize
 
 import minidiff as md
 from minidiff import latent, metrics
-from minidiff.data import Scenes, Shapes
+from minidiff.data import Scenes
 from minidiff.pretrained import recipes
-from minidiff.pretrained.recipes import RECIPES, SampleConfig, evaluate_autoencoder, evaluate_text_model, finish
-from quality_vs_time import fit_steps_to_budget, synchronize
+from minidiff.pretrained.recipes import RECIPES, evaluate_autoencoder, evaluate_text_model, finish
 
 
 def emit(record: dict, args: argparse.Namespace) -> None:

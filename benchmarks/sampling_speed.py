@@ -19,7 +19,6 @@ import torch
 
 import minidiff as md
 
-
 PREDICTION_TYPE = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}   # diffusers' names for our targets
 
 

@@ -68,11 +68,45 @@ that, not to β tables:
 (the profile switch, plots and widgets, exercise checks, the notebook generator) is a separate import,
 ``import minidiff.course as mc``; the library never imports it.
 """
-from . import checkpoint, data, diffusion, guidance, losses, nn, objectives, registry, samplers, schedules, scores, train
-from . import latent, metrics, pretrained
-from .data import LabelledImages, Scenes, Shapes, mnist, sklearn_digits, to_model_range, to_pixel_range, torchvision_dataset
-from .diffusion import (eps_and_x0, predict_eps_from_v, predict_eps_from_x0, predict_v, predict_x0_from_eps,
-                        predict_x0_from_v, q_chain, q_posterior, q_sample, q_step)
+from . import (
+                        checkpoint,
+                        data,
+                        diffusion,
+                        guidance,
+                        latent,
+                        losses,
+                        metrics,
+                        nn,
+                        objectives,
+                        pretrained,
+                        registry,
+                        samplers,
+                        schedules,
+                        scores,
+                        train,
+)
+from .data import (
+                        LabelledImages,
+                        Scenes,
+                        Shapes,
+                        mnist,
+                        sklearn_digits,
+                        to_model_range,
+                        to_pixel_range,
+                        torchvision_dataset,
+)
+from .diffusion import (
+                        eps_and_x0,
+                        predict_eps_from_v,
+                        predict_eps_from_x0,
+                        predict_v,
+                        predict_x0_from_eps,
+                        predict_x0_from_v,
+                        q_chain,
+                        q_posterior,
+                        q_sample,
+                        q_step,
+)
 from .guidance import ClassifierFree, cfg_mix, drop_labels
 from .losses import diffusion_loss
 from .metrics import class_accuracy, evaluate, evaluate_model, frechet_distance, kernel_distance, reference_floor
@@ -80,8 +114,16 @@ from .nn import ClassifierConfig, DigitClassifier, UNet, UNetConfig, timestep_em
 from .nn.autoencoder import Autoencoder, AutoencoderConfig
 from .objectives import ClassificationConfig, ClassificationObjective, DiffusionConfig, DiffusionObjective
 from .pretrained import load_autoencoder, load_classifier, load_diffusion, load_trained, text_to_image
-from .samplers import (ddim_invert, ddim_sample, ddim_step, ddpm_sample, ddpm_step, dpm_solver_sample, dpm_solver_step,
-                       slerp)
+from .samplers import (
+                        ddim_invert,
+                        ddim_sample,
+                        ddim_step,
+                        ddpm_sample,
+                        ddpm_step,
+                        dpm_solver_sample,
+                        dpm_solver_step,
+                        slerp,
+)
 from .schedules import NoiseSchedule, extract, make_schedule
 from .train import RunConfig, TrainConfig, Trainer
 

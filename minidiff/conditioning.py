@@ -19,10 +19,9 @@ the samplers and guidance all import it, and it imports nothing of minidiff.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional, Union
-
-import math
 
 import torch
 from torch import Tensor, nn

@@ -6,8 +6,18 @@ import pytest
 import torch
 
 import minidiff as md
-from minidiff.guidance import (ClassifierFree, Interval, Rescaled, Thresholded, as_guidance, cfg_mix, drop_labels,
-                               guided_output, null_label, per_image_std)
+from minidiff.guidance import (
+    ClassifierFree,
+    Interval,
+    Rescaled,
+    Thresholded,
+    as_guidance,
+    cfg_mix,
+    drop_labels,
+    guided_output,
+    null_label,
+    per_image_std,
+)
 
 
 def tiny_unet(num_classes=3) -> md.UNet:

@@ -16,9 +16,18 @@ from minidiff.checkpoint import CorruptCheckpointError, load_checkpoint
 from minidiff.losses import diffusion_loss, per_sample_loss
 from minidiff.objectives import ClassificationConfig, ClassificationObjective, loss_by_t
 from minidiff.pretrained import load_trained
-from minidiff.train import (DiffusionConfig, NonFiniteLossError, RunConfig, RunFolderBusyError, TrainConfig, Trainer,
-                            ema_decay_at, ema_update, lr_at)
 from minidiff.samplers import ddim_sample_fn
+from minidiff.train import (
+    DiffusionConfig,
+    NonFiniteLossError,
+    RunConfig,
+    RunFolderBusyError,
+    TrainConfig,
+    Trainer,
+    ema_decay_at,
+    ema_update,
+    lr_at,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -546,6 +555,7 @@ def test_a_recipe_with_snapshots_keeps_raw_and_ema_weights_and_ships_them_in_one
     """recipes.train_recipe keeps θ and θ_ema at each snapshot; ship_snapshots writes them into one file that
     pretrained.load_snapshots reads back (notebook 05's mnist_ema)."""
     from dataclasses import replace
+
     from minidiff import pretrained
     from minidiff.pretrained.recipes import RECIPES, make_trainer, ship_snapshots, train_recipe
     recipe = replace(RECIPES["tiny"], snapshots=(0.5, 1.0))

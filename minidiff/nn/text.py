@@ -23,7 +23,6 @@ import torch
 from torch import Tensor, nn
 
 from ..conditioning import Target
-
 from .blocks import multi_head_attention
 from .unet import UNet, UNetConfig
 

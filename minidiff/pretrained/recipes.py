@@ -21,7 +21,6 @@ from torch import Tensor
 
 from .. import metrics, samplers
 from ..checkpoint import load_checkpoint
-from . import save_shipped
 from ..data import CAPTION_WORDS, Scenes, Shapes, mnist
 from ..guidance import labels_in_turn
 from ..nn.autoencoder import AutoencoderConfig
@@ -31,6 +30,7 @@ from ..objectives import OBJECTIVES, ClassificationConfig, DiffusionConfig, Obje
 from ..registry import KINDS, build, config_dict, describe
 from ..samplers import ddim_sample_fn
 from ..train import RunConfig, SampleFn, TrainConfig, Trainer
+from . import save_shipped
 
 ModelConfig = Union[UNetConfig, ClassifierConfig, AutoencoderConfig]
 ObjectiveConfig = Union[DiffusionConfig, ClassificationConfig, ReconstructionConfig]
