@@ -11,6 +11,7 @@ $\hat x_0$). ``predict_eps`` gets both, reading the output as what the model say
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional, Union
 
@@ -422,10 +423,21 @@ def _check_start(x: Tensor, s: NoiseSchedule, model: Model, name: str = "x_T") -
     return x
 
 
+# A loop starts from x_T ~ N(0, I), which is q(x_T) only when ᾱ_T ≈ 0. Above this ᾱ_T (x_T keeps √0.05 ≈ 22%
+# of the image's amplitude) the samples come from a start the model never saw, and a warning says so (issue 28).
+TERMINAL_SIGNAL_WARNING = 0.05
+
+
 def _initial_noise(shape: tuple[int, ...], s: NoiseSchedule, generator: Optional[torch.Generator]) -> Tensor:
     device = generator.device if generator is not None else s.device
     if not same_device(device, s.device):
         raise ValueError(f"generator is on {device} but the schedule is on {s.device}; use one device")
+    abar_T = s.host["sqrt_abar"][-1] ** 2
+    if abar_T > TERMINAL_SIGNAL_WARNING:
+        warnings.warn(f"s ends at ᾱ_T = {abar_T:.4g} (T = {s.num_steps}): x_T still holds {abar_T ** 0.5:.0%} of the "
+                      f"image, so starting from pure noise N(0, I) is not q(x_T) and the samples will be off; use a "
+                      f"schedule that ends near ᾱ_T = 0 (more steps, a larger beta_end, or the cosine schedule)",
+                      stacklevel=3)
     return torch.randn(shape, device=device, generator=generator)
 
 

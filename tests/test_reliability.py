@@ -323,3 +323,23 @@ def test_case_29_a_broken_manifest_is_named_and_own_runs_still_sample(broken_man
 def test_case_35_a_huge_n_is_refused_before_allocating(capsys):
     err = user_error(capsys, ["sample", "--checkpoint", "mnist_cond", "--n", "1000000000000"])
     assert "--n must be <= 1,024 (one grid image" in err
+
+
+def test_case_15_a_schedule_that_keeps_the_image_at_T_warns_when_sampled():
+    """Issue 28, case 15: NoiseSchedule.linear(1) (ᾱ_T = 0.9999) sampled from pure noise says so; a schedule
+    that ends near ᾱ_T = 0 does not warn, and a loop given its own x_T (an inversion's) does not either."""
+    model = lambda x, t: torch.zeros_like(x)
+    with pytest.warns(UserWarning, match=r"s ends at ᾱ_T = 0\.9999 \(T = 1\): x_T still holds 100% of the image"):
+        md.ddpm_sample(model, md.NoiseSchedule.linear(1), (2, 1, 4, 4))
+    with pytest.warns(UserWarning, match="ᾱ_T = 0.3636"):
+        md.ddim_sample(model, md.NoiseSchedule.linear(100), (2, 1, 4, 4), steps=3)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        md.dpm_solver_sample(model, md.NoiseSchedule.linear(1000), (2, 1, 4, 4), steps=3)
+        md.ddim_sample(model, md.NoiseSchedule.linear(100), (2, 1, 4, 4), steps=3, x_T=torch.zeros(2, 1, 4, 4))
+
+
+def test_case_18_text_to_image_refuses_a_huge_guidance_scale():
+    with pytest.raises(ValueError, match=r"guidance_scale must be a finite number in \[-1000, 1000\].*got 1e\+308"):
+        md.text_to_image(["a red circle"], guidance_scale=1e308, steps=2)
