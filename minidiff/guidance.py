@@ -255,7 +255,8 @@ class Composed(nn.Module):
     ``terms`` are the pairs $(y_k, w_k)$, ``base`` is $b$ (default: every attribute null, i.e. the
     unconditional model). Plain CFG is one term, $w_1 = w$. A condition is one label per attribute,
     None standing for that attribute's null label: ``(0, None)`` is "a circle, any colour". A
-    negative $w_k$ steers *away* from $y_k$, as a negative prompt does. The $1 + K$ outputs come from
+    negative $w_k$ steers *away* from $y_k$ (Liu et al.'s negation). A negative prompt $n$ as Stable
+    Diffusion and diffusers apply it is the base instead, ``base=n``: $f(n) + w\,[f(y) - f(n)]$. The $1 + K$ outputs come from
     one batched forward pass. It is sampled like an unconditional model (no ``y``):
     ``ddim_sample(Composed(model, [((0, 2), 3.0)]), s, shape)``; the mix is linear, so it is valid for
     any target, which it takes from ``model``."""
@@ -330,3 +331,67 @@ def guided_output(model: Callable[..., Tensor], x_t: Tensor, t: int, y: Optional
     both = model(torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]), torch.cat([y, null]))
     cond, uncond = both.chunk(2)
     return guidance(cond, uncond, t, x_t)
+
+
+def projected_mix(cond: Tensor, uncond: Tensor, scale: float, eta: float = 0.0,
+                  norm_threshold: Optional[float] = None, delta: Optional[Tensor] = None) -> Tensor:
+    r"""Adaptive projected guidance's mix (Sadat et al. 2024, "Eliminating oversaturation and artifacts of
+    high guidance scales in diffusion models", APG), per image:
+
+    $\Delta = x_c - x_u$ (or the ``delta`` given, e.g. a running average of it), shortened to norm at most
+    $r$ = ``norm_threshold``: $\Delta \leftarrow \Delta\,\min(1, r/\lVert\Delta\rVert)$; split into its part
+    along the conditional prediction, $\Delta_\parallel = \frac{\langle\Delta, x_c\rangle}{\langle x_c, x_c\rangle}x_c$,
+    and the rest $\Delta_\perp = \Delta - \Delta_\parallel$; then
+
+    $\tilde x = x_c + (w - 1)\,(\Delta_\perp + \eta\,\Delta_\parallel)$.
+
+    With $\eta = 1$ and no threshold this is plain CFG, $x_u + w(x_c - x_u)$. The parallel part mostly
+    scales the prediction up (the over-saturation); $\eta = 0$ drops it, so the guided output differs from
+    $x_c$ only orthogonally to $x_c$. The inner products run in float64."""
+    delta = (cond - uncond) if delta is None else delta
+    flat_delta, flat_cond = delta.flatten(1).double(), cond.flatten(1).double()     # (B, D)
+    if norm_threshold is not None:
+        norm = flat_delta.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        flat_delta = flat_delta * (norm_threshold / norm).clamp(max=1.0)
+    along = (flat_delta * flat_cond).sum(1, keepdim=True) / (flat_cond * flat_cond).sum(1, keepdim=True).clamp(min=1e-24)
+    parallel = along * flat_cond
+    update = (flat_delta - parallel) + eta * parallel
+    return cond + (scale - 1) * update.view_as(cond).to(cond.dtype)
+
+
+@dataclass
+class Projected:
+    r"""Adaptive projected guidance (APG, Sadat et al. 2024) as a guidance for the samplers: the mix of
+    ``projected_mix`` applied to the denoised predictions $\hat x_0^c, \hat x_0^u$ (the paper guides the
+    denoiser's output, not $\varepsilon$), with their difference averaged over the steps already taken,
+    $D_t = \Delta_t + \beta D_{t+1}$ (``momentum`` = β; the paper's negative β pushes away from the previous
+    steps' update), and the result rebuilt in the model's own ``target``. ``eta`` = 1, ``momentum`` = 0 and
+    ``norm_threshold`` = None give plain CFG. The running average restarts when the sampler's position
+    grows (a new sampling run)."""
+    scale: float
+    schedule: NoiseSchedule
+    target: Target
+    eta: float = 0.0
+    norm_threshold: Optional[float] = None
+    momentum: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_scale(self.scale)
+        check_scale(self.eta, "eta")
+        check_scale(self.momentum, "momentum")
+        if self.norm_threshold is not None and not check_scale(self.norm_threshold, "norm_threshold") > 0:
+            raise ValueError(f"norm_threshold must be positive, or None for no threshold; got {self.norm_threshold}")
+        self._running: Optional[Tensor] = None
+        self._last_t: Optional[int] = None
+
+    def __call__(self, cond: Tensor, uncond: Tensor, t: int, x_t: Tensor) -> Tensor:
+        s = self.schedule
+        x0_c = eps_and_x0(cond.float(), x_t.float(), t, s, self.target)[1]
+        x0_u = eps_and_x0(uncond.float(), x_t.float(), t, s, self.target)[1]
+        if self._running is None or self._last_t is None or t >= self._last_t or self._running.shape != x0_c.shape:
+            self._running = torch.zeros_like(x0_c)              # a new run: no earlier steps to average
+        self._running = (x0_c - x0_u) + self.momentum * self._running
+        self._last_t = t
+        x0 = projected_mix(x0_c, x0_u, self.scale, self.eta, self.norm_threshold, self._running)
+        out = training_target(self.target, x0, predict_eps_from_x0(x_t.float(), t, x0, s), t, s)
+        return out.to(cond.dtype)

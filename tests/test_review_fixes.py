@@ -74,3 +74,175 @@ def test_posterior_mean_cases_draw_x_t_from_q_of_x_t_given_x0():
         x0, x_t, t, s = case.args
         eps = (x_t - coef(s.sqrt_alphas_cumprod, t, x0) * x0) / coef(s.sqrt_one_minus_alphas_cumprod, t, x0)
         assert eps.abs().max() < 6                  # a standard normal draw, not a huge ε
+
+
+# -- items 1 and 12: notebook 07's checks name its pitfalls ------------------------------------------
+def _guided_parts(model, x_t, t, y, null_label):
+    out = model(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, null_label)]))
+    return out.chunk(2)
+
+
+def test_guided_prediction_names_ho_and_salimans_form_as_w_shifted_by_one():
+    def paper_form(model, x_t, t, y, null_label, w):                # (1 + w)ε_c − wε_u, Ho & Salimans eq. 6
+        cond, uncond = _guided_parts(model, x_t, t, y, null_label)
+        return (1 + w) * cond - w * uncond
+    message = mistake_named(ex.check_guided_prediction, paper_form, "Ho & Salimans' own form (their eq. 6)")
+    assert "w − 1" in message
+
+    def paper_form_shifted(model, x_t, t, y, null_label, w):        # the same with w − 1: right
+        cond, uncond = _guided_parts(model, x_t, t, y, null_label)
+        return w * cond - (w - 1) * uncond
+    assert ex.check_guided_prediction(paper_form_shifted) is paper_form_shifted
+
+
+def test_guided_prediction_names_null_label_zero():
+    def null_zero(model, x_t, t, y, null_label, w):
+        cond, uncond = _guided_parts(model, x_t, t, y, 0)
+        return uncond + w * (cond - uncond)
+    mistake_named(ex.check_guided_prediction, null_zero, "label 0, which is the digit 0")
+
+
+def test_rescaled_guidance_names_per_channel_std_and_accepts_equal_forms():
+    def per_channel(cond, uncond, w, phi):
+        x = uncond + w * (cond - uncond)
+        sd = lambda z: z.std(dim=(2, 3), keepdim=True)
+        return phi * x * sd(cond) / sd(x) + (1 - phi) * x
+    mistake_named(ex.check_rescaled_guidance, per_channel, "per channel")
+
+    def einops_like(cond, uncond, w, phi):                          # std over dims (1, 2, 3), then a lerp
+        x = cond + (w - 1) * (cond - uncond)
+        rescaled = x * cond.std(dim=(1, 2, 3), keepdim=True) / x.std(dim=(1, 2, 3), keepdim=True)
+        return torch.lerp(x, rescaled, phi)
+    assert ex.check_rescaled_guidance(einops_like) is einops_like
+
+
+# -- item 6: adaptive projected guidance (Sadat et al. 2024) -----------------------------------------
+from minidiff.guidance import ClassifierFree, Projected, cfg_mix, projected_mix
+
+
+def _pair(shape=(3, 2, 5, 5), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+
+
+def test_projected_mix_with_parallel_weight_one_and_no_threshold_is_plain_cfg():
+    cond, uncond = _pair()
+    for w in (0.0, 1.0, 3.0, 8.0):
+        torch.testing.assert_close(projected_mix(cond, uncond, w, eta=1.0), cfg_mix(cond, uncond, w))
+
+
+def test_projected_mix_with_parallel_weight_zero_moves_orthogonally_to_the_conditional_prediction():
+    cond, uncond = _pair()
+    change = (projected_mix(cond, uncond, 5.0, eta=0.0) - cond).flatten(1).double()
+    cosine = (change * cond.flatten(1).double()).sum(1) / (change.norm(dim=1) * cond.flatten(1).double().norm(dim=1))
+    assert cosine.abs().max() < 1e-6
+    assert change.norm(dim=1).min() > 0.1                           # it does move
+
+
+def test_projected_mix_splits_the_update_into_its_two_parts():
+    cond, uncond = _pair()
+    delta = (cond - uncond).flatten(1)
+    unit = cond.flatten(1) / cond.flatten(1).norm(dim=1, keepdim=True)
+    parallel = (delta * unit).sum(1, keepdim=True) * unit
+    expected = cond + 2.0 * ((delta - parallel) + 0.25 * parallel).view_as(cond)
+    torch.testing.assert_close(projected_mix(cond, uncond, 3.0, eta=0.25), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_projected_mix_norm_threshold_shortens_only_long_updates():
+    cond, uncond = _pair()
+    norms = (cond - uncond).flatten(1).norm(dim=1)
+    r = float(norms.median())
+    change = (projected_mix(cond, uncond, 2.0, eta=1.0, norm_threshold=r) - cond).flatten(1).norm(dim=1)
+    torch.testing.assert_close(change, norms.clamp(max=r), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("target", ["eps", "x0", "v"])
+def test_projected_guidance_with_cfg_settings_is_classifier_free(target):
+    s = md.NoiseSchedule.linear(1000)
+    cond, uncond = _pair((2, 1, 6, 6))
+    x_t = torch.randn(2, 1, 6, 6, generator=torch.Generator().manual_seed(3))
+    apg = Projected(4.0, s, target, eta=1.0)
+    for t in (900, 500, 10):
+        torch.testing.assert_close(apg(cond, uncond, t, x_t), ClassifierFree(4.0)(cond, uncond, t, x_t),
+                                   atol=1e-4, rtol=1e-4)
+
+
+def test_projected_guidance_momentum_averages_within_a_run_and_restarts_with_the_next():
+    s = md.NoiseSchedule.linear(1000)
+    apg = Projected(3.0, s, "eps", eta=0.0, momentum=-0.5)
+    x_t = torch.randn(2, 1, 4, 4)
+    steps = [(t, *_pair((2, 1, 4, 4), seed=t)) for t in (800, 400, 100)]
+    first = [apg(c, u, t, x_t) for t, c, u in steps]
+    second = [apg(c, u, t, x_t) for t, c, u in steps]              # position grew: a new run
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b)
+    fresh = Projected(3.0, s, "eps", eta=0.0)                       # no momentum: differs after the first step
+    assert torch.equal(fresh(steps[0][1], steps[0][2], 800, x_t), first[0])
+    assert not torch.allclose(fresh(steps[1][1], steps[1][2], 400, x_t), first[1])
+
+
+def test_projected_guidance_rejects_bad_settings():
+    s = md.NoiseSchedule.linear(10)
+    with pytest.raises(ValueError, match="norm_threshold must be positive"):
+        Projected(3.0, s, "eps", norm_threshold=0.0)
+    with pytest.raises(ValueError, match="eta must be a finite number"):
+        Projected(3.0, s, "eps", eta=float("nan"))
+
+
+# -- item 8: notebook 03's numbers --------------------------------------------------------------------
+def test_cosine_schedule_numbers_notebook_03_quotes():
+    s = md.NoiseSchedule.cosine(1000)
+    T = s.num_steps
+    assert round(s.betas[T - 9 - 1].item(), 3) == 0.190           # β at t = T − 9 (position T − 10): 0.19
+    assert round(s.betas[T - 10 - 1].item(), 2) == 0.17           # 0.17 is t = T − 10
+    assert round(s.betas[T - 1 - 1].item(), 2) == 0.75 and round(s.betas[T - 1].item(), 3) == 0.999
+    leak = 256 * 256 * 3 * s.snr(T - 1).item()                     # D·SNR(T) at 256×256 RGB
+    assert f"{leak:.3g}" == "0.000478" and round(leak * 1e4, 1) == 4.8
+    linear_digits = 28 * 28 * md.NoiseSchedule.linear(1000).snr(T - 1).item()
+    assert f"{linear_digits:.3g}" == "0.0316" and leak < linear_digits
+
+
+# -- item 12: notebook 01's pitfalls are named ---------------------------------------------------------
+def _step(x_prev, t, s, noise, x_coef, noise_coef):
+    return x_coef(coef(s.alphas, t, x_prev)) * x_prev + noise_coef(coef(s.betas, t, x_prev)) * noise
+
+
+@pytest.mark.parametrize("wrong, fragment", [
+    (lambda x, t, s, e: _step(x, t, s, e, torch.sqrt, lambda b: b), "scaled by β, a variance"),
+    (lambda x, t, s, e: _step(x, t, s, e, lambda a: a, torch.sqrt), "not by √(1 − β) = √α"),
+    (lambda x, t, s, e: x + coef(s.betas, t, x).sqrt() * e, "the shrink is missing"),
+], ids=["beta_times_eps", "one_minus_beta_times_x", "no_shrink"])
+def test_q_step_names_notebook_01s_pitfalls(wrong, fragment):
+    mistake_named(ex.check_q_step, wrong, fragment)
+
+
+def test_forward_chain_maps_a_lookup_crash_to_the_off_by_one_mistake():
+    def kept_by_position(x0, s, steps, noise):              # kept[i] after the step at position i: no kept[max]
+        kept, x = {}, x0
+        for i in range(max(steps)):
+            x = md.q_step(x, i, s, noise[i])
+            kept[i] = x
+        return torch.stack([kept[k] for k in steps])
+    with pytest.raises(ExerciseError) as excinfo:
+        ex.check_forward_chain(kept_by_position)
+    message = str(excinfo.value)
+    assert "raised an error on case 1 of 5" in message and "KeyError: 5" in message
+    assert "This looks like a common mistake: an off-by-one between steps and positions" in message
+    assert isinstance(excinfo.value.__cause__, KeyError)
+
+    def noise_past_the_end(x0, s, steps, noise):            # T + 1 steps: noise[T] does not exist
+        x, kept = x0, {0: x0}
+        for i in range(1, s.num_steps + 1):
+            x = md.q_step(x, i - 1, s, noise[i])
+            kept[i] = x
+        return torch.stack([kept[k] for k in steps])
+    with pytest.raises(ExerciseError, match="(?s)IndexError.*off-by-one between steps and positions"):
+        ex.check_forward_chain(noise_past_the_end)
+
+
+def test_forward_chain_does_not_blame_an_unrelated_key_error_on_the_off_by_one():
+    def crashes(x0, s, steps, noise):
+        raise KeyError("no such table")
+    with pytest.raises(ExerciseError) as excinfo:
+        ex.check_forward_chain(crashes)
+    assert "off-by-one" not in str(excinfo.value) and "KeyError: 'no such table'" in str(excinfo.value)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ... import diffusion, schedules
-from .core import (_ABAR, _ALPHA, _BETA, IMAGE_TOLERANCE, Case, Exercise, Mistake, _at,
+from .core import (_ABAR, _ALPHA, _BETA, IMAGE_TOLERANCE, Case, Exercise, ExerciseError, Mistake, _advice, _at,
                    _first_hint, _flat, check, describe, image_cases, register)
 
 __all__ = ["HINT_FORWARD_CHAIN", "HINT_Q_STEP", "check_forward_chain", "check_q_step"]   # what md.exercises exports
@@ -34,6 +34,18 @@ def _q_step_with(alpha: Callable, beta: Callable, swap: bool = False, roots: boo
     return wrong
 
 
+def _at_roots(x_root: bool, noise_root: bool) -> Callable:
+    """One step with √ taken of α only where ``x_root`` and of β only where ``noise_root``."""
+    def wrong(x_prev: Tensor, t: Any, s: schedules.NoiseSchedule, noise: Tensor) -> Tensor:
+        a, b = _ALPHA(s, t, x_prev), _BETA(s, t, x_prev)
+        return (a.sqrt() if x_root else a) * x_prev + (b.sqrt() if noise_root else b) * noise
+    return wrong
+
+
+def _no_shrink(x_prev: Tensor, t: Any, s: schedules.NoiseSchedule, noise: Tensor) -> Tensor:
+    return x_prev + _BETA(s, t, x_prev).sqrt() * noise
+
+
 Q_STEP_MISTAKES = (
     Mistake("you used s.alphas_cumprod[t] (ᾱ, the whole way from x_0) where one step needs its own α = s.alphas[t]",
             _q_step_with(_ABAR, _BETA)),
@@ -41,6 +53,12 @@ Q_STEP_MISTAKES = (
             "β = s.betas[t]", _q_step_with(_ABAR, lambda s, t, x: 1 - _at(s.alphas_cumprod, t, x))),
     Mistake("the square roots are missing: the coefficients are √α and √β", _q_step_with(_ALPHA, _BETA, roots=False)),
     Mistake("the coefficients are swapped: x_prev takes √α and the noise √β", _q_step_with(_ALPHA, _BETA, swap=True)),
+    Mistake("the noise was scaled by β, a variance: the noise's standard deviation is √β, so add √β·noise "
+            "(s.betas[t].sqrt())", _at_roots(x_root=True, noise_root=False)),
+    Mistake("x_prev was scaled by 1 − β = α, not by √(1 − β) = √α: the shrink keeps the variance at 1 only with "
+            "the square root", _at_roots(x_root=False, noise_root=True)),
+    Mistake("the shrink is missing: x_prev + √β·noise lets the variance grow by β at every step; x_prev takes "
+            "√(1 − β) = √α", _no_shrink),
     Mistake("you indexed at t − 1: t is already a position (it holds step t + 1), so its β is s.betas[t]",
             _q_step_with(lambda s, t, x: _at(s.alphas, t - 1, x), lambda s, t, x: _at(s.betas, t - 1, x))),
     Mistake("the coefficient was not shaped per image: s.betas[t] has shape (B,) and lines up with the images' "
@@ -59,8 +77,28 @@ HINT_FORWARD_CHAIN = ("Start from x = x0 (that is t = 0). For each position i = 
 def check_forward_chain(fn: Callable, hidden: bool = False) -> Callable:
     """Check ``fn(x0, s, steps, noise) -> (len(steps), *x0.shape)``, the chain recorded after ``steps[j]``
     steps, against ``minidiff.q_chain``."""
-    return check("forward_chain", fn, _q_chain, _chain_cases(hidden), _first_hint("forward_chain"),
-                 **IMAGE_TOLERANCE, hidden=hidden)
+    cases = _chain_cases(hidden)
+
+    def indexed(x0: Tensor, s: schedules.NoiseSchedule, steps: Sequence[int], noise: Tensor) -> Tensor:
+        try:
+            return fn(x0, s, steps, noise)
+        except (KeyError, IndexError) as exc:
+            if isinstance(exc, KeyError) and exc.args[:1] not in [(k,) for k in range(s.num_steps + 1)]:
+                raise                               # not a step count looked up where nothing was stored
+            i = next(k for k, case in enumerate(cases, start=1)           # the check passes copies of the inputs
+                     if case.args[0].shape == x0.shape and torch.equal(case.args[0], x0) and case.args[2] == list(steps))
+            raise ExerciseError(
+                f"forward_chain raised an error on case {i} of {len(cases)}: {cases[i - 1].description}\n  "
+                f"{type(exc).__name__}: {exc}\n  This looks like a common mistake: {_OFF_BY_ONE}.\n  Hint: "
+                f"{_first_hint('forward_chain')}{_advice('forward_chain')}", "forward_chain") from exc
+    checked = check("forward_chain", indexed, _q_chain, cases, _first_hint("forward_chain"),
+                    **IMAGE_TOLERANCE, hidden=hidden, learner=fn)
+    return fn if checked is indexed else checked
+
+
+_OFF_BY_ONE = ("an off-by-one between steps and positions: the step at position i (i = 0 … T − 1, using noise[i]) "
+               "turns x_i into x_{i+1}, so keep its result under k = i + 1, x0 itself under k = 0, and every k "
+               "from 0 to T is there to look up")
 
 
 _q_chain = diffusion.q_chain                    # bound here: the check blocks diffusion.q_chain itself
