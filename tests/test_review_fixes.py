@@ -246,3 +246,86 @@ def test_forward_chain_does_not_blame_an_unrelated_key_error_on_the_off_by_one()
     with pytest.raises(ExerciseError) as excinfo:
         ex.check_forward_chain(crashes)
     assert "off-by-one" not in str(excinfo.value) and "KeyError: 'no such table'" in str(excinfo.value)
+
+
+# -- item 12: notebook 03's pitfalls are named ---------------------------------------------------------
+def test_cosine_schedule_names_u_off_by_one():
+    def u_from_t_minus_one(num_steps, s=0.008, max_beta=0.999):
+        u = torch.arange(num_steps, dtype=torch.float64) / num_steps            # u = (t − 1)/T for t = 1 … T
+        f = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+        abar = f / f[0]
+        abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+        return (1 - abar / abar_prev).clamp(max=max_beta)
+    assert u_from_t_minus_one(10)[0] == 0                                       # the pitfall: β_1 = 0
+    mistake_named(ex.check_cosine_schedule, u_from_t_minus_one, "u is off by one")
+
+
+def test_zero_terminal_snr_names_setting_the_last_beta_to_one():
+    def last_beta_one(betas):
+        out = betas.clone()
+        out[-1] = 1.0
+        return out
+    mistake_named(ex.check_zero_terminal_snr, last_beta_one, "you set β_T = 1")
+
+
+# -- items 7 and 9: notebook 02's identities -------------------------------------------------------------
+def posterior_weighted_form(x0, x_t, t, s):
+    """μ̃ = λ·√ᾱ_{t−1}·x0 + (1 − λ)·x_t/√α_t with λ = β_t/(1 − ᾱ_t) (notebook 02's weighted average)."""
+    abar, prev = coef(s.alphas_cumprod, t, x0), coef(s.alphas_cumprod_prev, t, x0)
+    beta, alpha = coef(s.betas, t, x0), coef(s.alphas, t, x0)
+    lam = beta / (1 - abar)
+    return lam * prev.sqrt() * x0 + (1 - lam) * x_t / alpha.sqrt()
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+def test_posterior_mean_accepts_the_weighted_average_form(hidden):
+    assert ex.check_posterior_mean(posterior_weighted_form, hidden=hidden) is (None if hidden else posterior_weighted_form)
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine", "sigmoid"])
+def test_posterior_mean_is_a_precision_weighted_average_of_two_guesses(kind):
+    s = md.make_schedule(kind, 1000)
+    beta, alpha, abar, prev = s.betas[1:], s.alphas[1:], s.alphas_cumprod[1:], s.alphas_cumprod_prev[1:]
+    lam = beta / (1 - abar)
+    precision_x0, precision_xt = 1 / (1 - prev), alpha / beta
+    torch.testing.assert_close(lam, precision_x0 / (precision_x0 + precision_xt), rtol=1e-10, atol=0)
+    x0, x_t = torch.randn(2, len(beta), dtype=torch.float64)
+    mean, _ = md.q_posterior(x0[:, None], x_t[:, None], torch.arange(1, s.num_steps), s)
+    torch.testing.assert_close(mean[:, 0], lam * prev.sqrt() * x0 + (1 - lam) * x_t / alpha.sqrt(), rtol=1e-10, atol=1e-12)
+    c0, ct = prev.sqrt() * beta / (1 - abar), alpha.sqrt() * (1 - prev) / (1 - abar)
+    assert ((c0 + ct - 1).abs() > 1e-3).any()                       # the coefficients themselves do not sum to 1
+
+
+def test_an_eps_error_reaches_x0_divided_by_snr():
+    s = md.NoiseSchedule.linear(1000)
+    x0, eps, err = torch.randn(3, 4, 1, 8, 8, dtype=torch.float64)
+    i = torch.tensor([0, 299, 699, 999])
+    x_t = md.q_sample(x0, i, s, eps)
+    x0_hat = md.predict_x0_from_eps(x_t, i, eps + err, s)
+    ratio = (x0_hat - x0).flatten(1).pow(2).sum(1) / err.flatten(1).pow(2).sum(1)
+    torch.testing.assert_close(ratio, 1 / s.snr(i), rtol=1e-9, atol=0)
+    assert 150 < (1 / s.snr(999)).sqrt().item() < 165                  # "about 160" at t = 1000 (157.4)
+
+
+# -- item 4: how an ε̂ error enters DDIM's next point (notebooks 05 and 06) --------------------------------
+def _ddim_error_factor(s, t, t_next):
+    abar = s.alphas_cumprod
+    return ((1 - abar[t_next]).sqrt() - abar[t_next].sqrt() * (1 - abar[t]).sqrt() / abar[t].sqrt()).item()
+
+
+def test_an_eps_error_enters_the_ddim_step_times_the_bracket():
+    s = md.NoiseSchedule.linear(1000)
+    x_t, eps, err = torch.randn(3, 2, 1, 6, 6, dtype=torch.float64)
+    for t, t_next in [(999, 979), (999, 899), (999, 799), (500, 499)]:
+        moved = md.ddim_step(x_t, eps + err, t, t_next, s) - md.ddim_step(x_t, eps, t, t_next, s)
+        torch.testing.assert_close(moved, _ddim_error_factor(s, t, t_next) * err, rtol=1e-9, atol=1e-12)
+
+
+def test_the_factors_notebooks_05_and_06_quote():
+    s = md.NoiseSchedule.linear(1000)
+    quoted = {1000: "-0.01", 50: "-0.22", 10: "-1.6", 5: "-5.2"}
+    for steps, text in quoted.items():
+        t, t_next = md.samplers.ddim_timesteps(1000, steps)[:2]
+        assert t == 999                                              # trailing spacing starts at t = T
+        factor = _ddim_error_factor(s, t, t_next)
+        assert f"{factor:.{len(text.split('.')[1])}f}" == text, (steps, factor)
