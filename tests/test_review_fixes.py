@@ -329,3 +329,44 @@ def test_the_factors_notebooks_05_and_06_quote():
         assert t == 999                                              # trailing spacing starts at t = T
         factor = _ddim_error_factor(s, t, t_next)
         assert f"{factor:.{len(text.split('.')[1])}f}" == text, (steps, factor)
+
+
+# -- item 2: the autoencoder loss's normalisation against LDM's ------------------------------------------
+class _FixedAutoencoder(torch.nn.Module):
+    """Returns a fixed reconstruction and posterior: enough to evaluate AutoencoderObjective's loss."""
+    def __init__(self, reconstruction, mean, logvar):
+        super().__init__()
+        self.out = (reconstruction, mean, logvar)
+
+    def forward(self, x):
+        return self.out
+
+
+def test_reconstruction_loss_is_a_pixel_mean_plus_beta_times_a_per_image_kl_and_ldms_balance_is_8e_11():
+    g = torch.Generator().manual_seed(0)
+    B, C, H, W = 2, 3, 64, 64
+    x, x_hat = torch.rand(2, B, C, H, W, generator=g) * 2 - 1
+    mean, logvar = torch.randn(2, B, 4, 16, 16, generator=g) * 0.5
+    beta = 1e-6
+    loss, logs = md.objectives.AutoencoderObjective(md.objectives.ReconstructionConfig("l1", beta))(
+        _FixedAutoencoder(x_hat, mean, logvar), (x,))
+    kl_per_image = (0.5 * (mean ** 2 + logvar.exp() - 1 - logvar)).flatten(1).sum(1)
+    ours = (x_hat - x).abs().mean() + beta * kl_per_image.mean()
+    torch.testing.assert_close(loss, ours, rtol=1e-5, atol=1e-7)
+    # LDM: reconstruction summed per image, KL weight 1e-6. Ours × CHW is LDM's loss with KL weight CHW·β.
+    D = C * H * W
+    ldm = lambda kl_weight: (x_hat - x).abs().flatten(1).sum(1).mean() + kl_weight * kl_per_image.mean()
+    torch.testing.assert_close(D * loss, ldm(D * beta), rtol=1e-5, atol=1e-4)
+    assert D == 12_288 and round(1e-6 / D * 1e11, 1) == 8.1                # SD's balance here: β ≈ 8·10⁻¹¹
+
+
+# -- item 12: notebook 08's pitfalls are named ------------------------------------------------------------
+def test_reparameterise_names_self_drawn_noise():
+    def own_noise(mean, logvar, noise):
+        return mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+    with pytest.raises(ExerciseError, match="(?s)not right yet.*wrong values.*common mistake: you drew your own noise"):
+        ex.check_reparameterise(own_noise)
+
+    def given_noise(mean, logvar, noise):
+        return mean + (0.5 * logvar).exp() * noise
+    assert ex.check_reparameterise(given_noise) is given_noise
