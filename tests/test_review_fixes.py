@@ -370,3 +370,15 @@ def test_reparameterise_names_self_drawn_noise():
     def given_noise(mean, logvar, noise):
         return mean + (0.5 * logvar).exp() * noise
     assert ex.check_reparameterise(given_noise) is given_noise
+
+
+# -- item 14 (part): notebook 03's p(log-SNR) of the cosine schedule ----------------------------------------
+@pytest.mark.parametrize("offset, tolerance", [(0.0, 1e-5), (0.008, 0.01)])
+def test_cosine_schedule_spends_its_steps_as_sech_over_two_pi(offset, tolerance):
+    T = 1000
+    lam = md.NoiseSchedule.cosine(T, s=offset).log_snr
+    density = 1 / (T * (lam[:-1] - lam[1:]))                       # p(λ) = (1/T)/|dλ/dt|, t uniform
+    midpoints = (lam[:-1] + lam[1:]) / 2
+    formula = 1 / (2 * math.pi * torch.cosh(midpoints / 2))        # sech(λ/2)/(2π)
+    middle = slice(100, 900)                                       # steps t = 101 … 900: away from the clip
+    assert ((density[middle] / formula[middle]) - 1).abs().max() < tolerance
