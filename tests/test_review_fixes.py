@@ -382,3 +382,26 @@ def test_cosine_schedule_spends_its_steps_as_sech_over_two_pi(offset, tolerance)
     formula = 1 / (2 * math.pi * torch.cosh(midpoints / 2))        # sech(λ/2)/(2π)
     middle = slice(100, 900)                                       # steps t = 101 … 900: away from the clip
     assert ((density[middle] / formula[middle]) - 1).abs().max() < tolerance
+
+
+# -- item 14 (part): notebook 02's ELBO terms ---------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_prior_term_l_t_closed_form(kind):
+    s = md.make_schedule(kind, 1000)
+    abar_T = s.alphas_cumprod[-1]
+    x0 = torch.rand(2, 1, 8, 8, dtype=torch.float64) * 2 - 1
+    closed = 0.5 * (abar_T * x0 ** 2 + (1 - abar_T) - 1 - torch.log(1 - abar_T))
+    q_T = torch.distributions.Normal(abar_T.sqrt() * x0, (1 - abar_T).sqrt().expand_as(x0))
+    prior = torch.distributions.Normal(torch.zeros_like(x0), torch.ones_like(x0))
+    torch.testing.assert_close(closed, torch.distributions.kl_divergence(q_T, prior), rtol=1e-6, atol=1e-15)
+
+
+def test_a_kl_term_with_a_fixed_variance_compares_only_the_means():
+    s = md.NoiseSchedule.linear(1000)
+    i = torch.tensor([1, 300, 999])
+    x0, x_t, mu_theta = torch.randn(3, 3, 16, dtype=torch.float64)
+    mu, var = md.q_posterior(x0, x_t, i, s)
+    sigma2 = var.expand_as(mu)                                       # p_θ's variance fixed to β̃_t
+    kl = torch.distributions.kl_divergence(torch.distributions.Normal(mu, sigma2.sqrt()),
+                                           torch.distributions.Normal(mu_theta, sigma2.sqrt())).sum(1)
+    torch.testing.assert_close(kl, ((mu - mu_theta) ** 2 / (2 * sigma2)).sum(1), rtol=1e-10, atol=0)
