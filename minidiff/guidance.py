@@ -364,7 +364,7 @@ class Projected:
     r"""Adaptive projected guidance (APG, Sadat et al. 2024) as a guidance for the samplers: the mix of
     ``projected_mix`` applied to the denoised predictions $\hat x_0^c, \hat x_0^u$ (the paper guides the
     denoiser's output, not $\varepsilon$), with their difference averaged over the steps already taken,
-    $D_t = \Delta_t + \beta D_{t+1}$ (``momentum`` = β; the paper's negative β pushes away from the previous
+    $D_t = \Delta_t + m\,D_{t+1}$ (``momentum`` = m; the paper's negative m pushes away from the previous
     steps' update), and the result rebuilt in the model's own ``target``. ``eta`` = 1, ``momentum`` = 0 and
     ``norm_threshold`` = None give plain CFG. The running average restarts when the sampler's position
     grows (a new sampling run)."""
