@@ -31,24 +31,31 @@ conditions, wrapped up as a model the samplers draw from like an unconditional o
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-from .conditioning import Guidance, Target, cfg_mix, check_scale, model_target  # noqa: F401  (Guidance: the type)
 # the label vocabulary and plain CFG live in minidiff.conditioning (every sampler needs them); notebook 07
 # meets them here, under their chapter's name
-from .conditioning import (ClassifierFree, NullCaption, as_guidance, drop_labels, guided_output,  # noqa: F401
-                           labels_in_turn, null_label)
+from .conditioning import (  # noqa: F401  (Guidance: the type)  # noqa: F401
+    ClassifierFree,
+    Guidance,
+    NullCaption,
+    Target,
+    as_guidance,
+    cfg_mix,
+    check_scale,
+    drop_labels,
+    guided_output,
+    labels_in_turn,
+    model_target,
+    null_label,
+)
 from .diffusion import eps_and_x0, predict_eps_from_x0, training_target
 from .schedules import NoiseSchedule
-
-
-
-
-
 
 
 def per_image_std(x: Tensor) -> Tensor:
@@ -146,7 +153,8 @@ class Composed(nn.Module):
     ``terms`` are the pairs $(y_k, w_k)$, ``base`` is $b$ (default: every attribute null, i.e. the
     unconditional model). Plain CFG is one term, $w_1 = w$. A condition is one label per attribute,
     None standing for that attribute's null label: ``(0, None)`` is "a circle, any colour". A
-    negative $w_k$ steers *away* from $y_k$, as a negative prompt does. The $1 + K$ outputs come from
+    negative $w_k$ steers *away* from $y_k$ (Liu et al.'s negation). A negative prompt $n$ as Stable
+    Diffusion and diffusers apply it is the base instead, ``base=n``: $f(n) + w\,[f(y) - f(n)]$. The $1 + K$ outputs come from
     one batched forward pass. It is sampled like an unconditional model (no ``y``):
     ``ddim_sample(Composed(model, [((0, 2), 3.0)]), s, shape)``; the mix is linear, so it is valid for
     any target, which it takes from ``model``."""
@@ -190,3 +198,70 @@ class Composed(nn.Module):
         ys = ys[:, 0] if isinstance(self.null, int) else ys
         base, *outs = self.model(x.repeat(n, *([1] * (x.ndim - 1))), t.repeat(n), ys).chunk(n)
         return base + sum(w * (out - base) for w, out in zip(self.weights, outs))
+
+
+def projected_mix(cond: Tensor, uncond: Tensor, scale: float, eta: float = 0.0,
+                  norm_threshold: Optional[float] = None, delta: Optional[Tensor] = None) -> Tensor:
+    r"""Adaptive projected guidance's mix (Sadat et al. 2024, "Eliminating oversaturation and artifacts of
+    high guidance scales in diffusion models", APG), per image:
+
+    $\Delta = x_c - x_u$ (or the ``delta`` given, e.g. a running average of it), shortened to norm at most
+    $r$ = ``norm_threshold``: $\Delta \leftarrow \Delta\,\min(1, r/\lVert\Delta\rVert)$; split into its part
+    along the conditional prediction, $\Delta_\parallel = \frac{\langle\Delta, x_c\rangle}{\langle x_c, x_c\rangle}x_c$,
+    and the rest $\Delta_\perp = \Delta - \Delta_\parallel$; then
+
+    $\tilde x = x_c + (w - 1)\,(\Delta_\perp + \eta\,\Delta_\parallel)$.
+
+    With $\eta = 1$ and no threshold this is plain CFG, $x_u + w(x_c - x_u)$. The parallel part mostly
+    scales the prediction up (the over-saturation); $\eta = 0$ drops it, so the guided output differs from
+    $x_c$ only orthogonally to $x_c$. The inner products run in float64."""
+    delta = (cond - uncond) if delta is None else delta
+    flat_delta, flat_cond = delta.flatten(1).double(), cond.flatten(1).double()     # (B, D)
+    if norm_threshold is not None:
+        norm = flat_delta.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        flat_delta = flat_delta * (norm_threshold / norm).clamp(max=1.0)
+    along = (flat_delta * flat_cond).sum(1, keepdim=True) / (flat_cond * flat_cond).sum(1, keepdim=True).clamp(min=1e-24)
+    parallel = along * flat_cond
+    update = (flat_delta - parallel) + eta * parallel
+    return cond + (scale - 1) * update.view_as(cond).to(cond.dtype)
+
+
+@dataclass
+class Projected:
+    r"""Adaptive projected guidance (APG, Sadat et al. 2024) as a guidance for the samplers: the mix of
+    ``projected_mix`` applied to the denoised predictions $\hat x_0^c, \hat x_0^u$ (the paper guides the
+    denoiser's output, not $\varepsilon$), with their difference averaged over the steps already taken,
+    $D_t = \Delta_t + m\,D_{t+1}$ (``momentum`` = m; the paper's negative m pushes away from the previous
+    steps' update), and the result rebuilt in the model's own ``target``. ``eta`` = 1, ``momentum`` = 0 and
+    ``norm_threshold`` = None give plain CFG. The running average restarts when the sampler's position
+    grows (a new sampling run)."""
+    scale: float
+    s: NoiseSchedule
+    target: Target
+    eta: float = 0.0
+    norm_threshold: Optional[float] = None
+    momentum: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_scale(self.scale)
+        for name in ("eta", "momentum"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number; got {value!r}")
+        threshold = self.norm_threshold
+        if threshold is not None and not (isinstance(threshold, (int, float)) and 0 < threshold < math.inf):
+            raise ValueError(f"norm_threshold must be positive, or None for no threshold; got {threshold!r}")
+        self._running: Optional[Tensor] = None
+        self._last_t: Optional[int] = None
+
+    def __call__(self, cond: Tensor, uncond: Tensor, t: int, x_t: Tensor) -> Tensor:
+        s = self.s
+        x0_c = eps_and_x0(cond.float(), x_t.float(), t, s, self.target)[1]
+        x0_u = eps_and_x0(uncond.float(), x_t.float(), t, s, self.target)[1]
+        if self._running is None or self._last_t is None or t >= self._last_t or self._running.shape != x0_c.shape:
+            self._running = torch.zeros_like(x0_c)              # a new run: no earlier steps to average
+        self._running = (x0_c - x0_u) + self.momentum * self._running
+        self._last_t = t
+        x0 = projected_mix(x0_c, x0_u, self.scale, self.eta, self.norm_threshold, self._running)
+        out = training_target(self.target, x0, predict_eps_from_x0(x_t.float(), t, x0, s), t, s)
+        return out.to(cond.dtype)

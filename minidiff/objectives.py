@@ -171,8 +171,13 @@ RECONSTRUCTION_LOSSES = ("l1", "l2")
 
 @dataclass
 class ReconstructionConfig:
-    """The autoencoder's loss: the pixel error (``"l1"`` |x̂ − x| or ``"l2"`` (x̂ − x)²) plus ``beta`` times
-    the KL term. A tiny β (Stable Diffusion's 1e-6) only keeps the latents from drifting far from N(0, I)."""
+    """The autoencoder's loss: the pixel error (``"l1"`` |x̂ − x| or ``"l2"`` (x̂ − x)²) *averaged* over the
+    C·H·W values of an image, plus ``beta`` times the KL term *summed* over its latent (both averaged over
+    the batch). Stable Diffusion's autoencoders (LDM) weight the KL by the same 1e-6 but *sum* the
+    reconstruction over each image; multiplying this loss by C·H·W gives theirs with a KL weight of
+    C·H·W·β, so relative to the reconstruction β = 1e-6 here weighs the KL C·H·W times more (12,288× for
+    64×64 RGB: their balance is β ≈ 8e-11 here). Notebook 08's β values (1e-6 shipped, 1e-3 collapsing
+    the posterior) hold for this normalisation."""
     loss: str = "l1"
     beta: float = 1e-6               # weight of KL(q(z | x) ‖ N(0, I)), per image
 

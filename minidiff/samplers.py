@@ -96,8 +96,9 @@ def ddim_step(x_t: Tensor, eps: Tensor, t: int, t_prev: int, s: NoiseSchedule, e
 def dpm_solver_step(x_t: Tensor, x0: Tensor, t: int, t_next: int, s: NoiseSchedule,
                     x0_last: Optional[Tensor] = None, t_last: Optional[int] = None) -> Tensor:
     r"""One DPM-Solver++(2M) step (Lu et al. 2022, Algorithm 2) from position ``t`` to position ``t_next``,
-    i.e. from step $k = t + 1$ to step $j$ = ``t_next`` $+ 1$, in the data-prediction form. With
-    $\alpha_k = \sqrt{\bar\alpha_k}$, $\sigma_k = \sqrt{1-\bar\alpha_k}$, $\lambda_k = \log(\alpha_k/\sigma_k)$ and
+    i.e. from step $k = t + 1$ to step $j$ = ``t_next`` $+ 1$, in the data-prediction form. With Lu et al.'s
+    signal scale $\alpha_k = \sqrt{\bar\alpha_k}$ (``s.sqrt_alphas_cumprod``; not the course's one-step
+    $\alpha_t = 1 - \beta_t$), $\sigma_k = \sqrt{1-\bar\alpha_k}$, $\lambda_k = \log(\alpha_k/\sigma_k)$ and
     $h = \lambda_j - \lambda_k$:
 
     $x_j = \frac{\sigma_j}{\sigma_k}\,x_k - \alpha_j\,(e^{-h} - 1)\,D$, where $D = \hat x_0$ (first order) or,

@@ -721,7 +721,8 @@ def test_reparameterise_check_passes_the_right_answer_and_explains_the_mistakes(
     variance_as_sigma = lambda m, lv, n: _reparameterise(m, lv, n, sigma=torch.exp)          # exp(logvar) = σ²
     no_noise = lambda m, lv, n: m.clone()
     own_noise = lambda m, lv, n: _reparameterise(m, lv, torch.randn_like(m))
-    for wrong, named in ((variance_as_sigma, "exp(logvar) as σ"), (no_noise, "z = μ is the mean"), (own_noise, "")):
+    for wrong, named in ((variance_as_sigma, "exp(logvar) as σ"), (no_noise, "z = μ is the mean"),
+                         (own_noise, "you drew your own noise")):            # named since issue 30 (item 12)
         with pytest.raises(ExerciseError, match=r"(?s)reparameterise is not right yet, on case 1 of 5: mean shape "
                                                 r"\(2, 4, 8, 8\).*wrong values.*expected.*got") as excinfo:
             ex.check_reparameterise(wrong)

@@ -74,6 +74,9 @@ class Exercise:
     per_image_t: bool = False                   # takes a batch of t: shape errors point to md.extract
     depends_on: tuple[str, ...] = ()            # earlier exercises it calls: graded with their references
     changes_inputs: bool = False                # updates an argument in place by design (ema_update)
+    # (exception, the case's arguments) -> the common mistake a crash points to, or None (e.g. forward_chain's
+    # KeyError for a step count: the off-by-one between steps and positions)
+    error_advice: Optional[Callable[[Exception, tuple], Optional[str]]] = None
 
 
 # -- hints, the reference, failures remembered ---------------------------------------------------
@@ -403,8 +406,8 @@ def check(name: str, fn: Callable, reference: Callable, cases: Sequence[Case], h
                     raise
                 except Exception as exc:
                     raise ExerciseError(f"{name} raised an error on {where}\n  {type(exc).__name__}: {exc}"
-                                        f"{_shape_advice(name, exc)}{_graded_with(swapped)}\n  Hint: {hint}"
-                                        f"{_advice(name)}", name) from exc
+                                        f"{_error_advice(name, exc, case)}{_shape_advice(name, exc)}"
+                                        f"{_graded_with(swapped)}\n  Hint: {hint}{_advice(name)}", name) from exc
                 outputs.append(got)
                 problem = compare(expected=want, got=got, atol=atol, rtol=rtol, output_names=output_names,
                                   labels=case.batch_labels)
@@ -545,6 +548,13 @@ def _recognise(name: str, cases: Sequence[Case], outputs: Sequence[Any], failing
                for w, got in zip(wrong, outputs)):
             return f"\n  This looks like a common mistake: {mistake.description}."
     return ""
+
+
+def _error_advice(name: str, exc: Exception, case: Case) -> str:
+    """The common mistake an exercise's crash points to (``Exercise.error_advice``), as a line of feedback."""
+    exercise = EXERCISES.get(name)
+    mistake = exercise.error_advice(exc, case.args) if exercise is not None and exercise.error_advice else None
+    return f"\n  This looks like a common mistake: {mistake}." if mistake else ""
 
 
 def _shape_advice(name: str, problem: Any) -> str:

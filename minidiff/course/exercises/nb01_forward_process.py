@@ -2,14 +2,28 @@
 run step by step, recording x_t after chosen numbers of steps."""
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from ... import diffusion, schedules
-from .core import (_ABAR, _ALPHA, _BETA, IMAGE_TOLERANCE, Case, Exercise, Mistake, _at,
-                   _first_hint, _flat, check, describe, image_cases, register)
+from .core import (
+    _ABAR,
+    _ALPHA,
+    _BETA,
+    IMAGE_TOLERANCE,
+    Case,
+    Exercise,
+    Mistake,
+    _at,
+    _first_hint,
+    _flat,
+    check,
+    describe,
+    image_cases,
+    register,
+)
 
 __all__ = ["HINT_FORWARD_CHAIN", "HINT_Q_STEP", "check_forward_chain", "check_q_step"]   # what mc.exercises exports
 
@@ -34,6 +48,18 @@ def _q_step_with(alpha: Callable, beta: Callable, swap: bool = False, roots: boo
     return wrong
 
 
+def _at_roots(x_root: bool, noise_root: bool) -> Callable:
+    """One step with √ taken of α only where ``x_root`` and of β only where ``noise_root``."""
+    def wrong(x_prev: Tensor, t: Any, s: schedules.NoiseSchedule, noise: Tensor) -> Tensor:
+        a, b = _ALPHA(s, t, x_prev), _BETA(s, t, x_prev)
+        return (a.sqrt() if x_root else a) * x_prev + (b.sqrt() if noise_root else b) * noise
+    return wrong
+
+
+def _no_shrink(x_prev: Tensor, t: Any, s: schedules.NoiseSchedule, noise: Tensor) -> Tensor:
+    return x_prev + _BETA(s, t, x_prev).sqrt() * noise
+
+
 Q_STEP_MISTAKES = (
     Mistake("you used s.alphas_cumprod[t] (ᾱ, the whole way from x_0) where one step needs its own α = s.alphas[t]",
             _q_step_with(_ABAR, _BETA)),
@@ -41,6 +67,12 @@ Q_STEP_MISTAKES = (
             "β = s.betas[t]", _q_step_with(_ABAR, lambda s, t, x: 1 - _at(s.alphas_cumprod, t, x))),
     Mistake("the square roots are missing: the coefficients are √α and √β", _q_step_with(_ALPHA, _BETA, roots=False)),
     Mistake("the coefficients are swapped: x_prev takes √α and the noise √β", _q_step_with(_ALPHA, _BETA, swap=True)),
+    Mistake("the noise was scaled by β, a variance: the noise's standard deviation is √β, so add √β·noise "
+            "(s.betas[t].sqrt())", _at_roots(x_root=True, noise_root=False)),
+    Mistake("x_prev was scaled by 1 − β = α, not by √(1 − β) = √α: the shrink keeps the variance at 1 only with "
+            "the square root", _at_roots(x_root=False, noise_root=True)),
+    Mistake("the shrink is missing: x_prev + √β·noise lets the variance grow by β at every step; x_prev takes "
+            "√(1 − β) = √α", _no_shrink),
     Mistake("you indexed at t − 1: t is already a position (it holds step t + 1), so its β is s.betas[t]",
             _q_step_with(lambda s, t, x: _at(s.alphas, t - 1, x), lambda s, t, x: _at(s.betas, t - 1, x))),
     Mistake("the coefficient was not shaped per image: s.betas[t] has shape (B,) and lines up with the images' "
@@ -61,6 +93,19 @@ def check_forward_chain(fn: Callable, hidden: bool = False) -> Callable:
     steps, against ``minidiff.q_chain``."""
     return check("forward_chain", fn, diffusion.q_chain, _chain_cases(hidden), _first_hint("forward_chain"),
                  **IMAGE_TOLERANCE, hidden=hidden)
+
+
+_OFF_BY_ONE = ("an off-by-one between steps and positions: the step at position i (i = 0 … T − 1, using noise[i]) "
+               "turns x_i into x_{i+1}, so keep its result under k = i + 1, x0 itself under k = 0, and every k "
+               "from 0 to T is there to look up")
+
+
+def _chain_error_advice(exc: Exception, args: tuple) -> Optional[str]:
+    """A KeyError for a step count (0 … T) or an IndexError inside forward_chain: the off-by-one mistake."""
+    s = args[1]
+    if isinstance(exc, KeyError) and exc.args[:1] not in [(k,) for k in range(s.num_steps + 1)]:
+        return None                                 # not a step count looked up where nothing was stored
+    return _OFF_BY_ONE if isinstance(exc, (KeyError, IndexError)) else None
 
 
 
@@ -141,5 +186,6 @@ register(
         HINT_FORWARD_CHAIN,
         "kept, x = {0: x0}, x0; for i in range(s.num_steps): x = q_step(x, i, s, noise[i]); kept[i + 1] = x; "
         "then return torch.stack([kept[k] for k in steps])."),
-        FORWARD_CHAIN_MISTAKES, ("minidiff.diffusion.q_chain",), depends_on=("q_step",)),
+        FORWARD_CHAIN_MISTAKES, ("minidiff.diffusion.q_chain",), depends_on=("q_step",),
+        error_advice=_chain_error_advice),
 )

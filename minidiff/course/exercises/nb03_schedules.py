@@ -52,12 +52,22 @@ def _cosine_with(offset: Optional[float] = None, clip: bool = True, square: bool
     return wrong
 
 
+def _cosine_u_off_by_one(num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
+    """ᾱ_t = f((t − 1)/T)/f(0): the T points u = 0 … (T − 1)/T, so ᾱ_1 = 1 and β_1 = 0."""
+    u = torch.arange(num_steps, dtype=torch.float64) / num_steps
+    f = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+    abar = f / f[0]
+    return (1 - abar / torch.cat([abar.new_ones(1), abar[:-1]])).clamp(max=max_beta)
+
+
 COSINE_MISTAKES = (
     Mistake("the offset s is missing (the + s and the 1 + s)", _cosine_with(offset=0.0)),
     Mistake("β was not clipped to max_beta (.clamp(max=max_beta))", _cosine_with(clip=False)),
     Mistake("the cosine is not squared: ᾱ(u) = cos²(…)", _cosine_with(square=False)),
     Mistake("β_t = 1 − ᾱ(t/T) leaves out the division: β_t = 1 − ᾱ(t/T)/ᾱ((t−1)/T)", _cosine_with(ratio=False)),
     Mistake("the arguments s and max_beta were ignored (their defaults used instead)", _cosine_with(use_arguments=False)),
+    Mistake("u is off by one: step t maps to u = t/T; with u = (t − 1)/T, ᾱ_1 = f(0)/f(0) = 1 and the first step "
+            "adds no noise at all (β_1 = 0)", _cosine_u_off_by_one),
 )
 
 
@@ -115,6 +125,10 @@ def _rescale_with(root: bool = True, scale: bool = True, keep_first: bool = True
     return wrong
 
 
+def _last_beta_one(betas: Tensor) -> Tensor:
+    return torch.cat([betas[:-1], betas.new_ones(1)])
+
+
 ZERO_TERMINAL_SNR_MISTAKES = (
     Mistake("ᾱ was shifted and scaled instead of √ᾱ: Algorithm 1 makes √ᾱ_t a straight line in the old √ᾱ_t",
             _rescale_with(root=False)),
@@ -126,6 +140,9 @@ ZERO_TERMINAL_SNR_MISTAKES = (
             _rescale_with(first_beta=False)),
     Mistake("√ᾱ' was not squared back: ᾱ'_t = (√ᾱ'_t)² before taking the ratios", _rescale_with(square=False)),
     Mistake("that is ᾱ'_t; the function returns β'_t = 1 − ᾱ'_t/ᾱ'_{t−1}", _rescale_with(output="alphas_cumprod")),
+    Mistake("you set β_T = 1 and left the other steps alone: that does make ᾱ_T = 0, but Algorithm 1 rescales √ᾱ_t "
+            "at every step (shifted so that the last is 0, scaled so that the first is unchanged), so every β'_t "
+            "changes", _last_beta_one),
 )
 
 

@@ -66,7 +66,9 @@ def _embedding_with(sines_first: bool = False, over_dim: bool = False, positive:
 
 
 EMBEDDING_MISTAKES = (
-    Mistake("the sines come first; the embedding puts the cosines first: torch.cat([cos, sin], dim=1)",
+    Mistake("the sines come first: that is DDPM's own order (Ho et al. 2020, whose exponent also divides by h − 1), "
+            "as good for a network trained with it, but this course follows ADM (Dhariwal & Nichol 2021) and "
+            "puts the cosines first, as the shipped checkpoints expect: torch.cat([cos, sin], dim=1)",
             _embedding_with(sines_first=True)),
     Mistake("the exponent divides by dim; it is i/h with h = dim/2", _embedding_with(over_dim=True)),
     Mistake("the exponent lacks its minus sign: ω_i = max_period^(−i/h) falls with i", _embedding_with(positive=True)),
@@ -96,7 +98,8 @@ INJECT_TIME_MISTAKES = (
 register(
     Exercise("timestep_embedding", "timestep_embedding", timestep_embedding, (
         "Turn each integer t into dim numbers: the cosines and the sines of t times frequencies spaced "
-        "geometrically from 1 down to 1/max_period, so that nearby t get similar vectors at every scale.",
+        "geometrically from 1 down to max_period^(−(h−1)/h), just above 1/max_period, so that nearby t get similar "
+        "vectors at every scale.",
         HINT_EMBEDDING,
         "half = dim // 2; freqs = torch.exp(−math.log(max_period) * torch.arange(half, dtype=torch.float32) / "
         "half); angles = t.float()[:, None] * freqs[None, :]; then cat the cosines and the sines along dim 1."),

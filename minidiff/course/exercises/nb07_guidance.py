@@ -163,11 +163,21 @@ def _guided_with(mix: Callable) -> Callable:
     return wrong
 
 
+def _null_label_zero(model: Callable, x_t: Tensor, t: Tensor, y: Tensor, null_label: int, w: float) -> Tensor:
+    both = model(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y, torch.zeros_like(y)]))
+    cond, uncond = both.chunk(2)
+    return uncond + w * (cond - uncond)
+
+
 GUIDED_PREDICTION_MISTAKES = (
-    Mistake("you started from the conditional output; it is uncond + w·(cond − uncond), so that w = 0 gives the "
-            "unconditional one", _guided_with(lambda c, u, w: c + w * (c - u))),
+    Mistake("you started from the conditional output: cond + w·(cond − uncond) = (1 + w)·cond − w·uncond is Ho & "
+            "Salimans' own form (their eq. 6), whose w is this notebook's w − 1; here w counts from the unconditional output, as in Imagen and "
+            "diffusers: uncond + w·(cond − uncond), so that w = 0 gives the unconditional output and w = 1 the "
+            "conditional one", _guided_with(lambda c, u, w: c + w * (c - u))),
     Mistake("the halves are swapped: the first half of the output is the conditional one (y came first)",
             _guided_with(lambda c, u, w: c + w * (u - c))),
+    Mistake("the unconditional half used label 0, which is the digit 0; the null label ∅ is null_label (10 for "
+            "the digits), the extra row the model was trained with", _null_label_zero),
 )
 
 
@@ -187,6 +197,9 @@ RESCALED_MISTAKES = (
     Mistake("φ and 1 − φ are swapped: φ weights the rescaled output", _rescaled_with(swap_phi=True)),
     Mistake("the ratio is upside down: x_re = x_cfg·σ(cond)/σ(x_cfg)", _rescaled_with(inverted=True)),
     Mistake("you rescaled towards σ(uncond); it is σ(cond)", _rescaled_with(of_uncond=True)),
+    Mistake("σ was taken per channel (over the height and width only); it is each image's standard deviation over "
+            "all its values, channels included: x.flatten(1).std(dim=1)",
+            _rescaled_with(spread=lambda x: x.std(dim=(2, 3), keepdim=True))),
 )
 
 

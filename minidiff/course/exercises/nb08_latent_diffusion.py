@@ -45,6 +45,9 @@ def check_reparameterise(fn: Callable, hidden: bool = False) -> Callable:
         """``fn``'s z; when its values are right, also that z.sum() has a gradient for mean and for logvar."""
         leaves = mean.clone().requires_grad_(True), logvar.clone().requires_grad_(True)
         z = fn(*leaves, noise)
+        again = fn(mean.clone(), logvar.clone(), noise.clone())
+        if isinstance(z, Tensor) and isinstance(again, Tensor) and z.shape == again.shape and not torch.equal(z.detach(), again):
+            random_z.append(True)                   # two different z for the same inputs: its own noise
         if not isinstance(z, Tensor) or compare_tensors(reference(mean, logvar, noise), z.detach(), 1e-5, 1e-4):
             return z.detach() if isinstance(z, Tensor) else z          # wrong values: ``check`` explains them
         missing = [name for name, leaf in zip(("mean", "logvar"), leaves) if _gradient(z, leaf) is None]
@@ -54,9 +57,21 @@ def check_reparameterise(fn: Callable, hidden: bool = False) -> Callable:
                                 f"that training can move the encoder's outputs.\n  Hint: {_first_hint('reparameterise')}"
                                 f"{_advice('reparameterise')}", "reparameterise")
         return z.detach()
-    checked = check("reparameterise", with_gradients, reparameterise, cases, _first_hint("reparameterise"),
-                    hidden=hidden, learner=fn)
+    random_z: list[bool] = []
+    try:
+        checked = check("reparameterise", with_gradients, reparameterise, cases, _first_hint("reparameterise"),
+                        hidden=hidden, learner=fn)
+    except ExerciseError as error:
+        if not random_z:
+            raise
+        head, hint, rest = str(error).partition("\n  Hint: ")
+        raise ExerciseError(f"{head}\n  This looks like a common mistake: {_OWN_NOISE}.{hint}{rest}",
+                            "reparameterise") from error
     return fn if checked is with_gradients else checked
+
+
+_OWN_NOISE = ("you drew your own noise (torch.randn_like), so the same inputs give a different z each call; use the "
+              "noise argument: z = μ + σ·noise, with ε drawn by the caller")
 
 
 def _gradient(z: Tensor, leaf: Tensor) -> Optional[Tensor]:
