@@ -33,9 +33,10 @@ def main() -> None:
                                generator=torch.Generator().manual_seed(0))
         times.append(time.perf_counter() - start)
     accuracy = md.class_accuracy(x.clamp(-1, 1), labels)
-    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}: "
-          f"{args.n} samples × {args.steps} DDIM steps: best {min(times):.2f} s, median {sorted(times)[len(times) // 2]:.2f} s "
-          f"over {args.repeats} runs; classified as their label: {accuracy:.0%}")
+    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}: {args.n} samples × {args.steps} DDIM steps: best {min(times):.2f} s, "
+          f"median {sorted(times)[len(times) // 2]:.2f} s over {args.repeats} runs; "
+          f"classified as their label: {accuracy:.0%}")
 
 
 if __name__ == "__main__":

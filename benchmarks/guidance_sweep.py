@@ -1,8 +1,9 @@
 """Classifier-free guidance, measured: quality, accuracy and diversity of the shipped mnist_cond model
 at each guidance scale w, for plain CFG and each fix of its over-saturation (minidiff.guidance).
 
-    python benchmarks/guidance_sweep.py [--model mnist_cond|shapes_cond] [--scales 0,1,1.5,2,3,5,8] [--variants plain,rescaled,interval,thresholded]
-        [--sampler ddim] [--steps 50] [--n 1000] [--draws 3] [--device cuda] [--json results.jsonl]
+    python benchmarks/guidance_sweep.py [--model mnist_cond|shapes_cond] [--scales 0,1,1.5,2,3,5,8]
+        [--variants plain,rescaled,interval,thresholded] [--sampler ddim] [--steps 50] [--n 1000] [--draws 3]
+        [--device cuda] [--json results.jsonl]
 
 For every (variant, w): ``--draws`` draws of ``--n`` samples (100 per class at n = 1,000), each scored
 by the metrics protocol (Fréchet distance in the shipped classifier's features / the floor, class
@@ -130,8 +131,9 @@ def main(argv=None) -> list[dict]:
                   "draws": args.draws, "seconds": round(time.perf_counter() - start, 1)}
             results.append(r)
             r |= {"model": args.model}
-            print(f"{variant:12s} {w:5.2f} {r['fd_ratio']:9.2f} {r['accuracy']:9.1%} {r.get('diversity', math.nan):9.2f} "
-                  f"{r['seconds']:8.1f}" + (f"   shape {r['shape']:.1%}, colour {r['color']:.1%}" if "shape" in r else ""),
+            print(f"{variant:12s} {w:5.2f} {r['fd_ratio']:9.2f} {r['accuracy']:9.1%} "
+                  f"{r.get('diversity', math.nan):9.2f} {r['seconds']:8.1f}"
+                  + (f"   shape {r['shape']:.1%}, colour {r['color']:.1%}" if "shape" in r else ""),
                   flush=True)
             if args.json:
                 with open(args.json, "a") as f:

@@ -67,7 +67,8 @@ def vae_phase(args: argparse.Namespace) -> None:
     for mark in (30.0, 60.0, recipe.max_seconds):
         trained = train_until(trainer, trained, mark)
         emit({"phase": "vae", "seconds": round(trained, 1), "step": trainer.step,
-              "params": trainer.model.num_parameters(), **evaluate_autoencoder(trainer.ema), "machine": machine()}, args)
+              "params": trainer.model.num_parameters(), **evaluate_autoencoder(trainer.ema),
+              "machine": machine()}, args)
     measured = finish(recipe, trainer) | evaluate_autoencoder(trainer.ema)
     measured |= {"train_seconds": round(trained), "command": "benchmarks/latent_diffusion.py --phases vae"}
     emit({"phase": "vae", "final": True, **measured}, args)

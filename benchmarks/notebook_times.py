@@ -46,12 +46,14 @@ def time_notebook(path: Path, profile: str, timeout: int) -> dict:
     try:
         client.execute()
     except Exception as exc:                       # a cell raised or timed out: report it, keep timing the rest
-        ok, error = False, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else ''}"
+        ok, error = False, (f"{type(exc).__name__}: "
+                            f"{str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else ''}")
     wall = time.perf_counter() - start
     cells = [(i, cell_seconds(c)) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     slowest = sorted(cells, key=lambda c: -c[1])[:5]
     return {"notebook": str(path.relative_to(REPO)), "profile": profile, "machine": cpu_name(),
-            "torch_threads": _torch_threads(), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "torch_threads": _torch_threads(),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "wall_s": round(wall, 1), "ok": ok, "error": error,
             "slowest_cells": [{"cell": i, "s": round(s, 1)} for i, s in slowest]}
 
@@ -77,8 +79,8 @@ def main() -> None:
             for profile in args.profiles:
                 row = time_notebook(path, profile, args.timeout)
                 slow = ", ".join(f"cell {c['cell']} {c['s']} s" for c in row["slowest_cells"][:3])
-                print(f"{row['notebook']:40s} {profile:8s} {row['wall_s']:7.1f} s  {'ok' if row['ok'] else 'FAILED ' + str(row['error'])}"
-                      f"   slowest: {slow}", flush=True)
+                print(f"{row['notebook']:40s} {profile:8s} {row['wall_s']:7.1f} s  "
+                      f"{'ok' if row['ok'] else 'FAILED ' + str(row['error'])}   slowest: {slow}", flush=True)
                 with args.out.open("a") as f:
                     f.write(json.dumps(row) + "\n")
 

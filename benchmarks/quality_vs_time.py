@@ -33,7 +33,8 @@ def evaluate(trainer: md.Trainer, sampler: str = "DDIM 50", draws: int = 1) -> d
     """The metrics protocol (``md.evaluate_model``) on the EMA model, with one of SAMPLERS."""
     name, steps = SAMPLERS[sampler]
     dtype = torch.bfloat16 if trainer.schedule.device.type == "cuda" else None      # as its figures were measured
-    return md.evaluate_model(trainer.ema, trainer.schedule, name, steps, draws=draws, dtype=dtype) | {"sampler": sampler}
+    return (md.evaluate_model(trainer.ema, trainer.schedule, name, steps, draws=draws, dtype=dtype)
+            | {"sampler": sampler})
 
 
 def line(minutes: float, step: int, r: dict) -> str:
@@ -104,12 +105,14 @@ def main() -> None:
                         help="fit the step count to this much training time, from the speed of the warm-up "
                              "steps (the cosine decay starts after them, so it spans the whole budget)")
     parser.add_argument("--set", action="append", default=[], metavar="PART.FIELD=VALUE",
-                        help="change the recipe (repeatable), e.g. --set model.dropout=0.0 --set \"objective.target='v'\"")
+                        help="change the recipe (repeatable), e.g. --set model.dropout=0.0 "
+                             "--set \"objective.target='v'\"")
     parser.add_argument("--draws", type=int, default=1, help="average this many draws of 1,000 samples")
     parser.add_argument("--ship", default=None, metavar="DIR", help="save the finished EMA model here")
     parser.add_argument("--json", default=None, metavar="PATH", help="append every result as a JSON line")
     parser.add_argument("--samplers", default="DDIM 50,DDPM 1000",
-                        help=f"comma-separated, scored at every mark but the last (which scores all of {list(SAMPLERS)})")
+                        help="comma-separated, scored at every mark but the last "
+                             f"(which scores all of {list(SAMPLERS)})")
     args = parser.parse_args()
     unknown = set(args.samplers.split(",")) - set(SAMPLERS)
     if unknown:
@@ -122,7 +125,8 @@ def main() -> None:
     trainer = make_trainer(recipe, run, steps=args.steps)
     trained = fit_steps_to_budget(trainer, args.budget) if args.budget else 0.0
     print(f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}, torch {torch.__version__}, "
-          f"recipe mnist_cond{' with ' + ', '.join(args.set) if args.set else ''} ({trainer.model.num_parameters() / 1e6:.2f}M parameters, {trainer.cfg.steps} steps "
+          f"recipe mnist_cond{' with ' + ', '.join(args.set) if args.set else ''} "
+          f"({trainer.model.num_parameters() / 1e6:.2f}M parameters, {trainer.cfg.steps} steps "
           f"of batch {recipe.train.batch_size}), compile={args.compile!r}, cuda_graph={args.cuda_graph}", flush=True)
     results = []
     for mark in marks:
@@ -139,8 +143,8 @@ def main() -> None:
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps(r) + "\n")
-    print(f"trained {trainer.step} steps in {trained:.1f} s ({trainer.step * recipe.train.batch_size / trained:.0f} img/s "
-          f"including compilation)")
+    print(f"trained {trainer.step} steps in {trained:.1f} s "
+          f"({trainer.step * recipe.train.batch_size / trained:.0f} img/s including compilation)")
     if args.ship:
         last = {r["sampler"]: r for r in results if r["step"] == trainer.step}
         how = ("--cuda-graph" if args.cuda_graph else f"--compile {args.compile}") + f" --steps {trainer.cfg.steps}" \

@@ -6,7 +6,8 @@ DPMSolverMultistepScheduler driving the same model, and the ratio.
 
 Each mode runs both loops around the same network: "eager" as it is, "compile" after torch.compile
 (default mode; the first, untimed run compiles). The peer's loop is diffusers' scheduler stepping on
-our network's predictions (v for the shipped model: the scheduler's prediction_type="v_prediction"), so the ratio measures the sampler code around the network, not the network.
+our network's predictions (v for the shipped model: the scheduler's prediction_type="v_prediction"), so
+the ratio measures the sampler code around the network, not the network.
 
 diffusers must be importable (carry its wheel to a bare GPU box: see scripts/fetch_gpu_wheels.sh).
 """
@@ -86,10 +87,11 @@ def main() -> None:
             seconds, x = timed(fn, model, s, labels, args.steps, args.batch, diffusion.target)
             results[(name, mode)], samples[(name, mode)] = seconds, x
             accuracy = md.class_accuracy(x[:1000].clamp(-1, 1), labels[:1000])
-            print(f"{name:20s} {mode:8s} {seconds:6.2f} s   {args.n / seconds:8.0f} samples/s   accuracy {accuracy:.1%}",
-                  flush=True)
+            print(f"{name:20s} {mode:8s} {seconds:6.2f} s   {args.n / seconds:8.0f} samples/s   "
+                  f"accuracy {accuracy:.1%}", flush=True)
         difference = (samples[("diffusers scheduler", mode)] - samples[("minidiff", mode)]).abs().max().item()
-        print(f"{mode}: diffusers scheduler / minidiff = {results[('diffusers scheduler', mode)] / results[('minidiff', mode)]:.2f}× "
+        print(f"{mode}: diffusers scheduler / minidiff = "
+              f"{results[('diffusers scheduler', mode)] / results[('minidiff', mode)]:.2f}× "
               f"(same noise: samples differ by at most {difference:.1e})")
     best = min(results, key=results.get)
     print(f"fastest: {best[0]} ({best[1]}) {results[best]:.2f} s")

@@ -71,8 +71,8 @@ def main() -> None:
         ("dpm_solver_step", lambda: md.dpm_solver_step(x_t, x0, 500, 450, s, x0_last, 550),
          lambda: bare_dpm(x_t, x0, x0_last, 500, 450, 550, lam, abar)),
     ]
-    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}, "
-          f"batch {args.batch}×1×28×28, best of {args.repeats} × {args.calls} calls")
+    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), "
+          f"torch {torch.__version__}, batch {args.batch}×1×28×28, best of {args.repeats} × {args.calls} calls")
     for name, ours, bare in rows:
         torch.testing.assert_close(ours(), bare())          # the same update, or the figure means nothing
         t_ours, t_bare = per_call_us(ours, args.calls, args.repeats), per_call_us(bare, args.calls, args.repeats)

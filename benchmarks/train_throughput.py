@@ -108,8 +108,8 @@ def measure(name: str, build, mode: str, batch: int, iters: int, channels_last: 
     seconds = time.perf_counter() - start
     ips = batch * iters / seconds
     params = sum(p.numel() for p in build().parameters())
-    return {"model": name, "mode": mode + (" NHWC" if channels_last else ""), "params": params, "img_per_s": ips, "gflop_per_img": flops / 1e9,
-            "tflops": ips * flops / 1e12}
+    return {"model": name, "mode": mode + (" NHWC" if channels_last else ""), "params": params, "img_per_s": ips,
+            "gflop_per_img": flops / 1e9, "tflops": ips * flops / 1e12}
 
 
 def main() -> None:
@@ -140,8 +140,8 @@ def main() -> None:
             r = measure(name, build, mode, args.batch, args.iters, args.channels_last)
             results.append(r)
             print(f"{r['model']:9s} {r['mode']:18s} {r['params'] / 1e6:5.2f}M params  {r['img_per_s']:8.0f} img/s  "
-                  f"{r['gflop_per_img']:5.2f} GFLOP/img  {r['tflops']:6.1f} TFLOP/s  MFU {100 * r['tflops'] * 1e12 / peak:4.1f}%",
-                  flush=True)
+                  f"{r['gflop_per_img']:5.2f} GFLOP/img  {r['tflops']:6.1f} TFLOP/s  "
+                  f"MFU {100 * r['tflops'] * 1e12 / peak:4.1f}%", flush=True)
     for label, peer_modes in (("the three named by issue 4 (eager fp32, bf16, bf16 + compile)", NAMED_PEER_MODES),
                               ("all it ran", MODES)):
         ours, peer = best(results, "minidiff", MODES), best(results, "diffusers", peer_modes)

@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_train_arguments(train: argparse.ArgumentParser) -> None:
-    train.add_argument("--recipe", required=True, choices=sorted(RECIPES), help="a recipe of minidiff.pretrained.recipes")
+    train.add_argument("--recipe", required=True, choices=sorted(RECIPES),
+                       help="a recipe of minidiff.pretrained.recipes")
     train.add_argument("--out", default=None, help="output folder (default: runs/RECIPE)")
     train.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     train.add_argument("--steps", type=int, default=None, help="override the recipe's number of steps")
@@ -250,7 +251,8 @@ def train_and_save(args: argparse.Namespace, recipe, trainer, out: Path) -> int:
             ship_snapshots(args.recipe, trainer, kept, metrics, args.ship)
             print(f"shipped {args.recipe} ({', '.join(kept)}) into {args.ship}")
         elif args.ship is not None:
-            ship(args.recipe, trainer, metrics, args.ship, dtype="float32" if args.recipe == "classifier" else "float16")
+            ship(args.recipe, trainer, metrics, args.ship,
+                 dtype="float32" if args.recipe == "classifier" else "float16")
             print(f"shipped {args.recipe} into {args.ship}")
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -292,7 +294,8 @@ def sample_command(args: argparse.Namespace) -> int:
             f"the model file {args.checkpoint} may hold non-finite weights"
         raise NonFiniteLossError(f"the samples hold NaN or inf ({cause}); no image was written")
     warn_if_saturated(images, strong)
-    path = save_grid(images.clamp(-1, 1), args.out, nrow=grid_row(num_classes) if args.label is None and num_classes else None)
+    path = save_grid(images.clamp(-1, 1), args.out,
+                     nrow=grid_row(num_classes) if args.label is None and num_classes else None)
     print(f"wrote {args.n} samples to {path}")
     return 0
 

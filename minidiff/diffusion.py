@@ -161,7 +161,8 @@ def training_target(target: Target, x0: Tensor, eps: Tensor, t: Timesteps, s: No
 
 def eps_and_x0(output: Tensor, x_t: Tensor, t: Timesteps, s: NoiseSchedule,
                target: Target = "eps") -> tuple[Tensor, Tensor]:
-    r"""Turn a network's output (a prediction of ``target``) into the pair $(\hat\varepsilon, \hat x_0)$ samplers need."""
+    r"""Turn a network's output (a prediction of ``target``) into the pair $(\hat\varepsilon, \hat x_0)$
+    samplers need."""
     if target == "eps":
         return output, predict_x0_from_eps(x_t, t, output, s)
     if target == "x0":

@@ -2,8 +2,8 @@ r"""Metrics: how good are generated digits, measured in the features of a small 
 
 Inception weights cannot be downloaded here, so FID proper is out of reach. Instead a small CNN,
 ``DigitClassifier`` (``minidiff.nn.classifier``), is trained on the same MNIST digits as the diffusion
-models (``python -m minidiff train --recipe classifier``) and shipped (``pretrained.load_classifier()``). Its penultimate activations, ``features(x) ∈ ℝ^D`` (D = 128),
-stand in for Inception's pool features:
+models (``python -m minidiff train --recipe classifier``) and shipped (``pretrained.load_classifier()``).
+Its penultimate activations, ``features(x) ∈ ℝ^D`` (D = 128), stand in for Inception's pool features:
 
 - **Fréchet distance in DigitClassifier features** (``frechet_distance``): fit a Gaussian to each
   feature set and measure  FD = ‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 (Σ₁ Σ₂)^{1/2}).  Same formula as FID,

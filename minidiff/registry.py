@@ -10,8 +10,8 @@ calls its class with its config; ``register`` / ``Registry.with_kind`` return a 
 kind, to pass on as ``registry=``, so no module state changes.
 ``target`` (what a denoiser predicts) travels in the description, so a loaded model knows it.
 Checkpoints (``minidiff.train``), the shipped files (``minidiff.pretrained``) and the CLI all go through
-``describe`` / ``build``; a new kind of network (notebook 08's autoencoder) is one more line in DEFAULT. A text-conditional
-U-Net is kind "unet" too: ``build`` plugs its text encoder in (``nn.text.text_unet``).
+``describe`` / ``build``; a new kind of network (notebook 08's autoencoder) is one more line in DEFAULT.
+A text-conditional U-Net is kind "unet" too: ``build`` plugs its text encoder in (``nn.text.text_unet``).
 """
 from __future__ import annotations
 

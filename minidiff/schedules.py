@@ -57,7 +57,8 @@ class NoiseSchedule:
         # lists (index t + 1, with step 0 first: ᾱ_0 = 1), so a sampling step never waits on the device
         self.host = {"sqrt_abar": [1.0] + self.sqrt_alphas_cumprod.tolist(),
                      "sqrt_one_minus_abar": [0.0] + self.sqrt_one_minus_alphas_cumprod.tolist(),
-                     "beta": [0.0] + self.betas.tolist(), "posterior_variance": [0.0] + self.posterior_variance.tolist(),
+                     "beta": [0.0] + self.betas.tolist(),
+                     "posterior_variance": [0.0] + self.posterior_variance.tolist(),
                      "half_log_snr": [math.inf] + (0.5 * self.log_snr).tolist()}
         _warn_if_underflowing(self.sqrt_alphas_cumprod)
 
@@ -123,15 +124,16 @@ class NoiseSchedule:
         return self.betas.device
 
     def alpha_sigma(self, t: int) -> tuple[float, float]:
-        r"""$(\alpha_t, \sigma_t) = (\sqrt{\bar\alpha}, \sqrt{1 - \bar\alpha})$ at position ``t`` (step t + 1), as Python
-        floats, so that $x_t = \alpha_t x_0 + \sigma_t \varepsilon$; ``t = -1`` is step 0, the data: (1, 0).
+        r"""$(\alpha_t, \sigma_t) = (\sqrt{\bar\alpha}, \sqrt{1 - \bar\alpha})$ at position ``t`` (step t + 1), as
+        Python floats, so that $x_t = \alpha_t x_0 + \sigma_t \varepsilon$; ``t = -1`` is step 0, the data: (1, 0).
         This is the question every Gaussian path answers (see the package docstring): a continuous path
         answers it for $t \in [0, 1]$, a discrete schedule for its positions. ``t`` is not checked here:
         the sampler loops check it at their door, the step functions with ``check_position``."""
         return self.host["sqrt_abar"][t + 1], self.host["sqrt_one_minus_abar"][t + 1]
 
     def snr(self, t: Timesteps) -> Tensor:
-        r"""Signal-to-noise ratio $\mathrm{SNR} = \bar\alpha / (1 - \bar\alpha)$ at position ``t`` (step t + 1), float64."""
+        r"""Signal-to-noise ratio $\mathrm{SNR} = \bar\alpha / (1 - \bar\alpha)$ at position ``t`` (step t + 1),
+        float64."""
         t = check_timesteps(t, self.num_steps, device=self.device)
         return (self.alphas_cumprod / (1.0 - self.alphas_cumprod))[t]
 

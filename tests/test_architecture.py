@@ -82,7 +82,8 @@ def library_graph() -> dict[str, set[str]]:
 def test_the_order_names_every_library_module():
     graph = import_graph()
     library = {name.removeprefix("minidiff.") for name in graph
-               if not name.startswith("minidiff.course") and name not in ("minidiff", "minidiff.nn", "minidiff.__main__")}
+               if not name.startswith("minidiff.course")
+               and name not in ("minidiff", "minidiff.nn", "minidiff.__main__")}
     assert library == set(ORDER), f"modules outside ORDER: {library - set(ORDER)}; gone: {set(ORDER) - library}"
 
 

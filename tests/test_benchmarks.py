@@ -28,7 +28,8 @@ def test_recipe_overrides_change_only_the_named_fields():
     assert recipe.train.lr == base.train.lr and base.objective.target == "v"
 
 
-@pytest.mark.parametrize("setting", ["foo.bar=1", "model.widths=2", "model.dropout", "objective.target=v", "diffusion.target='v'"])
+@pytest.mark.parametrize("setting", ["foo.bar=1", "model.widths=2", "model.dropout", "objective.target=v",
+                                     "diffusion.target='v'"])
 def test_recipe_override_names_the_bad_setting(setting):
     with pytest.raises(ValueError, match=f"--set must look like part.field=value.*{setting}"):
         quality_vs_time.override(RECIPES["mnist_cond"], [setting])

@@ -86,7 +86,8 @@ def test_sample_from_the_shipped_model_by_name(tmp_path, monkeypatch, capsys):
     import minidiff.__main__ as cli
     drawn = []
     save_grid = cli.save_grid
-    monkeypatch.setattr(cli, "save_grid", lambda images, path, nrow=None: drawn.append(images) or save_grid(images, path, nrow))
+    monkeypatch.setattr(cli, "save_grid",
+                        lambda images, path, nrow=None: drawn.append(images) or save_grid(images, path, nrow))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mnist_cond").mkdir()
     grid = tmp_path / "grid.png"
@@ -96,7 +97,8 @@ def test_sample_from_the_shipped_model_by_name(tmp_path, monkeypatch, capsys):
     assert md.class_accuracy(drawn[0], torch.arange(20) % 10) >= 0.9
     assert main(["sample", "--checkpoint", "classifier", "--out", str(grid), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
-    assert "neither a file nor a shipped model (mnist_cond, mnist_eps, shapes_cond, shapes_ldm)" in err and "Traceback" not in err
+    assert ("neither a file nor a shipped model (mnist_cond, mnist_eps, shapes_cond, shapes_ldm)" in err
+            and "Traceback" not in err)
 
 
 def user_error(capsys, argv: list[str]) -> str:
@@ -108,7 +110,8 @@ def user_error(capsys, argv: list[str]) -> str:
 
 
 @pytest.mark.parametrize("argv, says", [
-    (["sample", "--checkpoint", "mnist_cnod"], "neither a file nor a shipped model (mnist_cond, mnist_eps, shapes_cond, shapes_ldm)"),
+    (["sample", "--checkpoint", "mnist_cnod"],
+     "neither a file nor a shipped model (mnist_cond, mnist_eps, shapes_cond, shapes_ldm)"),
     (["sample", "--checkpoint", "shapes_ldm"], "is a text-to-image model in an autoencoder's latent space"),
     (["sample", "--checkpoint", "mnist_cond", "--guidance", "nan"], "--guidance must be a finite number"),
     (["sample", "--checkpoint", "mnist_cond", "--guidance", "inf"], "--guidance must be a finite number"),

@@ -200,7 +200,8 @@ def test_q_chain_draws_fresh_noise_and_checks_its_arguments(s):
     torch.manual_seed(0)
     x0 = torch.zeros(20000, 1)
     assert md.q_chain(x0, s, [T], None)[0].var().item() == pytest.approx(1 - s.alphas_cumprod[-1].item(), rel=0.05)
-    with pytest.raises(ValueError, match=r"steps must be numbers of steps in \[0, 100\] \(0 is x_0, T=100\); got \[101\]"):
+    with pytest.raises(ValueError,
+                       match=r"steps must be numbers of steps in \[0, 100\] \(0 is x_0, T=100\); got \[101\]"):
         md.q_chain(x0, s, [0, 101])
     with pytest.raises(TypeError, match="steps must be a list of ints"):
         md.q_chain(x0, s, 5)

@@ -103,7 +103,8 @@ def test_receptive_field_reference_and_its_errors():
     assert md.nn.receptive_field([(3, 1)] * 4).tolist() == [3, 5, 7, 9]
     assert md.nn.receptive_field([(3, 1), (3, 2), (3, 1), (3, 2), (3, 1)]).tolist() == [3, 5, 9, 13, 21]
     assert md.nn.receptive_field([]).tolist() == []
-    with pytest.raises(ValueError, match=r"layers\[1\] must be a pair \(kernel_size, stride\) of ints >= 1; got \(3, 0\)"):
+    with pytest.raises(ValueError,
+                       match=r"layers\[1\] must be a pair \(kernel_size, stride\) of ints >= 1; got \(3, 0\)"):
         md.nn.receptive_field([(3, 1), (3, 0)])
 
 

@@ -165,7 +165,8 @@ def test_static_clipping_clamps_the_guided_x0_to_the_data_range(target):
     out = Thresholded(3.0, s, target, percentile=None)(cond, uncond, t, x_t)
     _, x0 = md.eps_and_x0(out, x_t, t, s, target)
     _, x0_guided = md.eps_and_x0(cfg_mix(cond, uncond, 3.0), x_t, t, s, target)
-    torch.testing.assert_close(x0, x0_guided.clamp(-1, 1), atol=1e-5, rtol=1e-5)   # clipped, not rescaled (float32 inside)
+    # clipped, not rescaled (float32 inside)
+    torch.testing.assert_close(x0, x0_guided.clamp(-1, 1), atol=1e-5, rtol=1e-5)
 
 
 def test_dynamic_threshold_shrinks_an_overshooting_image_and_keeps_one_in_range():
@@ -209,7 +210,8 @@ def test_each_attribute_has_its_own_rows_and_null_label():
     t = torch.tensor([3, 3])
     y = torch.tensor([[1, 6], [4, 8]])                                 # a square in cyan; nothing given
     table = model.class_emb.weight
-    expected = model.time_mlp(md.timestep_embedding(t, 8)) + torch.stack([table[1] + table[5 + 6], table[4] + table[5 + 8]])
+    expected = (model.time_mlp(md.timestep_embedding(t, 8))
+                + torch.stack([table[1] + table[5 + 6], table[4] + table[5 + 8]]))
     torch.testing.assert_close(model.embed(t, y, 2, torch.device("cpu")), expected)
     # no labels at all is the same as every attribute's null label
     x = torch.randn(2, 3, 8, 8)
@@ -236,7 +238,8 @@ def test_labels_in_turn_run_through_every_combination():
 
 def test_labels_of_the_wrong_form_or_range_are_refused_naming_the_attribute():
     model, s = attribute_unet(), md.NoiseSchedule.linear(20)
-    with pytest.raises(ValueError, match=r"y must be a LongTensor of shape \(2, 2\), one label per image and attribute"):
+    with pytest.raises(ValueError,
+                       match=r"y must be a LongTensor of shape \(2, 2\), one label per image and attribute"):
         md.ddim_sample(model, s, (2, 3, 8, 8), steps=2, y=torch.tensor([0, 1]))
     with pytest.raises(ValueError, match=r"y\[:, k\] must hold labels in \[0, n_k\].*\(4, 8\).*\(3, 9\)"):
         md.ddim_sample(model, s, (2, 3, 8, 8), steps=2, y=torch.tensor([[0, 3], [2, 9]]))

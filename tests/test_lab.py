@@ -73,7 +73,8 @@ def test_override_keys_and_values_are_in_the_installed_jupyterlab_schema():
         for key, value in values.items():
             assert key in properties, f"{plugin} has no setting {key!r}"
             allowed = [choice["const"] for choice in properties[key].get("oneOf", [])]
-            assert value in allowed if allowed else isinstance(value, {"boolean": bool, "string": str}[properties[key]["type"]])
+            assert (value in allowed if allowed
+                    else isinstance(value, {"boolean": bool, "string": str}[properties[key]["type"]]))
 
 
 def test_setup_command_writes_the_settings_and_prints_one_ready_line(tmp_path):
@@ -92,10 +93,10 @@ def test_make_setup_is_quiet_and_ends_with_the_ready_line():
     filtered by its message only (errors still show), and the last line the one that says what is ready."""
     make = (ROOT / "Makefile").read_text()
     recipe = re.search(r"^\$\(STAMP\):.*\n((?:\t.*\n)+)", make, re.M).group(1).splitlines()
-    assert all(line.startswith("\t@") for line in recipe), [l for l in recipe if not l.startswith("\t@")]
+    assert all(line.startswith("\t@") for line in recipe), [line for line in recipe if not line.startswith("\t@")]
     installs = [line for line in recipe if "pip install" in line]
     assert installs and all("--quiet" in line for line in installs)
-    assert 'PYTHONWARNINGS="ignore:Editable installation"' in next(l for l in installs if " -e " in l)
+    assert 'PYTHONWARNINGS="ignore:Editable installation"' in next(line for line in installs if " -e " in line)
     ready = next(i for i, line in enumerate(recipe) if "-m minidiff.course.lab setup" in line)
     assert all(re.match(r"\t@(rm -f|touch) ", line) for line in recipe[ready + 1:]), recipe[ready + 1:]
 
@@ -195,7 +196,7 @@ def test_learner_config_hides_nbgrader(tmp_path):
 
 def test_nbgrader_names_are_those_it_installs():
     """The names hidden are nbgrader's own: its lab extension and its server extensions, where it is installed."""
-    nbgrader = pytest.importorskip("nbgrader")
+    pytest.importorskip("nbgrader")
     from importlib.metadata import distribution
     files = [str(f) for f in distribution("nbgrader").files or []]
     assert any(f"labextensions/{lab.NBGRADER_LAB_EXTENSION}/package.json" in f for f in files), files[:20]

@@ -40,7 +40,8 @@ def shipped_tiny_ldm(tmp_path, monkeypatch):
                         max_tokens=16, text_dim=16, text_layers=1, cross_attention_resolutions=(8,))
     torch.manual_seed(0)
     model = md.nn.text_unet(cfg, target="v")
-    config = {"model": md.registry.describe(model), "objective": md.DiffusionObjective(md.DiffusionConfig(target="v")).describe()}
+    config = {"model": md.registry.describe(model),
+              "objective": md.DiffusionObjective(md.DiffusionConfig(target="v")).describe()}
     pretrained.save_shipped("shapes_ldm", model.state_dict(), "shapes_ldm", {"guidance_scale": 2.0}, config,
                             dtype="float16", root=root)
     yield

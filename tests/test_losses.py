@@ -201,5 +201,6 @@ def test_the_noise_error_is_snr_times_the_x0_error():
 def test_a_label_past_the_models_range_is_named(s):                                                  # issue 28, case 30
     model = md.UNet(md.UNetConfig(image_size=8, base_channels=8, channel_mults=(1, 2), blocks_per_level=1,
                                   attention_resolutions=(), num_classes=10, head_dim=8))
-    with pytest.raises(ValueError, match=r"y must hold labels in \[0, 9\] \(or 10, the null label\); got values from 11"):
+    with pytest.raises(ValueError,
+                       match=r"y must hold labels in \[0, 9\] \(or 10, the null label\); got values from 11"):
         diffusion_loss(model, torch.randn(1, 1, 8, 8), s, y=torch.tensor([11]))

@@ -122,7 +122,8 @@ Q_STEP = ("def q_step(x_prev, t, s, noise):\n    beta = md.extract(s.betas, t, x
 Q_STEP_WRONG = ("def q_step(x_prev, t, s, noise):\n    abar = md.extract(s.alphas_cumprod, t, x_prev)\n"
                 "    return abar.sqrt() * x_prev + (1 - abar).sqrt() * noise\n")
 CHAIN = ("def forward_chain(x0, s, steps, noise):\n    kept, x = {0: x0}, x0\n    for i in range(max(steps)):\n"
-         "        x = q_step(x, i, s, noise[i])\n        kept[i + 1] = x\n    return torch.stack([kept[k] for k in steps])\n")
+         "        x = q_step(x, i, s, noise[i])\n        kept[i + 1] = x\n"
+         "    return torch.stack([kept[k] for k in steps])\n")
 SUBMISSIONS_01 = {                                          # student: (q_step cell, forward_chain cell, points)
     "blank": (None, None, 0),
     "worked": (Q_STEP, CHAIN, 2),

@@ -148,7 +148,9 @@ def test_shipped_diffusion_model_loads_and_draws_digits():
 
 def test_load_diffusion_names_the_diffusion_models_when_given_another_kind():
     import minidiff as md
-    with pytest.raises(ValueError, match=r"shipped diffusion model, one of \['mnist_cond', 'mnist_eps', 'shapes_cond', 'shapes_ldm'\]; got 'classifier'"):
+    with pytest.raises(ValueError,
+                       match=r"shipped diffusion model, one of "
+                             r"\['mnist_cond', 'mnist_eps', 'shapes_cond', 'shapes_ldm'\]; got 'classifier'"):
         md.load_diffusion("classifier")
     with pytest.raises(ValueError, match="one of"):
         md.load_diffusion("mnist_cnod")
@@ -183,12 +185,14 @@ def test_the_shipped_ema_snapshots_load_by_name_and_differ():
     assert schedule.num_steps == 1000 and "mnist_ema" not in pretrained.diffusion_names()
     with pytest.raises(ValueError, match="set of training snapshots|load it with load_snapshots|one of"):
         pretrained.load_diffusion("mnist_ema")
-    with pytest.raises(ValueError, match=r"shipped file of training snapshots, one of \['mnist_ema'\]; got 'mnist_cond'"):
+    with pytest.raises(ValueError,
+                       match=r"shipped file of training snapshots, one of \['mnist_ema'\]; got 'mnist_cond'"):
         pretrained.load_snapshots("mnist_cond")
 
 
-@pytest.mark.skipif("mnist_eps" not in pretrained.read_manifest(), reason="mnist_eps is not shipped yet (a GPU run of "
-                    "its recipe: python -m minidiff train --recipe mnist_eps --cuda-graph --ship minidiff/pretrained/checkpoints)")
+@pytest.mark.skipif("mnist_eps" not in pretrained.read_manifest(),
+                    reason="mnist_eps is not shipped yet (a GPU run of its recipe: python -m minidiff train "
+                           "--recipe mnist_eps --cuda-graph --ship minidiff/pretrained/checkpoints)")
 def test_the_shipped_eps_model_is_its_recipes_small_eps_model_and_draws_digits():
     """Notebook 06's ε-model: the mnist_eps recipe's network, under 1 MB, predicting ε, drawing the digits asked for."""
     from minidiff.pretrained.recipes import RECIPES, model_description
@@ -200,12 +204,14 @@ def test_the_shipped_eps_model_is_its_recipes_small_eps_model_and_draws_digits()
     assert {"DDPM 1000", "DDIM 50", "DPM-Solver++ 20"} <= set(entry["metrics"]["by_sampler"])
     labels = torch.arange(10).repeat(2)
     with torch.no_grad():
-        x = md.ddim_sample(model, schedule, (20, 1, 28, 28), steps=20, y=labels, generator=torch.Generator().manual_seed(0))
+        x = md.ddim_sample(model, schedule, (20, 1, 28, 28), steps=20, y=labels,
+                           generator=torch.Generator().manual_seed(0))
     assert md.class_accuracy(x.clamp(-1, 1), labels) >= 0.8
 
 
 def test_all_shipped_files_together_stay_small():
-    sizes = {name: (pretrained.CHECKPOINT_DIR / entry["file"]).stat().st_size for name, entry in pretrained.read_manifest().items()}
+    sizes = {name: (pretrained.CHECKPOINT_DIR / entry["file"]).stat().st_size
+             for name, entry in pretrained.read_manifest().items()}
     assert sum(sizes.values()) < 25 * 2**20, sizes
 
 

@@ -109,7 +109,8 @@ def test_case_05_a_state_that_cannot_be_loaded_is_refused_before_writing(tmp_pat
     path = tmp_path / "model.pt"
     save_checkpoint(path, {"w": torch.ones(2)})
     before = path.read_bytes()
-    with pytest.raises(TypeError, match=r"state\['cfg'\] is a minidiff.train.TrainConfig.*dataclass.*nothing was written"):
+    with pytest.raises(TypeError,
+                       match=r"state\['cfg'\] is a minidiff.train.TrainConfig.*dataclass.*nothing was written"):
         save_checkpoint(path, {"cfg": md.TrainConfig()})
     with pytest.raises(TypeError, match=r"state\['opt'\]\['fn'\] is a builtins.builtin_function_or_method"):
         save_checkpoint(path, {"opt": {"fn": print}})
@@ -190,7 +191,8 @@ def test_case_13_load_classifier_refuses_a_diffusion_model():
 
 
 @pytest.mark.parametrize("images, says", [
-    (torch.tensor([0.5, float("nan")]).repeat(2, 1, 4, 2), r"hold 16 NaN or inf value\(s\) of 32 \(in image\(s\) \[0, 1\]\)"),
+    (torch.tensor([0.5, float("nan")]).repeat(2, 1, 4, 2),
+     r"hold 16 NaN or inf value\(s\) of 32 \(in image\(s\) \[0, 1\]\)"),
     (torch.full((2, 1, 4, 4), 255.0), r"got values in \[255, 255\].*pixels in \[0, 255\]\? scale them"),
     (torch.linspace(-40, 40, 32).reshape(2, 1, 4, 4), r"got values in \[-40, 40\].*clamp them"),
 ])
@@ -225,12 +227,14 @@ def test_case_25_an_overflowing_guidance_is_named(capsys):
 
 def test_case_25_nan_samples_under_guidance_name_the_guidance(tmp_path, capsys, monkeypatch):
     import minidiff.__main__ as cli
-    monkeypatch.setattr(cli, "sample", lambda sampler, model, s, shape, *args, **kwargs: torch.full(shape, float("nan")))
+    monkeypatch.setattr(cli, "sample",
+                        lambda sampler, model, s, shape, *args, **kwargs: torch.full(shape, float("nan")))
     err = user_error(capsys, ["sample", "--checkpoint", "mnist_cond", "--n", "2", "--guidance", "2",
                               "--out", str(tmp_path / "g.png"), "--device", "cpu"])
     assert "--guidance 2 is too strong for this model" in err and "model file" not in err
     assert "may hold non-finite weights" in user_error(
-        capsys, ["sample", "--checkpoint", "mnist_cond", "--n", "2", "--out", str(tmp_path / "g.png"), "--device", "cpu"])
+        capsys, ["sample", "--checkpoint", "mnist_cond", "--n", "2", "--out", str(tmp_path / "g.png"),
+                 "--device", "cpu"])
     assert not (tmp_path / "g.png").exists()
 
 

@@ -73,7 +73,8 @@ def test_ddpm_clip_x0_uses_posterior_mean(s):
     torch.testing.assert_close(md.ddpm_step(x_t, eps, 300, s, noise=torch.zeros_like(x_t), clip_x0=True), expected)
     # unclipped, the ε-form mean equals the posterior mean at the implied x̂_0
     x0 = md.predict_x0_from_eps(x_t, 300, eps, s)
-    torch.testing.assert_close(md.ddpm_step(x_t, eps, 300, s, noise=torch.zeros_like(x_t)), md.q_posterior(x0, x_t, 300, s)[0])
+    torch.testing.assert_close(md.ddpm_step(x_t, eps, 300, s, noise=torch.zeros_like(x_t)),
+                               md.q_posterior(x0, x_t, 300, s)[0])
 
 
 def test_ddim_eta0_is_deterministic(s):
@@ -143,7 +144,8 @@ def test_guidance_scale_one_is_conditional_and_zero_unconditional(s):
         cond = predict_eps(model, x, 50, s, y=y)[0]
         uncond = predict_eps(model, x, 50, s)[0]
         torch.testing.assert_close(predict_eps(model, x, 50, s, y=y, guidance_scale=1.0)[0], cond, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(predict_eps(model, x, 50, s, y=y, guidance_scale=0.0)[0], uncond, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(predict_eps(model, x, 50, s, y=y, guidance_scale=0.0)[0], uncond,
+                                   atol=1e-5, rtol=1e-5)
         assert not torch.allclose(cond, uncond)
 
 
@@ -201,7 +203,8 @@ def test_dpm_solver_second_order_is_exact_for_linear_x0_in_lambda(s):
     d = (1 + 1 / (2 * r)) * x0_at(t) - 1 / (2 * r) * x0_at(t_last)
     torch.testing.assert_close(d, a + b * (lam[t] + h / 2))
     sigma = s.sqrt_one_minus_alphas_cumprod
-    torch.testing.assert_close(got, sigma[t_next] / sigma[t] * x_t - s.sqrt_alphas_cumprod[t_next] * torch.expm1(-h) * d)
+    torch.testing.assert_close(got,
+                               sigma[t_next] / sigma[t] * x_t - s.sqrt_alphas_cumprod[t_next] * torch.expm1(-h) * d)
 
 
 def test_dpm_solver_first_order_step_is_the_exact_flow_for_constant_x0(s):
@@ -450,7 +453,8 @@ def test_samplers_recover_gaussian_data_from_zero_terminal_snr(z, name, steps, s
 
 
 def test_an_eps_model_cannot_start_at_zero_terminal_snr(z):
-    with pytest.raises(ValueError, match=r"ε-prediction model cannot be sampled from t=999 of a zero-terminal-SNR.*'v'"):
+    with pytest.raises(ValueError,
+                       match=r"ε-prediction model cannot be sampled from t=999 of a zero-terminal-SNR.*'v'"):
         md.ddim_sample(gaussian_eps_model(z), z, (4, 1), steps=10)
     with pytest.raises(ValueError, match="ε-prediction model cannot be sampled"):
         md.ddpm_sample(gaussian_eps_model(z), z, (4, 1))

@@ -597,7 +597,7 @@ def test_images_in_0_255_are_refused():                                         
         Trainer(md.UNet(tiny_config()), (images + 1) * 127.5, labels, TrainConfig(steps=2, batch_size=4), run=QUIET)
 
 
-def test_resume_refuses_a_trainconfig_that_contradicts_the_run(tmp_path):                             # issue 28, case 12
+def test_resume_refuses_a_trainconfig_that_contradicts_the_run(tmp_path):                            # issue 28, case 12
     images, labels = tiny_data()
     train, diffusion = _resume_configs()
     first = Trainer(md.UNet(tiny_config(dropout=0.3)), images, labels, train, diffusion, QUIET)

@@ -160,7 +160,8 @@ def test_plot_schedules_one_line_per_schedule_per_panel():
     fig.canvas.draw()
     labels = {t.get_text() for t in fig.axes[0].get_yticklabels()} - {""}
     assert labels and labels <= {"10⁻⁵", "10⁻⁴", "10⁻³", "10⁻²", "10⁻¹", "1", "10¹"} and "10⁻²" in labels, labels
-    assert viz._power_of_ten(1e-3, 0) == "10⁻³" and viz._power_of_ten(3e-3, 0) == "" and viz._power_of_ten(1.0, 0) == "1"
+    assert (viz._power_of_ten(1e-3, 0) == "10⁻³" and viz._power_of_ten(3e-3, 0) == ""
+            and viz._power_of_ten(1.0, 0) == "1")
 
 
 def test_histograms(s, x0):

@@ -173,7 +173,8 @@ def learner_config(prefix: Optional[str] = None) -> Path:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minidiff.course.lab", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    setup = sub.add_parser("setup", help="turn off JupyterLab's news pop-up in this environment, then print what is ready")
+    setup = sub.add_parser("setup",
+                           help="turn off JupyterLab's news pop-up in this environment, then print what is ready")
     setup.add_argument("--app-dir", help="JupyterLab's application directory (default: the one JupyterLab uses)")
     setup.add_argument("--opening", action="store_true", help="say that JupyterLab opens now (make lab)")
     sub.add_parser("workspace", help=f"copy the notebooks that {WORKSPACE}/ does not hold yet, and say so")

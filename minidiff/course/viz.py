@@ -457,7 +457,8 @@ def gallery_slider(grids: Mapping[str, Tensor], description: str = "w", captions
         images = grids[slider.value]
         _show_png(image, png_bytes(images, nrow=nrow or images.shape[0], zoom=zoom))
         text = captions.get(slider.value, "")
-        caption.value = f"{description} = {slider.value}" + (f" · {text}" if text else "")   # HTML collapses runs of spaces
+        # HTML collapses runs of spaces
+        caption.value = f"{description} = {slider.value}" + (f" · {text}" if text else "")
 
     redraw()
     slider.observe(redraw, names="value")

@@ -29,8 +29,8 @@ def zero_init(module: nn.Module) -> nn.Module:
 
 
 def film(h: Tensor, emb: Tensor, emb_layer: nn.Linear) -> Tensor:
-    r"""Feature-wise linear modulation: $[\gamma, \beta] = W\,\mathrm{SiLU}(e) + b$, then $h \odot (1 + \gamma) + \beta$,
-    with $\gamma, \beta$ of shape (B, C) broadcast over H and W."""
+    r"""Feature-wise linear modulation: $[\gamma, \beta] = W\,\mathrm{SiLU}(e) + b$, then
+    $h \odot (1 + \gamma) + \beta$, with $\gamma, \beta$ of shape (B, C) broadcast over H and W."""
     scale, shift = rearrange(emb_layer(F.silu(emb)), "b (two c) -> two b c 1 1", two=2)
     return h * (1 + scale) + shift
 

@@ -55,7 +55,8 @@ class Tokenizer:
         tokens = torch.full((len(captions), self.max_tokens), PAD, dtype=torch.long)
         for row, caption in enumerate(captions):
             if not isinstance(caption, str):
-                raise TypeError(f"captions[{row}] must be a string (a caption); got {type(caption).__name__} {caption!r}")
+                raise TypeError(f"captions[{row}] must be a string (a caption); "
+                                f"got {type(caption).__name__} {caption!r}")
             words = caption.split()
             if len(words) > self.max_tokens:
                 raise ValueError(f"captions[{row}] has {len(words)} words, more than max_tokens = "

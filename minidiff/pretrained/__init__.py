@@ -311,7 +311,8 @@ def text_to_image(prompts: Sequence[str], steps: int = 20, guidance_scale: Optio
     Prompts use the Scenes grammar: "a large red circle at the top left", "a blue square and a small
     yellow cross"; a word outside it is a ValueError that lists the words there are."""
     if isinstance(prompts, str):
-        raise TypeError(f"prompts must be a list of captions; got the single string {prompts!r} (wrap it: [{prompts!r}])")
+        raise TypeError(f"prompts must be a list of captions; got the single string {prompts!r} "
+                        f"(wrap it: [{prompts!r}])")
     if not prompts:
         raise ValueError("prompts must hold at least one caption; got none")
     device = torch.device(device if device is not None else generator.device if generator is not None else "cpu")

@@ -248,7 +248,8 @@ def model_description(config: ModelConfig) -> dict:
     """The registry description of a fresh model with ``config`` (its kind found from the config's class)."""
     kinds = [name for name, kind in KINDS.items() if isinstance(config, kind.config_class)]
     if not kinds:
-        raise ValueError(f"model must be the config of a registered kind ({sorted(KINDS)}); got {type(config).__name__}")
+        raise ValueError(f"model must be the config of a registered kind ({sorted(KINDS)}); "
+                         f"got {type(config).__name__}")
     return {"kind": kinds[0], "config": config_dict(config), "target": None}
 
 
@@ -297,7 +298,8 @@ def _check_resume(recipe: Recipe, path: str) -> TrainConfig:
 def recipe_sample_fn(recipe: Recipe) -> SampleFn:
     """The Trainer's ``sample_fn`` for a diffusion ``recipe``: a grid of ``recipe.sample.n`` DDIM samples."""
     if not isinstance(recipe.objective, DiffusionConfig):
-        raise ValueError(f"only diffusion recipes draw samples; this one's objective is {type(recipe.objective).__name__}")
+        raise ValueError("only diffusion recipes draw samples; "
+                         f"this one's objective is {type(recipe.objective).__name__}")
     cfg, sample = recipe.model, recipe.sample
     labels = labels_in_turn(sample.n, cfg.num_classes) if cfg.num_classes else None
     shape = (sample.n, cfg.in_channels, cfg.image_size, cfg.image_size)
@@ -322,7 +324,8 @@ def evaluate_recipe(recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
         return evaluate_shapes_model(trainer.ema, trainer.schedule, recipe.sample)
     result = metrics.evaluate_model(trainer.ema, trainer.schedule, "ddim", recipe.sample.steps,
                                     recipe.sample.guidance_scale)
-    return result | ({"by_sampler": compare_samplers(trainer.ema, trainer.schedule)} if recipe.sample.by_sampler else {})
+    return result | ({"by_sampler": compare_samplers(trainer.ema, trainer.schedule)}
+                     if recipe.sample.by_sampler else {})
 
 
 BY_SAMPLER = {"DDPM 1000": ("ddpm", 1000), "DDIM 50": ("ddim", 50), "DPM-Solver++ 20": ("dpm++", 20)}

@@ -51,32 +51,36 @@ from . import (
                    nb07_guidance,
                    nb08_latent_diffusion,
 )
+
+# From core: the public names, listed in ``__all__`` below, and (``X as X``: re-exported on purpose) the
+# comparison helpers, a tolerance, and the private state and hooks that the tests and ``minidiff.course.grade``
+# reach as ``mc.exercises.NAME``.
+from .core import _FAILED as _FAILED
 from .core import (
-                   _FAILED,
                    EXERCISES,
-                   IMAGE_TOLERANCE,
                    TIME_LIMIT_S,
                    Case,
                    Exercise,
                    ExerciseError,
                    Mistake,
-                   Property,
-                   _install_note_handler,
-                   _ipython,
                    check,
                    check_properties,
-                   compare,
-                   compare_tensors,
-                   describe,
                    forbidden,
                    hint,
-                   image_cases,
                    later_cell_note,
-                   not_attempted,
-                   position,
-                   t_labels,
                    use_reference,
 )
+from .core import IMAGE_TOLERANCE as IMAGE_TOLERANCE
+from .core import Property as Property
+from .core import _install_note_handler as _install_note_handler
+from .core import _ipython as _ipython
+from .core import compare as compare
+from .core import compare_tensors as compare_tensors
+from .core import describe as describe
+from .core import image_cases as image_cases
+from .core import not_attempted as not_attempted
+from .core import position as position
+from .core import t_labels as t_labels
 from .nb01_forward_process import *  # noqa: F401,F403
 from .nb02_closed_form import *  # noqa: F401,F403
 from .nb03_schedules import *  # noqa: F401,F403
@@ -88,8 +92,10 @@ from .nb08_latent_diffusion import *  # noqa: F401,F403
 
 # What ``mc.exercises`` offers a notebook: the checks (``check_NAME``), hints and the reference, the error
 # a check raises, and the registry; ``core`` and the notebook modules hold the rest.
-__all__ = sorted(
-    ["EXERCISES", "TIME_LIMIT_S", "ExerciseError", "hint", "use_reference", "later_cell_note",
-     "Case", "Exercise", "Mistake", "check", "check_properties", "forbidden"]
-    + [n for module in (nb01_forward_process, nb02_closed_form, nb03_schedules, nb04_unet, nb05_training,
-                        nb06_sampling, nb07_guidance, nb08_latent_diffusion) for n in module.__all__])
+__all__ = [
+    "EXERCISES", "TIME_LIMIT_S", "ExerciseError", "hint", "use_reference", "later_cell_note",
+    "Case", "Exercise", "Mistake", "check", "check_properties", "forbidden",
+]
+__all__ += [n for module in (nb01_forward_process, nb02_closed_form, nb03_schedules, nb04_unet, nb05_training,
+                             nb06_sampling, nb07_guidance, nb08_latent_diffusion) for n in module.__all__]
+__all__.sort()

@@ -103,7 +103,8 @@ register(
 # -- the EMA update ---------------------------------------------------------------------------------
 HINT_EMA_UPDATE = ("For every pair of parameters (p_ema, p) of ema_model and model, in the same order "
                    "(zip(ema_model.parameters(), model.parameters())): p_ema ← decay·p_ema + (1 − decay)·p, "
-                   "written into p_ema itself (p_ema.mul_(decay).add_(p, alpha=1 − decay), or p_ema.lerp_(p, 1 − decay)), "
+                   "written into p_ema itself (p_ema.mul_(decay).add_(p, alpha=1 − decay), "
+                   "or p_ema.lerp_(p, 1 − decay)), "
                    "inside torch.no_grad(). decay multiplies the old average, 1 − decay the new weights. Buffers "
                    "(zip(ema_model.buffers(), model.buffers())) are copied, not averaged: b_ema.copy_(b). "
                    "Change ema_model only; model stays as it is.")
@@ -236,8 +237,9 @@ HINT_MIN_SNR_LOSS = ("t holds positions: image b is noised to step t[b] + 1, who
 
 def _reference_min_snr_loss(model: Callable, x0: Tensor, t: Tensor, noise: Tensor, s: schedules.NoiseSchedule,
                             gamma: float = 5.0) -> Tensor:
-    r"""$\frac1B\sum_b \min(1, \gamma/\mathrm{SNR}(t_b))\,\mathrm{mean}\big((\varepsilon_\theta(x_{t_b}, t_b) - \varepsilon_b)^2\big)$,
-    from minidiff's own pieces: with γ = 5 it is ``diffusion_loss(model, x0, s, weighting="min_snr", t=t, noise=noise)``."""
+    r"""$\frac1B\sum_b \min(1, \gamma/\mathrm{SNR}(t_b))\,\mathrm{mean}\big((\varepsilon_\theta(x_{t_b}, t_b)
+    - \varepsilon_b)^2\big)$, from minidiff's own pieces: with γ = 5 it is
+    ``diffusion_loss(model, x0, s, weighting="min_snr", t=t, noise=noise)``."""
     error = losses.per_sample_loss(model, x0, t, s, noise=noise)    # (B,): ε-target, unweighted
     return (losses.loss_weight("min_snr", "eps", s.snr(t).to(error.dtype), gamma) * error).mean()
 
@@ -261,7 +263,8 @@ def _min_snr_cases(hidden: bool) -> list[Case]:
             torch.manual_seed(seed)
             inputs = dict(model=_TinyDenoiser(shape[1]), x0=torch.randn(shape), t=torch.tensor(t),
                           noise=torch.randn(shape), s=s, gamma=gamma)
-            cases.append(Case(describe(**inputs) + note, tuple(inputs.values()), batch_labels=t_labels(inputs["t"], shape[0])))
+            cases.append(Case(describe(**inputs) + note, tuple(inputs.values()),
+                              batch_labels=t_labels(inputs["t"], shape[0])))
     return cases
 
 

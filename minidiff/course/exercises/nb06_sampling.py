@@ -26,8 +26,8 @@ from .core import (
     t_labels,
 )
 
-__all__ = ["HINT_DDIM_LOOP", "HINT_DDIM_STEP", "HINT_DDPM_STEP", "HINT_DPM_SOLVER_STEP", "check_ddim_loop", "check_ddim_step",
-           "check_ddpm_step", "check_dpm_solver_step"]   # what mc.exercises exports from here
+__all__ = ["HINT_DDIM_LOOP", "HINT_DDIM_STEP", "HINT_DDPM_STEP", "HINT_DPM_SOLVER_STEP", "check_ddim_loop",
+           "check_ddim_step", "check_ddpm_step", "check_dpm_solver_step"]   # what mc.exercises exports from here
 
 
 HINT_DDPM_STEP = ("t is a position, step t + 1: with β = s.betas[t], α = s.alphas[t] and ᾱ = s.alphas_cumprod[t] "
@@ -249,7 +249,8 @@ def _loop_with(spacing: str = "trailing", last: Optional[int] = -1, raw_output: 
         with torch.no_grad():
             for t, t_prev in pairs:
                 if raw_output:
-                    eps = model(x, torch.full((x.shape[0],), t), y) if y is not None else model(x, torch.full((x.shape[0],), t))
+                    eps = (model(x, torch.full((x.shape[0],), t), y) if y is not None
+                           else model(x, torch.full((x.shape[0],), t)))
                 else:
                     eps, _ = predict_eps(model, x, t, s, y if use_y else None)
                 noise = torch.randn(x.shape, generator=generator)
