@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .data import random_affine
 from .conditioning import TARGETS, Target, check_labels, drop_labels, null_label, unwrap
+from .data import random_affine
 from .losses import WEIGHTINGS, Weighting, kl_divergence, per_sample_loss
 from .schedules import SCHEDULES, NoiseSchedule, make_schedule
 

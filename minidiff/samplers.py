@@ -19,8 +19,19 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .conditioning import (Guidance, Target, as_guidance, check_float, check_model_labels, check_position,
-                           check_same_shape, guided_output, resolve_target, same_device, unwrap)
+from .conditioning import (
+    Guidance,
+    Target,
+    as_guidance,
+    check_float,
+    check_model_labels,
+    check_position,
+    check_same_shape,
+    guided_output,
+    resolve_target,
+    same_device,
+    unwrap,
+)
 from .diffusion import eps_and_x0, q_posterior
 from .schedules import NoiseSchedule
 

@@ -1091,7 +1091,7 @@ def _min_snr_float32(model, x0, t, noise, s, gamma=5.0):
 
 
 def test_min_snr_loss_reference_is_minidiffs_weighted_loss():
-    from minidiff.course.exercises.nb05_training import _TinyDenoiser, _reference_min_snr_loss
+    from minidiff.course.exercises.nb05_training import _reference_min_snr_loss, _TinyDenoiser
     torch.manual_seed(0)
     model, x0, noise = _TinyDenoiser(1), torch.randn(6, 1, 5, 5), torch.randn(6, 1, 5, 5)
     t = torch.tensor([0, 3, 40, 130, 500, 999])

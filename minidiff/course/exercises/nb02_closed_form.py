@@ -8,8 +8,22 @@ import torch
 from torch import Tensor
 
 from ... import diffusion, schedules
-from .core import (_ABAR, _ALPHA, _BETA, IMAGE_TOLERANCE, Case, Exercise, Mistake, _at,
-                   _first_hint, _flat, check, describe, image_cases, register)
+from .core import (
+    _ABAR,
+    _ALPHA,
+    _BETA,
+    IMAGE_TOLERANCE,
+    Case,
+    Exercise,
+    Mistake,
+    _at,
+    _first_hint,
+    _flat,
+    check,
+    describe,
+    image_cases,
+    register,
+)
 
 __all__ = ["HINT_ALPHAS_CUMPROD", "HINT_CONVERT_PREDICTION", "HINT_POSTERIOR_MEAN", "HINT_Q_SAMPLE",
            "check_alphas_cumprod", "check_convert_prediction", "check_posterior_mean",

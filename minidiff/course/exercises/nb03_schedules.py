@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ... import schedules
-from .core import (Case, Exercise, Mistake, _first_hint, check, describe, register)
+from .core import Case, Exercise, Mistake, _first_hint, check, describe, register
 
 __all__ = ["HINT_COSINE", "HINT_ZERO_TERMINAL_SNR", "check_cosine_schedule",
            "check_zero_terminal_snr"]   # what mc.exercises exports from here

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .core import (Case, Exercise, Mistake, _first_hint, check, describe, register)
 from ...nn.blocks import film
 from ...nn.embedding import timestep_embedding
 from ...nn.unet import receptive_field
+from .core import Case, Exercise, Mistake, _first_hint, check, describe, register
 
 __all__ = ["HINT_EMBEDDING", "HINT_INJECT_TIME", "HINT_RECEPTIVE_FIELD", "check_inject_time", "check_receptive_field",
            "check_timestep_embedding"]   # what mc.exercises exports from here

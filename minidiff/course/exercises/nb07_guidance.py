@@ -6,7 +6,19 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from .core import (Case, Exercise, ExerciseError, Mistake, _advice, _first_hint, check, check_properties, compare_tensors, describe, register)
+from .core import (
+    Case,
+    Exercise,
+    ExerciseError,
+    Mistake,
+    _advice,
+    _first_hint,
+    check,
+    check_properties,
+    compare_tensors,
+    describe,
+    register,
+)
 
 __all__ = ["HINT_DROP_LABELS", "HINT_GUIDED_PREDICTION", "HINT_RESCALED", "check_drop_labels", "check_guided_prediction", "check_rescaled_guidance"]   # what mc.exercises exports from here
 

@@ -6,8 +6,19 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
-from .core import (Case, Exercise, ExerciseError, Mistake, _advice, _first_hint, check, compare_tensors, describe, register)
 from ...nn.autoencoder import kl_divergence, reparameterise
+from .core import (
+    Case,
+    Exercise,
+    ExerciseError,
+    Mistake,
+    _advice,
+    _first_hint,
+    check,
+    compare_tensors,
+    describe,
+    register,
+)
 
 __all__ = ["HINT_KL", "HINT_REPARAMETERISE", "check_kl_divergence", "check_reparameterise"]   # what mc.exercises exports from here
 
