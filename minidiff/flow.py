@@ -119,8 +119,18 @@ def flow_sample(model: Model, shape: tuple[int, ...], steps: int = 20, y: Option
         check_scale(guidance_scale)
         if y is None:
             raise ValueError("guidance_scale needs labels y (guidance mixes the conditional and unconditional velocity)")
+    x1 = torch.randn(shape, generator=generator, device=device)
+    return flow_integrate(model, x1, steps, y, guidance_scale, solver, shift)
+
+
+@torch.no_grad()
+def flow_integrate(model: Model, x1: Tensor, steps: int, y: Optional[Tensor] = None,
+                   guidance_scale: Optional[float] = None, solver: Solver = "euler", shift: float = 1.0) -> Tensor:
+    r"""The ODE from a given $x_1$ (the noise) at $t = 1$ to $t = 0$: ``flow_sample`` without the draw, for
+    when the noise matters too (reflow's pairs $(\varepsilon, \hat x_0)$). Arguments as ``flow_sample``'s,
+    checked there."""
     velocity = _velocity_fn(model, y, guidance_scale)
-    x = torch.randn(shape, generator=generator, device=device)
+    x = x1
     times = flow_timesteps(steps, shift).tolist()
     for t, t_next in zip(times[:-1], times[1:]):
         u = velocity(x, t)
