@@ -158,3 +158,54 @@ def _model_device(model: Model) -> torch.device:
         return next(model.parameters()).device          # type: ignore[union-attr]
     except (AttributeError, StopIteration):
         return torch.device("cpu")
+
+
+# -- an exact toy: a mixture of Gaussians, whose marginal velocity is known ---------------------------
+class GaussianMixtureFlow:
+    r"""Data $p_0 = \sum_k w_k\,\mathcal N(m_k, s_k^2 I)$ in D dimensions, on the straight path. Given its
+    component, $x_t \sim \mathcal N((1-t)\,m_k,\ v_k I)$ with $v_k = (1-t)^2 s_k^2 + t^2$, so $p_t$ is a mixture
+    again, and the **marginal** velocity (the one a network trained on $u = \varepsilon - x_0$ learns) is exact:
+
+    $u^*(x, t) = E[\varepsilon - x_0 \mid x_t = x] = \sum_k r_k(x)\left(\frac{t - (1-t)s_k^2}{v_k}\,(x - (1-t)m_k) - m_k\right)$,
+
+    $r_k(x)$ the posterior probability of component k. ``velocity`` is a ``model(x, t)`` that
+    ``flow_sample`` accepts, x of shape (B, D) and t of shape (B,)."""
+
+    def __init__(self, weights: list[float], means: list[list[float]], stds: list[float]):
+        self.weights = torch.tensor(weights, dtype=torch.float64)
+        self.means = torch.tensor(means, dtype=torch.float64)            # (K, D)
+        self.stds = torch.tensor(stds, dtype=torch.float64)
+        if not (self.weights.ndim == 1 and self.means.ndim == 2 and len(self.weights) == len(self.means) == len(self.stds)):
+            raise ValueError(f"weights (K,), means (K, D) and stds (K,) must agree on K; got shapes "
+                             f"{tuple(self.weights.shape)}, {tuple(self.means.shape)}, {tuple(self.stds.shape)}")
+        if bool((self.weights <= 0).any()) or abs(float(self.weights.sum()) - 1) > 1e-6 or bool((self.stds <= 0).any()):
+            raise ValueError(f"weights must be > 0 and sum to 1, stds > 0; got {weights}, {stds}")
+
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        """``n`` draws of $x_0$, shape (n, D), float64."""
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        noise = torch.randn(n, self.means.shape[1], dtype=torch.float64, generator=generator)
+        return self.means[k] + self.stds[k, None] * noise
+
+    def _components(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(log w_k + log N(x; (1 − t) m_k, v_k I), the means (1 − t) m_k, v_k), components on axis 1."""
+        x, t = x.double(), torch.as_tensor(t, dtype=torch.float64).reshape(-1, 1)       # (B, D), (B, 1)
+        mean = (1 - t)[..., None] * self.means                                          # (B, K, D)
+        var = (1 - t) ** 2 * self.stds ** 2 + t ** 2                                    # (B, K)
+        d = x.shape[1]
+        sq = ((x[:, None, :] - mean) ** 2).sum(-1)
+        log_joint = self.weights.log() - 0.5 * (sq / var + d * torch.log(2 * math.pi * var))
+        return log_joint, mean, var
+
+    def log_prob(self, x: Tensor, t: Tensor) -> Tensor:
+        r"""$\log p_t(x)$, shape (B,)."""
+        return self._components(x, t)[0].logsumexp(1)
+
+    def velocity(self, x: Tensor, t: Tensor) -> Tensor:
+        r"""$u^*(x, t)$ above, shape like ``x``."""
+        log_joint, mean, var = self._components(x, t)
+        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1, 1)
+        r = log_joint.softmax(1)                                                        # (B, K)
+        gain = (t - (1 - t) * self.stds ** 2) / var                                     # (B, K)
+        per_component = gain[..., None] * (x.double()[:, None, :] - mean) - self.means  # (B, K, D)
+        return (r[..., None] * per_component).sum(1).to(x.dtype)

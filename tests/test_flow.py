@@ -157,3 +157,54 @@ def test_bad_input_names_the_argument(kwargs, message):
 def test_bad_shape_is_an_error():
     with pytest.raises(ValueError, match="shape must be a tuple of non-negative ints"):
         flow.flow_sample(lambda x, t: x, (2, -1), steps=2)
+
+
+# -- the exact toy: conditional targets, marginal velocity ------------------------------------------------
+TOY = flow.GaussianMixtureFlow([0.5, 0.3, 0.2], [[-2.0, 0.0], [1.5, 1.5], [1.0, -2.0]], [0.3, 0.5, 0.2])
+
+
+def test_the_marginal_velocity_is_the_mean_conditional_target():
+    """u*(x, t) = E[ε − x₀ | x_t = x]: the mean of the conditional targets of the pairs that land near x."""
+    g = torch.Generator().manual_seed(0)
+    x0 = TOY.sample(400_000, g)
+    eps = torch.randn(x0.shape, dtype=torch.float64, generator=g)
+    t = 0.6
+    x_t, u = flow.flow_interpolate(x0, eps, t), flow.flow_target(x0, eps)
+    for point in ([-0.8, 0.0], [0.6, 0.5], [0.2, -0.6]):
+        near = ((x_t - torch.tensor(point, dtype=torch.float64)) ** 2).sum(1) < 0.05 ** 2
+        exact = TOY.velocity(torch.tensor([point], dtype=torch.float64), torch.tensor([t]))[0]
+        n = int(near.sum())
+        standard_error = u[near].std(0) / n ** 0.5
+        assert n > 300 and bool(((u[near].mean(0) - exact).abs() < 4 * standard_error).all()), \
+            (point, n, u[near].mean(0), exact, standard_error)
+
+
+def test_the_marginal_velocity_solves_the_continuity_equation():
+    r"""∂p_t/∂t + ∇·(p_t u*) = 0, by central differences on a grid, relative to the size of ∂p/∂t."""
+    xs = torch.linspace(-3, 3, 121, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(xs, xs, indexing="ij"), -1).reshape(-1, 2)
+    h, dt = float(xs[1] - xs[0]), 1e-4
+    for t in (0.3, 0.7):
+        tt = torch.full((len(grid),), t, dtype=torch.float64)
+        p = lambda x, s: TOY.log_prob(x, torch.full((len(x),), s, dtype=torch.float64)).exp()
+        dp_dt = (p(grid, t + dt) - p(grid, t - dt)) / (2 * dt)
+        flux = (p(grid, t)[:, None] * TOY.velocity(grid, tt)).reshape(121, 121, 2)
+        div = torch.gradient(flux[..., 0], spacing=h, dim=0)[0] + torch.gradient(flux[..., 1], spacing=h, dim=1)[0]
+        residual = (dp_dt.reshape(121, 121) + div)[5:-5, 5:-5]
+        assert residual.abs().max() < 0.01 * dp_dt.abs().max(), (t, residual.abs().max(), dp_dt.abs().max())
+
+
+def test_the_exact_velocity_carries_noise_to_the_mixture():
+    x = flow.flow_sample(TOY.velocity, (40_000, 2), steps=200, generator=torch.Generator().manual_seed(0)).double()
+    nearest = ((x[:, None, :] - TOY.means) ** 2).sum(-1).argmin(1)
+    fractions = torch.bincount(nearest, minlength=3).double() / len(x)
+    torch.testing.assert_close(fractions, TOY.weights, atol=0.01, rtol=0)
+    for k in range(3):
+        torch.testing.assert_close(x[nearest == k].mean(0), TOY.means[k], atol=0.03, rtol=0)
+
+
+def test_gaussian_mixture_checks_its_arguments():
+    with pytest.raises(ValueError, match="must agree on K"):
+        flow.GaussianMixtureFlow([0.5, 0.5], [[0.0, 0.0]], [1.0, 1.0])
+    with pytest.raises(ValueError, match="weights must be > 0 and sum to 1"):
+        flow.GaussianMixtureFlow([0.5, 0.6], [[0.0], [1.0]], [1.0, 1.0])
