@@ -1,0 +1,210 @@
+"""Flow matching (minidiff.flow): the path and the sampler against two peer libraries' own numbers
+(tests/data/flow_reference.json, made by scripts/make_flow_reference.py), and the identities notebook 09 states."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import minidiff as md
+from minidiff import flow
+
+REFERENCE = json.loads((Path(__file__).parent / "data" / "flow_reference.json").read_text())
+
+
+# -- against the peers -------------------------------------------------------------------------------
+def test_path_and_velocity_equal_flow_matchings_cond_ot_path():
+    """flow_matching's CondOTProbPath runs the other way (noise at its s = 0): at s = 1 − t its x_t is ours and
+    its velocity dX/ds is ours negated."""
+    ref = REFERENCE["path"]
+    x0, eps, t = (torch.tensor(ref[k]) for k in ("x0", "eps", "t"))
+    x_t = flow.flow_interpolate(x0, eps, t)
+    torch.testing.assert_close(x_t, torch.tensor(ref["peer_x_t"]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(flow.flow_target(x0, eps), -torch.tensor(ref["peer_dx_t"]), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("case", REFERENCE["shift_euler"], ids=lambda c: f"steps{c['steps']}-shift{c['shift']}")
+def test_shifted_times_and_euler_steps_equal_diffusers(case):
+    times = flow.flow_timesteps(case["steps"], case["shift"])
+    torch.testing.assert_close(times, torch.tensor(case["peer_times"]), atol=1e-6, rtol=0)
+    x = torch.tensor(case["peer_xs"][0])
+    outputs = torch.tensor(case["outputs"])
+    for i, (t, t_next) in enumerate(zip(times[:-1].tolist(), times[1:].tolist())):
+        x = flow.euler_step(x, outputs[i], t, t_next)
+        torch.testing.assert_close(x, torch.tensor(case["peer_xs"][i + 1]), atol=1e-6, rtol=0)
+
+
+def test_flow_sample_is_the_euler_loop_on_the_shifted_times():
+    """flow_sample = x ~ N(0, I) from its generator, then the Euler steps above on flow_timesteps (both checked
+    against diffusers), with the model called as model(x, t) and t of shape (B,) holding the current time."""
+    case = REFERENCE["shift_euler"][1]
+    outputs = torch.tensor(case["outputs"])
+    seen = []
+
+    def recorded(x, t):
+        seen.append(t.clone())
+        return outputs[len(seen) - 1]
+
+    x = flow.flow_sample(recorded, (2, 3), steps=case["steps"], shift=case["shift"],
+                         generator=torch.Generator().manual_seed(7))
+    expected = torch.randn(2, 3, generator=torch.Generator().manual_seed(7))
+    times = case["peer_times"]
+    for i in range(case["steps"]):
+        expected = expected + (times[i + 1] - times[i]) * outputs[i]
+        torch.testing.assert_close(seen[i], torch.full((2,), times[i]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(x, expected, atol=1e-6, rtol=0)
+
+
+# -- identities ------------------------------------------------------------------------------------
+def test_the_line_through_x_t_gives_back_x0_and_eps():
+    g = torch.Generator().manual_seed(1)
+    x0, eps, t = torch.randn(5, 1, 4, 4, generator=g), torch.randn(5, 1, 4, 4, generator=g), torch.rand(5, generator=g)
+    x_t, u = flow.flow_interpolate(x0, eps, t), flow.flow_target(x0, eps)
+    torch.testing.assert_close(flow.x0_from_velocity(x_t, u, t), x0)
+    torch.testing.assert_close(flow.eps_from_velocity(x_t, u, t), eps)
+
+
+def test_shift_one_is_no_shift_and_the_ends_stay_put():
+    t = torch.linspace(0, 1, 11)
+    torch.testing.assert_close(flow.shift_time(t, 1.0), t)
+    for shift in (0.5, 3.0):
+        s = flow.shift_time(t, shift)
+        assert s[0] == 0 and s[-1] == 1 and bool((s.diff() > 0).all())
+        assert bool((s[1:-1] > t[1:-1]).all()) == (shift > 1)      # > 1 moves every inner time towards the noise
+
+
+def test_logit_normal_times_have_the_asked_logit_mean_and_std():
+    t = flow.logit_normal_t(200_000, mean=0.5, std=0.8, generator=torch.Generator().manual_seed(0))
+    logit = torch.log(t / (1 - t))
+    assert abs(logit.mean().item() - 0.5) < 0.01 and abs(logit.std().item() - 0.8) < 0.01
+    assert bool(((t > 0) & (t < 1)).all())
+
+
+def gaussian_velocity(mu: float, s: float):
+    r"""The exact marginal velocity for data N(mu, s²) on the straight path: with a = 1 − t, b = t,
+    x_t ~ N(a mu, a² s² + b²) and E[u | x_t] = (b − a s²)/(a² s² + b²) · (x − a mu) − mu."""
+    def u(x, t):
+        a, b = 1 - t.view(-1, *[1] * (x.ndim - 1)), t.view(-1, *[1] * (x.ndim - 1))
+        return (b - a * s ** 2) / (a ** 2 * s ** 2 + b ** 2) * (x - a * mu) - mu
+    return u
+
+
+def test_many_euler_steps_with_the_exact_velocity_land_on_the_data_distribution():
+    mu, s = 0.3, 0.5
+    x = flow.flow_sample(gaussian_velocity(mu, s), (20_000, 1), steps=400, generator=torch.Generator().manual_seed(0))
+    assert abs(x.mean().item() - mu) < 0.02 and abs(x.std().item() - s) < 0.02
+
+
+def test_heun_beats_euler_at_few_steps():
+    """Few-step bias (NOTES: 8 Euler steps land far from sd 0.5): Heun's second order closes most of the gap."""
+    mu, s, g = 0.3, 0.5, lambda: torch.Generator().manual_seed(0)
+    euler = flow.flow_sample(gaussian_velocity(mu, s), (20_000, 1), steps=8, generator=g())
+    heun = flow.flow_sample(gaussian_velocity(mu, s), (20_000, 1), steps=8, solver="heun", generator=g())
+    assert abs(heun.std().item() - s) < abs(euler.std().item() - s) / 2
+
+
+def test_ddim_is_euler_in_the_right_variables():
+    r"""DDIM (eta = 0) is an Euler step of dx̄/dτ = ε̂ in x̄ = x/√ᾱ and τ = √(1 − ᾱ)/√ᾱ (Song et al. 2021, §4.3)."""
+    s = md.NoiseSchedule.cosine(1000)
+    g = torch.Generator().manual_seed(0)
+    x_t, eps = torch.randn(3, 1, 4, 4, generator=g), torch.randn(3, 1, 4, 4, generator=g)
+    t, t_prev = 700, 400
+    abar, abar_prev = s.alphas_cumprod[t], s.alphas_cumprod[t_prev]
+    tau, tau_prev = ((1 - abar) / abar).sqrt(), ((1 - abar_prev) / abar_prev).sqrt()
+    ddim = md.ddim_step(x_t, eps, t, t_prev, s)
+    euler = flow.euler_step(x_t / abar.sqrt(), eps, tau.item(), tau_prev.item()) * abar_prev.sqrt()
+    torch.testing.assert_close(ddim, euler, atol=1e-5, rtol=1e-5)
+
+
+# -- guidance and bad input ----------------------------------------------------------------------------
+class TinyConditional(torch.nn.Module):
+    null_label = 3
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(4, 1)
+
+    def forward(self, x, t, y):
+        return x * t.view(-1, 1, 1, 1) + self.embed(y).view(-1, 1, 1, 1)
+
+
+def test_guidance_scale_one_is_the_conditional_model_and_zero_the_unconditional():
+    model, y = TinyConditional(), torch.tensor([0, 1, 2])
+    run = lambda **kw: flow.flow_sample(model, (3, 1, 2, 2), steps=4, y=y, generator=torch.Generator().manual_seed(0), **kw)
+    torch.testing.assert_close(run(guidance_scale=1.0), run())
+    unconditional = flow.flow_sample(model, (3, 1, 2, 2), steps=4, y=torch.full((3,), 3),
+                                     generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(run(guidance_scale=0.0), unconditional)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"steps": 0}, "steps must be an int >= 1"),
+    ({"steps": 2.5}, "steps must be an int >= 1"),
+    ({"solver": "rk4"}, "solver must be 'euler' or 'heun'; got 'rk4'"),
+    ({"shift": 0.0}, "shift must be a finite number > 0"),
+    ({"shift": float("nan")}, "shift must be a finite number > 0"),
+    ({"guidance_scale": 2.0}, "guidance_scale needs labels y"),
+    ({"guidance_scale": float("inf"), "y": torch.tensor([0, 1])}, "guidance_scale must be a finite number"),
+    ({"y": torch.tensor([0, 9])}, "y must hold labels in [0, 2]"),
+])
+def test_bad_input_names_the_argument(kwargs, message):
+    model = TinyConditional() if "y" in kwargs else (lambda x, t: x)
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        flow.flow_sample(model, (2, 1, 2, 2), **{"steps": 2, **kwargs})
+
+
+def test_bad_shape_is_an_error():
+    with pytest.raises(ValueError, match="shape must be a tuple of non-negative ints"):
+        flow.flow_sample(lambda x, t: x, (2, -1), steps=2)
+
+
+# -- the exact toy: conditional targets, marginal velocity ------------------------------------------------
+TOY = flow.GaussianMixtureFlow([0.5, 0.3, 0.2], [[-2.0, 0.0], [1.5, 1.5], [1.0, -2.0]], [0.3, 0.5, 0.2])
+
+
+def test_the_marginal_velocity_is_the_mean_conditional_target():
+    """u*(x, t) = E[ε − x₀ | x_t = x]: the mean of the conditional targets of the pairs that land near x."""
+    g = torch.Generator().manual_seed(0)
+    x0 = TOY.sample(400_000, g)
+    eps = torch.randn(x0.shape, dtype=torch.float64, generator=g)
+    t = 0.6
+    x_t, u = flow.flow_interpolate(x0, eps, t), flow.flow_target(x0, eps)
+    for point in ([-0.8, 0.0], [0.6, 0.5], [0.2, -0.6]):
+        near = ((x_t - torch.tensor(point, dtype=torch.float64)) ** 2).sum(1) < 0.05 ** 2
+        exact = TOY.velocity(torch.tensor([point], dtype=torch.float64), torch.tensor([t]))[0]
+        n = int(near.sum())
+        standard_error = u[near].std(0) / n ** 0.5
+        assert n > 300 and bool(((u[near].mean(0) - exact).abs() < 4 * standard_error).all()), \
+            (point, n, u[near].mean(0), exact, standard_error)
+
+
+def test_the_marginal_velocity_solves_the_continuity_equation():
+    r"""∂p_t/∂t + ∇·(p_t u*) = 0, by central differences on a grid, relative to the size of ∂p/∂t."""
+    xs = torch.linspace(-3, 3, 121, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(xs, xs, indexing="ij"), -1).reshape(-1, 2)
+    h, dt = float(xs[1] - xs[0]), 1e-4
+    for t in (0.3, 0.7):
+        tt = torch.full((len(grid),), t, dtype=torch.float64)
+        p = lambda x, s: TOY.log_prob(x, torch.full((len(x),), s, dtype=torch.float64)).exp()
+        dp_dt = (p(grid, t + dt) - p(grid, t - dt)) / (2 * dt)
+        flux = (p(grid, t)[:, None] * TOY.velocity(grid, tt)).reshape(121, 121, 2)
+        div = torch.gradient(flux[..., 0], spacing=h, dim=0)[0] + torch.gradient(flux[..., 1], spacing=h, dim=1)[0]
+        residual = (dp_dt.reshape(121, 121) + div)[5:-5, 5:-5]
+        assert residual.abs().max() < 0.01 * dp_dt.abs().max(), (t, residual.abs().max(), dp_dt.abs().max())
+
+
+def test_the_exact_velocity_carries_noise_to_the_mixture():
+    x = flow.flow_sample(TOY.velocity, (40_000, 2), steps=200, generator=torch.Generator().manual_seed(0)).double()
+    nearest = ((x[:, None, :] - TOY.means) ** 2).sum(-1).argmin(1)
+    fractions = torch.bincount(nearest, minlength=3).double() / len(x)
+    torch.testing.assert_close(fractions, TOY.weights, atol=0.01, rtol=0)
+    for k in range(3):
+        torch.testing.assert_close(x[nearest == k].mean(0), TOY.means[k], atol=0.03, rtol=0)
+
+
+def test_gaussian_mixture_checks_its_arguments():
+    with pytest.raises(ValueError, match="must agree on K"):
+        flow.GaussianMixtureFlow([0.5, 0.5], [[0.0, 0.0]], [1.0, 1.0])
+    with pytest.raises(ValueError, match="weights must be > 0 and sum to 1"):
+        flow.GaussianMixtureFlow([0.5, 0.6], [[0.0], [1.0]], [1.0, 1.0])
