@@ -9,8 +9,8 @@ same frequencies as for the diffusion model's positions 0…999); loss ‖u_θ(x
 dropped with p = 0.1; mnist_cond's TrainConfig (6,106 steps, batch 256, lr 1e-3, EMA 0.999) through the same
 Trainer (bf16, CUDA graphs). The v-model: the shipped mnist_cond (trained by that recipe), sampled with DDIM
 and DPM-Solver++(2M). FD in the shipped classifier's features on n = 1,000 (100 per class), mean of
-``--draws`` draws; no guidance. NFE counts network calls: Euler k steps = k, Heun k steps = 2k − 1 (its row shows the k with 2k − 1 ≤ the
-column's NFE).
+``--draws`` draws; no guidance. NFE counts network calls: Euler k steps = k, Heun k steps = 2k − 1 (its row
+shows the k with 2k − 1 ≤ the column's NFE).
 """
 from __future__ import annotations
 
@@ -120,13 +120,15 @@ def train_flow(steps: int, time_sampling: str, images: Tensor, y: Tensor, init: 
     train = recipe.train.__class__(**{**recipe.train.__dict__, "steps": steps, **({"lr": lr} if lr else {}),
                                        **({"warmup_steps": 100} if init is not None else {})})
     trainer = md.Trainer(model, images, y, train, objective=FlowLoss(time_sampling, 0.1, pairs),
-                         run=md.RunConfig(device=DEVICE, bf16=True, cuda_graph=DEVICE == "cuda", log_every=500, progress=False))
+                         run=md.RunConfig(device=DEVICE, bf16=True, cuda_graph=DEVICE == "cuda", log_every=500,
+                                          progress=False))
     sync()
     start = time.perf_counter()
     trainer.train()
     sync()
     seconds = time.perf_counter() - start
-    print(f"trained {steps} steps in {seconds:.1f} s; last losses {[round(l, 4) for _, l in trainer.loss_history[-3:]]}",
+    last = [round(loss, 4) for _, loss in trainer.loss_history[-3:]]
+    print(f"trained {steps} steps in {seconds:.1f} s; last losses {last}",
           flush=True)
     return trainer.ema.eval(), seconds
 
@@ -155,13 +157,15 @@ def main() -> None:
     global DEVICE, N
     DEVICE, N = args.device, args.n
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    print(f"{torch.cuda.get_device_name() if DEVICE == 'cuda' else DEVICE}, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    machine = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
+    print(f"{machine}, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     data = md.mnist("train")
     model, seconds = train_flow(args.steps, args.time, data.images, data.labels)
     rows: dict[str, dict[int, Optional[dict]]] = {}
     for solver in ("euler", "heun"):
         for shift in (1.0, 3.0):
-            rows[f"flow {solver}{' (2k-1)' if solver == 'heun' else ''} shift {shift:g}"] = {n: score_flow(model, n, solver, args.draws, shift) for n in NFES}
+            name = f"flow {solver}{' (2k-1)' if solver == 'heun' else ''} shift {shift:g}"
+            rows[name] = {n: score_flow(model, n, solver, args.draws, shift) for n in NFES}
         table(rows)
     v_model, schedule, _ = md.load_diffusion("mnist_cond", device=DEVICE)
     for sampler in ("ddim", "dpm++"):

@@ -107,13 +107,14 @@ from .diffusion import (
                         q_sample,
                         q_step,
 )
+from .flow import FlowConfig, FlowObjective, FlowPath, flow_sample
 from .guidance import ClassifierFree, cfg_mix, drop_labels
 from .losses import diffusion_loss
 from .metrics import class_accuracy, evaluate, evaluate_model, frechet_distance, kernel_distance, reference_floor
 from .nn import ClassifierConfig, DigitClassifier, UNet, UNetConfig, timestep_embedding
 from .nn.autoencoder import Autoencoder, AutoencoderConfig
 from .objectives import ClassificationConfig, ClassificationObjective, DiffusionConfig, DiffusionObjective
-from .pretrained import load_autoencoder, load_classifier, load_diffusion, load_trained, text_to_image
+from .pretrained import generate, load_autoencoder, load_classifier, load_diffusion, load_trained, text_to_image
 from .samplers import (
                         ddim_invert,
                         ddim_sample,
@@ -148,14 +149,17 @@ __all__ = [
     "ClassifierFree", "cfg_mix", "drop_labels",
     # 08: latent diffusion
     "Autoencoder", "AutoencoderConfig", "text_to_image",
+    # 09: flow matching
+    "FlowPath", "FlowConfig", "FlowObjective", "flow_sample",
     # data, measures, shipped models
     "mnist", "sklearn_digits", "Shapes", "Scenes", "LabelledImages", "torchvision_dataset",
     "to_model_range", "to_pixel_range",
     "DigitClassifier", "ClassifierConfig",
     "frechet_distance", "kernel_distance", "class_accuracy", "evaluate", "evaluate_model", "reference_floor",
-    "load_diffusion", "load_classifier", "load_autoencoder", "load_trained",
+    "load_diffusion", "load_classifier", "load_autoencoder", "load_trained", "generate",
     # the modules
-    "conditioning", "schedules", "diffusion", "losses", "nn", "objectives", "train", "samplers", "guidance", "latent",
+    "conditioning", "schedules", "diffusion", "flow", "losses", "nn", "objectives", "train", "samplers", "guidance",
+    "latent",
     "scores",
     "metrics", "data", "images", "checkpoint", "registry", "pretrained",
 ]

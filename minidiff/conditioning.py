@@ -28,6 +28,9 @@ from torch import Tensor, nn
 
 Target = Literal["eps", "x0", "v"]
 TARGETS = ("eps", "x0", "v")
+# A flow-matching network (notebook 09) predicts the velocity u = ε − x_0 of the straight path instead: a model may
+# carry it (model.target = "u"), and only minidiff.flow's sampler reads it.
+FLOW_TARGET = "u"
 Timesteps = Union[int, Tensor]
 
 
@@ -44,12 +47,13 @@ def unwrap(model: Any) -> Any:
 
 
 # -- what a network predicts ---------------------------------------------------------------------
-def check_target(target: Optional[str], allow_none: bool = False) -> Optional[Target]:
-    """``target`` after checking it is one of TARGETS (or None, where allowed)."""
-    if target is None and allow_none:
-        return None
+def check_target(target: Optional[str], allow_none: bool = False, allow_flow: bool = False) -> Optional[Target]:
+    """``target`` after checking it is one of TARGETS (or None, or the flow velocity "u", where allowed)."""
+    if target is None and allow_none or target == FLOW_TARGET and allow_flow:
+        return target
     if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}{' or None' if allow_none else ''}; got {target!r}")
+        extra = (" or None" if allow_none else "") + (f" or {FLOW_TARGET!r} (a flow model)" if allow_flow else "")
+        raise ValueError(f"target must be one of {TARGETS}{extra}; got {target!r}")
     return target
 
 
@@ -62,6 +66,9 @@ def resolve_target(model: Any, target: Optional[str] = None) -> Target:
     """The target to read ``model``'s output as: ``target`` if given, else the model's own, else "eps"
     (DDPM's default). A ``target`` that contradicts the model's own is a ValueError naming both."""
     own = model_target(model)
+    if own == FLOW_TARGET:
+        raise ValueError("this model predicts the flow velocity u = ε − x_0 (flow matching, notebook 09), not a "
+                         "diffusion target: sample it with md.flow_sample (or md.generate for a shipped model)")
     if target is None:
         return own or "eps"
     check_target(target)

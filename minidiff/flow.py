@@ -15,18 +15,41 @@ or ``model(x, t, y)`` with labels.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from typing import Callable, Literal, Optional
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from .guidance import cfg_mix, check_labels, check_scale, null_label, null_like
+from .conditioning import (
+    FLOW_TARGET,
+    cfg_mix,
+    check_model_labels,
+    check_scale,
+    drop_labels,
+    null_label,
+    null_like,
+    unwrap,
+)
 
 Model = Callable[..., Tensor]
 Solver = Literal["euler", "heun"]
 
 
 # -- the path ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FlowPath:
+    r"""The straight Gaussian path $x_t = \alpha_t x_0 + \sigma_t\varepsilon$ with $\alpha_t = 1 - t$, $\sigma_t = t$,
+    $t \in [0, 1]$: the continuous kind of what a ``NoiseSchedule`` is for discrete steps (both answer
+    ``alpha_sigma``; the package docstring says how the two fit). ``load_diffusion`` returns one for a flow model."""
+
+    def alpha_sigma(self, t: float) -> tuple[float, float]:
+        """(α_t, σ_t) = (1 − t, t)."""
+        if not 0.0 <= t <= 1.0:
+            raise ValueError(f"t must be in [0, 1] (0: the data, 1: pure noise); got {t!r}")
+        return 1.0 - t, float(t)
+
+
 def _per_image(t: Tensor, x: Tensor) -> Tensor:
     """Times of shape (B,) (or a scalar) viewed as (B, 1, 1, …) to broadcast over images like ``x``."""
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
@@ -74,6 +97,76 @@ def logit_normal_t(n: int, mean: float = 0.0, std: float = 1.0, generator: Optio
     return torch.sigmoid(mean + std * z)
 
 
+# -- training: the loss, as an objective for the Trainer ------------------------------------------
+TIME_SAMPLINGS = ("uniform", "logit_normal")
+
+
+@dataclass
+class FlowConfig:
+    """What a flow-matching network learns: how training draws t, and the label drop rate for guidance."""
+    time: str = "logit_normal"       # "uniform": t ~ U[0, 1]; "logit_normal": sigmoid(mean + std·z) (SD3)
+    mean: float = 0.0                # the logit-normal's location and scale
+    std: float = 1.0
+    p_uncond: float = 0.1            # label drop rate for classifier-free guidance
+
+    def __post_init__(self) -> None:
+        if self.time not in TIME_SAMPLINGS:
+            raise ValueError(f"FlowConfig.time must be one of {TIME_SAMPLINGS}; got {self.time!r}")
+        if not (isinstance(self.std, (int, float)) and 0 < self.std < math.inf and math.isfinite(self.mean)):
+            raise ValueError(f"FlowConfig.mean must be finite and std > 0; got mean {self.mean!r}, std {self.std!r}")
+        if not 0.0 <= self.p_uncond <= 1.0:
+            raise ValueError(f"FlowConfig.p_uncond must be in [0, 1]; got {self.p_uncond}")
+
+
+class FlowObjective:
+    r"""$L = \frac1B\sum_b \|u_\theta(x_{t_b}, t_b, y_b) - (\varepsilon_b - x_{0,b})\|^2$,
+    $x_t = (1 - t)\,x_0 + t\,\varepsilon$, with t drawn as ``FlowConfig.time`` says and labels dropped to the
+    null label with probability ``p_uncond``. ``prepare`` tells the model it predicts the velocity
+    (``model.target = "u"``), so samplers and loaders know."""
+
+    def __init__(self, config: Optional[FlowConfig] = None, device: object = "cpu"):
+        self.config = config or FlowConfig()
+
+    def to(self, device: object) -> "FlowObjective":
+        return self
+
+    def describe(self) -> dict:
+        return {"kind": "flow", "config": asdict(self.config)}
+
+    def prepare(self, model: nn.Module, data: tuple[Tensor, ...]) -> None:
+        inner = unwrap(model)
+        if len(data) > 1:
+            check_model_labels(inner, data[1], len(data[0]), name="labels")
+        if self.config.p_uncond > 0 and len(data) < 2:
+            raise ValueError(f"p_uncond = {self.config.p_uncond} drops labels for guidance, but no labels were given")
+        own = getattr(inner, "target", None)
+        if own not in (None, FLOW_TARGET):
+            raise ValueError(f"the model predicts {own!r} (a diffusion target) but a flow objective trains the "
+                             f"velocity {FLOW_TARGET!r}; use a fresh model")
+        inner.target = FLOW_TARGET
+
+    def example_inputs(self, batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        x0 = batch[0]
+        t = torch.zeros(x0.shape[0], device=x0.device)
+        return (x0, t) if len(batch) == 1 else (x0, t, batch[1])
+
+    def draw_t(self, n: int, device: torch.device) -> Tensor:
+        cfg = self.config
+        if cfg.time == "uniform":
+            return torch.rand(n, device=device)
+        return logit_normal_t(n, cfg.mean, cfg.std, device=device)
+
+    def __call__(self, model: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, Tensor]]:
+        x0, y = batch[0], (batch[1] if len(batch) > 1 else None)
+        if y is not None and self.config.p_uncond > 0:
+            y = drop_labels(y, self.config.p_uncond, null_label(model))
+        eps, t = torch.randn_like(x0), self.draw_t(x0.shape[0], x0.device)
+        x_t = flow_interpolate(x0, eps, t)
+        u = model(x_t, t) if y is None else model(x_t, t, y)
+        loss = (u.float() - flow_target(x0, eps).float()).pow(2).mean()
+        return loss, {}
+
+
 # -- the ODE, one step and the whole way ------------------------------------------------------------
 def euler_step(x_t: Tensor, u: Tensor, t: float, t_next: float) -> Tensor:
     r"""$x_{t'} = x_t + (t' - t)\,\hat u$: one Euler step of $dx/dt = u$ from $t$ to $t' < t$."""
@@ -112,13 +205,18 @@ def flow_sample(model: Model, shape: tuple[int, ...], steps: int = 20, y: Option
     the conditional and the null-label velocities, $\hat u = u_\varnothing + w\,(u_y - u_\varnothing)$ (one
     batched pass for both); ``guidance_scale=None`` calls the model with ``y`` alone."""
     _check_sample_args(shape, steps, solver, shift)
+    own = getattr(unwrap(model), "target", None)
+    if own not in (None, FLOW_TARGET):
+        raise ValueError(f"this model predicts {own!r}, a diffusion target, not the flow velocity u: sample it with "
+                         f"md.ddim_sample or md.dpm_solver_sample")
     device = device if device is not None else _model_device(model)
     if y is not None:
-        y = check_labels(y, null_label(model), shape[0])
+        y = check_model_labels(model, y, shape[0])
     if guidance_scale is not None:
         check_scale(guidance_scale)
         if y is None:
-            raise ValueError("guidance_scale needs labels y (guidance mixes the conditional and unconditional velocity)")
+            raise ValueError("guidance_scale needs labels y (guidance mixes the conditional and unconditional "
+                             "velocity)")
     x1 = torch.randn(shape, generator=generator, device=device)
     return flow_integrate(model, x1, steps, y, guidance_scale, solver, shift)
 
@@ -138,7 +236,8 @@ def flow_integrate(model: Model, x1: Tensor, steps: int, y: Optional[Tensor] = N
     return x
 
 
-def _velocity_fn(model: Model, y: Optional[Tensor], guidance_scale: Optional[float]) -> Callable[[Tensor, float], Tensor]:
+def _velocity_fn(model: Model, y: Optional[Tensor],
+                 guidance_scale: Optional[float]) -> Callable[[Tensor, float], Tensor]:
     """``velocity(x, t)``: the model's $\\hat u$ at one time ``t`` shared by the batch, guided when asked."""
     def velocity(x: Tensor, t: float) -> Tensor:
         t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
@@ -166,7 +265,8 @@ class GaussianMixtureFlow:
     component, $x_t \sim \mathcal N((1-t)\,m_k,\ v_k I)$ with $v_k = (1-t)^2 s_k^2 + t^2$, so $p_t$ is a mixture
     again, and the **marginal** velocity (the one a network trained on $u = \varepsilon - x_0$ learns) is exact:
 
-    $u^*(x, t) = E[\varepsilon - x_0 \mid x_t = x] = \sum_k r_k(x)\left(\frac{t - (1-t)s_k^2}{v_k}\,(x - (1-t)m_k) - m_k\right)$,
+    $u^*(x, t) = E[\varepsilon - x_0 \mid x_t = x]
+    = \sum_k r_k(x)\left(\frac{t - (1-t)s_k^2}{v_k}\,(x - (1-t)m_k) - m_k\right)$,
 
     $r_k(x)$ the posterior probability of component k. ``velocity`` is a ``model(x, t)`` that
     ``flow_sample`` accepts, x of shape (B, D) and t of shape (B,)."""
@@ -175,7 +275,8 @@ class GaussianMixtureFlow:
         self.weights = torch.tensor(weights, dtype=torch.float64)
         self.means = torch.tensor(means, dtype=torch.float64)            # (K, D)
         self.stds = torch.tensor(stds, dtype=torch.float64)
-        if not (self.weights.ndim == 1 and self.means.ndim == 2 and len(self.weights) == len(self.means) == len(self.stds)):
+        k = len(self.weights)
+        if not (self.weights.ndim == 1 and self.means.ndim == 2 and len(self.means) == len(self.stds) == k):
             raise ValueError(f"weights (K,), means (K, D) and stds (K,) must agree on K; got shapes "
                              f"{tuple(self.weights.shape)}, {tuple(self.means.shape)}, {tuple(self.stds.shape)}")
         if bool((self.weights <= 0).any()) or abs(float(self.weights.sum()) - 1) > 1e-6 or bool((self.stds <= 0).any()):

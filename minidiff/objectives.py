@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from .conditioning import TARGETS, Target, check_labels, drop_labels, null_label, unwrap
 from .data import random_affine
+from .flow import FlowConfig, FlowObjective
 from .losses import WEIGHTINGS, Weighting, kl_divergence, per_sample_loss
 from .schedules import SCHEDULES, NoiseSchedule, make_schedule
 
@@ -235,6 +236,7 @@ class AutoencoderObjective:
 # -- rebuilding one from a checkpoint -------------------------------------------------------------
 OBJECTIVES: dict[str, tuple[Callable[..., Any], type]] = {
     "diffusion": (DiffusionObjective, DiffusionConfig),
+    "flow": (FlowObjective, FlowConfig),
     "classification": (ClassificationObjective, ClassificationConfig),
     "autoencoder": (AutoencoderObjective, ReconstructionConfig),
 }
@@ -254,10 +256,13 @@ def objective_from_description(description: dict, device: Union[str, torch.devic
     return make(config_class(**description["config"]), device)
 
 
-def as_objective(objective: Union[Objective, DiffusionConfig, None]) -> Objective:
-    """An objective from an objective, a DiffusionConfig (-> DiffusionObjective) or None (the default diffusion)."""
+def as_objective(objective: Union[Objective, DiffusionConfig, FlowConfig, None]) -> Objective:
+    """An objective from an objective, a DiffusionConfig (-> DiffusionObjective), a FlowConfig (-> FlowObjective)
+    or None (the default diffusion)."""
     if objective is None or isinstance(objective, DiffusionConfig):
         return DiffusionObjective(objective)
+    if isinstance(objective, FlowConfig):
+        return FlowObjective(objective)
     if not callable(objective):
         raise TypeError(f"objective must be a function (model, batch) -> (loss, logs), or a DiffusionConfig; "
                         f"got {type(objective).__name__}")

@@ -1,7 +1,6 @@
 """Flow matching (minidiff.flow): the path and the sampler against two peer libraries' own numbers
 (tests/data/flow_reference.json, made by scripts/make_flow_reference.py), and the identities notebook 09 states."""
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -131,7 +130,8 @@ class TinyConditional(torch.nn.Module):
 
 def test_guidance_scale_one_is_the_conditional_model_and_zero_the_unconditional():
     model, y = TinyConditional(), torch.tensor([0, 1, 2])
-    run = lambda **kw: flow.flow_sample(model, (3, 1, 2, 2), steps=4, y=y, generator=torch.Generator().manual_seed(0), **kw)
+    def run(**kw):
+        return flow.flow_sample(model, (3, 1, 2, 2), steps=4, y=y, generator=torch.Generator().manual_seed(0), **kw)
     torch.testing.assert_close(run(guidance_scale=1.0), run())
     unconditional = flow.flow_sample(model, (3, 1, 2, 2), steps=4, y=torch.full((3,), 3),
                                      generator=torch.Generator().manual_seed(0))
@@ -208,3 +208,71 @@ def test_gaussian_mixture_checks_its_arguments():
         flow.GaussianMixtureFlow([0.5, 0.5], [[0.0, 0.0]], [1.0, 1.0])
     with pytest.raises(ValueError, match="weights must be > 0 and sum to 1"):
         flow.GaussianMixtureFlow([0.5, 0.6], [[0.0], [1.0]], [1.0, 1.0])
+
+
+# -- the flow path inside the package: objective, U-Net time, loaders, samplers that refuse the other kind ------
+def tiny_flow_unet(**kw) -> md.UNet:
+    torch.manual_seed(0)
+    return md.UNet(md.UNetConfig(image_size=8, base_channels=8, channel_mults=(1, 2), blocks_per_level=1,
+                                 attention_resolutions=(), head_dim=8, time_scale=1000.0, **kw))
+
+
+def test_flow_path_is_the_straight_line():
+    path = md.FlowPath()
+    assert path.alpha_sigma(0.0) == (1.0, 0.0) and path.alpha_sigma(0.25) == (0.75, 0.25)
+    with pytest.raises(ValueError, match=r"t must be in \[0, 1\]"):
+        path.alpha_sigma(1.5)
+
+
+def test_time_scale_feeds_the_embedding_scaled_time():
+    scaled, plain = tiny_flow_unet(), tiny_flow_unet()
+    plain.config = md.UNetConfig(**{**vars(plain.config), "time_scale": 1.0})
+    t = torch.tensor([0.0, 0.3, 1.0])
+    torch.testing.assert_close(scaled.embed(t, None, 3, t.device), plain.embed(1000 * t, None, 3, t.device))
+
+
+def test_the_trainer_learns_the_velocity_with_the_flow_objective():
+    images = torch.linspace(-1, 1, 64).view(1, 1, 8, 8).repeat(64, 1, 1, 1)     # one image: u is learnable
+    model = tiny_flow_unet()
+    trainer = md.Trainer(model, images, train=md.TrainConfig(steps=60, batch_size=16, lr=3e-3, warmup_steps=5),
+                         objective=md.FlowConfig(time="uniform", p_uncond=0.0),
+                         run=md.RunConfig(device="cpu", log_every=10, progress=False))
+    trainer.train()
+    assert model.target == "u" and trainer.ema.target == "u"
+    losses = [loss for _, loss in trainer.loss_history]
+    assert losses[-1] < 0.5 * losses[0], losses
+    rebuilt = md.objectives.objective_from_description(trainer.objective.describe())
+    assert isinstance(rebuilt, md.FlowObjective) and rebuilt.config == trainer.objective.config
+
+
+def test_each_sampler_refuses_the_other_kind_of_model():
+    flow_model = tiny_flow_unet()
+    flow_model.target = "u"
+    with pytest.raises(ValueError, match="predicts the flow velocity u.*md.flow_sample"):
+        md.ddim_sample(flow_model, md.NoiseSchedule.linear(1000), (2, 1, 8, 8), steps=2)
+    v_model = tiny_flow_unet()
+    v_model.target = "v"
+    with pytest.raises(ValueError, match="predicts 'v', a diffusion target"):
+        md.flow_sample(v_model, (2, 1, 8, 8), steps=2)
+    with pytest.raises(ValueError, match="trains the velocity 'u'"):
+        md.FlowObjective(md.FlowConfig(p_uncond=0.0)).prepare(v_model, (torch.zeros(2, 1, 8, 8),))
+
+
+@pytest.mark.parametrize("kwargs, message", [({"time": "beta"}, "FlowConfig.time must be one of"),
+                                             ({"std": 0.0}, "std > 0"), ({"p_uncond": 1.5}, "p_uncond must be in")])
+def test_flow_config_names_a_bad_field(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        md.FlowConfig(**kwargs)
+
+
+def test_generate_draws_from_a_shipped_model_with_its_own_sampler():
+    x = md.generate("mnist_cond", n=3, steps=2, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (3, 1, 28, 28) and float(x.min()) >= -1 and float(x.max()) <= 1
+    same = md.generate("mnist_cond", labels=torch.tensor([0, 1, 2]), steps=2, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(x, same)                              # labels in turn: 0, 1, 2
+    with pytest.raises(ValueError, match=r"n must match the number of labels \(2\)"):
+        md.generate("mnist_cond", labels=torch.tensor([0, 1]), n=3)
+    with pytest.raises(TypeError, match="shapes_ldm draws captions"):
+        md.generate("shapes_ldm", labels=torch.tensor([0]))
+    with pytest.raises(ValueError, match="name must be a shipped generative model"):
+        md.generate("classifier")

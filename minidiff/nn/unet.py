@@ -47,6 +47,9 @@ class UNetConfig:
     text_dim: int = 64
     text_layers: int = 2
     cross_attention_resolutions: tuple[int, ...] = ()
+    # t is multiplied by this before the sinusoidal embedding: 1 for positions 0 … T−1, 1000 for a flow model's
+    # t ∈ [0, 1] (as SD3 feeds 1000·t), so both use the same range of frequencies.
+    time_scale: float = 1.0
 
 
 class Block(nn.Module):
@@ -97,7 +100,7 @@ class UNet(nn.Module):
                              "takes one: build it with minidiff.nn.text_unet(config) (registry.build does); got "
                              f"vocab_size={config.vocab_size!r} and text_encoder={type(text_encoder).__name__}")
         self.config = cfg = config
-        self.target = check_target(target, allow_none=True)
+        self.target = check_target(target, allow_none=True, allow_flow=True)
         ch, emb_dim = cfg.base_channels, 4 * cfg.base_channels
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         counts = class_counts(cfg)
@@ -172,6 +175,7 @@ class UNet(nn.Module):
         with a caption's ``context`` c, $e = \mathrm{MLP}(\ldots) + W\bar c$ (``Pooled``)."""
         t = torch.as_tensor(t, device=device)
         t = t.expand(batch) if t.ndim == 0 else t
+        t = t * self.config.time_scale if self.config.time_scale != 1 else t
         sinusoids = timestep_embedding(t, self.config.base_channels).to(self.stem.weight.dtype)
         emb = self.time_mlp(sinusoids)
         if self.class_emb is not None:
