@@ -27,6 +27,7 @@ import torch.distributed as dist
 
 from . import pretrained
 from .checkpoint import TRAIN_FORMAT, DiskFullError, FileSizeLimitError, load_checkpoint
+from .flow import FlowPath, flow_sample
 from .guidance import check_scale, labels_in_turn
 from .images import image_format, save_grid
 from .pretrained.recipes import (
@@ -97,8 +98,9 @@ def add_sample_arguments(sample_parser: argparse.ArgumentParser) -> None:
     sample_parser.add_argument("--label", type=int, default=None, help="class of every sample (default: 0, 1, 2, …)")
     sample_parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale w "
                                                                           "(0: unconditional, 1: conditional)")
-    sample_parser.add_argument("--sampler", choices=SAMPLERS, default="ddim",
-                               help="ddim (default), dpm++ (DPM-Solver++ 2M) or ddpm (all T steps; --steps is ignored)")
+    sample_parser.add_argument("--sampler", choices=SAMPLERS + FLOW_SOLVERS, default=None,
+                               help="a diffusion model: ddim (default), dpm++ (DPM-Solver++ 2M) or ddpm (all T steps; "
+                                    "--steps is ignored); a flow model (mnist_flow): euler (default) or heun")
     sample_parser.add_argument("--steps", type=int, default=50, help="network calls for ddim and dpm++")
     sample_parser.add_argument("--seed", type=int, default=0, help="seed of the noise, in [0, 2**64)")
     sample_parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
@@ -260,6 +262,9 @@ def train_and_save(args: argparse.Namespace, recipe, trainer, out: Path) -> int:
 
 
 # -- sample --------------------------------------------------------------------------------------
+FLOW_SOLVERS = ("euler", "heun")
+
+
 def sample_command(args: argparse.Namespace) -> int:
     check_count(args.n, "--n", maximum=MAX_SAMPLES, why=" (one grid image; draw more from Python, in batches)")
     check_count(args.steps, "--steps")
@@ -269,6 +274,12 @@ def sample_command(args: argparse.Namespace) -> int:
     check_guidance(args.guidance)
     device = torch.device(pick_device(args.device))
     model, schedule, diffusion = load_for_sampling(args.checkpoint, device)
+    flow = isinstance(schedule, FlowPath)
+    sampler = args.sampler or ("euler" if flow else "ddim")
+    if flow != (sampler in FLOW_SOLVERS):
+        kind, allowed = ("a flow-matching model", FLOW_SOLVERS) if flow else ("a diffusion model", SAMPLERS)
+        raise UsageError(f"--checkpoint {args.checkpoint} is {kind}: --sampler must be one of {allowed}; "
+                         f"got {sampler}")
     if model.config.vocab_size is not None:
         raise UsageError(f"--checkpoint {args.checkpoint!r} is a text-to-image model in an autoencoder's latent "
                          f"space: draw from it in Python, md.text_to_image(['a red circle at the top left'])")
@@ -284,9 +295,14 @@ def sample_command(args: argparse.Namespace) -> int:
     shape = (model.config.in_channels, model.config.image_size, model.config.image_size)
     generator = torch.Generator(device).manual_seed(args.seed)
     with torch.no_grad():       # in batches of SAMPLE_BATCH, from one stream of noise
-        images = torch.cat([sample(args.sampler, model, schedule, (len(batch), *shape), args.steps,
-                                   None if labels is None else labels[batch], guidance, generator=generator)
-                            for batch in torch.arange(args.n).split(SAMPLE_BATCH)])
+        parts = []
+        for batch in torch.arange(args.n).split(SAMPLE_BATCH):
+            y = None if labels is None else labels[batch]
+            parts.append(flow_sample(model, (len(batch), *shape), args.steps, y, guidance, solver=sampler,
+                                     generator=generator) if flow else
+                         sample(sampler, model, schedule, (len(batch), *shape), args.steps, y, guidance,
+                                generator=generator))
+        images = torch.cat(parts)
     strong = f"--guidance {args.guidance:g} is too strong for this model (1 to 10 is usual)" \
         if guidance not in (None, 0, 1) else None
     if not torch.isfinite(images).all():

@@ -276,3 +276,11 @@ def test_generate_draws_from_a_shipped_model_with_its_own_sampler():
         md.generate("shapes_ldm", labels=torch.tensor([0]))
     with pytest.raises(ValueError, match="name must be a shipped generative model"):
         md.generate("classifier")
+
+
+def test_the_cli_refuses_a_flow_solver_for_a_diffusion_model(tmp_path, capsys):
+    from minidiff.__main__ import main
+    assert main(["sample", "--checkpoint", "mnist_cond", "--sampler", "euler", "--out", str(tmp_path / "g.png"),
+                 "--device", "cpu"]) == 2
+    assert "is a diffusion model: --sampler must be one of ('ddim', 'dpm++', 'ddpm'); got euler" in capsys.readouterr().err
+    assert not (tmp_path / "g.png").exists()
