@@ -99,7 +99,8 @@ class Interval:
     def __post_init__(self) -> None:
         check_scale(self.scale)
         if not 0 <= self.t_low <= self.t_high:
-            raise ValueError(f"the interval must have 0 <= t_low <= t_high; got t_low={self.t_low}, t_high={self.t_high}")
+            raise ValueError(f"the interval must have 0 <= t_low <= t_high; "
+                             f"got t_low={self.t_low}, t_high={self.t_high}")
 
     def __call__(self, cond: Tensor, uncond: Tensor, t: int, x_t: Tensor) -> Tensor:
         return cfg_mix(cond, uncond, self.scale if self.t_low <= t <= self.t_high else 1.0)
@@ -122,7 +123,8 @@ class Thresholded:
     def __post_init__(self) -> None:
         check_scale(self.scale)
         if self.percentile is not None and not 0.0 < self.percentile <= 1.0:
-            raise ValueError(f"percentile must be in (0, 1], or None for static clipping to [-1, 1]; got {self.percentile}")
+            raise ValueError(f"percentile must be in (0, 1], or None for static clipping to [-1, 1]; "
+                             f"got {self.percentile}")
 
     def __call__(self, cond: Tensor, uncond: Tensor, t: int, x_t: Tensor) -> Tensor:
         s = self.s
@@ -154,8 +156,8 @@ class Composed(nn.Module):
     unconditional model). Plain CFG is one term, $w_1 = w$. A condition is one label per attribute,
     None standing for that attribute's null label: ``(0, None)`` is "a circle, any colour". A
     negative $w_k$ steers *away* from $y_k$ (Liu et al.'s negation). A negative prompt $n$ as Stable
-    Diffusion and diffusers apply it is the base instead, ``base=n``: $f(n) + w\,[f(y) - f(n)]$. The $1 + K$ outputs come from
-    one batched forward pass. It is sampled like an unconditional model (no ``y``):
+    Diffusion and diffusers apply it is the base instead, ``base=n``: $f(n) + w\,[f(y) - f(n)]$. The
+    $1 + K$ outputs come from one batched forward pass. It is sampled like an unconditional model (no ``y``):
     ``ddim_sample(Composed(model, [((0, 2), 3.0)]), s, shape)``; the mix is linear, so it is valid for
     any target, which it takes from ``model``."""
 
@@ -220,7 +222,8 @@ def projected_mix(cond: Tensor, uncond: Tensor, scale: float, eta: float = 0.0,
     if norm_threshold is not None:
         norm = flat_delta.norm(dim=1, keepdim=True).clamp(min=1e-12)
         flat_delta = flat_delta * (norm_threshold / norm).clamp(max=1.0)
-    along = (flat_delta * flat_cond).sum(1, keepdim=True) / (flat_cond * flat_cond).sum(1, keepdim=True).clamp(min=1e-24)
+    along = ((flat_delta * flat_cond).sum(1, keepdim=True)
+             / (flat_cond * flat_cond).sum(1, keepdim=True).clamp(min=1e-24))
     parallel = along * flat_cond
     update = (flat_delta - parallel) + eta * parallel
     return cond + (scale - 1) * update.view_as(cond).to(cond.dtype)

@@ -193,7 +193,8 @@ class AutoencoderObjective:
     r"""$L = \frac{1}{B\,CHW}\sum |\hat x - x|
     + \beta\,\frac1B\sum_b \mathrm{KL}(\mathcal N(\mu_b, \sigma_b^2) \,\|\, \mathcal N(0, I))$, with
     $(\hat x, \mu, \log\sigma^2)$ = model(x) (``nn.autoencoder``; ε from the global generator, into which the
-    Trainer swaps its own stream while it trains) and the error squared for ``loss="l2"``. Labels, if given, are ignored.
+    Trainer swaps its own stream while it trains) and the error squared for ``loss="l2"``. Labels, if given,
+    are ignored.
 
     Logs ``recon`` (the first term), ``kl`` (the mean KL per image, before β) and ``psnr``: the batch's
     $10\log_{10}(1/\mathrm{MSE})$ in dB, images and clamped reconstructions measured in [0, 1]."""

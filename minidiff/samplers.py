@@ -51,7 +51,8 @@ def ddpm_step(x_t: Tensor, eps: Tensor, t: int, s: NoiseSchedule, noise: Optiona
               x0: Optional[Tensor] = None) -> Tensor:
     r"""One ancestral step (DDPM, Ho et al. 2020, Algorithm 2) at position ``t``, i.e. from step $k = t + 1$
     to step $k - 1$ (``x_t`` is $x_k$; the tables are read at ``[t]``, so ``s.betas[t]`` is $\beta_k$):
-    $x_{k-1} = \frac{1}{\sqrt{\alpha_k}}\big(x_k - \frac{\beta_k}{\sqrt{1-\bar\alpha_k}}\hat\varepsilon\big) + \sigma_k z$,
+    $x_{k-1} = \frac{1}{\sqrt{\alpha_k}}\big(x_k - \frac{\beta_k}{\sqrt{1-\bar\alpha_k}}\hat\varepsilon\big) +
+    \sigma_k z$,
     with $\sigma_k^2 = \beta_k$ or $\tilde\beta_k$ (``variance``). With ``clip_x0`` the mean is instead the
     posterior mean $\tilde\mu_k(x_k, \mathrm{clip}(\hat x_0))$. At position 0 (step 1, the last) no noise is
     added: Algorithm 2's "$z = 0$ if $t = 1$".
@@ -114,8 +115,9 @@ def dpm_solver_step(x_t: Tensor, x0: Tensor, t: int, t_next: int, s: NoiseSchedu
 
     $x_j = \frac{\sigma_j}{\sigma_k}\,x_k - \alpha_j\,(e^{-h} - 1)\,D$, where $D = \hat x_0$ (first order) or,
     given $\hat x_0$ at the previously visited position ``t_last`` (``x0_last``),
-    $D = (1 + \tfrac{1}{2r})\,\hat x_0 - \tfrac{1}{2r}\,\hat x_0^{\text{last}}$ with $r = h_{\text{last}}/h$ (second order).
-    ``t_next = -1`` (step 0: $\sigma = 0$, $\lambda = \infty$) returns $\hat x_0$: the last step is first order."""
+    $D = (1 + \tfrac{1}{2r})\,\hat x_0 - \tfrac{1}{2r}\,\hat x_0^{\text{last}}$ with $r = h_{\text{last}}/h$
+    (second order). ``t_next = -1`` (step 0: $\sigma = 0$, $\lambda = \infty$) returns $\hat x_0$: the last
+    step is first order."""
     t, t_next = _check_step(x_t, x0, t, s, t_next, "t_next", other_name="x0")
     t_last = _check_last(x_t, x0_last, t_last, t, s)
     if t_next == -1:
@@ -297,7 +299,8 @@ def dpm_solver_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], st
                       y: Optional[Tensor] = None, guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
                       spacing: Spacing = "trailing", generator: Optional[torch.Generator] = None,
                       x_T: Optional[Tensor] = None, return_trajectory: bool = False,
-                      progress: bool = False, dtype: Optional[torch.dtype] = None) -> Union[Tensor, tuple[Tensor, dict]]:
+                      progress: bool = False,
+                      dtype: Optional[torch.dtype] = None) -> Union[Tensor, tuple[Tensor, dict]]:
     r"""DPM-Solver++(2M): solve the probability-flow ODE in $\lambda$ with ``steps`` network calls,
     second order from the second step on, first order at the first and the last step."""
     ts = ddim_timesteps(s.num_steps, steps, spacing)
@@ -349,9 +352,9 @@ def ddim_invert(model: Model, s: NoiseSchedule, x0: Tensor, steps: int = 50, y: 
                 dtype: Optional[torch.dtype] = None) -> Tensor:
     r"""Run deterministic DDIM *upwards*, from the image to $x_T$, over the "linspace" positions
     $0 = i_1 < \dots < i_n = T-1$ (steps $1, \dots, T$). From step $k$ to the next visited step $j > k$:
-    $x_j = \sqrt{\bar\alpha_j}\,\hat x_0 + \sqrt{1-\bar\alpha_j}\,\hat\varepsilon$ with $\hat\varepsilon = \varepsilon_\theta(x_k, k)$,
-    the prediction at the level just below. The image itself is taken as $x_1$, the image after step 1
-    (position 0, whose $\bar\alpha_1 = 1 - \beta_1$ is nearly 1).
+    $x_j = \sqrt{\bar\alpha_j}\,\hat x_0 + \sqrt{1-\bar\alpha_j}\,\hat\varepsilon$ with
+    $\hat\varepsilon = \varepsilon_\theta(x_k, k)$, the prediction at the level just below. The image itself
+    is taken as $x_1$, the image after step 1 (position 0, whose $\bar\alpha_1 = 1 - \beta_1$ is nearly 1).
     ``ddim_sample(..., spacing="linspace", x_T=ddim_invert(...))`` maps it back to (nearly) the image."""
     ts = ddim_timesteps(s.num_steps, steps, "linspace")[::-1]        # positions 0 … T−1, ascending
     x = _check_start(x0, s, model, "x0")
@@ -365,7 +368,8 @@ def ddim_invert(model: Model, s: NoiseSchedule, x0: Tensor, steps: int = 50, y: 
 
 def slerp(z0: Tensor, z1: Tensor, alpha: Union[float, Tensor]) -> Tensor:
     r"""Spherical interpolation between two noises, per image:
-    $\frac{\sin((1-a)\theta)}{\sin\theta} z_0 + \frac{\sin(a\theta)}{\sin\theta} z_1$, $\cos\theta = \frac{\langle z_0, z_1\rangle}{|z_0||z_1|}$.
+    $\frac{\sin((1-a)\theta)}{\sin\theta} z_0 + \frac{\sin(a\theta)}{\sin\theta} z_1$,
+    $\cos\theta = \frac{\langle z_0, z_1\rangle}{|z_0||z_1|}$.
     Unlike a straight line, it keeps the norm of Gaussian noise (~√d), so every point is a plausible $x_T$."""
     if z0.shape != z1.shape:
         raise ValueError(f"z1 must have the shape of z0, {tuple(z0.shape)}; got {tuple(z1.shape)}")
@@ -381,7 +385,8 @@ def slerp(z0: Tensor, z1: Tensor, alpha: Union[float, Tensor]) -> Tensor:
 # -- samples during training -----------------------------------------------------------------------------------
 def ddim_sample_fn(s: NoiseSchedule, shape: tuple[int, ...], labels: Optional[Tensor] = None,
                    steps: int = 50, guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
-                   seed: int = 0, dtype: Optional[torch.dtype] = None) -> Callable[[torch.torch.nn.Module, int], Tensor]:
+                   seed: int = 0,
+                   dtype: Optional[torch.dtype] = None) -> Callable[[torch.torch.nn.Module, int], Tensor]:
     """A ``sample_fn`` for the Trainer: DDIM from the same seeded noise every time, so successive
     grids show the same samples improving. Its own generator leaves the training RNG untouched.
     It runs on the device of the model it is given, and reads the model's own target."""

@@ -1,10 +1,10 @@
 r"""Scores: the view of diffusion that DDIM and DPM-Solver discretise (notebook 06).
 
 Notation of this module (the score papers', and notebook 06's section on scores): step t has signal scale
-$\alpha_t = \sqrt{\bar\alpha_t}$ and noise scale $\sigma_t = \sqrt{1-\bar\alpha_t}$, so $x_t = \alpha_t x_0 + \sigma_t\varepsilon$.
-This $\alpha_t$ is *not* the course's one-step $\alpha_t = 1 - \beta_t$ (``s.alphas``): in code it is
-``s.sqrt_alphas_cumprod``, and $\sigma_t$ is ``s.sqrt_one_minus_alphas_cumprod``. Every function's ``t`` is a
-position (position t is step t + 1).
+$\alpha_t = \sqrt{\bar\alpha_t}$ and noise scale $\sigma_t = \sqrt{1-\bar\alpha_t}$, so
+$x_t = \alpha_t x_0 + \sigma_t\varepsilon$. This $\alpha_t$ is *not* the course's one-step $\alpha_t = 1 - \beta_t$
+(``s.alphas``): in code it is ``s.sqrt_alphas_cumprod``, and $\sigma_t$ is ``s.sqrt_one_minus_alphas_cumprod``.
+Every function's ``t`` is a position (position t is step t + 1).
 
     score           ∇_x log p_t(x), p_t the density of x_t          (Hyvärinen 2005; Song & Ermon 2019)
     ε and score     E[ε | x_t] = −σ_t ∇ log p_t(x_t)                 (Vincent 2011; Song et al. 2021, ICLR)
@@ -27,7 +27,8 @@ from .schedules import NoiseSchedule, Timesteps, extract
 
 
 def score_from_eps(eps: Tensor, t: Timesteps, s: NoiseSchedule) -> Tensor:
-    r"""$\nabla_x \log p_t(x_t) = -\hat\varepsilon / \sigma_t$, with $\sigma_t = \sqrt{1-\bar\alpha_t}$ at position ``t``."""
+    r"""$\nabla_x \log p_t(x_t) = -\hat\varepsilon / \sigma_t$, with $\sigma_t = \sqrt{1-\bar\alpha_t}$ at
+    position ``t``."""
     return -eps / extract(s.sqrt_one_minus_alphas_cumprod, t, eps)
 
 

@@ -1,9 +1,11 @@
 """Exercise checks: right answers pass, stubs fall back to the reference, typical mistakes are explained."""
 import math
+import math as _math
 import re
 
 import pytest
 import torch
+import torch.nn.functional as _F
 
 import minidiff as md
 import minidiff.course as mc
@@ -423,11 +425,6 @@ def test_exercise_error_is_an_assertion_error():
 
 
 # -- notebook 04 --------------------------------------------------------------------------------
-import math as _math
-
-import torch.nn.functional as _F
-
-
 def _embedding(t, dim, max_period=10000, sines_first=False, no_log=False):
     half = dim // 2
     exponent = torch.arange(half, dtype=torch.float32) / half
@@ -440,8 +437,10 @@ def _embedding(t, dim, max_period=10000, sines_first=False, no_log=False):
 def test_check_timestep_embedding_accepts_right_and_rejects_wrong(capsys):
     assert mc.exercises.check_timestep_embedding(_embedding) is _embedding
     assert "correct on 5 test cases" in capsys.readouterr().out
-    with pytest.raises(mc.exercises.ExerciseError, match=r"(?s)timestep_embedding is not right yet.*expected.*got.*the sines come first"):
-        mc.exercises.check_timestep_embedding(lambda t, dim, max_period=10000: _embedding(t, dim, max_period, sines_first=True))
+    with pytest.raises(mc.exercises.ExerciseError,
+                       match=r"(?s)timestep_embedding is not right yet.*expected.*got.*the sines come first"):
+        mc.exercises.check_timestep_embedding(
+            lambda t, dim, max_period=10000: _embedding(t, dim, max_period, sines_first=True))
     with pytest.raises(mc.exercises.ExerciseError, match=r"(?s)wrong shape: expected \(3, 2\), got \(3, 1\)"):
         mc.exercises.check_timestep_embedding(lambda t, dim, max_period=10000: _embedding(t, dim)[:, :1])
 
@@ -461,8 +460,10 @@ def _film(h, emb, layer, silu=True, one_plus=True):
 
 def test_check_inject_time(capsys):
     assert mc.exercises.check_inject_time(_film) is _film
-    for wrong in (lambda h, e, l: _film(h, e, l, silu=False), lambda h, e, l: _film(h, e, l, one_plus=False)):
-        with pytest.raises(mc.exercises.ExerciseError, match=r"(?s)inject_time is not right yet, on case 1 of 3.*emb_layer=Linear\(8, 8\).*Hint"):
+    for wrong in (lambda h, e, layer: _film(h, e, layer, silu=False),
+                  lambda h, e, layer: _film(h, e, layer, one_plus=False)):
+        with pytest.raises(mc.exercises.ExerciseError,
+                           match=r"(?s)inject_time is not right yet, on case 1 of 3.*emb_layer=Linear\(8, 8\).*Hint"):
             mc.exercises.check_inject_time(wrong)
     before = torch.random.get_rng_state()
     mc.exercises.check_inject_time(_film)
@@ -485,7 +486,8 @@ def test_check_training_loss(capsys):
               lambda m, x0, t, n, s: _loss(m, x0, t, n, s, reduce="sum")]
     for wrong in wrongs:
         with pytest.raises(mc.exercises.ExerciseError,
-                           match=r"(?s)training_loss is not right yet, on case 1 of 2: model=a small _TinyDenoiser.*expected.*got.*common mistake"):
+                           match=r"(?s)training_loss is not right yet, on case 1 of 2: "
+                                 r"model=a small _TinyDenoiser.*expected.*got.*common mistake"):
             mc.exercises.check_training_loss(wrong)
     def stub(*args):
         raise NotImplementedError
@@ -514,7 +516,9 @@ def _ddim(x_t, eps, t, t_prev, s, eta, noise, prev_is_one=True):
 
 def test_check_ddpm_step(capsys):
     assert mc.exercises.check_ddpm_step(_ddpm) is _ddpm
-    with pytest.raises(mc.exercises.ExerciseError, match=r"(?s)ddpm_step is not right yet, on case 6 of 6: .*t=0.*noise was added at position 0 too.*Algorithm 2"):
+    with pytest.raises(mc.exercises.ExerciseError,
+                       match=r"(?s)ddpm_step is not right yet, on case 6 of 6: "
+                             r".*t=0.*noise was added at position 0 too.*Algorithm 2"):
         mc.exercises.check_ddpm_step(lambda *a: _ddpm(*a, last_noise=True))
     with pytest.raises(mc.exercises.ExerciseError, match=r"(?s)ddpm_step is not right yet, on case 1 of 6"):
         mc.exercises.check_ddpm_step(lambda x_t, eps, t, s, n: _ddpm(x_t, eps, t, s, n, variance=s.alphas))
@@ -522,7 +526,10 @@ def test_check_ddpm_step(capsys):
 
 def test_check_ddim_step(capsys):
     assert mc.exercises.check_ddim_step(_ddim) is _ddim
-    with pytest.raises(mc.exercises.ExerciseError, match=r"(?s)ddim_step is not right yet, on case 2 of 6: .*t_prev=-1.*you used s.alphas_cumprod\[0\], the ᾱ of step 1; position −1 is step 0, where ᾱ' = ᾱ_0 = 1"):
+    with pytest.raises(mc.exercises.ExerciseError,
+                       match=r"(?s)ddim_step is not right yet, on case 2 of 6: .*t_prev=-1"
+                             r".*you used s.alphas_cumprod\[0\], the ᾱ of step 1; "
+                             r"position −1 is step 0, where ᾱ' = ᾱ_0 = 1"):
         mc.exercises.check_ddim_step(lambda *a: _ddim(*a, prev_is_one=False))
     with pytest.raises(mc.exercises.ExerciseError, match=r"(?s)ddim_step is not right yet, on case 3 of 6: .*eta=1.0"):
         mc.exercises.check_ddim_step(lambda x_t, eps, t, tp, s, eta, n: _ddim(x_t, eps, t, tp, s, 0.0, n))
@@ -545,7 +552,8 @@ def _ddim_loop(model, s, x_T, steps, eta=0.0, y=None, generator=None, spacing="t
 def test_check_ddim_loop_passes_a_learners_loop_and_names_the_common_mistakes(capsys):
     assert ex.check_ddim_loop(_ddim_loop) is _ddim_loop
     assert capsys.readouterr().out == "✓ ddim_loop: correct on 5 test cases.\n"
-    with pytest.raises(ExerciseError, match=r'(?s)ddim_loop is not right yet, on case 1 of 5: .*the toy.*positions are "leading"'):
+    with pytest.raises(ExerciseError,
+                       match=r'(?s)ddim_loop is not right yet, on case 1 of 5: .*the toy.*positions are "leading"'):
         ex.check_ddim_loop(lambda *a: _ddim_loop(*a, spacing="leading"))
     descriptions = " | ".join(m.description for m in ex.EXERCISES["ddim_loop"].mistakes)
     for named in ('positions are "leading"', "one step short of x_0", "raw output was used as eps",
@@ -654,7 +662,8 @@ def test_guided_prediction_accepts_one_batched_pass_and_refuses_two():
         cond, uncond = model(torch.cat([x_t, x_t]), torch.cat([t, t]),
                              torch.cat([y, torch.full_like(y, null_label)])).chunk(2)
         return cond + w * (cond - uncond)
-    with pytest.raises(ExerciseError, match=r"(?s)not right yet.*wrong values.*you started from the conditional output"):
+    with pytest.raises(ExerciseError,
+                       match=r"(?s)not right yet.*wrong values.*you started from the conditional output"):
         ex.check_guided_prediction(mixed_from_the_conditional)
 
 
@@ -731,7 +740,8 @@ def test_reparameterise_check_passes_the_right_answer_and_explains_the_mistakes(
 
 def test_reparameterise_check_wants_gradients_to_reach_mean_and_logvar():
     detached = lambda m, lv, n: _reparameterise(m, lv, n).detach()
-    with pytest.raises(ExerciseError, match=r"right values, but no gradient reaches mean or logvar.*\n  Hint: A sample"):
+    with pytest.raises(ExerciseError,
+                       match=r"right values, but no gradient reaches mean or logvar.*\n  Hint: A sample"):
         ex.check_reparameterise(detached)
     sigma_detached = lambda m, lv, n: _reparameterise(m, lv, n, sigma=lambda lv: torch.exp(0.5 * lv.detach()))
     with pytest.raises(ExerciseError, match="no gradient reaches logvar:"):
@@ -803,8 +813,8 @@ def test_use_reference_gives_minidiffs_version(capsys):
 def test_hints_come_in_tiers_for_every_exercise(capsys):
     names = {"q_step", "forward_chain", "alphas_cumprod", "q_sample", "posterior_mean", "convert_prediction",
              "cosine_schedule", "timestep_embedding",
-             "inject_time", "training_loss", "ddpm_step", "ddim_step", "ddim_loop", "dpm_solver_step", "guided_prediction",
-             "drop_labels",
+             "inject_time", "training_loss", "ddpm_step", "ddim_step", "ddim_loop", "dpm_solver_step",
+             "guided_prediction", "drop_labels",
              "rescaled_guidance", "reparameterise", "kl_divergence", "zero_terminal_snr", "receptive_field",
              "ema_update", "min_snr_loss"}
     assert set(ex.EXERCISES) == names == {n[len("check_"):] for n in dir(ex) if n.startswith("check_")} - {"properties"}
@@ -815,7 +825,8 @@ def test_hints_come_in_tiers_for_every_exercise(capsys):
     assert ex.hint("q_sample", 2) == ex.HINT_Q_SAMPLE and "s.alphas_cumprod[t]" in ex.HINT_Q_SAMPLE
     assert "√" not in ex.hint("q_sample", 1)                 # the idea, not the formula
     out = capsys.readouterr().out
-    assert "q_sample, hint 2 of 3: t is a position (step t + 1): return √ᾱ·x0" in out and "mc.exercises.hint('q_sample', 3) says more." in out
+    assert ("q_sample, hint 2 of 3: t is a position (step t + 1): return √ᾱ·x0" in out
+            and "mc.exercises.hint('q_sample', 3) says more." in out)
     with pytest.raises(ValueError, match=r"level must be one of \[1, 2, 3\].*got 4"):
         ex.hint("q_sample", 4)
     with pytest.raises(ValueError, match=r"name must be one of the exercises.*got 'q_smaple'"):
@@ -841,7 +852,8 @@ def _mistake(check, wrong):
     (ex.check_q_sample, q_sample_alphas, "you used s.alphas[t] (α, one step) where the jump needs ᾱ"),
     (ex.check_q_sample, lambda x0, t, s, n: q_sample_ok(x0, t - 1, s, n), "you indexed at t − 1"),
     (ex.check_q_sample, lambda x0, t, s, n: q_sample_ok(n, t, s, x0), "the coefficients are swapped"),
-    (ex.check_q_sample, lambda x0, t, s, n: coef(s.alphas_cumprod, t, x0) * x0 + (1 - coef(s.alphas_cumprod, t, x0)) * n,
+    (ex.check_q_sample,
+     lambda x0, t, s, n: coef(s.alphas_cumprod, t, x0) * x0 + (1 - coef(s.alphas_cumprod, t, x0)) * n,
      "the square roots are missing"),
     (ex.check_q_step, lambda x, t, s, n: coef(s.alphas_cumprod, t, x).sqrt() * x + coef(s.betas, t, x).sqrt() * n,
      "you used s.alphas_cumprod[t]"),
@@ -887,12 +899,14 @@ def test_shape_errors_point_to_extract():
         return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
     with pytest.raises(ExerciseError, match=r"(?s)raised an error on case 2 of 5.*md.extract\(table, t, x\)"):
         ex.check_q_sample(flat)
-    with pytest.raises(ExerciseError, match=r"(?s)on case 1 of 4: x0 shape \(4, 1, 4, 4\).*not shaped per image.*md.extract"):
+    with pytest.raises(ExerciseError,
+                       match=r"(?s)on case 1 of 4: x0 shape \(4, 1, 4, 4\).*not shaped per image.*md.extract"):
         ex.check_q_sample(flat, hidden=True)           # B = W: it broadcasts silently, over the columns
 
 
 def test_positions_are_given_as_image_t_channel_row_column():
-    with pytest.raises(ExerciseError, match=r"at image \d \(t = \d+, step \d+\), channel \d, row \d, column \d: expected"):
+    with pytest.raises(ExerciseError,
+                       match=r"at image \d \(t = \d+, step \d+\), channel \d, row \d, column \d: expected"):
         ex.check_q_sample(q_sample_alphas)
     with pytest.raises(ExerciseError, match=r"at image \d, channel \d, row \d, column \d: expected"):
         ex.check_reparameterise(lambda m, lv, n: m + lv * n)              # no t: the image alone
@@ -1114,7 +1128,8 @@ def test_min_snr_loss_check_passes_learners(capsys):
         assert ex.check_min_snr_loss(learner) is learner
         assert ex.check_min_snr_loss(learner, hidden=True) is None
     out = capsys.readouterr().out
-    assert out.count("✓ min_snr_loss: correct on 5 test cases.") == 2 and out.count("hidden tests pass (4 more cases)") == 2
+    assert (out.count("✓ min_snr_loss: correct on 5 test cases.") == 2
+            and out.count("hidden tests pass (4 more cases)") == 2)
 
 
 def _min_snr_wrong(weight=lambda snr, g: (g / snr).clamp(max=1.0), shift=0, abar_for_snr=False, pixels="mean",
@@ -1132,7 +1147,8 @@ def _min_snr_wrong(weight=lambda snr, g: (g / snr).clamp(max=1.0), shift=0, abar
 
 
 @pytest.mark.parametrize("wrong, named", [
-    (_min_snr_wrong(weight=lambda snr, g: torch.clamp(snr, max=g)), "the weight is min(SNR, γ), which is min-SNR's weight for an x0-target"),
+    (_min_snr_wrong(weight=lambda snr, g: torch.clamp(snr, max=g)),
+     "the weight is min(SNR, γ), which is min-SNR's weight for an x0-target"),
     (_min_snr_wrong(weight=lambda snr, g: g / snr), "the weight is γ/SNR without the clamp"),
     (_min_snr_wrong(weight=lambda snr, g: torch.maximum(torch.ones_like(snr), g / snr)), "max instead of min"),
     (_min_snr_wrong(after_mean=True), "the weight was applied after averaging over the batch"),
@@ -1141,8 +1157,10 @@ def _min_snr_wrong(weight=lambda snr, g: (g / snr).clamp(max=1.0), shift=0, abar
     (_min_snr_wrong(abar_for_snr=True), "ᾱ was taken for the SNR"),
     (_min_snr_wrong(pixels="sum"), "each image's squared errors were summed over its pixels"),
     (_min_snr_wrong(batch="sum"), "the weighted errors were summed over the batch"),
-    (_min_snr_wrong(weight=lambda snr, g: torch.minimum(snr, torch.full_like(snr, g)) / snr), "min(SNR, γ)/SNR is 0/0 = NaN"),
-], ids=["x0_weight", "unclamped", "max", "after_batch_mean", "t_plus_1", "t_minus_1", "abar", "pixel_sum", "batch_sum", "nan"])
+    (_min_snr_wrong(weight=lambda snr, g: torch.minimum(snr, torch.full_like(snr, g)) / snr),
+     "min(SNR, γ)/SNR is 0/0 = NaN"),
+], ids=["x0_weight", "unclamped", "max", "after_batch_mean", "t_plus_1", "t_minus_1", "abar", "pixel_sum",
+        "batch_sum", "nan"])
 def test_min_snr_loss_mistakes_are_named(wrong, named):
     assert _mistake(ex.check_min_snr_loss, wrong).startswith(named)
 
@@ -1174,6 +1192,8 @@ def test_min_snr_loss_not_attempted_falls_back_and_fails_under_nbgrader(capsys, 
                                    * _min_snr(m, x0, t, n, s, gamma=float("inf"))),
 ], ids=["diffusion_loss", "per_sample_loss", "loss_weight"])
 def test_min_snr_loss_may_not_call_minidiffs_weighted_loss(call):
-    with pytest.raises(ExerciseError, match=r"min_snr_loss calls minidiff's own md\.(losses\.)?(diffusion_loss|per_sample_loss|loss_weight)"):
+    with pytest.raises(ExerciseError,
+                       match=r"min_snr_loss calls minidiff's own "
+                             r"md\.(losses\.)?(diffusion_loss|per_sample_loss|loss_weight)"):
         ex.check_min_snr_loss(call)
     assert md.losses.per_sample_loss.__name__ == "per_sample_loss"                  # restored afterwards

@@ -48,7 +48,7 @@ def test_a_call_at_any_depth_and_through_any_alias_is_refused():
 
 def test_reading_alphas_cumprod_from_a_schedule_is_refused():
     with pytest.raises(ExerciseError, match=r"alphas_cumprod calls minidiff's own md\.NoiseSchedule"):
-        ex.check_alphas_cumprod(lambda betas: md.NoiseSchedule.from_betas(betas).alphas_cumprod)
+        ex.check_alphas_cumprod(lambda betas: md.NoiseSchedule(betas).alphas_cumprod)
     with pytest.raises(ExerciseError, match=r"alphas_cumprod calls minidiff's own md\.NoiseSchedule"):
         ex.check_alphas_cumprod(lambda betas: md.schedules.NoiseSchedule(betas).alphas_cumprod)
     assert ex.check_alphas_cumprod(lambda betas: torch.cumprod(1 - betas, 0)) is not None
@@ -224,7 +224,7 @@ def test_internal_routes_are_refused_by_the_graded_call_too():
     with pytest.raises(AssertionError, match=r"forward_chain calls minidiff's own md\.q_chain"):
         _graded("forward_chain", via_registry)
     with pytest.raises(AssertionError, match=r"alphas_cumprod calls minidiff's own md\.NoiseSchedule"):
-        _graded("alphas_cumprod", lambda b: md.NoiseSchedule.from_betas(b).alphas_cumprod)
+        _graded("alphas_cumprod", lambda b: md.NoiseSchedule(b).alphas_cumprod)
 
 
 def test_the_library_and_checks_in_memory_match_their_files():

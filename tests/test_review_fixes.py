@@ -8,6 +8,7 @@ import torch
 import minidiff as md
 from minidiff.course import exercises as ex
 from minidiff.course.exercises import ExerciseError
+from minidiff.guidance import ClassifierFree, Projected, cfg_mix, projected_mix
 
 
 def coef(table, t, x, dtype=None):
@@ -117,9 +118,6 @@ def test_rescaled_guidance_names_per_channel_std_and_accepts_equal_forms():
 
 
 # -- item 6: adaptive projected guidance (Sadat et al. 2024) -----------------------------------------
-from minidiff.guidance import ClassifierFree, Projected, cfg_mix, projected_mix
-
-
 def _pair(shape=(3, 2, 5, 5), seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(shape, generator=g), torch.randn(shape, generator=g)
@@ -279,7 +277,8 @@ def posterior_weighted_form(x0, x_t, t, s):
 
 @pytest.mark.parametrize("hidden", [False, True])
 def test_posterior_mean_accepts_the_weighted_average_form(hidden):
-    assert ex.check_posterior_mean(posterior_weighted_form, hidden=hidden) is (None if hidden else posterior_weighted_form)
+    assert (ex.check_posterior_mean(posterior_weighted_form, hidden=hidden)
+            is (None if hidden else posterior_weighted_form))
 
 
 @pytest.mark.parametrize("kind", ["linear", "cosine", "sigmoid"])
@@ -291,7 +290,8 @@ def test_posterior_mean_is_a_precision_weighted_average_of_two_guesses(kind):
     torch.testing.assert_close(lam, precision_x0 / (precision_x0 + precision_xt), rtol=1e-10, atol=0)
     x0, x_t = torch.randn(2, len(beta), dtype=torch.float64)
     mean, _ = md.q_posterior(x0[:, None], x_t[:, None], torch.arange(1, s.num_steps), s)
-    torch.testing.assert_close(mean[:, 0], lam * prev.sqrt() * x0 + (1 - lam) * x_t / alpha.sqrt(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(mean[:, 0], lam * prev.sqrt() * x0 + (1 - lam) * x_t / alpha.sqrt(),
+                               rtol=1e-10, atol=1e-12)
     c0, ct = prev.sqrt() * beta / (1 - abar), alpha.sqrt() * (1 - prev) / (1 - abar)
     assert ((c0 + ct - 1).abs() > 1e-3).any()                       # the coefficients themselves do not sum to 1
 

@@ -165,7 +165,8 @@ def _posterior_with(abar_prev: Callable = lambda s, t, x: _at(s.alphas_cumprod_p
 
 
 POSTERIOR_MEAN_MISTAKES = (
-    Mistake("the coefficients are swapped: x0 takes the one with β_t, x_t the one with √α_t", _posterior_with(swap=True)),
+    Mistake("the coefficients are swapped: x0 takes the one with β_t, x_t the one with √α_t",
+            _posterior_with(swap=True)),
     Mistake("you used s.alphas_cumprod[t − 1] for the previous ᾱ: at position 0 it wraps around to the last "
             "step; s.alphas_cumprod_prev[t] is ᾱ_0 = 1 there",
             _posterior_with(lambda s, t, x: _at(s.alphas_cumprod, t - 1, x))),
@@ -239,7 +240,8 @@ def _convert_with(x0_from_eps: Callable = lambda a, b, x, e: (x - b * e) / a,
 CONVERT_PREDICTION_MISTAKES = (
     Mistake("v has the wrong sign: v = √ᾱ·ε − √(1 − ᾱ)·x0 (Salimans & Ho 2022), not √(1 − ᾱ)·x0 − √ᾱ·ε",
             _convert_with(v_of=lambda a, b, e, x0: b * x0 - a * e)),
-    Mistake("v's coefficients are swapped: v = √ᾱ·ε − √(1 − ᾱ)·x0", _convert_with(v_of=lambda a, b, e, x0: b * e - a * x0)),
+    Mistake("v's coefficients are swapped: v = √ᾱ·ε − √(1 − ᾱ)·x0",
+            _convert_with(v_of=lambda a, b, e, x0: b * e - a * x0)),
     Mistake("from v, ε and x0 are swapped: x0 = √ᾱ·x_t − √(1 − ᾱ)·v and ε = √(1 − ᾱ)·x_t + √ᾱ·v",
             _convert_with(from_v=lambda a, b, x, v: (a * x - b * v, b * x + a * v))),
     Mistake("from v, the signs are flipped: x0 = √ᾱ·x_t − √(1 − ᾱ)·v and ε = √(1 − ᾱ)·x_t + √ᾱ·v",

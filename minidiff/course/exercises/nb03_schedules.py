@@ -65,7 +65,8 @@ COSINE_MISTAKES = (
     Mistake("β was not clipped to max_beta (.clamp(max=max_beta))", _cosine_with(clip=False)),
     Mistake("the cosine is not squared: ᾱ(u) = cos²(…)", _cosine_with(square=False)),
     Mistake("β_t = 1 − ᾱ(t/T) leaves out the division: β_t = 1 − ᾱ(t/T)/ᾱ((t−1)/T)", _cosine_with(ratio=False)),
-    Mistake("the arguments s and max_beta were ignored (their defaults used instead)", _cosine_with(use_arguments=False)),
+    Mistake("the arguments s and max_beta were ignored (their defaults used instead)",
+            _cosine_with(use_arguments=False)),
     Mistake("u is off by one: step t maps to u = t/T; with u = (t − 1)/T, ᾱ_1 = f(0)/f(0) = 1 and the first step "
             "adds no noise at all (β_1 = 0)", _cosine_u_off_by_one),
 )
@@ -103,8 +104,8 @@ def _zero_snr_cases(hidden: bool) -> list[Case]:
 
 def check_zero_terminal_snr(fn: Callable, hidden: bool = False) -> Callable:
     """Check ``fn(betas) -> betas`` against ``minidiff.schedules.rescale_zero_terminal_snr`` (Lin et al. 2024)."""
-    return check("zero_terminal_snr", fn, schedules.rescale_zero_terminal_snr, _zero_snr_cases(hidden), _first_hint("zero_terminal_snr"),
-                 atol=1e-7, rtol=1e-5, hidden=hidden)
+    return check("zero_terminal_snr", fn, schedules.rescale_zero_terminal_snr, _zero_snr_cases(hidden),
+                 _first_hint("zero_terminal_snr"), atol=1e-7, rtol=1e-5, hidden=hidden)
 
 
 def _rescale_with(root: bool = True, scale: bool = True, keep_first: bool = True, first_beta: bool = True,
@@ -156,5 +157,6 @@ register(
         "first / (first - last); abar = a ** 2; then 1 − abar divided by abar shifted one step right with a 1 in "
         "front (torch.cat)."),
         ZERO_TERMINAL_SNR_MISTAKES,
-        ("minidiff.schedules.rescale_zero_terminal_snr", "minidiff.schedules.NoiseSchedule.rescaled_zero_terminal_snr")),
+        ("minidiff.schedules.rescale_zero_terminal_snr",
+         "minidiff.schedules.NoiseSchedule.rescaled_zero_terminal_snr")),
 )

@@ -20,7 +20,8 @@ from .core import (
     register,
 )
 
-__all__ = ["HINT_DROP_LABELS", "HINT_GUIDED_PREDICTION", "HINT_RESCALED", "check_drop_labels", "check_guided_prediction", "check_rescaled_guidance"]   # what mc.exercises exports from here
+__all__ = ["HINT_DROP_LABELS", "HINT_GUIDED_PREDICTION", "HINT_RESCALED", "check_drop_labels",
+           "check_guided_prediction", "check_rescaled_guidance"]   # what mc.exercises exports from here
 
 
 HINT_GUIDED_PREDICTION = ("One forward pass: out = model(torch.cat([x_t, x_t]), torch.cat([t, t]), "
@@ -55,7 +56,8 @@ class _TinyConditional(torch.nn.Module):
 def check_guided_prediction(fn: Callable, hidden: bool = False) -> Callable:
     """Check ``fn(model, x_t, t, y, null_label, w) -> ε̃`` against ``cfg_mix`` of the conditional and the
     null-label output, and that it calls the model once, on the batch of 2B."""
-    settings = [(1, 2, 3, 2.0), (6, 1, 4, 0.5)] if hidden else [(2, 1, 6, 3.0), (3, 3, 4, 0.0), (4, 1, 8, 1.0), (5, 2, 4, 7.5)]
+    settings = ([(1, 2, 3, 2.0), (6, 1, 4, 0.5)] if hidden else
+                [(2, 1, 6, 3.0), (3, 3, 4, 0.0), (4, 1, 8, 1.0), (5, 2, 4, 7.5)])
     cases = []
     with torch.random.fork_rng(devices=[]):
         for seed, (b, c, hw, w) in enumerate(settings, start=100 if hidden else 0):
@@ -71,8 +73,9 @@ def check_guided_prediction(fn: Callable, hidden: bool = False) -> Callable:
         if model.calls != [2 * len(x_t)]:
             raise ExerciseError(f"guided_prediction called the model {len(model.calls)} time(s), on batches of "
                                 f"{model.calls}, for {len(x_t)} images; it should call it once, on the batch of "
-                                f"{2 * len(x_t)} (conditional and unconditional together).\n  Hint: {_first_hint('guided_prediction')}"
-                                f"{_advice('guided_prediction')}", "guided_prediction")
+                                f"{2 * len(x_t)} (conditional and unconditional together).\n"
+                                f"  Hint: {_first_hint('guided_prediction')}{_advice('guided_prediction')}",
+                                "guided_prediction")
         return out
     checked = check("guided_prediction", one_pass, _reference_guided_prediction, cases,
                     _first_hint("guided_prediction"), hidden=hidden, learner=fn)
@@ -100,7 +103,8 @@ def check_drop_labels(fn: Callable, hidden: bool = False) -> Callable:
     def fraction(f: Callable) -> Optional[str]:
         out = f(y.clone(), 0.25, 10)
         if not isinstance(out, Tensor) or out.shape != y.shape or out.dtype != y.dtype:
-            return f"expected a {y.dtype} tensor of shape {tuple(y.shape)}; got {getattr(out, 'dtype', type(out).__name__)} {tuple(getattr(out, 'shape', ()))}"
+            return (f"expected a {y.dtype} tensor of shape {tuple(y.shape)}; got "
+                    f"{getattr(out, 'dtype', type(out).__name__)} {tuple(getattr(out, 'shape', ()))}")
         kept, dropped = out == y, out == 10
         if not bool((kept | dropped).all()):
             return "some labels were changed to something other than the null label 10"
@@ -110,29 +114,34 @@ def check_drop_labels(fn: Callable, hidden: bool = False) -> Callable:
             return f"with p_uncond=0.25, {share:.1%} of 40,000 labels were dropped{whole}; expected about 25%"
         per_class = [dropped[y == k].float().mean().item() for k in range(10)]
         if max(per_class) - min(per_class) > 0.04:
-            return f"the share dropped differs by class ({min(per_class):.1%} to {max(per_class):.1%}); every label should be dropped with the same probability"
+            return (f"the share dropped differs by class ({min(per_class):.1%} to {max(per_class):.1%}); "
+                    f"every label should be dropped with the same probability")
         return None
 
     def independent(f: Callable) -> Optional[str]:
         a, b = f(y.clone(), 0.5, 10), f(y.clone(), 0.5, 10)
-        return "two calls dropped exactly the same labels: draw fresh random numbers each call" if torch.equal(a, b) else None
+        return ("two calls dropped exactly the same labels: draw fresh random numbers each call"
+                if torch.equal(a, b) else None)
 
     def untouched(f: Callable) -> Optional[str]:
         labels = y.clone()
         f(labels, 0.5, 10)
-        return "y itself was modified (in place); return a new tensor and leave y as it was" if not torch.equal(labels, y) else None
+        return ("y itself was modified (in place); return a new tensor and leave y as it was"
+                if not torch.equal(labels, y) else None)
 
     def other_rate(f: Callable) -> Optional[str]:
         out = f(y.clone(), 0.6, 99)
         if not isinstance(out, Tensor) or out.shape != y.shape:
-            return f"expected a tensor of shape {tuple(y.shape)}; got {type(out).__name__} {tuple(getattr(out, 'shape', ()))}"
+            return (f"expected a tensor of shape {tuple(y.shape)}; got "
+                    f"{type(out).__name__} {tuple(getattr(out, 'shape', ()))}")
         if not bool(((out == y) | (out == 99)).all()):
             return "some labels were changed to something other than the null label 99"
         share = (out == 99).float().mean().item()
         return None if 0.59 <= share <= 0.61 else f"{share:.1%} of 40,000 labels were dropped; expected about 60%"
 
     properties = [("p_uncond=0 keeps every label", same_labels(0.0, y, "every label should be kept")),
-                  ("p_uncond=1 drops every label", same_labels(1.0, torch.full_like(y, 10), "every label should be the null label")),
+                  ("p_uncond=1 drops every label",
+                   same_labels(1.0, torch.full_like(y, 10), "every label should be the null label")),
                   ("p_uncond=0.25 drops about a quarter of the labels, each on its own", fraction),
                   ("each call draws anew", independent),
                   ("y itself is left unchanged", untouched)]
@@ -150,7 +159,8 @@ def _reference_drop_labels(y: Tensor, p_uncond: float, null_label: int) -> Tenso
 def check_rescaled_guidance(fn: Callable, hidden: bool = False) -> Callable:
     """Check ``fn(cond, uncond, w, phi) -> guided`` against ``guidance.Rescaled(w, phi)`` (Lin et al. 2024)."""
     settings = ([((1, 1, 4, 4), 2.0, 0.3), ((3, 2, 5, 5), 0.0, 0.7), ((5, 1, 3, 3), 12.0, 0.9)] if hidden else
-                [((2, 1, 8, 8), 3.0, 0.7), ((3, 3, 4, 4), 7.5, 1.0), ((2, 1, 6, 6), 5.0, 0.0), ((4, 2, 4, 4), 1.0, 0.5)])
+                [((2, 1, 8, 8), 3.0, 0.7), ((3, 3, 4, 4), 7.5, 1.0), ((2, 1, 6, 6), 5.0, 0.0),
+                 ((4, 2, 4, 4), 1.0, 0.5)])
     cases = []
     for seed, (shape, w, phi) in enumerate(settings, start=100 if hidden else 0):
         g = torch.Generator().manual_seed(seed)
@@ -183,9 +193,9 @@ def _null_label_zero(model: Callable, x_t: Tensor, t: Tensor, y: Tensor, null_la
 
 GUIDED_PREDICTION_MISTAKES = (
     Mistake("you started from the conditional output: cond + w·(cond − uncond) = (1 + w)·cond − w·uncond is Ho & "
-            "Salimans' own form (their eq. 6), whose w is this notebook's w − 1; here w counts from the unconditional output, as in Imagen and "
-            "diffusers: uncond + w·(cond − uncond), so that w = 0 gives the unconditional output and w = 1 the "
-            "conditional one", _guided_with(lambda c, u, w: c + w * (c - u))),
+            "Salimans' own form (their eq. 6), whose w is this notebook's w − 1; here w counts from the unconditional "
+            "output, as in Imagen and diffusers: uncond + w·(cond − uncond), so that w = 0 gives the unconditional "
+            "output and w = 1 the conditional one", _guided_with(lambda c, u, w: c + w * (c - u))),
     Mistake("the halves are swapped: the first half of the output is the conditional one (y came first)",
             _guided_with(lambda c, u, w: c + w * (u - c))),
     Mistake("the unconditional half used label 0, which is the digit 0; the null label ∅ is null_label (10 for "

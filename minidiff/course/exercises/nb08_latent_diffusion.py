@@ -20,7 +20,8 @@ from .core import (
     register,
 )
 
-__all__ = ["HINT_KL", "HINT_REPARAMETERISE", "check_kl_divergence", "check_reparameterise"]   # what mc.exercises exports from here
+__all__ = ["HINT_KL", "HINT_REPARAMETERISE", "check_kl_divergence",
+           "check_reparameterise"]   # what mc.exercises exports from here
 
 
 HINT_REPARAMETERISE = ("z = μ + exp(½·logvar)·ε: σ = exp(½·log σ²) is the square root of the variance — "
@@ -57,7 +58,8 @@ def check_reparameterise(fn: Callable, hidden: bool = False) -> Callable:
         leaves = mean.clone().requires_grad_(True), logvar.clone().requires_grad_(True)
         z = fn(*leaves, noise)
         again = fn(mean.clone(), logvar.clone(), noise.clone())
-        if isinstance(z, Tensor) and isinstance(again, Tensor) and z.shape == again.shape and not torch.equal(z.detach(), again):
+        if (isinstance(z, Tensor) and isinstance(again, Tensor) and z.shape == again.shape
+                and not torch.equal(z.detach(), again)):
             random_z.append(True)                   # two different z for the same inputs: its own noise
         if not isinstance(z, Tensor) or compare_tensors(reference(mean, logvar, noise), z.detach(), 1e-5, 1e-4):
             return z.detach() if isinstance(z, Tensor) else z          # wrong values: ``check`` explains them
@@ -65,8 +67,8 @@ def check_reparameterise(fn: Callable, hidden: bool = False) -> Callable:
         if missing:
             raise ExerciseError(f"reparameterise gives the right values, but no gradient reaches "
                                 f"{' or '.join(missing)}: z must be computed from them with torch operations, so "
-                                f"that training can move the encoder's outputs.\n  Hint: {_first_hint('reparameterise')}"
-                                f"{_advice('reparameterise')}", "reparameterise")
+                                f"that training can move the encoder's outputs.\n"
+                                f"  Hint: {_first_hint('reparameterise')}{_advice('reparameterise')}", "reparameterise")
         return z.detach()
     random_z: list[bool] = []
     try:
@@ -119,7 +121,8 @@ REPARAMETERISE_MISTAKES = (
             lambda mean, logvar, noise: mean + torch.exp(logvar) * noise),
     Mistake("you used logvar itself as σ; σ = exp(½·logvar)", lambda mean, logvar, noise: mean + logvar * noise),
     Mistake("z = μ is the mean, not a sample: add σ·noise", lambda mean, logvar, noise: mean.clone()),
-    Mistake("mean and noise are swapped: z = mean + σ·noise", lambda mean, logvar, noise: noise + torch.exp(0.5 * logvar) * mean),
+    Mistake("mean and noise are swapped: z = mean + σ·noise",
+            lambda mean, logvar, noise: noise + torch.exp(0.5 * logvar) * mean),
 )
 
 
