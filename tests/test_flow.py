@@ -268,7 +268,8 @@ def test_flow_config_names_a_bad_field(kwargs, message):
 def test_generate_draws_from_a_shipped_model_with_its_own_sampler():
     x = md.generate("mnist_cond", n=3, steps=2, generator=torch.Generator().manual_seed(0))
     assert x.shape == (3, 1, 28, 28) and float(x.min()) >= -1 and float(x.max()) <= 1
-    same = md.generate("mnist_cond", labels=torch.tensor([0, 1, 2]), steps=2, generator=torch.Generator().manual_seed(0))
+    same = md.generate("mnist_cond", labels=torch.tensor([0, 1, 2]), steps=2,
+                       generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(x, same)                              # labels in turn: 0, 1, 2
     with pytest.raises(ValueError, match=r"n must match the number of labels \(2\)"):
         md.generate("mnist_cond", labels=torch.tensor([0, 1]), n=3)
@@ -282,5 +283,6 @@ def test_the_cli_refuses_a_flow_solver_for_a_diffusion_model(tmp_path, capsys):
     from minidiff.__main__ import main
     assert main(["sample", "--checkpoint", "mnist_cond", "--sampler", "euler", "--out", str(tmp_path / "g.png"),
                  "--device", "cpu"]) == 2
-    assert "is a diffusion model: --sampler must be one of ('ddim', 'dpm++', 'ddpm'); got euler" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "is a diffusion model: --sampler must be one of ('ddim', 'dpm++', 'ddpm'); got euler" in err
     assert not (tmp_path / "g.png").exists()
