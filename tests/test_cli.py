@@ -97,7 +97,7 @@ def test_sample_from_the_shipped_model_by_name(tmp_path, monkeypatch, capsys):
     assert md.class_accuracy(drawn[0], torch.arange(20) % 10) >= 0.9
     assert main(["sample", "--checkpoint", "classifier", "--out", str(grid), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
-    assert ("neither a file nor a shipped model (mnist_cond, mnist_eps, shapes_cond, shapes_ldm)" in err
+    assert ("neither a file nor a shipped model (mnist_cond, mnist_eps, mnist_flow, shapes_cond, shapes_ldm)" in err
             and "Traceback" not in err)
 
 
@@ -111,7 +111,7 @@ def user_error(capsys, argv: list[str]) -> str:
 
 @pytest.mark.parametrize("argv, says", [
     (["sample", "--checkpoint", "mnist_cnod"],
-     "neither a file nor a shipped model (mnist_cond, mnist_eps, shapes_cond, shapes_ldm)"),
+     "neither a file nor a shipped model (mnist_cond, mnist_eps, mnist_flow, shapes_cond, shapes_ldm)"),
     (["sample", "--checkpoint", "shapes_ldm"], "is a text-to-image model in an autoencoder's latent space"),
     (["sample", "--checkpoint", "mnist_cond", "--guidance", "nan"], "--guidance must be a finite number"),
     (["sample", "--checkpoint", "mnist_cond", "--guidance", "inf"], "--guidance must be a finite number"),

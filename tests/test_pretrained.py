@@ -150,7 +150,8 @@ def test_load_diffusion_names_the_diffusion_models_when_given_another_kind():
     import minidiff as md
     with pytest.raises(ValueError,
                        match=r"shipped diffusion model, one of "
-                             r"\['mnist_cond', 'mnist_eps', 'shapes_cond', 'shapes_ldm'\]; got 'classifier'"):
+                             r"\['mnist_cond', 'mnist_eps', 'mnist_flow', 'shapes_cond', 'shapes_ldm'\]; "
+                             r"got 'classifier'"):
         md.load_diffusion("classifier")
     with pytest.raises(ValueError, match="one of"):
         md.load_diffusion("mnist_cnod")
@@ -199,7 +200,9 @@ def test_the_shipped_eps_model_is_its_recipes_small_eps_model_and_draws_digits()
     model, schedule, diffusion = md.load_diffusion("mnist_eps")
     entry = pretrained.read_manifest()["mnist_eps"]
     assert diffusion == RECIPES["mnist_eps"].objective and model.target == "eps" and diffusion.target == "eps"
-    assert entry["config"]["model"] == {**model_description(RECIPES["mnist_eps"].model), "target": "eps"}
+    described, stored = {**model_description(RECIPES["mnist_eps"].model), "target": "eps"}, entry["config"]["model"]
+    # a field the U-Net gained after the file was made (time_scale) is absent there and takes its default
+    assert {**stored, "config": {**described["config"], **stored["config"]}} == described
     assert (pretrained.CHECKPOINT_DIR / entry["file"]).stat().st_size < 2**20 and entry["dtype"] == "float16"
     assert {"DDPM 1000", "DDIM 50", "DPM-Solver++ 20"} <= set(entry["metrics"]["by_sampler"])
     labels = torch.arange(10).repeat(2)
@@ -212,7 +215,7 @@ def test_the_shipped_eps_model_is_its_recipes_small_eps_model_and_draws_digits()
 def test_all_shipped_files_together_stay_small():
     sizes = {name: (pretrained.CHECKPOINT_DIR / entry["file"]).stat().st_size
              for name, entry in pretrained.read_manifest().items()}
-    assert sum(sizes.values()) < 25 * 2**20, sizes
+    assert sum(sizes.values()) < 30 * 2**20, sizes          # issue 34's budget for every shipped file together
 
 
 def test_compare_samplers_scores_ddpm_against_the_deterministic_samplers(monkeypatch):
