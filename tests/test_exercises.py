@@ -1197,3 +1197,19 @@ def test_min_snr_loss_may_not_call_minidiffs_weighted_loss(call):
                              r"md\.(losses\.)?(diffusion_loss|per_sample_loss|loss_weight)"):
         ex.check_min_snr_loss(call)
     assert md.losses.per_sample_loss.__name__ == "per_sample_loss"                  # restored afterwards
+
+
+def test_a_hint_as_a_cells_last_value_is_not_shown_twice(capsys):
+    """Issue 31: ``mc.exercises.hint(...)`` printed its text and returned it, so a cell ending with it showed the hint
+    twice. The returned text is still the hint; IPython's display of it is empty."""
+    from IPython.core.interactiveshell import InteractiveShell
+    text = ex.hint("q_sample", 2)
+    capsys.readouterr()
+    assert text == ex.HINT_Q_SAMPLE and isinstance(text, str)
+    shell = InteractiveShell.instance()
+    try:   # what Jupyter's kernel sends for a cell's value: the formatter's data, none at all here
+        data, metadata = shell.display_formatter.format(text)
+    finally:
+        InteractiveShell.clear_instance()
+    assert data == {} and capsys.readouterr().out == ""
+    assert shell.display_formatter.format("a plain string")[0]["text/plain"] == "'a plain string'"

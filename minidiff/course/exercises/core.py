@@ -80,8 +80,17 @@ class Exercise:
 
 
 # -- hints, the reference, failures remembered ---------------------------------------------------
+class PrintedHint(str):
+    """A hint's text, already printed: as a notebook cell's last value it shows nothing more (IPython calls
+    ``_ipython_display_`` instead of showing the string a second time)."""
+
+    def _ipython_display_(self) -> None:
+        pass
+
+
 def hint(name: str, level: int = 1) -> str:
-    """Print and return hint ``level`` for exercise ``name``: 1 the idea, 2 the formula, 3 nearly the code."""
+    """Print and return hint ``level`` for exercise ``name``: 1 the idea, 2 the formula, 3 nearly the code.
+    The text returned (a ``PrintedHint``) is not shown again as the cell's value."""
     exercise = _exercise(name)
     levels = range(1, len(exercise.hints) + 1)
     if isinstance(level, bool) or level not in levels:
@@ -90,7 +99,7 @@ def hint(name: str, level: int = 1) -> str:
     text = exercise.hints[level - 1]
     more = f" (mc.exercises.hint({name!r}, {level + 1}) says more.)" if level < len(exercise.hints) else ""
     print(f"{name}, hint {level} of {len(exercise.hints)}: {text}{more}")
-    return text
+    return PrintedHint(text)
 
 
 def use_reference(name: str) -> Callable:
