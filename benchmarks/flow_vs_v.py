@@ -4,9 +4,10 @@ FD/floor and accuracy at 1, 2, 4, 8, 16, 32 network calls (NFE), then one reflow
     python benchmarks/flow_vs_v.py [--steps 6106] [--time uniform|logit_normal] [--draws 3]
         [--reflow-pairs 50000] [--reflow-steps 3000] [--out DIR]
 
-The flow model: mnist_cond's UNetConfig; the network sees t·1000 (so its sinusoidal embedding spans the
-same frequencies as for the diffusion model's positions 0…999); loss ‖u_θ(x_t, t, y) − (ε − x₀)‖², labels
-dropped with p = 0.1; mnist_cond's TrainConfig (6,106 steps, batch 256, lr 1e-3, EMA 0.999) through the same
+The flow model: the mnist_flow recipe's network, mnist_cond's U-Net with ``time_scale`` 1000 (it sees t·1000, so its
+sinusoidal embedding spans the same frequencies as for the diffusion model's positions 0…999; the run of 2026-12-06
+did the same with a wrapper, before the U-Net had the field), the package's FlowObjective: loss
+‖u_θ(x_t, t, y) − (ε − x₀)‖², labels dropped with p = 0.1; mnist_cond's TrainConfig (6,106 steps, batch 256, lr 1e-3, EMA 0.999) through the same
 Trainer (bf16, CUDA graphs). The v-model: the shipped mnist_cond (trained by that recipe), sampled with DDIM
 and DPM-Solver++(2M). FD in the shipped classifier's features on n = 1,000 (100 per class), mean of
 ``--draws`` draws; no guidance. NFE counts network calls: Euler k steps = k, Heun k steps = 2k − 1 (its row
@@ -32,49 +33,20 @@ DEVICE = "cuda"
 N = 1000
 
 
-class TimeScaled(nn.Module):
-    """A U-Net fed t · scale: continuous t ∈ [0, 1] in, the embedding's usual range inside."""
-
-    def __init__(self, unet: nn.Module, scale: float = 1000.0):
-        super().__init__()
-        self.unet, self.scale = unet, scale
-        self.null_label = unet.null_label
-
-    def forward(self, x: Tensor, t: Tensor, y: Optional[Tensor] = None) -> Tensor:
-        return self.unet(x, t * self.scale, y)
-
-
-class FlowLoss:
-    """L = ‖u_θ(x_t, t, y) − (ε − x₀)‖², x_t = (1 − t) x₀ + t ε; t uniform or logit-normal; labels dropped
-    with p_uncond. With ``pairs``, images hold (x̂₀, ε) on the channel axis (reflow's coupling)."""
-
-    def __init__(self, time: str = "logit_normal", p_uncond: float = 0.1, pairs: bool = False):
-        self.time, self.p_uncond, self.pairs = time, p_uncond, pairs
+class ReflowObjective(md.FlowObjective):
+    """The flow loss on reflow's coupling: images hold (x̂₀, ε) on the channel axis, so the path runs between the
+    noise and the sample the model drew from it, instead of a fresh ε."""
 
     def example_inputs(self, batch):
-        x0 = batch[0][:, :1] if self.pairs else batch[0]
-        return (x0, torch.zeros(x0.shape[0], device=x0.device), batch[1])
+        return super().example_inputs((batch[0][:, :1], *batch[1:]))
 
     def __call__(self, model, batch):
-        x, y = batch
-        if self.pairs:
-            x0, eps = x.chunk(2, dim=1)
-        else:
-            x0, eps = x, torch.randn_like(x)
-        n = x0.shape[0]
-        t = (flow.logit_normal_t(n, device=x0.device) if self.time == "logit_normal"
-             else torch.rand(n, device=x0.device))
-        if self.p_uncond > 0:
-            y = md.drop_labels(y, self.p_uncond, model_null(model))
+        (x0, eps), y = batch[0].chunk(2, dim=1), batch[1]
+        if self.config.p_uncond > 0:
+            y = md.drop_labels(y, self.config.p_uncond, md.conditioning.null_label(model))
+        t = self.draw_t(x0.shape[0], x0.device)
         u = model(flow.flow_interpolate(x0, eps, t), t, y)
-        loss = (u.float() - flow.flow_target(x0, eps).float()).pow(2).mean()
-        return loss, {}
-
-
-def model_null(model):
-    inner = getattr(model, "module", model)
-    inner = getattr(inner, "_orig_mod", inner)
-    return getattr(inner, "null_label", 10)
+        return (u.float() - flow.flow_target(x0, eps).float()).pow(2).mean(), {}
 
 
 def sync() -> None:
@@ -115,11 +87,13 @@ def mean(results: list[dict]) -> dict:
 
 def train_flow(steps: int, time_sampling: str, images: Tensor, y: Tensor, init: Optional[nn.Module] = None,
                pairs: bool = False, lr: Optional[float] = None) -> tuple[nn.Module, float]:
-    recipe = RECIPES["mnist_cond"]
-    model = TimeScaled(md.UNet(recipe.model)) if init is None else init.train().requires_grad_(True)
+    recipe = RECIPES["mnist_flow"]
+    model = md.UNet(recipe.model) if init is None else init.train().requires_grad_(True)
     train = recipe.train.__class__(**{**recipe.train.__dict__, "steps": steps, **({"lr": lr} if lr else {}),
                                        **({"warmup_steps": 100} if init is not None else {})})
-    trainer = md.Trainer(model, images, y, train, objective=FlowLoss(time_sampling, 0.1, pairs),
+    config = md.FlowConfig(time=time_sampling, p_uncond=0.1)
+    objective = ReflowObjective(config) if pairs else md.FlowObjective(config)
+    trainer = md.Trainer(model, images, y, train, objective=objective,
                          run=md.RunConfig(device=DEVICE, bf16=True, cuda_graph=DEVICE == "cuda", log_every=500,
                                           progress=False))
     sync()
@@ -198,8 +172,8 @@ def main() -> None:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
-        torch.save({k: v.half() for k, v in model.unet.state_dict().items()}, out / "mnist_flow_unet.pt")
-        torch.save({k: v.half() for k, v in reflowed.unet.state_dict().items()}, out / "mnist_reflow_unet.pt")
+        torch.save({k: v.half() for k, v in model.state_dict().items()}, out / "mnist_flow_unet.pt")
+        torch.save({k: v.half() for k, v in reflowed.state_dict().items()}, out / "mnist_reflow_unet.pt")
 
 
 if __name__ == "__main__":
