@@ -7,8 +7,9 @@ FD/floor and accuracy at 1, 2, 4, 8, 16, 32 network calls (NFE), then one reflow
 The flow model: the mnist_flow recipe's network, mnist_cond's U-Net with ``time_scale`` 1000 (it sees t·1000, so its
 sinusoidal embedding spans the same frequencies as for the diffusion model's positions 0…999; the run of 2026-12-06
 did the same with a wrapper, before the U-Net had the field), the package's FlowObjective: loss
-‖u_θ(x_t, t, y) − (ε − x₀)‖², labels dropped with p = 0.1; mnist_cond's TrainConfig (6,106 steps, batch 256,
-lr 1e-3, EMA 0.999) through the same Trainer (bf16, CUDA graphs). The v-model: the shipped mnist_cond (trained by that recipe), sampled with DDIM
+‖u_θ(x_t, t, y) − (ε − x₀)‖², labels dropped with p = 0.1; mnist_cond's TrainConfig (6,106 steps,
+batch 256, lr 1e-3, EMA 0.999) through the same Trainer (bf16, CUDA graphs). The v-model: the shipped
+mnist_cond (trained by that recipe), sampled with DDIM
 and DPM-Solver++(2M). FD in the shipped classifier's features on n = 1,000 (100 per class), mean of
 ``--draws`` draws; no guidance. NFE counts network calls: Euler k steps = k, Heun k steps = 2k − 1 (its row
 shows the k with 2k − 1 ≤ the column's NFE).
