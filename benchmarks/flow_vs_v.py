@@ -34,22 +34,6 @@ DEVICE = "cuda"
 N = 1000
 
 
-class ReflowObjective(md.FlowObjective):
-    """The flow loss on reflow's coupling: images hold (x̂₀, ε) on the channel axis, so the path runs between the
-    noise and the sample the model drew from it, instead of a fresh ε."""
-
-    def example_inputs(self, batch):
-        return super().example_inputs((batch[0][:, :1], *batch[1:]))
-
-    def __call__(self, model, batch):
-        (x0, eps), y = batch[0].chunk(2, dim=1), batch[1]
-        if self.config.p_uncond > 0:
-            y = md.drop_labels(y, self.config.p_uncond, md.conditioning.null_label(model))
-        t = self.draw_t(x0.shape[0], x0.device)
-        u = model(flow.flow_interpolate(x0, eps, t), t, y)
-        return (u.float() - flow.flow_target(x0, eps).float()).pow(2).mean(), {}
-
-
 def sync() -> None:
     if DEVICE == "cuda":
         torch.cuda.synchronize()
@@ -93,7 +77,7 @@ def train_flow(steps: int, time_sampling: str, images: Tensor, y: Tensor, init: 
     train = recipe.train.__class__(**{**recipe.train.__dict__, "steps": steps, **({"lr": lr} if lr else {}),
                                        **({"warmup_steps": 100} if init is not None else {})})
     config = md.FlowConfig(time=time_sampling, p_uncond=0.1)
-    objective = ReflowObjective(config) if pairs else md.FlowObjective(config)
+    objective = flow.ReflowObjective(config) if pairs else md.FlowObjective(config)
     trainer = md.Trainer(model, images, y, train, objective=objective,
                          run=md.RunConfig(device=DEVICE, bf16=True, cuda_graph=DEVICE == "cuda", log_every=500,
                                           progress=False))

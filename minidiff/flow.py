@@ -67,6 +67,21 @@ def flow_target(x0: Tensor, eps: Tensor) -> Tensor:
     return eps - x0
 
 
+def velocity_from_v(v: Tensor, x_t: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+    r"""A v-prediction (notebook 05) as a flow velocity. On a VP path $x_t = \alpha x_0 + \sigma\varepsilon$ with
+    $\alpha^2 + \sigma^2 = 1$ and $v = \alpha\varepsilon - \sigma x_0$, the pair is $\varepsilon = \sigma x_t + \alpha v$,
+    $x_0 = \alpha x_t - \sigma v$, so $u = \varepsilon - x_0 = (\sigma - \alpha)\,x_t + (\alpha + \sigma)\,v$.
+    The straight path's point at the same signal-to-noise ratio is $x_t / (\alpha + \sigma)$, at time
+    ``flow_time(alpha, sigma)``. ``alpha``, ``sigma`` broadcast against ``x_t`` (e.g. shape (B, 1, 1, 1))."""
+    return (sigma - alpha) * x_t + (alpha + sigma) * v
+
+
+def flow_time(alpha: Tensor, sigma: Tensor) -> Tensor:
+    r"""The straight path's time with the same ratio of signal to noise as $x_t = \alpha x_0 + \sigma\varepsilon$:
+    $(1 - t)/t = \alpha/\sigma$, so $t = \sigma / (\alpha + \sigma)$; that path's point is $x_t / (\alpha + \sigma)$."""
+    return sigma / (alpha + sigma)
+
+
 def x0_from_velocity(x_t: Tensor, u: Tensor, t: Tensor) -> Tensor:
     r"""$\hat x_0 = x_t - t\,\hat u$: follow the straight line from $x_t$ back to $t = 0$."""
     return x_t - _per_image(t, x_t) * u
@@ -98,6 +113,15 @@ def logit_normal_t(n: int, mean: float = 0.0, std: float = 1.0, generator: Optio
 
 
 # -- training: the loss, as an objective for the Trainer ------------------------------------------
+def flow_loss(model: Model, x0: Tensor, eps: Tensor, t: Tensor, y: Optional[Tensor] = None) -> Tensor:
+    r"""$\frac1B\sum_b \mathrm{mean}\big((u_\theta(x_{t_b}, t_b, y_b) - (\varepsilon_b - x_{0,b}))^2\big)$ with
+    $x_t = (1 - t)\,x_0 + t\,\varepsilon$. Flow matching pairs each image with fresh noise; reflow calls the same
+    loss on the pairs $(\hat x_0, \varepsilon)$ that the model's own ODE joins (Liu et al. 2023)."""
+    x_t = flow_interpolate(x0, eps, t)
+    u = model(x_t, t) if y is None else model(x_t, t, y)
+    return (u.float() - flow_target(x0, eps).float()).pow(2).mean()
+
+
 TIME_SAMPLINGS = ("uniform", "logit_normal")
 
 
@@ -161,10 +185,38 @@ class FlowObjective:
         if y is not None and self.config.p_uncond > 0:
             y = drop_labels(y, self.config.p_uncond, null_label(model))
         eps, t = torch.randn_like(x0), self.draw_t(x0.shape[0], x0.device)
-        x_t = flow_interpolate(x0, eps, t)
-        u = model(x_t, t) if y is None else model(x_t, t, y)
-        loss = (u.float() - flow_target(x0, eps).float()).pow(2).mean()
-        return loss, {}
+        return flow_loss(model, x0, eps, t, y), {}
+
+
+class ReflowObjective(FlowObjective):
+    r"""Reflow (Liu et al. 2023): the flow loss on a fixed coupling instead of fresh noise. The Trainer's
+    images hold each pair on the channel axis, ``pack_pairs(x0_hat, eps)``: the sample $\hat x_0$ the
+    model's ODE drew from the noise $\varepsilon$, and that noise. Training on these pairs straightens the
+    paths, so fewer Euler steps reach the same samples."""
+
+    def example_inputs(self, batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        return super().example_inputs((unpack_pairs(batch[0])[0], *batch[1:]))
+
+    def describe(self) -> dict:
+        return {"kind": "reflow", "config": asdict(self.config)}
+
+    def __call__(self, model: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, Tensor]]:
+        (x0, eps), y = unpack_pairs(batch[0]), (batch[1] if len(batch) > 1 else None)
+        if y is not None and self.config.p_uncond > 0:
+            y = drop_labels(y, self.config.p_uncond, null_label(model))
+        return flow_loss(model, x0, eps, self.draw_t(x0.shape[0], x0.device), y), {}
+
+
+def pack_pairs(x0: Tensor, eps: Tensor) -> Tensor:
+    """Reflow's pairs as one image batch for the Trainer: (B, 2C, H, W), x̂₀ in the first C channels."""
+    if x0.shape != eps.shape:
+        raise ValueError(f"eps must have the shape of x0, {tuple(x0.shape)}; got {tuple(eps.shape)}")
+    return torch.cat([x0, eps], dim=1)
+
+
+def unpack_pairs(pairs: Tensor) -> tuple[Tensor, Tensor]:
+    """``pack_pairs`` undone: (x̂₀, ε)."""
+    return pairs.chunk(2, dim=1)
 
 
 # -- the ODE, one step and the whole way ------------------------------------------------------------
@@ -257,6 +309,22 @@ def _model_device(model: Model) -> torch.device:
         return next(model.parameters()).device          # type: ignore[union-attr]
     except (AttributeError, StopIteration):
         return torch.device("cpu")
+
+
+def straightness(model: Model, x1: Tensor, steps: int, y: Optional[Tensor] = None) -> float:
+    r"""How far the sampler's path is from a straight line (Liu et al. 2023, eq. 6):
+    $S = \int_0^1 E\,\|(x_1 - x_0) - \hat u(x_t, t)\|^2\,dt$, here over the ``steps`` Euler steps from ``x1`` (mean
+    over the batch and the pixels), $x_0$ the end the ODE reaches. 0 exactly when every path is a line
+    followed at constant speed, as a one-step sampler needs."""
+    velocity = _velocity_fn(model, y, None)
+    x, times, us = x1, flow_timesteps(steps).tolist(), []
+    with torch.no_grad():
+        for t, t_next in zip(times[:-1], times[1:]):
+            u = velocity(x, t)
+            us.append((u, t - t_next))
+            x = euler_step(x, u, t, t_next)
+    chord = x1 - x                                                   # x_1 − x_0: the straight line's velocity
+    return sum(dt * (chord - u).pow(2).mean().item() for u, dt in us)
 
 
 # -- an exact toy: a mixture of Gaussians, whose marginal velocity is known ---------------------------

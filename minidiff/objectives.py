@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from .conditioning import TARGETS, Target, check_labels, drop_labels, null_label, unwrap
 from .data import random_affine
-from .flow import FlowConfig, FlowObjective
+from .flow import FlowConfig, FlowObjective, ReflowObjective
 from .losses import WEIGHTINGS, Weighting, kl_divergence, per_sample_loss
 from .schedules import SCHEDULES, NoiseSchedule, make_schedule
 
@@ -238,6 +238,7 @@ class AutoencoderObjective:
 OBJECTIVES: dict[str, tuple[Callable[..., Any], type]] = {
     "diffusion": (DiffusionObjective, DiffusionConfig),
     "flow": (FlowObjective, FlowConfig),
+    "reflow": (ReflowObjective, FlowConfig),
     "classification": (ClassificationObjective, ClassificationConfig),
     "autoencoder": (AutoencoderObjective, ReconstructionConfig),
 }

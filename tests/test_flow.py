@@ -116,6 +116,87 @@ def test_ddim_is_euler_in_the_right_variables():
     torch.testing.assert_close(ddim, euler, atol=1e-5, rtol=1e-5)
 
 
+def test_a_v_prediction_is_a_flow_velocity_on_the_straight_path_at_the_same_snr():
+    """u = (σ − α)·x_t + (α + σ)·v = ε − x0, and x_t/(α + σ) is the straight path's point at t = σ/(α + σ)."""
+    s = md.NoiseSchedule.cosine(1000)
+    g = torch.Generator().manual_seed(1)
+    x0, eps = torch.randn(4, 1, 5, 5, generator=g), torch.randn(4, 1, 5, 5, generator=g)
+    t = torch.tensor([0, 250, 700, 999])
+    alpha, sigma = md.extract(s.sqrt_alphas_cumprod, t, x0), md.extract(s.sqrt_one_minus_alphas_cumprod, t, x0)
+    x_t, v = alpha * x0 + sigma * eps, alpha * eps - sigma * x0
+    torch.testing.assert_close(flow.velocity_from_v(v, x_t, alpha, sigma), eps - x0, atol=1e-5, rtol=1e-5)
+    tau = flow.flow_time(alpha, sigma)
+    torch.testing.assert_close(x_t / (alpha + sigma), flow.flow_interpolate(x0, eps, tau.flatten()), atol=1e-6, rtol=1e-5)
+
+
+def test_ddim_is_euler_on_the_straight_path_with_the_velocity_from_v():
+    """A deterministic DDIM step of a v-model equals an Euler step of u = (σ − α)x_t + (α + σ)v in the straight
+    path's variables x/(α + σ) and t = σ/(α + σ): the notebook's claim, on a random v-model."""
+    s = md.NoiseSchedule.cosine(1000)
+    weight = torch.randn(1, 1, 3, 3, generator=torch.Generator().manual_seed(2))
+
+    def v_model(x, t):
+        return torch.nn.functional.conv2d(x, weight, padding=1) * (1 + t.view(-1, 1, 1, 1) / 1000)
+    x = torch.randn(2, 1, 6, 6, generator=torch.Generator().manual_seed(3))
+    for t, t_prev in [(999, 800), (800, 300), (300, -1)]:
+        (a, sg), (a2, sg2) = s.alpha_sigma(t), s.alpha_sigma(t_prev)
+        v = v_model(x, torch.full((2,), t))
+        eps = sg * x + a * v
+        ddim = md.ddim_step(x, eps, t, t_prev, s, x0=a * x - sg * v)      # x̂0 from v: no 1/α near T
+        u = flow.velocity_from_v(v, x, torch.tensor(a), torch.tensor(sg))
+        tau, tau2 = sg / (a + sg), sg2 / (a2 + sg2)
+        euler = flow.euler_step(x / (a + sg), u, tau, tau2) * (a2 + sg2)
+        torch.testing.assert_close(ddim, euler, atol=1e-5, rtol=1e-5)
+        x = ddim
+
+
+def test_flow_loss_is_the_objectives_loss_and_reflow_the_same_loss_on_the_pairs():
+    model = TinyConditional()
+    g = torch.Generator().manual_seed(4)
+    x0, eps = torch.randn(6, 1, 3, 3, generator=g), torch.randn(6, 1, 3, 3, generator=g)
+    y, t = torch.tensor([0, 1, 2, 0, 1, 2]), torch.rand(6, generator=g)
+    want = ((model(flow.flow_interpolate(x0, eps, t), t, y) - (eps - x0)) ** 2).mean()
+    torch.testing.assert_close(flow.flow_loss(model, x0, eps, t, y), want)
+    config = md.FlowConfig(time="uniform", p_uncond=0.0)
+    torch.manual_seed(5)
+    loss, _ = flow.FlowObjective(config)(model, (x0, y))
+    torch.manual_seed(5)
+    noise, times = torch.randn_like(x0), torch.rand(6)
+    torch.testing.assert_close(loss, flow.flow_loss(model, x0, noise, times, y))
+    pairs = flow.pack_pairs(x0, eps)
+    assert pairs.shape == (6, 2, 3, 3)
+    torch.testing.assert_close(torch.cat(flow.unpack_pairs(pairs), 1), pairs)
+    torch.manual_seed(6)
+    loss, _ = flow.ReflowObjective(config)(model, (pairs, y))
+    torch.manual_seed(6)
+    torch.testing.assert_close(loss, flow.flow_loss(model, x0, eps, torch.rand(6), y))
+    with pytest.raises(ValueError, match="eps must have the shape of x0"):
+        flow.pack_pairs(x0, eps[:, :, :2])
+
+
+def test_a_reflowed_model_trains_on_its_pairs_and_loads_as_a_flow_model(tmp_path):
+    model = tiny_flow_unet()
+    x1 = torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(7))
+    x0 = flow.flow_integrate(model, x1, steps=2)
+    trainer = md.Trainer(model, flow.pack_pairs(x0, x1), train=md.TrainConfig(steps=4, batch_size=8, warmup_steps=1),
+                         objective=flow.ReflowObjective(md.FlowConfig(time="uniform", p_uncond=0.0)),
+                         run=md.RunConfig(device="cpu", log_every=2, progress=False, checkpoint_every=4,
+                                          out_dir=str(tmp_path)))
+    trainer.train()
+    assert trainer.objective.describe()["kind"] == "reflow"
+    loaded, path, config = md.load_trained(tmp_path / "checkpoint.pt")
+    assert isinstance(path, md.FlowPath) and loaded.target == "u" and config.time == "uniform"
+
+
+def test_straightness_is_zero_for_straight_paths_and_positive_for_curved_ones():
+    x1 = torch.randn(64, 2, generator=torch.Generator().manual_seed(8))
+    constant = lambda x, t: torch.ones_like(x)                            # every path a line at one speed
+    assert flow.straightness(constant, x1, steps=8) == pytest.approx(0.0, abs=1e-12)
+    mixture = flow.GaussianMixtureFlow([0.5, 0.5], [[-2.0, 0.0], [2.0, 0.0]], [0.3, 0.3])
+    curved = flow.straightness(lambda x, t: mixture.velocity(x, t).float(), x1, steps=50)
+    assert curved > 0.05, curved
+
+
 # -- guidance and bad input ----------------------------------------------------------------------------
 class TinyConditional(torch.nn.Module):
     null_label = 3

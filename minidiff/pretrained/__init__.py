@@ -225,7 +225,7 @@ def _is_diffusion(config: dict) -> bool:
     return (config.get("objective") or {}).get("kind") in GENERATIVE and "snapshots" not in config
 
 
-GENERATIVE = ("diffusion", "flow")          # the objectives whose models load_diffusion loads
+GENERATIVE = ("diffusion", "flow", "reflow")          # the objectives whose models load_diffusion loads
 
 
 def snapshot_names() -> list[str]:
@@ -290,7 +290,7 @@ def load_trained(path: PathLike, device: Union[str, torch.device] = "cpu",
 
 def _diffusion(description: dict, weights: dict, objective: dict, device: Union[str, torch.device]
                ) -> tuple[nn.Module, Union[NoiseSchedule, FlowPath], Union[DiffusionConfig, FlowConfig]]:
-    if objective["kind"] == "flow":
+    if objective["kind"] in ("flow", "reflow"):     # a reflowed model is a flow model trained on pairs
         flow = FlowConfig(**objective["config"])
         return from_weights({**description, "target": "u"}, weights, device), FlowPath(), flow
     diffusion = DiffusionConfig(**objective["config"])
@@ -334,7 +334,7 @@ def text_to_image(prompts: Sequence[str], steps: int = 20, guidance_scale: Optio
 
 
 # -- any shipped model, with its own sampler --------------------------------------------------------
-DEFAULT_STEPS = {"diffusion": 20, "flow": 16}      # DPM-Solver++(2M) 20 calls; flow Euler 16 (RESULTS.md: 1.02×)
+DEFAULT_STEPS = {"diffusion": 20, "flow": 16, "reflow": 2}   # DPM-Solver++(2M) 20 calls; flow Euler 16 (RESULTS.md)
 
 
 def generate(name: str, labels: Union[Tensor, Sequence[str], None] = None, n: Optional[int] = None,
@@ -369,7 +369,7 @@ def generate(name: str, labels: Union[Tensor, Sequence[str], None] = None, n: Op
         raise ValueError(f"n must match the number of labels ({count}) when both are given; got n={n}")
     shape = (count, model.config.in_channels, model.config.image_size, model.config.image_size)
     kind = entry["config"]["objective"]["kind"]
-    if kind == "flow":
+    if kind in ("flow", "reflow"):
         return flow_sample(model, shape, steps or DEFAULT_STEPS[kind], y=labels, guidance_scale=guidance_scale,
                            generator=generator).clamp(-1, 1)
     return dpm_solver_sample(model, path, shape, steps or DEFAULT_STEPS[kind], y=labels, guidance_scale=guidance_scale,
