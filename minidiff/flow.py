@@ -69,8 +69,9 @@ def flow_target(x0: Tensor, eps: Tensor) -> Tensor:
 
 def velocity_from_v(v: Tensor, x_t: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
     r"""A v-prediction (notebook 05) as a flow velocity. On a VP path $x_t = \alpha x_0 + \sigma\varepsilon$ with
-    $\alpha^2 + \sigma^2 = 1$ and $v = \alpha\varepsilon - \sigma x_0$, the pair is $\varepsilon = \sigma x_t + \alpha v$,
-    $x_0 = \alpha x_t - \sigma v$, so $u = \varepsilon - x_0 = (\sigma - \alpha)\,x_t + (\alpha + \sigma)\,v$.
+    $\alpha^2 + \sigma^2 = 1$ and $v = \alpha\varepsilon - \sigma x_0$, the pair is
+    $\varepsilon = \sigma x_t + \alpha v$, $x_0 = \alpha x_t - \sigma v$, so
+    $u = \varepsilon - x_0 = (\sigma - \alpha)\,x_t + (\alpha + \sigma)\,v$.
     The straight path's point at the same signal-to-noise ratio is $x_t / (\alpha + \sigma)$, at time
     ``flow_time(alpha, sigma)``. ``alpha``, ``sigma`` broadcast against ``x_t`` (e.g. shape (B, 1, 1, 1))."""
     return (sigma - alpha) * x_t + (alpha + sigma) * v
