@@ -190,7 +190,7 @@ def test_replacing_every_check_in_a_loop_scores_zero(monkeypatch):
         _graded("forward_chain", forward_chain)
 
 
-@pytest.mark.parametrize("tamper", ["private_helper", "code", "tolerance", "registry", "cases"])
+@pytest.mark.parametrize("tamper", ["private_helper", "code", "tolerance", "registry", "cases", "hidden_seed"])
 def test_changing_what_the_checks_rely_on_scores_zero(monkeypatch, tamper):
     if tamper == "private_helper":
         monkeypatch.setattr(core, "forbidden", lambda name: {})
@@ -200,8 +200,10 @@ def test_changing_what_the_checks_rely_on_scores_zero(monkeypatch, tamper):
         monkeypatch.setitem(core.IMAGE_TOLERANCE, "atol", 1e9)
     elif tamper == "registry":
         monkeypatch.setitem(ex.EXERCISES, "q_step", ex.EXERCISES["forward_chain"])
-    else:
-        monkeypatch.setattr(core, "_HIDDEN_IMAGE_CASES", core._HIDDEN_IMAGE_CASES[:1])
+    elif tamper == "cases":
+        monkeypatch.setattr(core, "_IMAGE_CASES", core._IMAGE_CASES[:1])
+    else:                                       # the hidden cases drawn from a seed the learner chose
+        monkeypatch.setattr(core, "hidden_seed", lambda: "known")
     with pytest.raises(AssertionError, match="the checks were changed in this notebook"):
         _graded("q_step", q_step_ok)
 

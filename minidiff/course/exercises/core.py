@@ -12,6 +12,8 @@ import copy
 import importlib
 import inspect
 import os
+import random
+import secrets
 import signal
 import sys
 import threading
@@ -19,6 +21,7 @@ import types
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
@@ -735,6 +738,38 @@ def _flat(table: Tensor, t: Any, x: Tensor) -> Tensor:
     return table[t].to(x.dtype)
 
 
+# -- the hidden cases: drawn from the grader's seed, never stored in the package ----------------------------
+# The visible cases are fixed: the notebook prints them. The hidden ones are drawn: each notebook's module says
+# what they must cover (an edge t, B = W, the shortest schedule…) as a function of a ``random.Random``, and
+# ``hidden_rng`` seeds it from a secret in the nbgrader course directory, which `make assignments` writes and no
+# release holds. A learner has the recipe, not the cases: a check run with ``hidden=True`` outside the course draws
+# new ones each time.
+SEED_FILE = "hidden_cases.seed"             # in the course directory, beside nbgrader_config.py
+SEED_VARIABLE = "MINIDIFF_HIDDEN_SEED"      # outside a course: a fixed draw (the tests use it)
+
+
+def hidden_seed() -> str:
+    """The secret the hidden cases are drawn from: the course's ``SEED_FILE`` in the working directory or above it
+    (nbgrader runs a submission in course/submitted/STUDENT/ASSIGNMENT/; the outermost file counts, so one handed
+    in beside a submission does not), else ``$MINIDIFF_HIDDEN_SEED``, else a fresh random one on each call."""
+    here = Path.cwd()
+    found = [folder / SEED_FILE for folder in (here, *here.parents) if (folder / SEED_FILE).is_file()]
+    if found:
+        return found[-1].read_text(encoding="utf-8").strip()
+    return os.environ.get(SEED_VARIABLE) or secrets.token_hex(16)
+
+
+def hidden_rng(key: str) -> random.Random:
+    """The generator the hidden cases of ``key`` (one key per case builder) are drawn from: the same draw for the
+    same seed, on any machine (a ``str`` seed goes through SHA-512, not Python's salted hash)."""
+    return random.Random(f"{hidden_seed()}/{key}")
+
+
+def torch_seed(rng: random.Random) -> int:
+    """A seed for torch's generators, drawn from ``rng`` (the first of a builder's consecutive seeds)."""
+    return rng.randrange(2 ** 40)
+
+
 # -- inputs shared by the image exercises --------------------------------------------------------
 # (image shape, t, schedule): an int t and batches of t, the edges t = 0 and t = T−1, unsorted t.
 _IMAGE_CASES = [
@@ -745,24 +780,30 @@ _IMAGE_CASES = [
     ((5, 2, 4, 4), [49, 0, 25, 1, 48], ("sigmoid", 50)),
 ]
 
-# The hidden ones: other seeds and shapes, B = W (a coefficient of shape (B,) then broadcasts silently
-# over the columns instead of failing), a single image, the shortest schedules.
-_HIDDEN_IMAGE_CASES = [
-    ((4, 1, 4, 4), [999, 0, 500, 1], ("linear", 1000)),
-    ((1, 3, 5, 7), [998], ("cosine", 1000)),
-    ((6, 1, 2, 2), [5, 4, 3, 2, 1, 0], ("sigmoid", 6)),
-    ((3, 2, 3, 3), 1, ("linear", 2)),
-]
-
-
 # Float32 images: a learner may cast the float64 tables to float32 before the arithmetic, and 1 − ᾱ_t
 # then loses up to ~1e-3 of its relative precision near t = 0 (ᾱ_0 ≈ 1), so allow for that.
 IMAGE_TOLERANCE = {"atol": 2e-4, "rtol": 2e-3}
 
 
+def _hidden_image_settings(rng: random.Random) -> list[tuple]:
+    """Four drawn (image shape, t, schedule): a batch with B = W (a coefficient of shape (B,) then broadcasts
+    silently over the columns instead of failing) holding both ends of T = 1000, a single image near the end,
+    every position of a short schedule in reverse, and the shortest schedule (T = 2) with an int t."""
+    kind = lambda: rng.choice(("linear", "cosine", "sigmoid"))
+    b, short = rng.randint(3, 6), rng.randint(4, 8)
+    ends = [0, 999, *rng.sample(range(1, 999), b - 2)]
+    rng.shuffle(ends)
+    return [((b, 1, rng.randint(2, 6), b), ends, (kind(), 1000)),
+            ((1, 3, rng.randint(3, 6), rng.randint(3, 8)), [rng.randint(990, 999)], (kind(), 1000)),
+            ((short, 1, 2, 2), list(range(short - 1, -1, -1)), (kind(), short)),
+            ((rng.randint(2, 4), 2, 3, 3), rng.randint(0, 1), (kind(), 2))]
+
+
 def image_cases(arg_names: Sequence[str], hidden: bool = False) -> list[Case]:
-    """Cases with positional args named ``arg_names``: "t", "schedule", or else an image (seeded N(0, I))."""
-    settings, first_seed = (_HIDDEN_IMAGE_CASES, 100) if hidden else (_IMAGE_CASES, 0)
+    """Cases with positional args named ``arg_names``: "t", "schedule", or else an image (seeded N(0, I)).
+    ``hidden``: four cases drawn from the grader's seed (``hidden_rng``) instead of the fixed visible ones."""
+    rng = hidden_rng("image_cases") if hidden else None
+    settings, first_seed = (_hidden_image_settings(rng), torch_seed(rng)) if rng else (_IMAGE_CASES, 0)
     cases = []
     for seed, (shape, t, (kind, num_steps)) in enumerate(settings, start=first_seed):
         generator = torch.Generator().manual_seed(seed)

@@ -2,6 +2,7 @@
 run step by step, recording x_t after chosen numbers of steps."""
 from __future__ import annotations
 
+import random
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -21,8 +22,10 @@ from .core import (
     _flat,
     check,
     describe,
+    hidden_rng,
     image_cases,
     register,
+    torch_seed,
 )
 
 __all__ = ["HINT_FORWARD_CHAIN", "HINT_Q_STEP", "check_forward_chain", "check_q_step"]   # what mc.exercises exports
@@ -118,16 +121,23 @@ _CHAIN_CASES = [
     ((2, 2, 3, 3), ("sigmoid", 50), [50]),
     ((4, 1, 2, 2), ("linear", 10), [1, 10]),
 ]
-_HIDDEN_CHAIN_CASES = [
-    ((2, 1, 3, 3), ("linear", 1000), [999, 1000, 0]),
-    ((1, 1, 2, 2), ("cosine", 7), [7, 6, 5, 4, 3, 2, 1, 0]),
-    ((3, 1, 2, 2), ("linear", 2), [1, 2, 1]),
-    ((4, 2, 2, 2), ("sigmoid", 30), [15]),
-]
+
+
+def _hidden_chain_settings(rng: random.Random) -> list[tuple]:
+    """Four drawn chains: the last steps of T = 1000 with x_0 among them, every step count of a short schedule
+    in reverse, the shortest schedule (T = 2) with a step repeated, and one step count midway."""
+    kind = lambda: rng.choice(("linear", "cosine", "sigmoid"))
+    short, last = rng.randint(5, 9), [rng.randint(990, 999), 1000, 0]
+    rng.shuffle(last)
+    return [((2, 1, 3, 3), (kind(), 1000), last),
+            ((1, 1, 2, 2), (kind(), short), list(range(short, -1, -1))),
+            ((3, 1, 2, 2), (kind(), 2), [1, 2, 1]),
+            ((4, 2, 2, 2), (kind(), 30), [rng.randint(2, 28)])]
 
 
 def _chain_cases(hidden: bool = False) -> list[Case]:
-    settings, first_seed = (_HIDDEN_CHAIN_CASES, 200) if hidden else (_CHAIN_CASES, 20)
+    rng = hidden_rng("chain_cases") if hidden else None
+    settings, first_seed = (_hidden_chain_settings(rng), torch_seed(rng)) if rng else (_CHAIN_CASES, 20)
     cases = []
     for seed, (shape, (kind, num_steps), steps) in enumerate(settings, start=first_seed):
         generator = torch.Generator().manual_seed(seed)

@@ -2,6 +2,7 @@
 conversions between a prediction of ε, x_0 or v."""
 from __future__ import annotations
 
+import random
 from typing import Any, Callable
 
 import torch
@@ -21,6 +22,7 @@ from .core import (
     _flat,
     check,
     describe,
+    hidden_rng,
     image_cases,
     register,
 )
@@ -31,11 +33,9 @@ __all__ = ["HINT_ALPHAS_CUMPROD", "HINT_CONVERT_PREDICTION", "HINT_POSTERIOR_MEA
 
 
 def _schedule_betas_cases(hidden: bool = False) -> list[Case]:
-    """β tables of several schedules and lengths, plus a tiny hand-made one."""
+    """β tables of several schedules and lengths, plus a tiny hand-made one (hidden: drawn, ``_hidden_tables``)."""
     if hidden:
-        tables = [schedules.NoiseSchedule.linear(1), schedules.NoiseSchedule.cosine(2),
-                  schedules.NoiseSchedule.cosine(1000), schedules.NoiseSchedule.sigmoid(7)]
-        hand_made = torch.tensor([0.9, 0.01, 0.3, 0.999], dtype=torch.float64)
+        tables, hand_made = _hidden_tables(hidden_rng("schedule_betas_cases"))
     else:
         tables = [schedules.NoiseSchedule.linear(10), schedules.NoiseSchedule.cosine(10),
                   schedules.NoiseSchedule.linear(1000), schedules.NoiseSchedule.sigmoid(20)]
@@ -43,6 +43,15 @@ def _schedule_betas_cases(hidden: bool = False) -> list[Case]:
     cases = [Case(f"betas of the {s.name} schedule, T={s.num_steps} (float64)", (s.betas,))
              for s in tables]
     return cases + [Case(f"betas={hand_made!r}", (hand_made,))]
+
+
+def _hidden_tables(rng: random.Random) -> tuple[list[schedules.NoiseSchedule], Tensor]:
+    """Drawn: schedules of length 1 and 2 (the shortest), 1000, and a short one; a hand-made β with one near 1."""
+    kind = lambda: rng.choice(("linear", "cosine", "sigmoid"))
+    tables = [schedules.make_schedule(kind(), n) for n in (1, 2, 1000, rng.randint(3, 9))]
+    betas = [0.999, *(round(rng.uniform(0.001, 0.95), 3) for _ in range(rng.randint(2, 5)))]
+    rng.shuffle(betas)
+    return tables, torch.tensor(betas, dtype=torch.float64)
 
 
 HINT_ALPHAS_CUMPROD = ("ᾱ_t = ∏_{s=1}^{t} (1 − β_s): a running *product* (torch.cumprod(..., dim=0)) of"
@@ -203,13 +212,20 @@ def _reference_convert_prediction(output: Tensor, x_t: Tensor, t: schedules.Time
     return eps, x0, diffusion.predict_v(x0, eps, t, s)
 
 
-_TARGET_ORDER = {False: ("eps", "x0", "v", "v", "x0"), True: ("v", "eps", "x0", "v")}
+_TARGET_ORDER = ("eps", "x0", "v", "v", "x0")             # the visible cases'; hidden: each target, one twice
+
+
+def _hidden_targets(rng: random.Random) -> list[str]:
+    targets = ["eps", "x0", "v", rng.choice(("eps", "x0", "v"))]
+    rng.shuffle(targets)
+    return targets
 
 
 def _conversion_cases(hidden: bool = False) -> list[Case]:
     """The image cases, each with a target; the output is a consistent one (made from x_0 and ε of x_t)."""
     cases = []
-    for case, target in zip(image_cases(("x0", "t", "schedule", "noise"), hidden), _TARGET_ORDER[hidden]):
+    for case, target in zip(image_cases(("x0", "t", "schedule", "noise"), hidden),
+                              _hidden_targets(hidden_rng("conversion_targets")) if hidden else _TARGET_ORDER):
         x0, t, s, eps = case.args
         x_t = diffusion.q_sample(x0, t, s, eps)
         output = {"eps": eps, "x0": x0, "v": diffusion.predict_v(x0, eps, t, s)}[target]

@@ -3,13 +3,14 @@ terminal SNR of Lin et al. (2024), Algorithm 1."""
 from __future__ import annotations
 
 import math
+import random
 from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
 from ... import schedules
-from .core import Case, Exercise, Mistake, _first_hint, check, describe, register
+from .core import Case, Exercise, Mistake, _first_hint, check, describe, hidden_rng, register
 
 __all__ = ["HINT_COSINE", "HINT_ZERO_TERMINAL_SNR", "check_cosine_schedule",
            "check_zero_terminal_snr"]   # what mc.exercises exports from here
@@ -25,9 +26,16 @@ HINT_ZERO_TERMINAL_SNR = ("With a_t = √ᾱ_t = √(∏_{s≤t}(1 − β_s)) (t
                           "a[0] is a_1 and a[-1] is a_T; keep copies of both before changing a.")
 
 
+def _hidden_cosine_settings(rng: random.Random) -> list[tuple[int, dict]]:
+    """Drawn (num_steps, keywords): the shortest schedules (T = 1, 2), a low max_beta that clips many steps, and
+    another offset s on a short schedule."""
+    return [(1, {}), (2, {}), (rng.randint(20, 80), {"max_beta": round(rng.uniform(0.1, 0.3), 2)}),
+            (rng.randint(4, 12), {"s": round(rng.uniform(0.05, 0.2), 3)})]
+
+
 def check_cosine_schedule(fn: Callable, hidden: bool = False) -> Callable:
     """Check ``fn(num_steps, s=0.008, max_beta=0.999) -> betas`` against ``NoiseSchedule.cosine().betas``."""
-    settings = ([(1, {}), (2, {}), (50, {"max_beta": 0.2}), (7, {"s": 0.1})] if hidden else
+    settings = (_hidden_cosine_settings(hidden_rng("cosine_schedule")) if hidden else
                 [(10, {}), (100, {}), (1000, {}), (100, {"s": 0.02}), (20, {"s": 0.0, "max_beta": 0.5})])
     cases = [Case(describe(num_steps=n, **kwargs), (n,), kwargs) for n, kwargs in settings]
     return check("cosine_schedule", fn, _reference_cosine_betas, cases, _first_hint("cosine_schedule"), hidden=hidden)
@@ -92,8 +100,16 @@ def _sd_betas(num_steps: int) -> Tensor:
     return torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, num_steps, dtype=torch.float64) ** 2
 
 
+def _hidden_zero_snr_settings(rng: random.Random) -> list[tuple[str, int]]:
+    """Drawn (kind, T): the shortest schedule (T = 2), a short one, and Stable Diffusion's of another length."""
+    settings = [(rng.choice(("linear", "sigmoid")), 2), (rng.choice(("linear", "cosine", "sigmoid")), rng.randint(5, 12)),
+                ("scaled linear", rng.randint(100, 500))]
+    rng.shuffle(settings)
+    return settings
+
+
 def _zero_snr_cases(hidden: bool) -> list[Case]:
-    settings = ([("linear", 2), ("cosine", 7), ("scaled linear", 300)] if hidden else
+    settings = (_hidden_zero_snr_settings(hidden_rng("zero_snr_cases")) if hidden else
                 [("linear", 10), ("linear", 1000), ("cosine", 100), ("sigmoid", 50), ("scaled linear", 1000)])
     cases = []
     for kind, num_steps in settings:

@@ -3,6 +3,7 @@ of a chain of convolutions."""
 from __future__ import annotations
 
 import math
+import random
 from typing import Callable
 
 import torch
@@ -12,7 +13,7 @@ from torch import Tensor
 from ...nn.blocks import film
 from ...nn.embedding import timestep_embedding
 from ...nn.unet import receptive_field
-from .core import Case, Exercise, Mistake, _first_hint, check, describe, register
+from .core import Case, Exercise, Mistake, _first_hint, check, describe, hidden_rng, register, torch_seed
 
 __all__ = ["HINT_EMBEDDING", "HINT_INJECT_TIME", "HINT_RECEPTIVE_FIELD", "check_inject_time", "check_receptive_field",
            "check_timestep_embedding"]   # what mc.exercises exports from here
@@ -31,9 +32,18 @@ HINT_INJECT_TIME = ("Apply SiLU to emb, then emb_layer: (B, 2C). The first C col
                     "note the 1 +, and that the SiLU comes before the linear layer.")
 
 
+def _hidden_embedding_settings(rng: random.Random) -> list[tuple]:
+    """Drawn (t, dim, keywords): one t and the smallest dims, both ends of T with another max_period, a wide one."""
+    ends = [0, 999, rng.randint(1, 998)]
+    rng.shuffle(ends)
+    return [([rng.randint(0, 999)], 2 * rng.randint(1, 3), {}),
+            (ends, 2 * rng.randint(8, 24), {"max_period": rng.choice((500, 1000, 2000))}),
+            (sorted(rng.sample(range(1, 50), rng.randint(3, 6))), rng.choice((128, 256)), {})]
+
+
 def check_timestep_embedding(fn: Callable, hidden: bool = False) -> Callable:
     """Check ``fn(t, dim, max_period=10000) -> (B, dim)`` against ``minidiff.timestep_embedding`` (even dims)."""
-    settings = ([([7], 4, {}), ([0, 999, 123], 32, {"max_period": 1000}), ([1, 2, 3, 4, 5], 256, {})] if hidden else
+    settings = (_hidden_embedding_settings(hidden_rng("timestep_embedding")) if hidden else
                 [([0, 1, 2], 2, {}), ([0, 10, 500, 999], 8, {}), ([3, 999], 64, {}),
                  ([0, 250, 999], 128, {}), ([5, 50], 16, {"max_period": 100})])
     cases = [Case(describe(t=torch.tensor(t), dim=d, **kw), (torch.tensor(t), d), kw) for t, d, kw in settings]
@@ -43,10 +53,12 @@ def check_timestep_embedding(fn: Callable, hidden: bool = False) -> Callable:
 
 def check_inject_time(fn: Callable, hidden: bool = False) -> Callable:
     """Check ``fn(h, emb, emb_layer) -> h·(1 + γ) + β`` (FiLM) against the U-Net's ``film``."""
-    settings = [(4, 8, 5, 12), (2, 2, 1, 4)] if hidden else [(2, 4, 3, 8), (3, 16, 7, 32), (1, 8, 14, 16)]
+    rng = hidden_rng("inject_time") if hidden else None
+    settings = ([(rng.randint(2, 5), rng.randint(2, 8), rng.randint(1, 6), rng.randint(3, 12)) for _ in range(2)]
+                if rng else [(2, 4, 3, 8), (3, 16, 7, 32), (1, 8, 14, 16)])      # (B, C, H = W, embedding width)
     cases = []
     with torch.random.fork_rng(devices=[]):            # seeded layers without touching the notebook's RNG
-        for seed, (b, c, hw, e) in enumerate(settings, start=100 if hidden else 0):
+        for seed, (b, c, hw, e) in enumerate(settings, start=torch_seed(rng) if rng else 0):
             torch.manual_seed(seed)
             h, emb, layer = torch.randn(b, c, hw, hw), torch.randn(b, e), torch.nn.Linear(e, 2 * c)
             cases.append(Case(describe(h=h, emb=emb) + f", emb_layer=Linear({e}, {2 * c})", (h, emb, layer)))
@@ -122,13 +134,19 @@ _RECEPTIVE_FIELD_LAYERS = [
     [(7, 2), (3, 2), (3, 1), (1, 1)],
     [(3, 2)] * 5,
 ]
-_HIDDEN_RECEPTIVE_FIELD_LAYERS = [[(1, 1)], [(4, 4), (3, 1)], [(3, 1), (3, 1), (2, 2), (3, 1), (2, 2), (3, 1)]]
+
+
+def _hidden_receptive_field_layers(rng: random.Random) -> list[list[tuple[int, int]]]:
+    """Drawn chains: a 1×1 convolution alone, a patchify layer (kernel = stride) then a 3×3, a longer mixed chain."""
+    k = rng.randint(2, 5)
+    mixed = [(rng.choice((1, 2, 3, 5)), rng.choice((1, 1, 2))) for _ in range(rng.randint(5, 7))]
+    return [[(1, 1)], [(k, k), (3, 1)], mixed]
 
 
 def check_receptive_field(fn: Callable, hidden: bool = False) -> Callable:
     """Check ``fn(layers) -> LongTensor of the receptive field after each layer`` against
     ``minidiff.nn.receptive_field``; ``layers`` is a list of (kernel_size, stride)."""
-    settings = _HIDDEN_RECEPTIVE_FIELD_LAYERS if hidden else _RECEPTIVE_FIELD_LAYERS
+    settings = _hidden_receptive_field_layers(hidden_rng("receptive_field")) if hidden else _RECEPTIVE_FIELD_LAYERS
     cases = [Case(f"layers={layers}", (list(layers),)) for layers in settings]
     return check("receptive_field", fn, receptive_field, cases, _first_hint("receptive_field"), atol=0, rtol=0,
                  hidden=hidden)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import random
 from typing import Callable
 
 import torch
@@ -20,8 +21,10 @@ from .core import (
     _first_hint,
     check,
     describe,
+    hidden_rng,
     register,
     t_labels,
+    torch_seed,
 )
 
 __all__ = ["HINT_EMA_UPDATE", "HINT_MIN_SNR_LOSS", "HINT_TRAINING_LOSS", "check_ema_update", "check_min_snr_loss",
@@ -45,13 +48,22 @@ class _TinyDenoiser(torch.nn.Module):
         return self.conv(x) * (1 + t.float().view(-1, 1, 1, 1) / 1000)
 
 
+def _hidden_loss_settings(rng: random.Random) -> list[tuple]:
+    """Drawn (image shape, t, schedule): a batch with both ends of T, each twice, and a single image."""
+    kind = lambda: rng.choice(("linear", "cosine", "sigmoid"))
+    t = [0, 0, 999, 999, rng.randint(1, 998)]
+    rng.shuffle(t)
+    return [((5, 1, 4, 4), t, kind()), ((1, rng.randint(1, 3), 8, 8), [rng.randint(0, 999)], kind())]
+
+
 def check_training_loss(fn: Callable, hidden: bool = False) -> Callable:
     """Check ``fn(model, x0, t, noise, s) -> scalar`` against ``minidiff.diffusion_loss`` with the same t and ε."""
-    settings = ([((5, 1, 4, 4), [0, 0, 999, 999, 500], "sigmoid"), ((1, 2, 8, 8), [123], "linear")] if hidden else
+    rng = hidden_rng("training_loss") if hidden else None
+    settings = (_hidden_loss_settings(rng) if rng else
                 [((4, 1, 8, 8), [0, 10, 500, 999], "linear"), ((3, 3, 6, 6), [999, 1, 250], "cosine")])
     cases = []
     with torch.random.fork_rng(devices=[]):            # seeded models without touching the notebook's RNG
-        for seed, (shape, t, kind) in enumerate(settings, start=100 if hidden else 0):
+        for seed, (shape, t, kind) in enumerate(settings, start=torch_seed(rng) if rng else 0):
             torch.manual_seed(seed)
             model, x0, noise = _TinyDenoiser(shape[1]), torch.randn(shape), torch.randn(shape)
             s = schedules.make_schedule(kind, 1000)
@@ -154,10 +166,12 @@ def check_ema_update(fn: Callable, hidden: bool = False) -> Callable:
     r"""Check ``fn(ema_model, model, decay)``, which updates ema_model in place ($\theta_{ema} \leftarrow
     d\,\theta_{ema} + (1 - d)\,\theta$, buffers copied), against the Trainer's ``ema_update``; and that the
     EMA's parameters carry no autograd graph afterwards (the update ran under ``torch.no_grad()``)."""
-    settings = [(2, 0.9), (3, 0.5)] if hidden else [(1, 0.99), (2, 0.9), (3, 0.0), (2, 1.0)]
+    rng = hidden_rng("ema_update") if hidden else None          # hidden: two drawn (channels, decay)
+    settings = ([(rng.randint(1, 3), round(rng.uniform(0.5, 0.95), 3)) for _ in range(2)] if rng else
+                [(1, 0.99), (2, 0.9), (3, 0.0), (2, 1.0)])
     notes = {0.0: " (decay 0: the average becomes θ)", 1.0: " (decay 1: the average stays as it was)"}
     cases = []
-    for seed, (channels, decay) in enumerate(settings, start=100 if hidden else 0):
+    for seed, (channels, decay) in enumerate(settings, start=torch_seed(rng) if rng else 0):
         ema_model, model = _pair(channels, seed)
         cases.append(Case(describe(ema_model=ema_model, model=model, decay=decay) + notes.get(decay, ""),
                           (ema_model, model, decay)))
@@ -244,13 +258,30 @@ def _reference_min_snr_loss(model: Callable, x0: Tensor, t: Tensor, noise: Tenso
     return (losses.loss_weight("min_snr", "eps", s.snr(t).to(error.dtype), gamma) * error).mean()
 
 
+def _ends_and(rng: random.Random, num_steps: int, count: int) -> list[int]:
+    """``count`` distinct positions of a schedule of ``num_steps``, both ends among them, in a drawn order."""
+    t = [0, num_steps - 1, *rng.sample(range(1, num_steps - 1), count - 2)]
+    rng.shuffle(t)
+    return t
+
+
+def _hidden_min_snr_settings(rng: random.Random, linear: schedules.NoiseSchedule,
+                             cosine: schedules.NoiseSchedule) -> list[tuple]:
+    """Drawn: a short sigmoid schedule with γ = 1, a zero-terminal-SNR one at its last step, one image, and a
+    batch over T = 1000 with a large γ."""
+    short = rng.randint(30, 60)
+    return [((5, 1, 4, 4), _ends_and(rng, short, 5), schedules.make_schedule("sigmoid", short), 1.0, ""),
+            ((2, 3, 4, 4), [999, rng.randint(0, 10)], cosine.rescaled_zero_terminal_snr(), 5.0,
+             " (SNR = 0 at t = 999)"),
+            ((1, 1, 7, 7), [rng.randint(0, 5)], linear, 5.0, " (one image)"),
+            ((6, 1, 3, 3), _ends_and(rng, 1000, 6), linear, rng.choice((10.0, 20.0)), "")]
+
+
 def _min_snr_cases(hidden: bool) -> list[Case]:
     linear, cosine = schedules.NoiseSchedule.linear(1000), schedules.NoiseSchedule.cosine(1000)
     # (image shape, positions t, schedule, γ, what the case is for)
-    settings = ([((5, 1, 4, 4), [49, 0, 25, 1, 48], schedules.make_schedule("sigmoid", 50), 1.0, ""),
-                 ((2, 3, 4, 4), [999, 3], cosine.rescaled_zero_terminal_snr(), 5.0, " (SNR = 0 at t = 999)"),
-                 ((1, 1, 7, 7), [2], linear, 5.0, " (one image)"),
-                 ((6, 1, 3, 3), [0, 500, 20, 999, 60, 5], linear, 20.0, "")] if hidden else
+    rng = hidden_rng("min_snr_cases") if hidden else None
+    settings = (_hidden_min_snr_settings(rng, linear, cosine) if rng else
                 [((4, 1, 8, 8), [0, 1, 10, 60], linear, 5.0, " (nearly clean steps: SNR > γ, weights below 1)"),
                  ((4, 1, 6, 6), [999, 600, 300, 0], linear, 5.0, " (SNR < γ, weight 1, except at t = 0)"),
                  ((3, 2, 5, 5), [5, 400, 999], cosine, 5.0, ""),
@@ -259,7 +290,7 @@ def _min_snr_cases(hidden: bool) -> list[Case]:
                  ((2, 1, 5, 5), [30, 90], linear, 2.0, " (another γ)")])
     cases = []
     with torch.random.fork_rng(devices=[]):            # seeded models without touching the notebook's RNG
-        for seed, (shape, t, s, gamma, note) in enumerate(settings, start=100 if hidden else 0):
+        for seed, (shape, t, s, gamma, note) in enumerate(settings, start=torch_seed(rng) if rng else 0):
             torch.manual_seed(seed)
             inputs = dict(model=_TinyDenoiser(shape[1]), x0=torch.randn(shape), t=torch.tensor(t),
                           noise=torch.randn(shape), s=s, gamma=gamma)

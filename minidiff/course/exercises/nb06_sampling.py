@@ -4,6 +4,7 @@ Every `t` here is a position (the course's notation, notebook 01): position t is
 s.betas[t] is β_{t+1} and s.alphas_cumprod[t] is ᾱ_{t+1}; position −1 is step 0, x_0 itself (ᾱ_0 = 1)."""
 from __future__ import annotations
 
+import random
 from typing import Callable, Optional
 
 import torch
@@ -22,8 +23,10 @@ from .core import (
     _first_hint,
     check,
     describe,
+    hidden_rng,
     register,
     t_labels,
+    torch_seed,
 )
 
 __all__ = ["HINT_DDIM_LOOP", "HINT_DDIM_STEP", "HINT_DDPM_STEP", "HINT_DPM_SOLVER_STEP", "check_ddim_loop",
@@ -40,10 +43,22 @@ HINT_DDIM_STEP = ("t and t_prev are positions: ᾱ = s.alphas_cumprod[t] (step t
                   "σ = eta·√((1 − ᾱ')/(1 − ᾱ))·√(1 − ᾱ/ᾱ'); return √ᾱ'·x̂_0 + √(1 − ᾱ' − σ²)·eps + σ·noise.")
 
 
+def _kind(rng: random.Random) -> str:
+    return rng.choice(("linear", "cosine", "sigmoid"))
+
+
+def _hidden_step_settings(rng: random.Random) -> list[tuple]:
+    """Drawn (t, t_prev, eta, schedule): from near the end straight to position 0 with some η, a step to x_0
+    (t_prev = −1) with η = 1 from early on, the whole way from T − 1 to x_0, and one position back early on."""
+    early = rng.randint(2, 10)
+    return [(rng.randint(990, 998), 0, round(rng.uniform(0.1, 0.9), 2), _kind(rng)),
+            (rng.randint(1, 5), -1, 1.0, _kind(rng)), (999, -1, 0.0, _kind(rng)), (early, early - 1, 0.0, _kind(rng))]
+
+
 def _sampler_cases(with_prev: bool, hidden: bool = False) -> list[Case]:
     if hidden:
-        settings = [(998, 0, 0.3, "sigmoid"), (2, -1, 1.0, "linear"), (999, -1, 0.0, "cosine"), (3, 2, 0.0, "sigmoid")]
-        shape, first_seed = (2, 3, 5, 5), 100
+        rng = hidden_rng("sampler_cases")
+        settings, shape, first_seed = _hidden_step_settings(rng), (2, 3, 5, 5), torch_seed(rng)
     else:
         settings = [(999, 899, 0.0, "linear"), (500, -1, 0.0, "cosine"), (10, 9, 1.0, "linear"),
                     (700, 300, 0.5, "cosine"), (1, 0, 0.0, "linear"), (0, -1, 0.0, "cosine")]
@@ -191,13 +206,25 @@ class _TinyNet(torch.nn.Module):
         return f"a fixed small network predicting {self.target}"
 
 
+def _hidden_loop_settings(rng: random.Random) -> list[tuple]:
+    """Drawn (model, schedule, T, steps, eta, labels?): a v-, an ε- and an x₀-network (on the linear schedule) and
+    the toy's exact ε (linear or sigmoid), in a drawn order, with η = 0, η = 1 and one in between among them."""
+    etas = [0.0, 1.0, round(rng.uniform(0.2, 0.8), 2), 0.0]
+    rng.shuffle(etas)
+    settings = [(model, rng.choice(("linear", "sigmoid")) if model == "toy" else "linear",    # not cosine: its
+                 rng.randint(100, 300) if model == "toy" else 1000, rng.randint(2, 9), eta,   # ᾱ ≈ 0 at the end
+                 model != "toy" and rng.random() < 0.5)         # makes float32 answers differ beyond the tolerance
+                for model, eta in zip(("v", "eps", "toy", "x0"), etas)]
+    rng.shuffle(settings)
+    return settings
+
+
 def _loop_cases(hidden: bool = False) -> list[Case]:
     """(model, schedule, steps, eta, labels?) settings; the toy mixture's ideal ε-model among them."""
     from ...scores import GaussianMixture
     if hidden:
-        settings = [("v", "cosine", 1000, 6, 0.0, True), ("eps", "linear", 1000, 9, 0.7, False),
-                    ("toy", "sigmoid", 200, 3, 0.0, False), ("x0", "linear", 1000, 2, 1.0, True)]
-        first_seed = 100
+        rng = hidden_rng("loop_cases")
+        settings, first_seed = _hidden_loop_settings(rng), torch_seed(rng)
     else:
         settings = [("toy", "linear", 1000, 10, 0.0, False), ("v", "linear", 1000, 4, 0.0, True),
                     ("eps", "cosine", 1000, 7, 0.5, True), ("v", "linear", 100, 3, 1.0, False),
@@ -293,13 +320,23 @@ HINT_DPM_SOLVER_STEP = ("t, t_next and t_last are positions (step k = t + 1, ste
                         "torch.expm1(−h) is e^{−h} − 1; cast coefficients to x_t's dtype.")
 
 
+def _hidden_dpm_settings(rng: random.Random) -> list[tuple]:
+    """Drawn (t, t_next, t_last, schedule): second-order steps late, midway and early (the gaps drawn apart, so
+    r ≠ 1), a first-order step from T − 1, and a second-order step to x_0 (t_next = −1)."""
+    def second(low: int, high: int, t_next: Optional[int] = None) -> tuple:
+        t = rng.randint(low, high)
+        back = t_next if t_next is not None else t - rng.randint(10, min(t, 300))
+        return (t, back, min(999, t + rng.randint(10, 250)), _kind(rng))
+    return [second(700, 960), second(300, 699), (999, 999 - rng.randint(50, 300), None, _kind(rng)),
+            second(50, 150, t_next=-1), second(15, 40)]
+
+
 def _dpm_cases(hidden: bool = False) -> list[Case]:
     """(t, t_next, t_last or None, schedule): first order, second order, the last step to x_0, and λ spaced
     unevenly (r ≠ 1, so an inverted r shows), on three schedules whose SNR never reaches zero."""
     if hidden:
-        settings = [(949, 899, 999, "sigmoid"), (499, 249, 749, "cosine"), (999, 799, None, "sigmoid"),
-                    (99, -1, 199, "cosine"), (24, 9, 49, "linear")]
-        shape, first_seed = (2, 3, 5, 5), 100
+        rng = hidden_rng("dpm_cases")
+        settings, shape, first_seed = _hidden_dpm_settings(rng), (2, 3, 5, 5), torch_seed(rng)
     else:
         settings = [(999, 949, None, "linear"), (899, 799, 999, "linear"), (599, 299, 799, "cosine"),
                     (49, -1, 99, "linear"), (699, 599, None, "cosine"), (199, 99, 249, "sigmoid")]

@@ -1,6 +1,7 @@
 """Notebook 07's exercises: the guided prediction, label dropout and rescaled guidance."""
 from __future__ import annotations
 
+import random
 from typing import Callable, Optional
 
 import torch
@@ -17,7 +18,9 @@ from .core import (
     check_properties,
     compare_tensors,
     describe,
+    hidden_rng,
     register,
+    torch_seed,
 )
 
 __all__ = ["HINT_DROP_LABELS", "HINT_GUIDED_PREDICTION", "HINT_RESCALED", "check_drop_labels",
@@ -56,11 +59,13 @@ class _TinyConditional(torch.nn.Module):
 def check_guided_prediction(fn: Callable, hidden: bool = False) -> Callable:
     """Check ``fn(model, x_t, t, y, null_label, w) -> ε̃`` against ``cfg_mix`` of the conditional and the
     null-label output, and that it calls the model once, on the batch of 2B."""
-    settings = ([(1, 2, 3, 2.0), (6, 1, 4, 0.5)] if hidden else
-                [(2, 1, 6, 3.0), (3, 3, 4, 0.0), (4, 1, 8, 1.0), (5, 2, 4, 7.5)])
+    rng = hidden_rng("guided_prediction") if hidden else None   # hidden: one image with w > 1, a batch with w < 1
+    settings = ([(1, rng.randint(1, 3), rng.randint(2, 5), round(rng.uniform(1.5, 4.0), 2)),
+                 (rng.randint(4, 7), rng.randint(1, 2), rng.randint(2, 5), round(rng.uniform(0.2, 0.9), 2))] if rng else
+                [(2, 1, 6, 3.0), (3, 3, 4, 0.0), (4, 1, 8, 1.0), (5, 2, 4, 7.5)])        # (B, C, H = W, w)
     cases = []
     with torch.random.fork_rng(devices=[]):
-        for seed, (b, c, hw, w) in enumerate(settings, start=100 if hidden else 0):
+        for seed, (b, c, hw, w) in enumerate(settings, start=torch_seed(rng) if rng else 0):
             torch.manual_seed(seed)
             model, x_t = _TinyConditional(c, 10), torch.randn(b, c, hw, hw)
             t, y = torch.randint(0, 1000, (b,)), torch.randint(0, 10, (b,))
@@ -129,15 +134,17 @@ def check_drop_labels(fn: Callable, hidden: bool = False) -> Callable:
         return ("y itself was modified (in place); return a new tensor and leave y as it was"
                 if not torch.equal(labels, y) else None)
 
-    def other_rate(f: Callable) -> Optional[str]:
-        out = f(y.clone(), 0.6, 99)
-        if not isinstance(out, Tensor) or out.shape != y.shape:
-            return (f"expected a tensor of shape {tuple(y.shape)}; got "
-                    f"{type(out).__name__} {tuple(getattr(out, 'shape', ()))}")
-        if not bool(((out == y) | (out == 99)).all()):
-            return "some labels were changed to something other than the null label 99"
-        share = (out == 99).float().mean().item()
-        return None if 0.59 <= share <= 0.61 else f"{share:.1%} of 40,000 labels were dropped; expected about 60%"
+    def other_rate(p: float, null: int) -> Callable[[Callable], Optional[str]]:
+        def test(f: Callable) -> Optional[str]:
+            out = f(y.clone(), p, null)
+            if not isinstance(out, Tensor) or out.shape != y.shape:
+                return (f"expected a tensor of shape {tuple(y.shape)}; got "
+                        f"{type(out).__name__} {tuple(getattr(out, 'shape', ()))}")
+            if not bool(((out == y) | (out == null)).all()):
+                return f"some labels were changed to something other than the null label {null}"
+            share = (out == null).float().mean().item()          # its sd is at most 0.25 % with 40,000 labels
+            return None if abs(share - p) <= 0.01 else f"{share:.1%} of 40,000 labels were dropped; expected about {p:.0%}"
+        return test
 
     properties = [("p_uncond=0 keeps every label", same_labels(0.0, y, "every label should be kept")),
                   ("p_uncond=1 drops every label",
@@ -145,8 +152,10 @@ def check_drop_labels(fn: Callable, hidden: bool = False) -> Callable:
                   ("p_uncond=0.25 drops about a quarter of the labels, each on its own", fraction),
                   ("each call draws anew", independent),
                   ("y itself is left unchanged", untouched)]
-    if hidden:
-        properties = [("p_uncond=0.6 with null label 99 drops about 60% of the labels", other_rate)]
+    if hidden:                                      # a drawn rate and null label
+        rng = hidden_rng("drop_labels")
+        p, null = round(rng.uniform(0.3, 0.8), 2), rng.randint(11, 200)
+        properties = [(f"p_uncond={p} with null label {null} drops about {p:.0%} of the labels", other_rate(p, null))]
     return check_properties("drop_labels", fn, _reference_drop_labels, properties, _first_hint("drop_labels"),
                             hidden=hidden)
 
@@ -158,11 +167,15 @@ def _reference_drop_labels(y: Tensor, p_uncond: float, null_label: int) -> Tenso
 
 def check_rescaled_guidance(fn: Callable, hidden: bool = False) -> Callable:
     """Check ``fn(cond, uncond, w, phi) -> guided`` against ``guidance.Rescaled(w, phi)`` (Lin et al. 2024)."""
-    settings = ([((1, 1, 4, 4), 2.0, 0.3), ((3, 2, 5, 5), 0.0, 0.7), ((5, 1, 3, 3), 12.0, 0.9)] if hidden else
+    rng = hidden_rng("rescaled_guidance") if hidden else None    # hidden: one image, w = 0, a large w
+    shape = lambda: (rng.randint(1, 5), rng.randint(1, 3), rng.randint(3, 5), rng.randint(3, 5))
+    settings = ([((1, 1, 4, 4), round(rng.uniform(1.5, 3.0), 2), round(rng.uniform(0.1, 0.5), 2)),
+                 (shape(), 0.0, round(rng.uniform(0.5, 0.8), 2)),
+                 (shape(), round(rng.uniform(8.0, 15.0), 1), round(rng.uniform(0.8, 1.0), 2))] if rng else
                 [((2, 1, 8, 8), 3.0, 0.7), ((3, 3, 4, 4), 7.5, 1.0), ((2, 1, 6, 6), 5.0, 0.0),
                  ((4, 2, 4, 4), 1.0, 0.5)])
     cases = []
-    for seed, (shape, w, phi) in enumerate(settings, start=100 if hidden else 0):
+    for seed, (shape, w, phi) in enumerate(settings, start=torch_seed(rng) if rng else 0):
         g = torch.Generator().manual_seed(seed)
         scale = torch.logspace(-1, 1, shape[0]).view(-1, 1, 1, 1)        # images of very different spread
         cond, uncond = scale * torch.randn(shape, generator=g), scale * torch.randn(shape, generator=g)

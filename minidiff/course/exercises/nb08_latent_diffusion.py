@@ -1,6 +1,8 @@
 """Notebook 08's exercises: the reparameterisation and the KL term of the autoencoder."""
 from __future__ import annotations
 
+import math
+import random
 from typing import Any, Callable, Optional
 
 import torch
@@ -17,7 +19,9 @@ from .core import (
     check,
     compare_tensors,
     describe,
+    hidden_rng,
     register,
+    torch_seed,
 )
 
 __all__ = ["HINT_KL", "HINT_REPARAMETERISE", "check_kl_divergence",
@@ -34,16 +38,23 @@ HINT_KL = ("KL = ½ Σ (μ² + σ² − 1 − log σ²) with σ² = exp(logvar) 
            "each image (C·H·W: .flatten(1).sum(dim=1)), not the mean, and not over the batch: return shape (B,).")
 
 
+def _hidden_reparameterise_settings(rng: random.Random) -> list[tuple]:
+    """Drawn (shape, a fixed logvar or None, note): a single latent, a batch, and a fixed logvar with its σ."""
+    logvar = rng.choice((1.0, 2.0, -2.0, 3.0))
+    return [((1, 1, 1, 1), None, ""), ((rng.randint(2, 6), 4, 2, 2), None, ""),
+            ((2, 2, 3, 3), logvar, f" (logvar = {logvar:g}: σ = {math.exp(logvar / 2):.4g})")]
+
+
 def check_reparameterise(fn: Callable, hidden: bool = False) -> Callable:
     """Check ``fn(mean, logvar, noise) -> z`` against ``nn.autoencoder.reparameterise`` with the same ε, and
     that gradients reach mean and logvar."""
-    settings = ([((1, 1, 1, 1), None, ""), ((5, 4, 2, 2), None, ""), ((2, 2, 3, 3), 2.0, " (logvar = 2: σ = e)")]
-                if hidden else
+    rng = hidden_rng("reparameterise") if hidden else None
+    settings = (_hidden_reparameterise_settings(rng) if rng else
                 [((2, 4, 8, 8), None, ""), ((3, 4, 4, 4), None, ""), ((1, 2, 16, 16), None, ""),
                  ((2, 4, 4, 4), 0.0, " (logvar = 0: σ = 1, so z = μ + ε)"),
                  ((2, 3, 4, 4), -60.0, " (logvar = −60: σ ≈ 1e-13, so z ≈ μ)")])
     cases = []
-    for seed, (shape, fixed, note) in enumerate(settings, start=100 if hidden else 0):
+    for seed, (shape, fixed, note) in enumerate(settings, start=torch_seed(rng) if rng else 0):
         g = torch.Generator().manual_seed(seed)
         mean, noise = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
         logvar = torch.full(shape, fixed) if fixed is not None else 4 * torch.rand(shape, generator=g) - 3
@@ -103,11 +114,13 @@ def check_kl_divergence(fn: Callable, hidden: bool = False) -> Callable:
                 ((2, 1, 4, 4), 0.0, log4,
                  f" (μ = 0, σ² = 4: KL = ½·(4 − 1 − log 4)·16 = {8 * (3 - log4):.4g} per image)"),
                 ((4, 4, 8, 8), None, None, ""), ((2, 8, 16, 16), None, None, "")]
-    if hidden:
-        settings = [((1, 1, 1, 1), 2.0, 0.0, " (μ = 2, σ² = 1: KL = 2)"), ((3, 4, 4, 4), None, None, ""),
-                    ((2, 2, 2, 2), None, None, "")]
+    rng = hidden_rng("kl_divergence") if hidden else None
+    if rng:                                          # drawn: one latent with a closed-form KL, two random batches
+        mu = float(rng.randint(1, 4))
+        settings = [((1, 1, 1, 1), mu, 0.0, f" (μ = {mu:g}, σ² = 1: KL = ½·μ² = {mu * mu / 2:g})"),
+                    ((rng.randint(2, 4), 4, 4, 4), None, None, ""), ((2, 2, 2, 2), None, None, "")]
     cases = []
-    for seed, (shape, mu, logvar, note) in enumerate(settings, start=100 if hidden else 0):
+    for seed, (shape, mu, logvar, note) in enumerate(settings, start=torch_seed(rng) if rng else 0):
         g = torch.Generator().manual_seed(seed)
         mean = torch.full(shape, mu) if mu is not None else torch.randn(shape, generator=g)
         lv = torch.full(shape, logvar) if logvar is not None else 4 * torch.rand(shape, generator=g) - 3
