@@ -3,22 +3,31 @@ r"""The course as an nbgrader course: a grading kernel and a course directory bu
     python -m minidiff.course.grading kernel                     # register the kernel `minidiff-grading`
     python -m minidiff.course.grading assignments                # course/: config, source/, release/
     python -m minidiff.course.grading assignments 02_closed_form --course /tmp/course
+    python -m minidiff.course.grading grade 06_sampling --jobs 4     # autograde in parallel, a line per student
+    python -m minidiff.course.grading validate 01_forward_process.ipynb   # a learner's check before handing in
 
 Grading always runs in the ``smoke`` profile, one torch thread: the kernel ``minidiff-grading`` (this
 environment's Python with ``MINIDIFF_PROFILE=smoke`` and ``OMP_NUM_THREADS=1``) is what the course's
 ``nbgrader_config.py`` names, so a learner's own kernel ("Python 3 (ipykernel)") keeps whatever profile they chose.
 nbgrader's commands call ``alembic``, so they run with this environment's ``bin/`` first on PATH.
+The course directory also holds ``hidden_cases.seed``, the secret the hidden cases are drawn from; release/
+does not.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
+
+from .exercises.core import SEED_FILE
 
 KERNEL = "minidiff-grading"
 KERNEL_ENV = {"MINIDIFF_PROFILE": "smoke", "OMP_NUM_THREADS": "1"}
@@ -42,6 +51,9 @@ c.Autograde.sanitize_preprocessors = ["nbgrader.preprocessors.ClearOutput", "nbg
                                       "nbgrader.preprocessors.OverwriteKernelspec",
                                       "minidiff.course.grading.OverwriteReleasedCells",
                                       "nbgrader.preprocessors.CheckCellMetadata"]
+# Feedback shows each check's result (which hidden case failed, and how), never the hidden region's code.
+c.GenerateFeedback.preprocessors = ["nbgrader.preprocessors.GetGrades", "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+                                    "nbgrader.preprocessors.ClearHiddenTests"]
 '''
 
 
@@ -110,11 +122,24 @@ def nbgrader(args: Sequence[str], course: Path, check: bool = True, **kwargs) ->
 
 
 def write_config(course: Path) -> Path:
-    """The course directory ``course`` with its nbgrader_config.py (and the grading kernel registered)."""
+    """The course directory ``course`` with its nbgrader_config.py and its hidden-case seed (and the grading kernel
+    registered)."""
     course.mkdir(parents=True, exist_ok=True)
     install_kernel()
     path = course / "nbgrader_config.py"
     path.write_text(CONFIG.format(course_id=COURSE_ID, kernel=KERNEL, timeout=CELL_TIMEOUT))
+    write_seed(course)
+    return path
+
+
+def write_seed(course: Path) -> Path:
+    """``course/hidden_cases.seed``, the secret the hidden cases are drawn from (``exercises.core.hidden_seed``
+    reads it at grading time): written once, kept afterwards, so that grading again draws the same cases. It sits
+    beside release/, not in it, so no learner receives it; delete it to draw new cases for the next class."""
+    path = course / SEED_FILE
+    if not path.is_file():
+        path.write_text(secrets.token_hex(16) + "\n", encoding="utf-8")
+        path.chmod(0o600)
     return path
 
 
@@ -149,6 +174,121 @@ def generate(course: Path, solutions: Path, names: Sequence[str] = ()) -> list[P
     return released
 
 
+# -- grading a class: autograde in parallel, then one line per student -------------------------------------------
+@dataclass
+class Graded:
+    """One student's autograded notebook, as the gradebook has it."""
+    student: str
+    score: float
+    max_score: float
+    missing: list[str]              # check cells not in the submission (deleted, or their grade id changed)
+    failed: str = ""                # nbgrader's own error when autograde did not finish
+
+    def line(self) -> str:
+        """``alice   3 / 4`` and, where something needs the instructor, what."""
+        text = f"{self.student:<24} {self.score:g} / {self.max_score:g}"
+        if self.failed:
+            return f"{text}   AUTOGRADE FAILED: {self.failed}"
+        if self.missing:
+            text += (f"   MISSING CHECK CELLS {', '.join(self.missing)} (deleted or renamed: scored 0, "
+                     f"'needs manual grade' in formgrader)")
+        return text
+
+
+def students(course: Path, assignment: str) -> list[str]:
+    """Every student with a submission of ``assignment`` in course/submitted/."""
+    return sorted(p.parent.name for p in (course / "submitted").glob(f"*/{assignment}") if p.is_dir())
+
+
+def autograde_one(course: Path, assignment: str, student: str, force: bool = False) -> str:
+    """``nbgrader autograde ASSIGNMENT --student STUDENT`` in a process of its own; returns "" or its error. Two
+    such processes share the sqlite gradebook: a write that finds it locked is retried."""
+    args = ["autograde", assignment, "--student", student] + (["--force"] if force else [])
+    for attempt in range(3):
+        done = nbgrader(args, course, check=False)
+        if done.returncode == 0:
+            return ""
+        if "database is locked" not in done.stdout + done.stderr:
+            break
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if "[ERROR]" in line or "Error" in line]
+    return (lines[-1] if lines else f"exit status {done.returncode}").strip()
+
+
+def summarise(course: Path, assignment: str, student: str, failed: str = "") -> list[Graded]:
+    """What the gradebook says of each notebook of ``student``'s ``assignment``, and which check cells it lacks."""
+    import nbformat
+    from nbgrader.api import Gradebook, MissingEntry
+
+    graded = []
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", COURSE_ID) as gb:
+        for notebook in gb.find_assignment(assignment).notebooks:
+            try:
+                submission = gb.find_submission_notebook(notebook.name, assignment, student)
+            except MissingEntry:
+                graded.append(Graded(student, 0.0, notebook.max_score, [], failed or "not in the gradebook"))
+                continue
+            path = course / "autograded" / student / assignment / f"{notebook.name}.ipynb"
+            present = set()
+            if path.is_file():
+                cells = nbformat.read(path, as_version=4).cells
+                present = {c.metadata.get("nbgrader", {}).get("grade_id") for c in cells}
+            missing = [g.name for g in submission.grades
+                       if g.cell.cell_type == "code" and g.name not in present and path.is_file()]
+            graded.append(Graded(student, submission.score, submission.max_score, missing, failed))
+    return graded
+
+
+def grade(course: Path, assignment: str, jobs: int = 2, only: Sequence[str] = (), force: bool = False,
+          out=sys.stdout) -> list[Graded]:
+    """Autograde every submission of ``assignment`` (or the students ``only``), ``jobs`` at a time, then print and
+    return one line per student: score, and the check cells a submission lacks."""
+    names = list(only) or students(course, assignment)
+    if not names:
+        raise ValueError(f"no submissions of {assignment!r} in {course / 'submitted'}/STUDENT/{assignment}/")
+    # nbgrader adds a student to the gradebook when it first meets them: do that here, once, before the workers race.
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", COURSE_ID) as gb:
+        for name in names:
+            gb.update_or_create_student(name)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        errors = list(pool.map(lambda name: autograde_one(course, assignment, name, force), names))
+    results = [g for name, error in zip(names, errors) for g in summarise(course, assignment, name, error)]
+    for result in results:
+        print(result.line(), file=out)
+    flagged = sum(bool(r.missing or r.failed) for r in results)
+    print(f"{len(names)} students graded, {jobs} at a time; {flagged} need a look (see INSTRUCTORS.md, "
+          f"'Missing check cells')." if flagged else f"{len(names)} students graded, {jobs} at a time.", file=out)
+    return results
+
+
+# -- a learner's own check before handing in ---------------------------------------------------------------------
+def validate(notebook: Path, out=sys.stdout) -> int:
+    """nbgrader's ``validate`` on ``notebook`` as grading runs it: the ``minidiff-grading`` kernel (``smoke``, one
+    thread), ``CELL_TIMEOUT`` per cell, a skipped exercise failing its check, and each failure's message whole
+    (nbgrader's own cuts every line at 90 characters). Prints nbgrader's report; returns how many checks fail."""
+    from nbconvert.filters import strip_ansi
+    from nbgrader.validator import Validator
+    from traitlets.config import Config
+
+    class WholeMessages(Validator):
+        results: dict = {}
+
+        def _indent(self, val: str) -> str:
+            return "\n".join(self.indent + strip_ansi(line) for line in val.split("\n"))
+
+        def validate(self, filename: str) -> dict:
+            self.results = super().validate(filename)
+            return self.results
+
+    install_kernel()
+    config = Config()
+    config.Execute.kernel_name, config.Execute.timeout = KERNEL, CELL_TIMEOUT
+    validator = WholeMessages(config=config)
+    validator.stream = out
+    validator.validate_and_print(str(notebook))
+    return len(validator.results.get("failed", []))
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minidiff.course.grading", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -157,10 +297,35 @@ def main(argv: Optional[list[str]] = None) -> int:
     gen.add_argument("notebooks", nargs="*", help="stems or numbers (02, 02_closed_form); default: all")
     gen.add_argument("--course", type=Path, default=Path("course"), help="the nbgrader course directory")
     gen.add_argument("--solutions", type=Path, default=Path("solutions"), help="the solved notebooks")
+    grd = sub.add_parser("grade", help="autograde every submission of an assignment in parallel; one line per student")
+    grd.add_argument("assignment", help="e.g. 06_sampling")
+    grd.add_argument("--course", type=Path, default=Path("course"), help="the nbgrader course directory")
+    grd.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, help="submissions at a time (default: "
+                     "the number of cores; each runs one torch thread)")
+    grd.add_argument("--student", action="append", default=[], help="only this student (repeat for more)")
+    grd.add_argument("--force", action="store_true", help="grade again a submission already autograded")
+    val = sub.add_parser("validate", help="check a notebook as the grader will (the grading kernel, full messages)")
+    val.add_argument("notebooks", nargs="+", type=Path)
     args = parser.parse_args(argv)
     if args.command == "kernel":
         print(f"kernel {KERNEL!r} ({', '.join(f'{k}={v}' for k, v in KERNEL_ENV.items())}) in {install_kernel()}")
         return 0
+    if args.command == "validate":
+        missing = [str(p) for p in args.notebooks if not p.is_file()]
+        if missing:
+            parser.error(f"notebooks must be files; not found: {', '.join(missing)}")
+        return 1 if sum(validate(p) for p in args.notebooks) else 0
+    if args.command == "grade":
+        if args.jobs < 1:
+            parser.error(f"--jobs must be at least 1; got {args.jobs}")
+        if not (args.course / "gradebook.db").is_file():
+            parser.error(f"--course must be an nbgrader course with a gradebook (make assignments); got {args.course}")
+        try:
+            results = grade(args.course.resolve(), args.assignment, args.jobs, args.student, args.force)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 1 if any(r.failed for r in results) else 0
     if not args.solutions.is_dir():
         parser.error(f"--solutions must be a directory; got {args.solutions}")
     try:
