@@ -17,7 +17,7 @@ EXECUTED     ?=
 # PyTorch's CPU build instead of PyPI's (which brings CUDA), e.g. `make lab TORCH_INDEX=https://download.pytorch.org/whl/cpu`
 TORCH_INDEX ?=
 
-.PHONY: setup lab fresh instructor test lint test-unit test-notebooks notebooks assignments test-gpu browser clean book book-env
+.PHONY: setup lab fresh instructor test lint test-unit test-notebooks notebooks assignments grade validate test-gpu browser clean book book-env
 
 # Setting up .venv says what it does, stays quiet, and ends with one line saying what is ready. setuptools
 # announces every editable install with a warning: that one message, and only it, is filtered out.
@@ -88,6 +88,19 @@ notebooks: $(STAMP)
 # release/NN_*/, the student versions nbgrader generates. See INSTRUCTORS.md for the rest of the workflow.
 assignments: $(INSTRUCTOR_STAMP)
 	$(BIN)/python -m minidiff.course.grading assignments --course course
+
+# Autograde every submission in course/submitted/*/NB/, JOBS at a time (one torch thread each), then one line per
+# student: the score, and any check cell the submission lacks. `make grade NB=06_sampling JOBS=4`.
+JOBS ?= $(WORKERS)
+grade: $(INSTRUCTOR_STAMP)
+	@test -n "$(NB)" || { echo "usage: make grade NB=06_sampling [JOBS=$(JOBS)]" >&2; exit 2; }
+	$(BIN)/python -m minidiff.course.grading grade $(NB) --course course --jobs $(JOBS)
+
+# A learner's check before handing in: nbgrader's validate as the grader runs it (smoke, one thread, full messages).
+# `make validate NB=my_notebooks/01_forward_process.ipynb` (installs nbgrader, the instructor extra, on first use).
+validate: $(INSTRUCTOR_STAMP)
+	@test -n "$(NB)" || { echo "usage: make validate NB=path/to/notebook.ipynb" >&2; exit 2; }
+	$(BIN)/python -m minidiff.course.grading validate $(NB)
 
 # On a CUDA machine: the unit tests, every solution notebook once in `full` (kept in gpu_suite_out/, for the site),
 # every student notebook in `smoke` (brings its own wheels if needed; scripts/gpu_suite.sh says how to split it).

@@ -28,6 +28,9 @@ except ImportError:         # Windows: no lock; two workers may then execute the
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = os.environ.get("MINIDIFF_PROFILE", "smoke")
+# The checks' hidden cases are drawn from a secret seed (a course's hidden_cases.seed when grading); outside a
+# course, from this variable, so that every test run (and every notebook kernel it starts) draws the same ones.
+os.environ.setdefault("MINIDIFF_HIDDEN_SEED", "minidiff-tests")
 CELL_TIMEOUT_S = 600
 
 # Seconds each notebook took in `smoke` on CI's 2-core machine (benchmarks/RESULTS.md): only the ORDER matters.

@@ -1,17 +1,20 @@
 """Real nbgrader on notebook 02: generate_assignment, three submissions autograded, feedback, export (issue 16);
-and on notebook 01: five submissions, cheats among them (issue 29).
+and on notebook 01: eight submissions, cheats among them, graded two at a time by `make grade`'s command, and a
+learner's `make validate` (issue 29).
 
 One module-scoped course directory per notebook does the work once (71 s for 02 on the 2-core CPU, 3.6 min
 for 01's five under load); the tests read it.
 """
 import csv
+import html
+import io
 import re
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from minidiff.course import grading, nbgen
+from minidiff.course import exercises, grading, nbgen
 
 pytest.importorskip("nbgrader", reason="nbgrader is not installed: pip install -e '.[instructor]' (make does)")
 
@@ -135,6 +138,12 @@ SUBMISSIONS_01 = {                                          # student: (q_step c
                         "    return _chain(x0, s, steps, noise)\n", 0),
     "wrong_q_step_right_chain": (Q_STEP_WRONG, CHAIN, 1),
     "edits_a_check_cell": (Q_STEP, CHAIN, 2),               # its check cell edited: nbgrader restores it, and warns
+    "deletes_a_check_cell": (Q_STEP, CHAIN, 1),             # check_forward_chain deleted: 0 for it, and reported
+    # right on the notebook's own cases only (their shapes looked up): the hidden cases, drawn, catch it
+    "tuned_to_visible_cases": ("def q_step(x_prev, t, s, noise):\n    beta = md.extract(s.betas, t, x_prev)\n"
+                               "    right = (1 - beta).sqrt() * x_prev + beta.sqrt() * noise\n"
+                               "    seen = {(2, 1, 4, 4), (3, 1, 8, 8), (4, 1, 28, 28), (2, 3, 6, 6), (5, 2, 4, 4)}\n"
+                               "    return right if tuple(x_prev.shape) in seen else x_prev\n", CHAIN, 1),
 }
 
 
@@ -152,11 +161,16 @@ def course01(tmp_path_factory):
                 cells[grade_id].source = source
         if student == "edits_a_check_cell":
             grade_ids(nb, "grade")["check_q_step"].source = "print('no check here')"
+        if student == "deletes_a_check_cell":
+            nb.cells.remove(grade_ids(nb, "grade")["check_forward_chain"])
         folder = course / "submitted" / student / NB01
         folder.mkdir(parents=True)
         nbformat.write(nb, folder / f"{NB01}.ipynb")
-    done = grading.nbgrader(["autograde", NB01], course)
-    (course / "autograde.log").write_text(done.stdout + done.stderr)
+    summary = io.StringIO()                                 # `make grade`: two at a time, a line per student
+    results = grading.grade(course, NB01, jobs=2, out=summary)
+    (course / "summary.txt").write_text(summary.getvalue())
+    for result in results:
+        (course / f"autograde-{result.student}.log").write_text(result.log)
     grading.nbgrader(["generate_feedback", NB01], course)
     grading.nbgrader(["export", "--to", "grades.csv"], course)
     return course
@@ -164,13 +178,8 @@ def course01(tmp_path_factory):
 
 def test_nb01_checksum_warnings_only_for_an_edited_check_cell(course01):
     """The release's check cells lack their hidden tests; that alone must not look like tampering (issue 29.4)."""
-    log, warned, student = (course01 / "autograde.log").read_text(), set(), None
-    for line in log.splitlines():
-        found = re.search(r"submitted/([^/]+)/" + NB01, line)
-        student = found.group(1) if found and "checksum" not in line else student
-        if "Attribute 'checksum'" in line:
-            warned.add(student)
-    assert warned == {"edits_a_check_cell"}, log[-3000:]
+    logs = {s: (course01 / f"autograde-{s}.log").read_text() for s in SUBMISSIONS_01}
+    assert {s for s, log in logs.items() if "Attribute 'checksum'" in log} == {"edits_a_check_cell"}, logs
 
 
 def test_nb01_cheats_score_zero_and_a_wrong_q_step_costs_only_its_point(course01):
@@ -185,3 +194,54 @@ def test_nb01_feedback_says_why(course01):
     assert "q_step calls minidiff's own md.q_step" in internal            # through EXERCISES["q_step"].reference
     assert "forward_chain calls minidiff's own md.q_chain" in internal    # through a default argument
     assert "With your own q_step it does not give these answers" in feedback("wrong_q_step_right_chain")
+
+
+def test_nb01_grade_summary_reports_each_student_and_a_deleted_check_cell(course01):
+    """`make grade`'s summary: one line per student with the score; a deleted check cell (nbgrader: 0 points and
+    'needs manual grade', nothing said) is named (issue 29.5, 29.7)."""
+    lines = (course01 / "summary.txt").read_text().splitlines()
+    by_student = {line.split()[0]: line for line in lines[:-1]}
+    assert set(by_student) == set(SUBMISSIONS_01) and lines[-1].startswith(f"{len(SUBMISSIONS_01)} students graded, 2 at")
+    for student, (_, _, points) in SUBMISSIONS_01.items():
+        assert re.match(rf"{student} +{points} / 2\b", by_student[student]), by_student[student]
+    assert "MISSING CHECK CELLS check_forward_chain (deleted or renamed" in by_student["deletes_a_check_cell"]
+    assert ["deletes_a_check_cell"] == [s for s, line in by_student.items() if "MISSING" in line or "FAILED" in line]
+
+
+def test_nb01_feedback_shows_hidden_results_not_hidden_code(course01):
+    """The hidden region (its runpy call) is not in any feedback; its result is (issue 29.3)."""
+    for student in SUBMISSIONS_01:
+        html = (course01 / "feedback" / student / NB01 / f"{NB01}.html").read_text()
+        assert "runpy" not in html and "HIDDEN TESTS" not in html and "minidiff.course.grade" not in html, student
+    assert "hidden tests pass (4 more cases)" in (course01 / "feedback" / "worked" / NB01 / f"{NB01}.html").read_text()
+
+
+def test_nb01_hidden_cases_are_drawn_from_the_course_seed(course01, monkeypatch, tmp_path):
+    """The course holds the seed, the release does not; the grader drew the hidden cases from it (the failing case
+    the feedback names is the course seed's first case, and another seed draws another)."""
+    seed = (course01 / exercises.core.SEED_FILE).read_text().strip()
+    released = [p.read_bytes() for p in (course01 / "release").rglob("*") if p.is_file()]
+    assert len(seed) == 32 and released and not any(seed.encode() in data for data in released)
+    assert not list((course01 / "release").rglob(exercises.core.SEED_FILE))
+    monkeypatch.chdir(tmp_path)
+    drawn = {}
+    for key in (seed, "another seed"):
+        monkeypatch.setenv(exercises.core.SEED_VARIABLE, key)
+        drawn[key] = exercises.image_cases(("x_prev", "t", "schedule", "noise"), hidden=True)[0].description
+    assert drawn[seed] != drawn["another seed"]
+    feedback = (course01 / "feedback" / "tuned_to_visible_cases" / NB01 / f"{NB01}.html").read_text()
+    assert f"q_step is not right yet, on case 1 of 4: {drawn[seed]}" in html.unescape(feedback)
+
+
+def test_validate_runs_as_the_grader_and_shows_whole_messages(course01, tmp_path):
+    """A learner's `make validate`: the grading kernel, a skipped exercise failing, each message whole (issue 29.6)."""
+    nb = nbformat.read(course01 / "release" / NB01 / f"{NB01}.ipynb", as_version=4)
+    grade_ids(nb, "solution")["q_step"].source = Q_STEP_WRONG
+    nbformat.write(nb, tmp_path / f"{NB01}.ipynb")
+    out = io.StringIO()
+    assert grading.validate(tmp_path / f"{NB01}.ipynb", out=out) == 2
+    text = out.getvalue()
+    first = re.search(r"ExerciseError: (q_step is not right yet, on case \d of 5: .*)", text).group(1)
+    assert len(first) > 100 and not first.endswith("...")         # nbgrader's own validate cuts at 90 characters
+    assert "This looks like a common mistake: you wrote the closed-form jump" in text
+    assert "forward_chain was not attempted" in text and "Success" not in text

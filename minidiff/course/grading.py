@@ -183,6 +183,7 @@ class Graded:
     max_score: float
     missing: list[str]              # check cells not in the submission (deleted, or their grade id changed)
     failed: str = ""                # nbgrader's own error when autograde did not finish
+    log: str = ""                   # what nbgrader printed while autograding this student
 
     def line(self) -> str:
         """``alice   3 / 4`` and, where something needs the instructor, what."""
@@ -200,21 +201,23 @@ def students(course: Path, assignment: str) -> list[str]:
     return sorted(p.parent.name for p in (course / "submitted").glob(f"*/{assignment}") if p.is_dir())
 
 
-def autograde_one(course: Path, assignment: str, student: str, force: bool = False) -> str:
-    """``nbgrader autograde ASSIGNMENT --student STUDENT`` in a process of its own; returns "" or its error. Two
-    such processes share the sqlite gradebook: a write that finds it locked is retried."""
+def autograde_one(course: Path, assignment: str, student: str, force: bool = False) -> tuple[str, str]:
+    """``nbgrader autograde ASSIGNMENT --student STUDENT`` in a process of its own; returns ("" or its error, its
+    output). Such processes share the sqlite gradebook: a run that finds it locked is run again."""
     args = ["autograde", assignment, "--student", student] + (["--force"] if force else [])
     for attempt in range(3):
         done = nbgrader(args, course, check=False)
+        log = done.stdout + done.stderr
         if done.returncode == 0:
-            return ""
-        if "database is locked" not in done.stdout + done.stderr:
+            return "", log
+        if "database is locked" not in log:
             break
-    lines = [line for line in (done.stdout + done.stderr).splitlines() if "[ERROR]" in line or "Error" in line]
-    return (lines[-1] if lines else f"exit status {done.returncode}").strip()
+        args = [*args, "--force"] if "--force" not in args else args     # the first try may have left a copy
+    lines = [line for line in log.splitlines() if "[ERROR]" in line or "Error" in line]
+    return (lines[-1] if lines else f"exit status {done.returncode}").strip(), log
 
 
-def summarise(course: Path, assignment: str, student: str, failed: str = "") -> list[Graded]:
+def summarise(course: Path, assignment: str, student: str, failed: str = "", log: str = "") -> list[Graded]:
     """What the gradebook says of each notebook of ``student``'s ``assignment``, and which check cells it lacks."""
     import nbformat
     from nbgrader.api import Gradebook, MissingEntry
@@ -225,7 +228,7 @@ def summarise(course: Path, assignment: str, student: str, failed: str = "") -> 
             try:
                 submission = gb.find_submission_notebook(notebook.name, assignment, student)
             except MissingEntry:
-                graded.append(Graded(student, 0.0, notebook.max_score, [], failed or "not in the gradebook"))
+                graded.append(Graded(student, 0.0, notebook.max_score, [], failed or "not in the gradebook", log))
                 continue
             path = course / "autograded" / student / assignment / f"{notebook.name}.ipynb"
             present = set()
@@ -234,7 +237,7 @@ def summarise(course: Path, assignment: str, student: str, failed: str = "") -> 
                 present = {c.metadata.get("nbgrader", {}).get("grade_id") for c in cells}
             missing = [g.name for g in submission.grades
                        if g.cell.cell_type == "code" and g.name not in present and path.is_file()]
-            graded.append(Graded(student, submission.score, submission.max_score, missing, failed))
+            graded.append(Graded(student, submission.score, submission.max_score, missing, failed, log))
     return graded
 
 
@@ -251,8 +254,8 @@ def grade(course: Path, assignment: str, jobs: int = 2, only: Sequence[str] = ()
         for name in names:
             gb.update_or_create_student(name)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        errors = list(pool.map(lambda name: autograde_one(course, assignment, name, force), names))
-    results = [g for name, error in zip(names, errors) for g in summarise(course, assignment, name, error)]
+        runs = list(pool.map(lambda name: autograde_one(course, assignment, name, force), names))
+    results = [g for name, (error, log) in zip(names, runs) for g in summarise(course, assignment, name, error, log)]
     for result in results:
         print(result.line(), file=out)
     flagged = sum(bool(r.missing or r.failed) for r in results)
