@@ -9,7 +9,10 @@ minidiff's own ``diffusion.q_step``). The locked cell therefore does not go thro
 ``runpy`` executes this file anew (not the module object in ``sys.modules``), and ``hidden``
 
 1. loads a fresh copy of the exercise checks from their files, under a private name, and runs the
-   exercise's hidden cases with it (the learner's function is watched as every check watches it);
+   exercise's hidden cases with it (the learner's function is watched as every check watches it). The package
+   stores no hidden case: the fresh checks draw them from the course's secret seed, ``hidden_cases.seed`` in the
+   nbgrader course directory above the notebook being graded (``exercises.core.hidden_seed``), which
+   ``make assignments`` writes and no release holds;
 2. compares the checks in memory (functions, tolerances, cases, the registry) with that fresh copy,
    and every minidiff library module in memory with its file: anything changed, and the check
    fails with "the checks were changed in this notebook" or "minidiff's own … was changed in this
