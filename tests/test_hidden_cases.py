@@ -18,7 +18,8 @@ def test_the_package_stores_no_hidden_case():
         assert not re.search(r"^_HIDDEN_\w+ *=", path.read_text(encoding="utf-8"), re.MULTILINE), path.name
     for name, module in vars(ex).items():
         if name.startswith("nb") or name == "core":
-            stored = [k for k, v in vars(module).items() if "hidden" in k.lower() and isinstance(v, (list, tuple, dict))]
+            stored = [k for k, v in vars(module).items()
+                      if "hidden" in k.lower() and isinstance(v, (list, tuple, dict))]
             assert not stored, (name, stored)
 
 

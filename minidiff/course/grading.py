@@ -52,7 +52,8 @@ c.Autograde.sanitize_preprocessors = ["nbgrader.preprocessors.ClearOutput", "nbg
                                       "minidiff.course.grading.OverwriteReleasedCells",
                                       "nbgrader.preprocessors.CheckCellMetadata"]
 # Feedback shows each check's result (which hidden case failed, and how), never the hidden region's code.
-c.GenerateFeedback.preprocessors = ["nbgrader.preprocessors.GetGrades", "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+c.GenerateFeedback.preprocessors = ["nbgrader.preprocessors.GetGrades",
+                                    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
                                     "nbgrader.preprocessors.ClearHiddenTests"]
 '''
 

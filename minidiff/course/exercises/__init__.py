@@ -21,7 +21,8 @@ For the learner:
     mc.exercises.hint("q_sample", level=1)      # 1: the idea, 2: the formula, 3: nearly the code
     q_sample = mc.exercises.use_reference("q_sample")   # minidiff's version, to run the rest first
 
-For grading, ``check_q_sample(q_sample, hidden=True)`` runs further cases the notebook does not show;
+For grading, ``check_q_sample(q_sample, hidden=True)`` runs further cases the notebook does not show, drawn
+from the course's secret seed (``core.hidden_rng``; the package stores none, only what each must cover);
 nbgrader's hidden-tests region runs them through ``minidiff.course.grade`` (below). There a function that
 is not attempted fails.
 

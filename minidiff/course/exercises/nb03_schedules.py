@@ -102,7 +102,8 @@ def _sd_betas(num_steps: int) -> Tensor:
 
 def _hidden_zero_snr_settings(rng: random.Random) -> list[tuple[str, int]]:
     """Drawn (kind, T): the shortest schedule (T = 2), a short one, and Stable Diffusion's of another length."""
-    settings = [(rng.choice(("linear", "sigmoid")), 2), (rng.choice(("linear", "cosine", "sigmoid")), rng.randint(5, 12)),
+    settings = [(rng.choice(("linear", "sigmoid")), 2),
+                (rng.choice(("linear", "cosine", "sigmoid")), rng.randint(5, 12)),
                 ("scaled linear", rng.randint(100, 500))]
     rng.shuffle(settings)
     return settings

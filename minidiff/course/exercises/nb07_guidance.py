@@ -1,7 +1,6 @@
 """Notebook 07's exercises: the guided prediction, label dropout and rescaled guidance."""
 from __future__ import annotations
 
-import random
 from typing import Callable, Optional
 
 import torch
@@ -143,7 +142,9 @@ def check_drop_labels(fn: Callable, hidden: bool = False) -> Callable:
             if not bool(((out == y) | (out == null)).all()):
                 return f"some labels were changed to something other than the null label {null}"
             share = (out == null).float().mean().item()          # its sd is at most 0.25 % with 40,000 labels
-            return None if abs(share - p) <= 0.01 else f"{share:.1%} of 40,000 labels were dropped; expected about {p:.0%}"
+            if abs(share - p) <= 0.01:
+                return None
+            return f"{share:.1%} of 40,000 labels were dropped; expected about {p:.0%}"
         return test
 
     properties = [("p_uncond=0 keeps every label", same_labels(0.0, y, "every label should be kept")),
