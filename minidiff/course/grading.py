@@ -202,10 +202,13 @@ def students(course: Path, assignment: str) -> list[str]:
     return sorted(p.parent.name for p in (course / "submitted").glob(f"*/{assignment}") if p.is_dir())
 
 
-def autograde_one(course: Path, assignment: str, student: str, force: bool = False) -> tuple[str, str]:
+def autograde_one(course: Path, assignment: str, student: str, force: bool = False,
+                  restore_missing: bool = False) -> tuple[str, str]:
     """``nbgrader autograde ASSIGNMENT --student STUDENT`` in a process of its own; returns ("" or its error, its
-    output). Such processes share the sqlite gradebook: a run that finds it locked is run again."""
+    output). Such processes share the sqlite gradebook: a run that finds it locked is run again.
+    ``restore_missing``: a check cell the submission lacks is put back (nbgrader's ``add_missing_cells``)."""
     args = ["autograde", assignment, "--student", student] + (["--force"] if force else [])
+    args += ["--OverwriteCells.add_missing_cells=True"] if restore_missing else []
     for attempt in range(3):
         done = nbgrader(args, course, check=False)
         log = done.stdout + done.stderr
@@ -243,7 +246,7 @@ def summarise(course: Path, assignment: str, student: str, failed: str = "", log
 
 
 def grade(course: Path, assignment: str, jobs: int = 2, only: Sequence[str] = (), force: bool = False,
-          out=sys.stdout) -> list[Graded]:
+          out=sys.stdout, restore_missing: bool = False) -> list[Graded]:
     """Autograde every submission of ``assignment`` (or the students ``only``), ``jobs`` at a time, then print and
     return one line per student: score, and the check cells a submission lacks."""
     names = list(only) or students(course, assignment)
@@ -255,13 +258,15 @@ def grade(course: Path, assignment: str, jobs: int = 2, only: Sequence[str] = ()
         for name in names:
             gb.update_or_create_student(name)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        runs = list(pool.map(lambda name: autograde_one(course, assignment, name, force), names))
+        runs = list(pool.map(lambda name: autograde_one(course, assignment, name, force, restore_missing),
+                             names))
     results = [g for name, (error, log) in zip(names, runs) for g in summarise(course, assignment, name, error, log)]
     for result in results:
         print(result.line(), file=out)
     flagged = sum(bool(r.missing or r.failed) for r in results)
-    print(f"{len(names)} students graded, {jobs} at a time; {flagged} need a look (see INSTRUCTORS.md, "
-          f"'Missing check cells')." if flagged else f"{len(names)} students graded, {jobs} at a time.", file=out)
+    names_graded = f"{len(names)} student{'s' if len(names) != 1 else ''}"
+    print(f"{names_graded} graded, {jobs} at a time; {flagged} need a look (see INSTRUCTORS.md, "
+          f"'Missing check cells')." if flagged else f"{names_graded} graded, {jobs} at a time.", file=out)
     return results
 
 
@@ -308,6 +313,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                      "the number of cores; each runs one torch thread)")
     grd.add_argument("--student", action="append", default=[], help="only this student (repeat for more)")
     grd.add_argument("--force", action="store_true", help="grade again a submission already autograded")
+    grd.add_argument("--restore-missing", action="store_true", help="put back the check cells a submission lacks "
+                     "(deleted) before grading it")
     val = sub.add_parser("validate", help="check a notebook as the grader will (the grading kernel, full messages)")
     val.add_argument("notebooks", nargs="+", type=Path)
     args = parser.parse_args(argv)
@@ -325,7 +332,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not (args.course / "gradebook.db").is_file():
             parser.error(f"--course must be an nbgrader course with a gradebook (make assignments); got {args.course}")
         try:
-            results = grade(args.course.resolve(), args.assignment, args.jobs, args.student, args.force)
+            results = grade(args.course.resolve(), args.assignment, args.jobs, args.student, args.force,
+                            restore_missing=args.restore_missing)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
