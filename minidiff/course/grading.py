@@ -193,7 +193,7 @@ class Graded:
             return f"{text}   AUTOGRADE FAILED: {self.failed}"
         if self.missing:
             text += (f"   MISSING CHECK CELLS {', '.join(self.missing)} (deleted or renamed: scored 0, "
-                     f"'needs manual grade' in formgrader)")
+                     f"flagged 'needs manual grade')")
         return text
 
 
