@@ -816,7 +816,7 @@ def test_hints_come_in_tiers_for_every_exercise(capsys):
              "inject_time", "training_loss", "ddpm_step", "ddim_step", "ddim_loop", "dpm_solver_step",
              "guided_prediction", "drop_labels",
              "rescaled_guidance", "reparameterise", "kl_divergence", "zero_terminal_snr", "receptive_field",
-             "ema_update", "min_snr_loss"}
+             "ema_update", "min_snr_loss", "conditional_flow", "euler_sample", "logit_normal", "reflow_loss"}
     assert set(ex.EXERCISES) == names == {n[len("check_"):] for n in dir(ex) if n.startswith("check_")} - {"properties"}
     for name in names:
         levels = [ex.hint(name, level) for level in (1, 2, 3)]
