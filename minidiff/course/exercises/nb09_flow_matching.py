@@ -144,7 +144,8 @@ def _path_with(mix: Callable = lambda x0, eps, t: (1 - t) * x0 + t * eps,
 
 CONDITIONAL_FLOW_MISTAKES = (
     Mistake("u points the wrong way: u = eps − x0, the velocity from the data (t = 0) towards the noise (t = 1) as t "
-            "grows; with x0 − eps the sampler, stepping t down from 1 to 0, would run from the data to the noise",
+            "grows; with x0 − eps a sampler stepping t down from 1 to 0 would push its samples away from the data "
+            "instead of towards it",
             _path_with(velocity=lambda x0, eps, t: x0 - eps)),
     Mistake("the ends are swapped: t = 0 is the data, x_t = (1 − t)·x0 + t·eps, so x_0 = x0 and x_1 = eps; "
             "t·x0 + (1 − t)·eps puts the noise at t = 0",
