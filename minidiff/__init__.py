@@ -33,6 +33,7 @@ tests/test_architecture.py holds the exact order):
     objectives, train                one Trainer for any model and objective      (05)
     samplers, guidance               DDPM, DDIM, DPM-Solver++; guidance variants  (06, 07)
     latent                           latent diffusion: sampling in an autoencoder's space  (08)
+    editing                          SDEdit and inpainting with any trained model           (10)
     pretrained/                      the shipped checkpoints, their loaders, text_to_image, the recipes
     metrics                          Fréchet distance, KID, accuracy in a classifier's features
     data, checkpoint                 MNIST, 8×8 digits, procedural Shapes, all in [-1, 1]; atomic files
@@ -72,6 +73,7 @@ from . import (
                         checkpoint,
                         data,
                         diffusion,
+                        editing,
                         guidance,
                         latent,
                         losses,
@@ -107,6 +109,7 @@ from .diffusion import (
                         q_sample,
                         q_step,
 )
+from .editing import inpaint, sdedit
 from .flow import FlowConfig, FlowObjective, FlowPath, flow_sample
 from .guidance import ClassifierFree, cfg_mix, drop_labels
 from .losses import diffusion_loss
@@ -151,6 +154,8 @@ __all__ = [
     "Autoencoder", "AutoencoderConfig", "text_to_image",
     # 09: flow matching
     "FlowPath", "FlowConfig", "FlowObjective", "flow_sample",
+    # 10: editing
+    "sdedit", "inpaint",
     # data, measures, shipped models
     "mnist", "sklearn_digits", "Shapes", "Scenes", "LabelledImages", "torchvision_dataset",
     "to_model_range", "to_pixel_range",
@@ -159,7 +164,7 @@ __all__ = [
     "load_diffusion", "load_classifier", "load_autoencoder", "load_trained", "generate",
     # the modules
     "conditioning", "schedules", "diffusion", "flow", "losses", "nn", "objectives", "train", "samplers", "guidance",
-    "latent",
+    "latent", "editing",
     "scores",
     "metrics", "data", "images", "checkpoint", "registry", "pretrained",
 ]

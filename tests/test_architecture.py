@@ -68,7 +68,8 @@ ORDER = [
     "nn.autoencoder", "nn.text", "registry",                        # 08's networks; the registry builds any kind
     "objectives", "train",                                          # 05
     "samplers", "guidance",                                         # 06, 07
-    "latent", "pretrained", "metrics", "pretrained.recipes",        # 08; shipped models; measures; recipes
+    "latent", "editing",                                            # 08, 10
+    "pretrained", "metrics", "pretrained.recipes",                  # shipped models; measures; recipes
 ]
 
 
