@@ -34,6 +34,7 @@ html_theme = "sphinx_book_theme"
 html_static_path = ["_static"]
 html_extra_path = ["_extra"]       # the student notebooks, downloadable at notebooks/NN_….ipynb
 html_css_files = ["minidiff.css"]
+html_favicon = "_static/favicon.svg"   # a page without one makes the browser ask for /favicon.ico, a 404
 html_last_updated_fmt = None
 html_theme_options = {
     "repository_url": colab.repository_url(),
