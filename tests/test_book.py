@@ -147,7 +147,8 @@ CHECK = ("q_step = mc.exercises.check_q_step(q_step)   # yours if right\n### BEG
          "### END HIDDEN TESTS")
 ANSWER = "Why? <!-- BEGIN SOLUTION -->Because **variance** is kept.<!-- END SOLUTION -->"
 NOTATION = ("## One step\n\nText.\n\n### Notation for the whole course: steps in the math, positions in the code\n\n"
-            "| symbol | meaning |\n|---|---|\n| $\\beta_t$ | variance of step $t$ |\n\n## Next section\n\nNot glossary.")
+            "| symbol | meaning |\n|---|---|\n| $\\beta_t$ | variance of step $t$ |\n\n"
+            "## Next section\n\nNot glossary.")
 
 
 def exercise_notebook(title="# 01 · The forward process: noise"):
@@ -417,7 +418,8 @@ class _QuietHandler(__import__("http.server").server.SimpleHTTPRequestHandler):
 # inline-block before the formula sits on the line's baseline, one inside the glyph's span on the glyph's.
 BASELINE_JS = """() => [...document.querySelectorAll('article span.math')].filter(m => m.querySelector('.MathJax'))
   .map(m => {
-    const mark = () => { const s = document.createElement('span'); s.style.cssText = 'display:inline-block;width:0;height:0'; return s; };
+    const mark = () => { const s = document.createElement('span');
+                         s.style.cssText = 'display:inline-block;width:0;height:0'; return s; };
     const line = mark(), glyph = mark(), jax = m.querySelector('.MathJax');
     m.parentNode.insertBefore(line, m);
     (jax.querySelector('.mi, .mn, .mo') || jax).appendChild(glyph);

@@ -1223,7 +1223,8 @@ def test_no_message_names_a_checks_internal_stand_in():
     from minidiff.course.exercises import core
     stand_ins = [cls for module in (mc.exercises.nb05_training, mc.exercises.nb06_sampling, mc.exercises.nb07_guidance)
                  for _, cls in inspect.getmembers(module, inspect.isclass)
-                 if issubclass(cls, torch.nn.Module) and cls.__name__.startswith("_") and cls.__module__ == module.__name__]
+                 if issubclass(cls, torch.nn.Module) and cls.__name__.startswith("_")
+                 and cls.__module__ == module.__name__]
     assert len(stand_ins) >= 4
     for cls in stand_ins:
         assert cls.__name__.lstrip("_") not in cls.description and "stand-in" in cls.description, cls
