@@ -82,7 +82,7 @@ def test_every_notebook_has_a_page_made_in_smoke_with_its_links(site):
 
 def test_front_page_is_the_landing_page_with_every_notebook_the_glossary_and_the_last_page(site):
     index = html(site, "index")
-    assert "What you will be able to do" in index and "Where each page of this site came from" in index
+    assert "What you will be able to do" in index and "Where each page came from" in index
     assert "make test" not in index, "the README, not the landing page, is the repository's page"
     for stem in STEMS:
         assert f'href="{stem}.html"' in index
