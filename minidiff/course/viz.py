@@ -133,10 +133,11 @@ def _subplots(rows: int, cols: int, scale: float, row_extra: float = 0.0,
 
 
 # -- static figures -----------------------------------------------------------------------------
-# Text in a grid stays readable at the size a figure is shown: the inline backend draws at 100 dpi, JupyterLab and
-# the site show a PNG at its own size up to their text column (about 750 px), so a grid is at most GRID_WIDTH
-# inches wide (its images shrink to fit) and its labels are LABEL_PT points, at least 9 pt on the screen.
-GRID_WIDTH = 7.5
+# Text in a grid stays readable at the size a figure is shown: the inline backend draws at 100 dpi; JupyterLab
+# shows a PNG at its own size up to the notebook's width, the site up to its text column (704 px measured in
+# Chromium at 1300 px). So a grid is at most GRID_WIDTH inches wide (its images shrink to fit), and its labels are
+# LABEL_PT points: 14 px on the screen, at least 9 pt.
+GRID_WIDTH = 6.8
 LABEL_PT = 10
 
 
