@@ -427,3 +427,21 @@ BASELINE_JS = """() => [...document.querySelectorAll('article span.math')].filte
     line.remove(); glyph.remove();
     return Math.round(offset * 10) / 10;
   })"""
+
+
+def test_make_book_is_quiet_and_passes_solutions_0_on():
+    """`make book` installs the book extra without echoing setuptools' editable-install warning block (issue 31), and
+    `make book SOLUTIONS=0` builds the site without the solutions (issue 29)."""
+    import re
+    make = (book.REPO / "Makefile").read_text()
+    recipe = re.search(r"^\$\(BOOK_STAMP\):.*\n((?:\t.*\n)+)", make, re.M).group(1).splitlines()
+    assert all(line.startswith("\t@") for line in recipe), recipe
+    install = next(line for line in recipe if "pip install" in line)
+    assert "--quiet" in install and 'PYTHONWARNINGS="ignore:Editable installation"' in install
+    runs = {}
+    for solutions in ("0", "1"):
+        done = subprocess.run(["make", "-n", "book", f"SOLUTIONS={solutions}", "BOOK_STAMP=pyproject.toml"],
+                              cwd=book.REPO, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        runs[solutions] = done.stdout
+    assert "--no-solutions" in runs["0"] and "--no-solutions" not in runs["1"]
