@@ -348,7 +348,7 @@ def notebook_table(notebooks: dict[str, nbformat.NotebookNode], times: Path = TI
         total += minutes
         rows.append(f"| [{notebook_title(nb, stem)}]({stem}.ipynb) | {exercise_count(nb)} | "
                     f"{f'{run:.0f} s' if run is not None else 'not measured yet'} | {duration(minutes)} |")
-    return ("| notebook | exercises | the machine's run (`default`, 2-core CPU) | your time (estimate) |\n"
+    return ("| notebook | exercises | run time (`default` profile, 2-core CPU) | your time (estimate) |\n"
             "|---|---|---|---|\n" + "\n".join(rows) + f"\n\nIn all {duration(total)}, in sittings of your choosing.")
 
 
