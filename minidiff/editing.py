@@ -2,10 +2,10 @@ r"""Editing with a trained model (notebook 10): change an image instead of drawi
 
 **SDEdit** (Meng et al. 2022): noise the image part of the way,
 $x_{t_0} = \alpha_{t_0} x + \sigma_{t_0}\varepsilon$, and let the model denoise it from there, with the same or
-another condition. The *strength* $t_0$ trades
-faithfulness (little noise: the image survives) against realism and obedience to the new condition (much
-noise: the model redraws it). With ``steps`` sampler steps and strength $s$ the run is the last
-$\lceil s \cdot \text{steps} \rceil$ steps of the full ``steps``-step run, as in diffusers' img2img.
+another condition. The *strength* $t_0$ trades faithfulness (little noise: the image survives) against realism
+and obedience to the new condition (much noise: the model redraws it). With ``steps`` sampler steps and
+strength $s$ the run is the last $\lceil s \cdot \text{steps} \rceil$ steps of the full ``steps``-step run, as in
+diffusers' img2img.
 
 **Inpainting** by replacement (the baseline of Lugmayr et al. 2022): at every step the pixels to keep are
 replaced by the original noised to the same level, $x \leftarrow m \odot x + (1 - m) \odot q(x_{t'} \mid x)$,
