@@ -235,7 +235,8 @@ def ddpm_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], y: Optio
                 guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
                 variance: Literal["beta", "posterior"] = "beta", clip_x0: bool = False,
                 generator: Optional[torch.Generator] = None, return_trajectory: bool = False,
-                progress: Optional[bool] = None, dtype: Optional[torch.dtype] = None) -> Union[Tensor, tuple[Tensor, dict]]:
+                progress: Optional[bool] = None,
+                dtype: Optional[torch.dtype] = None) -> Union[Tensor, tuple[Tensor, dict]]:
     r"""Ancestral sampling through all $T$ steps: $x_T \sim \mathcal N(0, I)$, then ``ddpm_step`` at positions
     $T-1, \dots, 0$ (steps $T, \dots, 1$). Returns $x_0$ (and, with ``return_trajectory``, the image entering
     each step and its $\hat x_0$; the trajectory's ``"t"`` lists positions). ``dtype=torch.bfloat16`` runs the

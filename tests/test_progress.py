@@ -71,8 +71,10 @@ def test_the_cell_timer_prints_once_for_a_long_cell_and_not_for_a_short_one(caps
     now = [0.0]
     timer = timing.CellTimer(threshold=10.0, clock=lambda: now[0])
     timer.post_run_cell()                      # the cell that installed it: no start, nothing to say
-    timer.pre_run_cell(); now[0] = 12.34; timer.post_run_cell()
-    timer.pre_run_cell(); now[0] = 15.0; timer.post_run_cell()
+    for end in (12.34, 15.0):                  # a cell of 12.34 s, then one of 2.66 s
+        timer.pre_run_cell()
+        now[0] = end
+        timer.post_run_cell()
     timer.post_run_cell()                      # a second post event without a start prints nothing
     assert capsys.readouterr().out == "cell took 12.3 s\n"
 
