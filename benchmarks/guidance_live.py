@@ -29,7 +29,8 @@ def main() -> None:
     args = parser.parse_args()
     model, s, _ = md.load_diffusion("mnist_cond", device=args.device)
     scales = [float(w) for w in args.scales.split(",")]
-    print(f"{os.cpu_count()} cores, torch {torch.__version__}, {args.device}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"{os.cpu_count()} cores, torch {torch.__version__}, {args.device}, {date}")
     for n in args.n:
         floor = md.frechet_distance(md.mnist("train").images[:n])
         labels = torch.arange(n, device=args.device) % 10
@@ -48,7 +49,8 @@ def main() -> None:
                 spread = statistics.stdev(ratios) if len(ratios) > 1 else 0.0
                 row.append(f"w={w:g}: {statistics.mean(ratios):.2f} ± {spread:.2f} "
                            f"[{', '.join(f'{r:.2f}' for r in ratios)}] acc {statistics.mean(accuracies):.0%}")
-            print(f"n = {n}, floor FD {floor:.2f}, DDIM {steps} steps ({time.perf_counter() - start:.0f} s):", flush=True)
+            seconds = time.perf_counter() - start
+            print(f"n = {n}, floor FD {floor:.2f}, DDIM {steps} steps ({seconds:.0f} s):", flush=True)
             for line in row:
                 print("   ", line, flush=True)
 

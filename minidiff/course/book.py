@@ -48,7 +48,8 @@ PROFILE_WORDS = {
     "full": "the GPU runner's settings: models trained to reference quality, asserted by the notebook",
 }
 # A tqdm progress bar as a notebook stores it: a widget view whose text is the bar when it was first drawn
-# ("training:   0%|          | 0/160 [00:00<?, ?it/s]"). A page drops it: it is neither interactive nor finished.
+# ("training:   0%|          | 0/160 [00:00<?, ?it/s]"). A page drops it: it is neither interactive nor
+# finished.
 PROGRESS_BAR = re.compile(r"\d+%\|.*\| *[\d.]+[kMG]?/(?:[\d.]+[kMG]?|\?) \[")
 # <link>/<script> tags in an HTML output that load from elsewhere (matplotlib's animation player links Font
 # Awesome from a CDN; the theme serves Font Awesome itself): dropped, so a page loads nothing from outside.
@@ -186,8 +187,8 @@ def is_progress_bar(output: nbformat.NotebookNode) -> bool:
 
 def page(executed: nbformat.NotebookNode, stem: str) -> nbformat.NotebookNode:
     """The executed notebook as a page: the Colab cell and HTML tags that load from elsewhere removed, progress
-    bars dropped, each other widget view replaced by a note (a widget needs a kernel), links to headings given the site's anchors, the
-    provenance box after the title cell."""
+    bars dropped, each other widget view replaced by a note (a widget needs a kernel), links to headings given
+    the site's anchors, the provenance box after the title cell."""
     nb = copy.deepcopy(executed)
     nb.cells = [c for c in nb.cells if c.get("id") != colab.SETUP_CELL_ID]
     for cell in nb.cells:
