@@ -353,7 +353,7 @@ def sample(sampler: SamplerName, model: Model, s: NoiseSchedule, shape: tuple[in
 
 def ddim_invert(model: Model, s: NoiseSchedule, x0: Tensor, steps: int = 50, y: Optional[Tensor] = None,
                 guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
-                dtype: Optional[torch.dtype] = None) -> Tensor:
+                dtype: Optional[torch.dtype] = None, progress: Optional[bool] = None) -> Tensor:
     r"""Run deterministic DDIM *upwards*, from the image to $x_T$, over the "linspace" positions
     $0 = i_1 < \dots < i_n = T-1$ (steps $1, \dots, T$). From step $k$ to the next visited step $j > k$:
     $x_j = \sqrt{\bar\alpha_j}\,\hat x_0 + \sqrt{1-\bar\alpha_j}\,\hat\varepsilon$ with
@@ -363,7 +363,7 @@ def ddim_invert(model: Model, s: NoiseSchedule, x0: Tensor, steps: int = 50, y: 
     ts = ddim_timesteps(s.num_steps, steps, "linspace")[::-1]        # positions 0 … T−1, ascending
     x = _check_start(x0, s, model, "x0")
     denoise = prepare(model, s, _check_shape(tuple(x0.shape)), y, guidance_scale, target, dtype)
-    for t, t_next in zip(ts, ts[1:]):
+    for t, t_next in progress_bar(list(zip(ts, ts[1:])), progress, "DDIM inversion", leave=False):
         eps, x0_hat = denoise(x, t, s)
         alpha_next, sigma_next = s.alpha_sigma(t_next)
         x = alpha_next * x0_hat + sigma_next * eps

@@ -30,6 +30,7 @@ def sample_all(progress):
     md.dpm_solver_sample(Zero(), s, (2, 1, 4, 4), steps=5, generator=g, progress=progress)
     md.ddpm_sample(Zero(), s, (2, 1, 4, 4), generator=g, progress=progress)
     md.samplers.sample("ddim", Zero(), s, (3, 1, 4, 4), steps=5, batch_size=2, generator=g, progress=progress)
+    md.samplers.ddim_invert(Zero(), s, torch.zeros(2, 1, 4, 4), steps=5, progress=progress)
 
 
 def test_progress_false_draws_nothing(no_delay, capsys):
@@ -40,7 +41,8 @@ def test_progress_false_draws_nothing(no_delay, capsys):
 def test_progress_true_draws_a_bar_per_loop(no_delay, capsys):
     sample_all(True)
     err = capsys.readouterr().err
-    assert "DDIM: " in err and "DPM-Solver++: " in err and "DDPM: " in err and "/20" in err and "/5" in err
+    for name in ("DDIM: ", "DDIM inversion: ", "DPM-Solver++: ", "DDPM: ", "/20 ", "/5 "):
+        assert name in err, (name, err)
 
 
 def test_progress_none_is_off_under_a_test_runner_and_on_in_a_kernel(no_delay, capsys, monkeypatch):
