@@ -80,6 +80,7 @@ from . import (
                         nn,
                         objectives,
                         pretrained,
+                        progress,
                         registry,
                         samplers,
                         schedules,
@@ -162,5 +163,5 @@ __all__ = [
     "conditioning", "schedules", "diffusion", "flow", "losses", "nn", "objectives", "train", "samplers", "guidance",
     "latent",
     "scores",
-    "metrics", "data", "images", "checkpoint", "registry", "pretrained",
+    "metrics", "data", "images", "checkpoint", "registry", "pretrained", "progress",
 ]
