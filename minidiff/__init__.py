@@ -24,6 +24,7 @@ position (``q_sample(x0, i, s)`` returns x_{i+1}; ``t=-1`` in ``ddim_step`` mean
 The package, in the order the course teaches it (an import only ever points up this list:
 tests/test_architecture.py holds the exact order):
 
+    progress                         the long loops' progress bars (a leaf: on in a notebook, off in a log)
     conditioning                     what a network is given (x_t, t, y) and returns (its target); labels,
                                      null labels, captions, plain CFG, and every check at a public door
     schedules, diffusion, losses     the forward process and the objective      (notebooks 01–03, 05)
@@ -81,6 +82,7 @@ from . import (
                         nn,
                         objectives,
                         pretrained,
+                        progress,
                         registry,
                         samplers,
                         schedules,
@@ -166,5 +168,5 @@ __all__ = [
     "conditioning", "schedules", "diffusion", "flow", "losses", "nn", "objectives", "train", "samplers", "guidance",
     "latent", "editing",
     "scores",
-    "metrics", "data", "images", "checkpoint", "registry", "pretrained",
+    "metrics", "data", "images", "checkpoint", "registry", "pretrained", "progress",
 ]

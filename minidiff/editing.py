@@ -27,6 +27,7 @@ from torch import Tensor
 from .conditioning import FLOW_TARGET, unwrap
 from .diffusion import q_sample
 from .flow import _velocity_fn, euler_step, flow_interpolate
+from .progress import progress_bar
 from .samplers import GuidanceArg, ddim_step, ddim_timesteps, prepare
 from .schedules import NoiseSchedule
 
@@ -95,13 +96,13 @@ def sdedit_start(images: Tensor, position: int, s: NoiseSchedule, noise: Tensor)
 @torch.no_grad()
 def sdedit(model: Model, images: Tensor, strength: float, steps: int = 50, y: Optional[Tensor] = None,
            guidance_scale: GuidanceArg = None, generator: Optional[torch.Generator] = None,
-           schedule: Optional[NoiseSchedule] = None, eta: float = 0.0) -> Tensor:
+           schedule: Optional[NoiseSchedule] = None, eta: float = 0.0, progress: Optional[bool] = None) -> Tensor:
     r"""SDEdit (Meng et al. 2022): ``images`` (N, C, H, W) in [−1, 1] noised to the level ``strength`` and denoised
     by ``model`` with labels ``y`` (guided at ``guidance_scale``). A diffusion model runs the last
     $\lceil$strength·steps$\rceil$ of ``steps`` DDIM steps ($\eta$ = ``eta``) on its schedule (``schedule``, else the
     one ``load_diffusion`` attached); a flow model starts at $t_0$ = strength,
     $x_{t_0} = (1 - t_0)x + t_0\varepsilon$, and takes $\lceil$strength·steps$\rceil$ Euler steps to $t = 0$. Noise
-    from ``generator`` (on the images' device)."""
+    from ``generator`` (on the images' device); ``progress``: a bar over the steps (``minidiff.progress``)."""
     images, strength = check_images(images), check_strength(strength)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1; got {steps!r}")
@@ -110,18 +111,18 @@ def sdedit(model: Model, images: Tensor, strength: float, steps: int = 50, y: Op
     if s is None:
         k = min(steps, max(1, math.ceil(strength * steps - 1e-9)))
         times = torch.linspace(strength, 0, k + 1).tolist()
-        return _euler(model, flow_interpolate(images, noise, strength), times, y, guidance_scale)
+        return _euler(model, flow_interpolate(images, noise, strength), times, y, guidance_scale, progress=progress)
     positions = sdedit_positions(s.num_steps, strength, steps)
     x = sdedit_start(images, positions[0], s, noise)
-    return _ddim(model, s, x, positions, y, guidance_scale, eta, generator)
+    return _ddim(model, s, x, positions, y, guidance_scale, eta, generator, progress=progress)
 
 
 def _ddim(model: Model, s: NoiseSchedule, x: Tensor, positions: list[int], y: Optional[Tensor],
           guidance_scale: GuidanceArg, eta: float, generator: Optional[torch.Generator],
-          after_step: Optional[Callable[[Tensor, int], Tensor]] = None) -> Tensor:
+          after_step: Optional[Callable[[Tensor, int], Tensor]] = None, progress: Optional[bool] = None) -> Tensor:
     """DDIM from ``x`` at ``positions[0]`` through ``positions`` to −1; ``after_step(x, t_prev)`` edits each result."""
     denoise = prepare(model, s, tuple(x.shape), y, guidance_scale)
-    for t, t_prev in zip(positions, positions[1:] + [-1]):
+    for t, t_prev in progress_bar(list(zip(positions, positions[1:] + [-1])), progress, "SDEdit", leave=False):
         eps, x0 = denoise(x, t, s)
         noise = torch.randn(x.shape, device=x.device, generator=generator, dtype=x.dtype) if eta > 0 else None
         x = ddim_step(x, eps, t, t_prev, s, eta, noise, x0=x0)
@@ -131,9 +132,10 @@ def _ddim(model: Model, s: NoiseSchedule, x: Tensor, positions: list[int], y: Op
 
 
 def _euler(model: Model, x: Tensor, times: list[float], y: Optional[Tensor], guidance_scale: GuidanceArg,
-           after_step: Optional[Callable[[Tensor, float], Tensor]] = None) -> Tensor:
+           after_step: Optional[Callable[[Tensor, float], Tensor]] = None, progress: Optional[bool] = None,
+           desc: str = "SDEdit") -> Tensor:
     velocity = _velocity_fn(model, y, guidance_scale)
-    for t, t_next in zip(times[:-1], times[1:]):
+    for t, t_next in progress_bar(list(zip(times[:-1], times[1:])), progress, desc, leave=False):
         x = euler_step(x, velocity(x, t), t, t_next)
         if after_step is not None:
             x = after_step(x, t_next)
@@ -159,12 +161,12 @@ def renoise_step(x: Tensor, t_from: int, t_to: int, s: NoiseSchedule, noise: Ten
 @torch.no_grad()
 def inpaint(model: Model, images: Tensor, mask: Tensor, steps: int = 50, y: Optional[Tensor] = None,
             guidance_scale: GuidanceArg = None, generator: Optional[torch.Generator] = None,
-            schedule: Optional[NoiseSchedule] = None, resample: int = 1) -> Tensor:
+            schedule: Optional[NoiseSchedule] = None, resample: int = 1, progress: Optional[bool] = None) -> Tensor:
     r"""Fill the region ``mask`` = 1 of ``images`` (N, C, H, W) in [−1, 1]; ``mask`` (N or 1, 1, H, W), 0 = keep.
     From pure noise, each of ``steps`` steps (DDIM with $\eta = 1$ on a diffusion model's schedule; Euler on a flow
     model) is followed by ``inpaint_merge`` with the original noised to the step's level (fresh noise each time).
     ``resample`` = r > 1 is RePaint's: each step is redone r times, backing up with ``renoise_step`` in between
-    (a diffusion model only). The kept pixels are returned exactly as given."""
+    (a diffusion model only). The kept pixels are returned exactly as given. ``progress``: a bar over the steps."""
     images = check_images(images)
     mask = check_mask(mask, images)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -180,13 +182,14 @@ def inpaint(model: Model, images: Tensor, mask: Tensor, steps: int = 50, y: Opti
                              "resample=1")
         keep_flow = lambda x, t: inpaint_merge(x, flow_interpolate(images, randn(), t) if t > 0 else images, mask)
         x = keep_flow(x, 1.0)
-        x = _euler(model, x, torch.linspace(1, 0, steps + 1).tolist(), y, guidance_scale, keep_flow)
+        x = _euler(model, x, torch.linspace(1, 0, steps + 1).tolist(), y, guidance_scale, keep_flow, progress,
+                   "inpaint")
         return inpaint_merge(x, images, mask)
     positions = ddim_timesteps(s.num_steps, steps)
     keep = lambda x, t: inpaint_merge(x, q_sample(images, t, s, randn()) if t >= 0 else images, mask)
     x = keep(x, positions[0])
     denoise = prepare(model, s, tuple(images.shape), y, guidance_scale)
-    for t, t_prev in zip(positions, positions[1:] + [-1]):
+    for t, t_prev in progress_bar(list(zip(positions, positions[1:] + [-1])), progress, "inpaint", leave=False):
         for r in range(resample):
             eps, x0 = denoise(x, t, s)
             x = keep(ddim_step(x, eps, t, t_prev, s, 1.0, randn(), x0=x0), t_prev)

@@ -87,6 +87,19 @@ def test_page_drops_the_colab_cell_replaces_widget_views_and_adds_the_provenance
         assert text in box, text
 
 
+def test_page_drops_progress_bars_but_not_other_widgets():
+    view = {book.WIDGET_VIEW: {"version_major": 2, "version_minor": 0, "model_id": "abc"}}
+    bars = ["training:   0%|          | 0/160 [00:00<?, ?it/s]", "DDIM:  40%|████      | 4/10 [00:01<00:01, 3.1it/s]",
+            "  0%|          | 0/1.00k [00:00<?, ?it/s]"]
+    nb = executed(solution())
+    nb.cells[2].outputs = ([new_output("display_data", data={**view, "text/plain": bar}) for bar in bars]
+                           + [new_output("display_data", data={**view, "text/plain": "IntSlider(value=3)"}),
+                              new_output("stream", name="stdout", text="cell took 12.3 s\n")])
+    outputs = book.page(nb, "06_sampling").cells[2].outputs
+    assert [o.output_type for o in outputs] == ["display_data", "stream"]
+    assert "widget" in outputs[0].data["text/html"] and outputs[1].text == "cell took 12.3 s\n"
+
+
 def test_page_drops_html_tags_that_load_from_elsewhere():
     html = ('<link rel="stylesheet"\nhref="https://maxcdn.example/fa.css">\n<script src="//cdn.example/x.js"></script>'
             '<link rel="stylesheet" href="_static/local.css"><script>var a = 1;</script><p>kept</p>')

@@ -59,6 +59,10 @@ PROFILE_WORDS = {
     "default": "a learner's settings: short training on a CPU, then the shipped checkpoints",
     "full": "the GPU runner's settings: models trained to reference quality, asserted by the notebook",
 }
+# A tqdm progress bar as a notebook stores it: a widget view whose text is the bar when it was first drawn
+# ("training:   0%|          | 0/160 [00:00<?, ?it/s]"). A page drops it: it is neither interactive nor
+# finished.
+PROGRESS_BAR = re.compile(r"\d+%\|.*\| *[\d.]+[kMG]?/(?:[\d.]+[kMG]?|\?) \[")
 # <link>/<script> tags in an HTML output that load from elsewhere (matplotlib's animation player links Font
 # Awesome from a CDN; the theme serves Font Awesome itself): dropped, so a page loads nothing from outside.
 REMOTE_TAG = re.compile(r"""<(?:link|script)\b[^>]*\b(?:href|src)\s*=\s*["']?(?:https?:)?//[^>]*>(?:\s*</script>)?""",
@@ -235,10 +239,17 @@ def solutions_folded(cell: nbformat.NotebookNode, where: str) -> nbformat.Notebo
     return cell
 
 
+def is_progress_bar(output: nbformat.NotebookNode) -> bool:
+    """Whether ``output`` is a tqdm bar drawn as a notebook widget (``PROGRESS_BAR``)."""
+    data = output.get("data", {})
+    return WIDGET_VIEW in data and bool(PROGRESS_BAR.search(str(data.get("text/plain", ""))))
+
+
 def page(executed: nbformat.NotebookNode, stem: str, solved: bool = True) -> nbformat.NotebookNode:
-    """The executed notebook as a page: the Colab cell and HTML tags that load from elsewhere removed, each
-    widget view replaced by a note (a widget needs a kernel), links to headings given the site's anchors, each
-    solution folded and the hidden tests removed, the provenance box after the title cell."""
+    """The executed notebook as a page: the Colab cell and HTML tags that load from elsewhere removed, progress
+    bars dropped, each other widget view replaced by a note (a widget needs a kernel), links to headings given
+    the site's anchors, each solution folded and the hidden tests removed, the provenance box after the title
+    cell."""
     nb = copy.deepcopy(executed)
     nb.cells = [c for c in nb.cells if c.get("id") != colab.SETUP_CELL_ID]
     for i, cell in enumerate(nb.cells):
@@ -246,7 +257,8 @@ def page(executed: nbformat.NotebookNode, stem: str, solved: bool = True) -> nbf
         if cell.cell_type == "markdown":
             cell.source = site_links(cell.source)
         if cell.cell_type == "code":   # a live widget needs a kernel; each one has a static figure beside it
-            cell.outputs = [copy.deepcopy(WIDGET_NOTE) if WIDGET_VIEW in o.get("data", {}) else o for o in cell.outputs]
+            cell.outputs = [copy.deepcopy(WIDGET_NOTE) if WIDGET_VIEW in o.get("data", {}) else o
+                            for o in cell.outputs if not is_progress_bar(o)]
             for output in cell.outputs:
                 if "text/html" in output.get("data", {}):
                     output.data["text/html"] = REMOTE_TAG.sub("", output.data["text/html"])
