@@ -13,6 +13,7 @@ WORKSPACE := my_notebooks
 BOOK_STAMP   := $(VENV)/.book-$(shell cksum pyproject.toml | cut -d' ' -f1)
 BOOK_PROFILE ?= default
 EXECUTED     ?=
+SOLUTIONS    ?= 1
 
 # PyTorch's CPU build instead of PyPI's (which brings CUDA), e.g. `make lab TORCH_INDEX=https://download.pytorch.org/whl/cpu`
 TORCH_INDEX ?=
@@ -111,15 +112,18 @@ test-gpu:
 # book/_build/html/. Each page comes from the GPU suite's run where EXECUTED names its folder and it holds
 # that notebook (make book EXECUTED=gpu_suite_out), otherwise from a run here in BOOK_PROFILE (cached in
 # book/_build/executed/ until the notebook changes). CI builds it in `smoke` inside `make test`.
+# SOLUTIONS=0 builds it from the student notebooks instead: exercises blank, no solution on the site (INSTRUCTORS.md).
 $(BOOK_STAMP): $(INSTRUCTOR_STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[course,instructor,book]'
-	rm -f $(VENV)/.book-*
-	touch $(BOOK_STAMP)
+	@echo "Installing the site's tools (the book extra) into $(VENV) ..."
+	@PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e '.[course,instructor,book]'
+	@rm -f $(VENV)/.book-*
+	@touch $(BOOK_STAMP)
 
 book-env: $(BOOK_STAMP)
 
 book: $(BOOK_STAMP)
-	env -u MPLBACKEND $(BIN)/python -m minidiff.course.book --profile $(BOOK_PROFILE) $(addprefix --executed ,$(EXECUTED))
+	env -u MPLBACKEND $(BIN)/python -m minidiff.course.book --profile $(BOOK_PROFILE) $(addprefix --executed ,$(EXECUTED)) \
+		$(if $(filter 0 no false,$(SOLUTIONS)),--no-solutions)
 
 # Debian's Chromium for the real-browser test; skipped quietly where it cannot be installed.
 browser:

@@ -4,10 +4,11 @@ thread holds a core that the thread it waits for needs.
 
 Times one training step of a small U-Net (the size notebooks 04-07 train on a CPU) in fresh processes, with
 1 and 2 torch threads and OpenMP's wait policy ACTIVE (spin, libgomp's default with few threads) or PASSIVE
-(sleep), first on a quiet machine and then beside ``--load`` processes that each keep one core busy (as
-another notebook, `make book` or a browser does).
+(sleep), on a quiet machine and beside other work: ``--loads`` plain busy processes (each keeps one core busy, as a
+browser or a compile does) and ``--torch-loads`` competing torch trainings with 2 spinning threads each (as another
+notebook's kernel or `make book` does).
 
-    python benchmarks/kernel_threads.py [--seconds 8] [--load 1]
+    python benchmarks/kernel_threads.py [--seconds 8] [--loads 0 1 2] [--torch-loads 1]
 """
 from __future__ import annotations
 
@@ -44,24 +45,32 @@ def time_step(threads: int, policy: str, seconds: float) -> float:
     return float(done.stdout.split()[-1])
 
 
-def busy_processes(n: int) -> list[subprocess.Popen]:
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+def busy_processes(n: int, torch_training: bool = False) -> list[subprocess.Popen]:
+    """``n`` processes that keep the CPU busy until killed: a Python spin loop (one core each), or the same training
+    step as the one timed, with 2 torch threads and libgomp's default (spinning) wait policy."""
+    env = dict(os.environ, OMP_WAIT_POLICY="ACTIVE")
+    env.pop("OMP_NUM_THREADS", None)
+    command = [sys.executable, "-c", STEP, "2", "1e9"] if torch_training else [sys.executable, "-c", "while True: pass"]
+    return [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL) for _ in range(n)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8.0, help="how long each setting trains")
-    parser.add_argument("--load", type=int, default=1, help="busy processes beside the second round")
+    parser.add_argument("--loads", type=int, nargs="*", default=[0, 1, 2], help="numbers of busy spin processes")
+    parser.add_argument("--torch-loads", type=int, nargs="*", default=[1], help="numbers of competing torch trainings")
     args = parser.parse_args()
     print(f"{os.cpu_count()} cores; load average before: {os.getloadavg()[0]:.2f}")
-    for load in (0, args.load):
-        burners = busy_processes(load)
+    for load, torch_training in [(n, False) for n in args.loads] + [(n, True) for n in args.torch_loads]:
+        burners = busy_processes(load, torch_training)
+        what = "torch training(s), 2 spinning threads" if torch_training else "busy process(es)"
         try:
-            time.sleep(0.5)
+            time.sleep(3.0 if torch_training else 0.5)     # a torch competitor first imports torch and builds its model
             for threads in (1, 2):
                 for policy in ("ACTIVE", "PASSIVE"):
                     ms = 1000 * time_step(threads, policy, args.seconds)
-                    print(f"{load} busy process(es), {threads} thread(s), OMP_WAIT_POLICY={policy}: {ms:7.0f} ms/step")
+                    print(f"{load} {what}, {threads} thread(s), OMP_WAIT_POLICY={policy}: {ms:7.0f} ms/step",
+                          flush=True)
         finally:
             for p in burners:
                 p.kill()

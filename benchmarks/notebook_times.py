@@ -6,7 +6,8 @@ under 2). Run it on a quiet machine: anything else running changes the figures.
         [--only 03 06] [--out benchmarks/results/notebook_times_cpu.jsonl]
 
 Each run appends one JSON line: notebook, profile, machine, date, wall seconds (kernel start included),
-whether every cell ran, and the five slowest cells with their seconds (nbclient's recorded timings).
+whether every cell ran, the five slowest cells with their seconds (nbclient's recorded timings), and every cell
+over 10 s (each must show progress while it runs: issue 31).
 """
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ def time_notebook(path: Path, profile: str, timeout: int) -> dict:
             "torch_threads": _torch_threads(),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "wall_s": round(wall, 1), "ok": ok, "error": error,
-            "slowest_cells": [{"cell": i, "s": round(s, 1)} for i, s in slowest]}
+            "slowest_cells": [{"cell": i, "s": round(s, 1)} for i, s in slowest],
+            "cells_over_10s": [{"cell": i, "s": round(s, 1)} for i, s in cells if s > 10]}   # issue 31: bar and time
 
 
 def _torch_threads() -> int:

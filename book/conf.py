@@ -26,7 +26,10 @@ mathjax2_config = {
     "tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]], "processEscapes": True,
                 "ignoreClass": "document", "processClass": "math|output_area"},
     "HTML-CSS": {"availableFonts": [], "imageFont": None, "preferredFont": None, "webFont": "STIX-Web",
-                 "linebreaks": {"automatic": True}},
+                 "linebreaks": {"automatic": True},
+                 # MathJax declares a fallback font whose file is about:blank, which Chromium refuses with a console
+                 # error on every page: the same font, declared without a file to fetch
+                 "styles": {"@font-face": {"font-family": "MathJax_Blank", "src": "local('MathJax_Blank')"}}},
     "showMathMenu": False, "messageStyle": "none", "menuSettings": {"zoom": "None"},
 }
 
@@ -34,7 +37,9 @@ html_theme = "sphinx_book_theme"
 html_static_path = ["_static"]
 html_extra_path = ["_extra"]       # the student notebooks, downloadable at notebooks/NN_….ipynb
 html_css_files = ["minidiff.css"]
+html_favicon = "_static/favicon.svg"   # a page without one makes the browser ask for /favicon.ico, a 404
 html_last_updated_fmt = None
+html_context = {"default_mode": "light"}   # without it the theme logs "Got invalid theme mode" as a console error
 html_theme_options = {
     "repository_url": colab.repository_url(),
     "repository_branch": colab.BRANCH,

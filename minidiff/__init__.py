@@ -24,6 +24,7 @@ position (``q_sample(x0, i, s)`` returns x_{i+1}; ``t=-1`` in ``ddim_step`` mean
 The package, in the order the course teaches it (an import only ever points up this list:
 tests/test_architecture.py holds the exact order):
 
+    progress                         the long loops' progress bars (a leaf: on in a notebook, off in a log)
     conditioning                     what a network is given (x_t, t, y) and returns (its target); labels,
                                      null labels, captions, plain CFG, and every check at a public door
     schedules, diffusion, losses     the forward process and the objective      (notebooks 01–03, 05)
@@ -33,6 +34,7 @@ tests/test_architecture.py holds the exact order):
     objectives, train                one Trainer for any model and objective      (05)
     samplers, guidance               DDPM, DDIM, DPM-Solver++; guidance variants  (06, 07)
     latent                           latent diffusion: sampling in an autoencoder's space  (08)
+    editing                          SDEdit and inpainting with any trained model           (10)
     pretrained/                      the shipped checkpoints, their loaders, text_to_image, the recipes
     metrics                          Fréchet distance, KID, accuracy in a classifier's features
     data, checkpoint                 MNIST, 8×8 digits, procedural Shapes, all in [-1, 1]; atomic files
@@ -72,6 +74,7 @@ from . import (
                         checkpoint,
                         data,
                         diffusion,
+                        editing,
                         guidance,
                         latent,
                         losses,
@@ -79,6 +82,7 @@ from . import (
                         nn,
                         objectives,
                         pretrained,
+                        progress,
                         registry,
                         samplers,
                         schedules,
@@ -107,6 +111,7 @@ from .diffusion import (
                         q_sample,
                         q_step,
 )
+from .editing import inpaint, sdedit
 from .flow import FlowConfig, FlowObjective, FlowPath, flow_sample
 from .guidance import ClassifierFree, cfg_mix, drop_labels
 from .losses import diffusion_loss
@@ -151,6 +156,8 @@ __all__ = [
     "Autoencoder", "AutoencoderConfig", "text_to_image",
     # 09: flow matching
     "FlowPath", "FlowConfig", "FlowObjective", "flow_sample",
+    # 10: editing
+    "sdedit", "inpaint",
     # data, measures, shipped models
     "mnist", "sklearn_digits", "Shapes", "Scenes", "LabelledImages", "torchvision_dataset",
     "to_model_range", "to_pixel_range",
@@ -159,7 +166,7 @@ __all__ = [
     "load_diffusion", "load_classifier", "load_autoencoder", "load_trained", "generate",
     # the modules
     "conditioning", "schedules", "diffusion", "flow", "losses", "nn", "objectives", "train", "samplers", "guidance",
-    "latent",
+    "latent", "editing",
     "scores",
-    "metrics", "data", "images", "checkpoint", "registry", "pretrained",
+    "metrics", "data", "images", "checkpoint", "registry", "pretrained", "progress",
 ]

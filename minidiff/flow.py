@@ -31,6 +31,7 @@ from .conditioning import (
     null_like,
     unwrap,
 )
+from .progress import progress_bar
 
 Model = Callable[..., Tensor]
 Solver = Literal["euler", "heun"]
@@ -250,13 +251,15 @@ def _check_sample_args(shape, steps, solver, shift) -> None:
 @torch.no_grad()
 def flow_sample(model: Model, shape: tuple[int, ...], steps: int = 20, y: Optional[Tensor] = None,
                 guidance_scale: Optional[float] = None, solver: Solver = "euler", shift: float = 1.0,
-                generator: Optional[torch.Generator] = None, device: Optional[torch.device] = None) -> Tensor:
+                generator: Optional[torch.Generator] = None, device: Optional[torch.device] = None,
+                progress: Optional[bool] = None) -> Tensor:
     r"""Integrate $dx/dt = u_\theta(x, t)$ from $x_1 \sim \mathcal N(0, I)$ at $t = 1$ to $t = 0$ and return $x_0$.
 
     Times: ``flow_timesteps(steps, shift)``. ``solver="euler"`` costs one network call per step, ``"heun"``
     two (one at the last step). With labels ``y`` and ``guidance_scale`` $w$, classifier-free guidance mixes
     the conditional and the null-label velocities, $\hat u = u_\varnothing + w\,(u_y - u_\varnothing)$ (one
-    batched pass for both); ``guidance_scale=None`` calls the model with ``y`` alone."""
+    batched pass for both); ``guidance_scale=None`` calls the model with ``y`` alone. ``progress``: a bar over the
+    steps, as every sampler's (``minidiff.progress``)."""
     _check_sample_args(shape, steps, solver, shift)
     own = getattr(unwrap(model), "target", None)
     if own not in (None, FLOW_TARGET):
@@ -271,19 +274,20 @@ def flow_sample(model: Model, shape: tuple[int, ...], steps: int = 20, y: Option
             raise ValueError("guidance_scale needs labels y (guidance mixes the conditional and unconditional "
                              "velocity)")
     x1 = torch.randn(shape, generator=generator, device=device)
-    return flow_integrate(model, x1, steps, y, guidance_scale, solver, shift)
+    return flow_integrate(model, x1, steps, y, guidance_scale, solver, shift, progress)
 
 
 @torch.no_grad()
 def flow_integrate(model: Model, x1: Tensor, steps: int, y: Optional[Tensor] = None,
-                   guidance_scale: Optional[float] = None, solver: Solver = "euler", shift: float = 1.0) -> Tensor:
+                   guidance_scale: Optional[float] = None, solver: Solver = "euler", shift: float = 1.0,
+                   progress: Optional[bool] = None) -> Tensor:
     r"""The ODE from a given $x_1$ (the noise) at $t = 1$ to $t = 0$: ``flow_sample`` without the draw, for
     when the noise matters too (reflow's pairs $(\varepsilon, \hat x_0)$). Arguments as ``flow_sample``'s,
     checked there."""
     velocity = _velocity_fn(model, y, guidance_scale)
     x = x1
     times = flow_timesteps(steps, shift).tolist()
-    for t, t_next in zip(times[:-1], times[1:]):
+    for t, t_next in progress_bar(list(zip(times[:-1], times[1:])), progress, "flow ODE", leave=False):
         u = velocity(x, t)
         x = euler_step(x, u, t, t_next) if solver == "euler" else heun_step(velocity, x, u, t, t_next)
     return x

@@ -57,11 +57,12 @@ def decode_latents(autoencoder: nn.Module, z: Tensor, batch_size: int = 256) -> 
 def sample_images(model: nn.Module, s: NoiseSchedule, autoencoder: nn.Module, tokens: Tensor, steps: int = 20,
                   guidance_scale: samplers.GuidanceArg = None, sampler: samplers.SamplerName = "dpm++",
                   generator: Optional[torch.Generator] = None, batch_size: int = 500,
-                  dtype: Optional[torch.dtype] = None) -> Tensor:
+                  dtype: Optional[torch.dtype] = None, progress: Optional[bool] = None) -> Tensor:
     """Images for captions ``tokens`` (N, L): sample N latents with ``sampler`` (guided by ``guidance_scale``
-    against the empty caption), then decode them. Everything runs on the schedule's device."""
+    against the empty caption), then decode them. Everything runs on the schedule's device. ``progress``: the
+    sampler's bar (``samplers.sample``)."""
     cfg = model.config
     shape = (tokens.shape[0], cfg.in_channels, cfg.image_size, cfg.image_size)
     z = samplers.sample(sampler, model, s, shape, steps, tokens.to(s.device), guidance_scale,
-                        generator=generator, batch_size=batch_size, dtype=dtype)
+                        generator=generator, batch_size=batch_size, dtype=dtype, progress=progress)
     return decode_latents(autoencoder, z)

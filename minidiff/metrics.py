@@ -42,6 +42,7 @@ from . import pretrained
 from .data import COLORS, POSITIONS, SCENE_RADIUS_RANGE, SIZES, parse_caption
 from .images import check_batch
 from .nn.classifier import DigitClassifier
+from .progress import progress_bar
 from .samplers import GuidanceArg, SamplerName, sample
 from .schedules import NoiseSchedule
 
@@ -325,20 +326,22 @@ def evaluate(samples: Tensor, labels: Optional[Tensor] = None,
 
 def evaluate_model(model: nn.Module, s: NoiseSchedule, sampler: SamplerName = "ddim", steps: int = 50,
                    guidance_scale: GuidanceArg = None, draws: int = 1, seed: int = 0,
-                   dtype: Optional[torch.dtype] = None) -> dict:
+                   dtype: Optional[torch.dtype] = None, progress: Optional[bool] = None) -> dict:
     """The protocol on a class-conditional diffusion model: 1,000 samples (100 per class, unguided unless
     ``guidance_scale``), ``evaluate``d; with ``draws`` > 1, the mean over that many draws (seeds
     ``seed``, ``seed`` + 1, …), since one draw's FD moves by about ±7%. Adds ``sampler``, ``steps``,
-    ``draws`` and ``sample_seconds``. ``dtype=torch.bfloat16``: the network under autocast (faster on a GPU)."""
+    ``draws`` and ``sample_seconds``. ``dtype=torch.bfloat16``: the network under autocast (faster on a GPU).
+    ``progress``: a bar over the draws and the sampler's own over its steps (None: in a notebook or on a
+    terminal; ``minidiff.progress``)."""
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
         raise ValueError(f"draws must be an int >= 1; got {draws!r}")
     device = s.device
     labels = torch.arange(NUM_CLASSES * PER_CLASS, device=device) % NUM_CLASSES
     start, results = time.perf_counter(), []
-    for draw in range(draws):
+    for draw in progress_bar(range(draws), progress, "draws"):
         with torch.no_grad():
             x = sample(sampler, model, s, (len(labels), 1, 28, 28), steps, labels, guidance_scale,
-                       generator=torch.Generator(device).manual_seed(seed + draw), dtype=dtype)
+                       generator=torch.Generator(device).manual_seed(seed + draw), dtype=dtype, progress=progress)
         results.append(evaluate(x.clamp(-1, 1).cpu(), labels.cpu()))
     mean = {key: sum(r[key] for r in results) / draws for key in results[0]}
     mean["fd_ratio"] = mean["fd"] / mean["fd_floor"]

@@ -17,7 +17,6 @@ from typing import Any, Callable, Literal, Optional, Union
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from .conditioning import (
     Guidance,
@@ -33,6 +32,7 @@ from .conditioning import (
     unwrap,
 )
 from .diffusion import eps_and_x0, q_posterior
+from .progress import progress_bar
 from .schedules import NoiseSchedule
 
 Model = Callable[..., Tensor]
@@ -235,7 +235,8 @@ def ddpm_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], y: Optio
                 guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
                 variance: Literal["beta", "posterior"] = "beta", clip_x0: bool = False,
                 generator: Optional[torch.Generator] = None, return_trajectory: bool = False,
-                progress: bool = False, dtype: Optional[torch.dtype] = None) -> Union[Tensor, tuple[Tensor, dict]]:
+                progress: Optional[bool] = None,
+                dtype: Optional[torch.dtype] = None) -> Union[Tensor, tuple[Tensor, dict]]:
     r"""Ancestral sampling through all $T$ steps: $x_T \sim \mathcal N(0, I)$, then ``ddpm_step`` at positions
     $T-1, \dots, 0$ (steps $T, \dots, 1$). Returns $x_0$ (and, with ``return_trajectory``, the image entering
     each step and its $\hat x_0$; the trajectory's ``"t"`` lists positions). ``dtype=torch.bfloat16`` runs the
@@ -246,7 +247,7 @@ def ddpm_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], y: Optio
     _check_target_at_zero_snr(denoise.target, s, s.num_steps - 1)
     x = _initial_noise(shape, s, generator)
     trajectory = {"t": [], "x_t": [], "x0": []}
-    for t in tqdm(range(s.num_steps - 1, -1, -1), disable=not progress, desc="DDPM"):
+    for t in progress_bar(range(s.num_steps - 1, -1, -1), progress, "DDPM", leave=False):
         eps, x0 = denoise(x, t, s)
         _record(trajectory, return_trajectory, t, x, x0)
         noise = torch.randn(x.shape, device=x.device, generator=generator) if t > 0 else None
@@ -275,7 +276,7 @@ def ddim_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], steps: i
                 y: Optional[Tensor] = None, guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
                 spacing: Spacing = "trailing", generator: Optional[torch.Generator] = None,
                 x_T: Optional[Tensor] = None, return_trajectory: bool = False,
-                progress: bool = False, clip_x0: bool = False,
+                progress: Optional[bool] = None, clip_x0: bool = False,
                 dtype: Optional[torch.dtype] = None) -> Union[Tensor, tuple[Tensor, dict]]:
     r"""DDIM sampling over a subsequence of ``steps`` positions (``ddim_timesteps``), deterministic at
     $\eta = 0$: the same starting noise ``x_T`` always gives the same image. ``eta=1`` gives DDPM's ancestral
@@ -287,7 +288,7 @@ def ddim_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], steps: i
     _check_target_at_zero_snr(denoise.target, s, ts[0])
     x = _initial_noise(shape, s, generator) if x_T is None else _check_start(x_T, s, model)
     trajectory = {"t": [], "x_t": [], "x0": []}
-    for t, t_prev in tqdm(list(zip(ts, ts[1:] + [-1])), disable=not progress, desc="DDIM"):
+    for t, t_prev in progress_bar(list(zip(ts, ts[1:] + [-1])), progress, "DDIM", leave=False):
         eps, x0 = denoise(x, t, s)
         _record(trajectory, return_trajectory, t, x, x0)
         noise = torch.randn(x.shape, device=x.device, generator=generator) if eta > 0 else None
@@ -299,7 +300,7 @@ def dpm_solver_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], st
                       y: Optional[Tensor] = None, guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
                       spacing: Spacing = "trailing", generator: Optional[torch.Generator] = None,
                       x_T: Optional[Tensor] = None, return_trajectory: bool = False,
-                      progress: bool = False,
+                      progress: Optional[bool] = None,
                       dtype: Optional[torch.dtype] = None) -> Union[Tensor, tuple[Tensor, dict]]:
     r"""DPM-Solver++(2M): solve the probability-flow ODE in $\lambda$ with ``steps`` network calls,
     second order from the second step on, first order at the first and the last step."""
@@ -310,7 +311,7 @@ def dpm_solver_sample(model: Model, s: NoiseSchedule, shape: tuple[int, ...], st
     x = _initial_noise(shape, s, generator) if x_T is None else _check_start(x_T, s, model)
     trajectory = {"t": [], "x_t": [], "x0": []}
     x0_last, t_last = None, None
-    for t, t_next in tqdm(list(zip(ts, ts[1:] + [-1])), disable=not progress, desc="DPM-Solver++"):
+    for t, t_next in progress_bar(list(zip(ts, ts[1:] + [-1])), progress, "DPM-Solver++", leave=False):
         _, x0 = denoise(x, t, s)
         _record(trajectory, return_trajectory, t, x, x0)
         x = dpm_solver_step(x, x0, t, t_next, s, x0_last, t_last)
@@ -324,10 +325,13 @@ SAMPLERS = ("ddim", "dpm++", "ddpm")
 def sample(sampler: SamplerName, model: Model, s: NoiseSchedule, shape: tuple[int, ...], steps: int = 50,
            y: Optional[Tensor] = None, guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
            generator: Optional[torch.Generator] = None, batch_size: int = 500,
-           dtype: Optional[torch.dtype] = None) -> Tensor:
+           dtype: Optional[torch.dtype] = None, progress: Optional[bool] = None) -> Tensor:
     """``shape[0]`` samples from the sampler named ``sampler`` ("ddim", "dpm++" or "ddpm"), with ``steps``
     network calls (DDPM always takes all T), drawn ``batch_size`` at a time to bound memory, one
-    ``generator`` for all batches, so a seed gives the same images on every run."""
+    ``generator`` for all batches, so a seed gives the same images on every run.
+
+    ``progress`` (every sampling loop takes it): a bar over the steps; None draws one in a notebook or on a
+    terminal, for a loop that runs over 2 s (``minidiff.progress``), False never."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}; got {sampler!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -338,18 +342,18 @@ def sample(sampler: SamplerName, model: Model, s: NoiseSchedule, shape: tuple[in
         y_part = y[start:start + batch_size] if y is not None else None
         if sampler == "ddpm":
             x = ddpm_sample(model, s, part, y=y_part, guidance_scale=guidance_scale, target=target, generator=generator,
-                            dtype=dtype)
+                            dtype=dtype, progress=progress)
         else:
             solver = ddim_sample if sampler == "ddim" else dpm_solver_sample
             x = solver(model, s, part, steps=steps, y=y_part, guidance_scale=guidance_scale, target=target,
-                       generator=generator, dtype=dtype)
+                       generator=generator, dtype=dtype, progress=progress)
         batches.append(x)
     return torch.cat(batches)
 
 
 def ddim_invert(model: Model, s: NoiseSchedule, x0: Tensor, steps: int = 50, y: Optional[Tensor] = None,
                 guidance_scale: GuidanceArg = None, target: Optional[Target] = None,
-                dtype: Optional[torch.dtype] = None) -> Tensor:
+                dtype: Optional[torch.dtype] = None, progress: Optional[bool] = None) -> Tensor:
     r"""Run deterministic DDIM *upwards*, from the image to $x_T$, over the "linspace" positions
     $0 = i_1 < \dots < i_n = T-1$ (steps $1, \dots, T$). From step $k$ to the next visited step $j > k$:
     $x_j = \sqrt{\bar\alpha_j}\,\hat x_0 + \sqrt{1-\bar\alpha_j}\,\hat\varepsilon$ with
@@ -359,7 +363,7 @@ def ddim_invert(model: Model, s: NoiseSchedule, x0: Tensor, steps: int = 50, y: 
     ts = ddim_timesteps(s.num_steps, steps, "linspace")[::-1]        # positions 0 … T−1, ascending
     x = _check_start(x0, s, model, "x0")
     denoise = prepare(model, s, _check_shape(tuple(x0.shape)), y, guidance_scale, target, dtype)
-    for t, t_next in zip(ts, ts[1:]):
+    for t, t_next in progress_bar(list(zip(ts, ts[1:])), progress, "DDIM inversion", leave=False):
         eps, x0_hat = denoise(x, t, s)
         alpha_next, sigma_next = s.alpha_sigma(t_next)
         x = alpha_next * x0_hat + sigma_next * eps

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from .checkpoint import TRAIN_FORMAT, load_checkpoint, save_checkpoint
 from .images import check_batch, save_grid
 from .objectives import Batch, DiffusionConfig, Objective, as_objective, objective_from_description
+from .progress import show_progress
 from .registry import build, describe, save_model
 from .schedules import NoiseSchedule
 
@@ -278,7 +279,7 @@ class Trainer:
         Logs, samples and checkpoints on their schedules. Returns ``loss_history``."""
         end = self.cfg.steps if steps is None else min(self.step + steps, self.cfg.steps)
         start = time.monotonic()
-        show = self.rank == 0 and _show_progress(self.run.progress)
+        show = self.rank == 0 and show_progress(self.run.progress)
         with self.own_stream(), tqdm(total=self.cfg.steps, initial=self.step, disable=not show, desc="train") as bar:
             while self.step < end and not out_of_time(start, self.run, self.step, self.world_size, self.device):
                 self.train_step()

@@ -39,7 +39,7 @@ SMOKE_SECONDS = {"06": 103, "07": 68, "05": 63, "08": 34, "03": 31, "04": 24, "0
 # Modules that take tens of seconds (--durations): right after the notebooks. The site comes last of them, so
 # that by the time it starts the solutions it builds from are executed or being executed.
 SLOW_MODULES = ("test_nbgrader.py", "test_browser.py", "test_samplers.py", "test_train.py", "test_benchmarks.py",
-                "test_site.py")
+                "test_book.py", "test_site.py")
 
 
 def _load_executor():

@@ -61,6 +61,7 @@ def test_no_import_circle():
 # so it comes after ``pretrained``. ``course/`` may import anything; ``__main__`` (the CLI) and the package
 # roots that only re-export (``minidiff``, ``minidiff.nn``) are outside the order.
 ORDER = [
+    "progress",                                                     # the loops' progress bars: imports no minidiff
     "conditioning", "schedules", "diffusion", "flow",               # 01–03: the forward process; 09: its straight path
     "data", "checkpoint", "images",                                 # data in [-1, 1], files (atomic writes)
     "losses", "scores",                                             # 03, 05: the objective; 06's score view
@@ -68,7 +69,8 @@ ORDER = [
     "nn.autoencoder", "nn.text", "registry",                        # 08's networks; the registry builds any kind
     "objectives", "train",                                          # 05
     "samplers", "guidance",                                         # 06, 07
-    "latent", "pretrained", "metrics", "pretrained.recipes",        # 08; shipped models; measures; recipes
+    "latent", "editing",                                            # 08, 10
+    "pretrained", "metrics", "pretrained.recipes",                  # shipped models; measures; recipes
 ]
 
 

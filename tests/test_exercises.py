@@ -487,7 +487,7 @@ def test_check_training_loss(capsys):
     for wrong in wrongs:
         with pytest.raises(mc.exercises.ExerciseError,
                            match=r"(?s)training_loss is not right yet, on case 1 of 2: "
-                                 r"model=a small _TinyDenoiser.*expected.*got.*common mistake"):
+                                 r"model=a small stand-in for a U-Net.*expected.*got.*common mistake"):
             mc.exercises.check_training_loss(wrong)
     def stub(*args):
         raise NotImplementedError
@@ -816,7 +816,7 @@ def test_hints_come_in_tiers_for_every_exercise(capsys):
              "inject_time", "training_loss", "ddpm_step", "ddim_step", "ddim_loop", "dpm_solver_step",
              "guided_prediction", "drop_labels",
              "rescaled_guidance", "reparameterise", "kl_divergence", "zero_terminal_snr", "receptive_field",
-             "ema_update", "min_snr_loss"}
+             "ema_update", "min_snr_loss", "conditional_flow", "euler_sample", "logit_normal", "reflow_loss"}
     assert set(ex.EXERCISES) == names == {n[len("check_"):] for n in dir(ex) if n.startswith("check_")} - {"properties"}
     for name in names:
         levels = [ex.hint(name, level) for level in (1, 2, 3)]
@@ -1213,3 +1213,21 @@ def test_a_hint_as_a_cells_last_value_is_not_shown_twice(capsys):
         InteractiveShell.clear_instance()
     assert data == {} and capsys.readouterr().out == ""
     assert shell.display_formatter.format("a plain string")[0]["text/plain"] == "'a plain string'"
+
+
+def test_no_message_names_a_checks_internal_stand_in():
+    """A check's failure message describes its model argument; the stand-in models' class names (_TinyConditional,
+    …) are internal, so each says in words what it is, and a private class without words loses its underscore."""
+    import inspect
+
+    from minidiff.course.exercises import core
+    stand_ins = [cls for module in (mc.exercises.nb05_training, mc.exercises.nb06_sampling, mc.exercises.nb07_guidance)
+                 for _, cls in inspect.getmembers(module, inspect.isclass)
+                 if issubclass(cls, torch.nn.Module) and cls.__name__.startswith("_")
+                 and cls.__module__ == module.__name__]
+    assert len(stand_ins) >= 4
+    for cls in stand_ins:
+        assert cls.__name__.lstrip("_") not in cls.description and "stand-in" in cls.description, cls
+    class _Hidden(torch.nn.Module):
+        pass
+    assert core.describe(model=_Hidden()) == "model=a small Hidden"

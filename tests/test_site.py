@@ -4,11 +4,13 @@ One module-scoped build from the solutions executed in the ``smoke`` profile, th
 tests/test_notebooks.py gives its verdict on (tests/conftest.py: each notebook runs once per session), then Sphinx
 (minidiff.course.book), into a temporary folder. Then:
 
-* every page is there, says which profile and machine made it, and links to its student notebook and Colab;
+* every page is there, says which profile and machine made it, and links to its student notebook (the committed
+  one) and Colab; the front page is the course's landing page; solutions are folded, markers and hidden tests gone;
 * Debian's Chromium (Playwright, as in tests/test_browser.py) opens the pages of notebooks 01 and 06 from a
   server on 127.0.0.1 with every other address blocked, and checks that a figure image loads, that MathJax
   typeset the equations (no raw TeX left, no MathJax error) and that "Open in Colab" points at the student
-  notebook. Screenshots: /tmp/site_01_forward_process.png, /tmp/site_06_sampling.png.
+  notebook, with no console error and no failed request; the landing page, the glossary and the last page load
+  with no console error and no 404. Screenshots: /tmp/site_01_forward_process.png, /tmp/site_06_sampling.png.
 
 MINIDIFF_SITE_EXECUTED (folders, separated by ':') lends smoke-executed copies to reuse while developing.
 Skipped, with the reason, where the `book` extra (Sphinx, myst-nb, jupyter-server-mathjax), Playwright or
@@ -74,16 +76,27 @@ def test_every_notebook_has_a_page_made_in_smoke_with_its_links(site):
         assert colab.colab_url(f"notebooks/{stem}.ipynb") in page
         assert f'href="notebooks/{stem}.ipynb"' in page
         student = f"notebooks/{stem}.ipynb"
-        assert (site / student).read_bytes() == (REPO / student).read_bytes()
+        assert (site / student).read_bytes() == book.student_download(REPO / student)   # the committed one
         assert "google.colab" not in page, "the Colab setup cell is not shown on the site"
 
 
-def test_front_page_is_the_readme_with_the_contents_and_each_pages_run(site):
+def test_front_page_is_the_landing_page_with_every_notebook_the_glossary_and_the_last_page(site):
     index = html(site, "index")
-    title = re.search(r"^# (.+)$", (REPO / "README.md").read_text(encoding="utf-8"), re.MULTILINE).group(1)
-    assert "minidiff" in title and "Where each page of this site came from" in index
+    assert "What you will be able to do" in index and "Where each page came from" in index
+    assert "make test" not in index, "the README, not the landing page, is the repository's page"
     for stem in STEMS:
         assert f'href="{stem}.html"' in index
+    assert "Glossary of symbols" in html(site, "glossary") and "How to contribute" in html(site, "next")
+
+
+def test_solved_pages_fold_solutions_and_hide_markers_and_hidden_tests(site):
+    for stem in STEMS:
+        page = html(site, stem)
+        for marker in ("### BEGIN SOLUTION", "### END SOLUTION", "HIDDEN TESTS", "runpy", "minidiff.course.grade"):
+            assert marker not in page, (stem, marker)
+        solved = nbformat.read(REPO / "solutions" / f"{stem}.ipynb", as_version=4)
+        if any("### BEGIN SOLUTION" in c.source for c in solved.cells):
+            assert "Show the solution" in page and "tag_minidiff-solution" in page, stem
 
 
 def test_pages_keep_figures_and_math_for_the_browser(site):
@@ -124,6 +137,27 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.mark.browser
+@pytest.mark.parametrize("stem", ["index", "glossary", "next"])
+def test_course_pages_in_chromium_have_no_console_error_and_no_404(browser, stem):
+    chromium, base = browser
+    page = chromium.new_page(viewport={"width": 1300, "height": 900})
+    problems = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning")
+            else None)
+    page.on("requestfailed", lambda request: problems.append(f"failed: {request.url}"))
+    page.on("response", lambda response: problems.append(f"{response.status} {response.url}")
+            if response.status >= 400 else None)
+    try:
+        page.goto(f"{base}/{stem}.html", wait_until="load")
+        page.wait_for_function("() => !document.querySelector('.math') || (window.MathJax && MathJax.Hub && "
+                               "MathJax.Hub.queue.pending === 0)", timeout=MATHJAX_S * 1000)
+        page.wait_for_timeout(500)
+        assert problems == [], problems
+    finally:
+        page.close()
+
+
+@pytest.mark.browser
 @pytest.mark.parametrize("stem", BROWSER_PAGES)
 def test_page_in_chromium_has_a_figure_typeset_math_and_the_colab_link(browser, stem):
     chromium, base = browser
@@ -131,7 +165,8 @@ def test_page_in_chromium_has_a_figure_typeset_math_and_the_colab_link(browser, 
     outside, failed = [], []
     page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base)
                else (outside.append(route.request.url), route.abort()))
-    page.on("requestfailed", lambda request: None if request.url.startswith("about:") else failed.append(request.url))
+    page.on("console", lambda m: failed.append(f"console error: {m.text}") if m.type == "error" else None)
+    page.on("requestfailed", lambda request: failed.append(request.url))
     page.on("response", lambda response: failed.append(f"{response.status} {response.url}")
             if response.status >= 400 else None)
     try:

@@ -247,3 +247,22 @@ def test_bad_arguments_are_named(s, x0):
         viz.t_slider(x0, "linear")
     with pytest.raises(TypeError, match="schedules must be a dict"):
         viz.plot_schedules([s])
+
+
+def test_grid_labels_stay_readable_as_shown(tmp_path):
+    """Issue 31: a wide grid's labels (notebook 07's w=…, 20 images a row) were ~5 px on the screen. A grid is at most
+    GRID_WIDTH inches (its PNG ≤ ~750 px at the inline backend's 100 dpi, shown unscaled in JupyterLab and on the
+    site), its labels ≥ 9 pt; labels that name rows are written to the left of their row."""
+    from PIL import Image
+    scales = (0, 1, 1.5, 2, 3, 5, 8)
+    labels = [f"w={w:g}" if i == 0 else "" for w in scales for i in range(20)]
+    assert viz.row_label_texts(labels, 20) == [f"w={w:g}" for w in scales]
+    assert viz.row_label_texts([0, 1, "two", 3], 2) is None and viz.row_label_texts(["a", "b"], 1) is None
+    fig = viz.show_grid(torch.zeros(140, 1, 4, 4), labels=labels, nrow=20, title="a title " * 20)
+    assert [ax.get_ylabel() for ax in fig.axes[::20]] == [f"w={w:g}" for w in scales]
+    assert all(ax.get_title() == "" for ax in fig.axes)
+    assert fig.axes[0].yaxis.label.get_fontsize() >= 9
+    fig.savefig(tmp_path / "grid.png", dpi=100, bbox_inches="tight")
+    assert Image.open(tmp_path / "grid.png").size[0] <= 100 * viz.GRID_WIDTH + 20
+    fig = viz.show_grid(torch.zeros(16, 1, 4, 4), labels=list(range(16)), nrow=8)      # a label above each image
+    assert fig.get_figwidth() <= viz.GRID_WIDTH and fig.axes[0].title.get_fontsize() >= 9

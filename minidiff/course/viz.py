@@ -31,6 +31,7 @@ from __future__ import annotations
 import html
 import io
 import math
+import textwrap
 from typing import Mapping, Optional, Sequence, Union
 
 import ipywidgets as widgets
@@ -132,13 +133,39 @@ def _subplots(rows: int, cols: int, scale: float, row_extra: float = 0.0,
 
 
 # -- static figures -----------------------------------------------------------------------------
+# Text in a grid stays readable at the size a figure is shown: the inline backend draws at 100 dpi; JupyterLab
+# shows a PNG at its own size up to the notebook's width, the site up to its text column (704 px measured in
+# Chromium at 1300 px). So a grid is at most GRID_WIDTH inches wide (its images shrink to fit), and its labels are
+# LABEL_PT points: 14 px on the screen, at least 9 pt.
+GRID_WIDTH = 6.8
+LABEL_PT = 10
+
+
+def row_label_texts(labels: Sequence[Label], cols: int) -> Optional[list[str]]:
+    """The labels of a grid's rows when ``labels`` name rows (each row's first label set, the others empty:
+    ``["w=1", "", "", "w=3", "", ""]``), else None."""
+    if cols < 2:
+        return None
+    rows = [[str(label) for label in labels[i:i + cols]] for i in range(0, len(labels), cols)]
+    if all(row[0] and not any(row[1:]) for row in rows):
+        return [row[0] for row in rows]
+    return None
+
+
+def _text_inches(text: str, points: float) -> float:
+    """About how wide ``text`` is, in inches, at ``points`` (its longest line; 0.55 em per character)."""
+    return max(len(line) for line in text.split("\n")) * 0.55 * points / 72
+
+
 def show_grid(images: Tensor, labels: Union[Sequence[Label], Tensor, None] = None, nrow: Optional[int] = None,
               title: Optional[str] = None, scale: float = 1.2) -> Figure:
     """A grid of images, one small axes each, with an optional label (int or str) above each image.
 
-    ``labels`` may be a list or a 1-D tensor of class indices (e.g. ``y[:16]``).
+    ``labels`` may be a list or a 1-D tensor of class indices (e.g. ``y[:16]``). Labels that name rows (only
+    the first image of each row labelled, e.g. ``w=3``) are written to the left of their row instead.
 
-    ``nrow`` is the number of images per row; ``scale`` the size of one image in inches.
+    ``nrow`` is the number of images per row; ``scale`` the size of one image in inches, shrunk where the
+    grid would be wider than ``GRID_WIDTH`` inches, so that its labels stay ``LABEL_PT`` points as shown.
     """
     images = _check_images(images)
     if isinstance(labels, Tensor):
@@ -146,19 +173,34 @@ def show_grid(images: Tensor, labels: Union[Sequence[Label], Tensor, None] = Non
     if labels is not None and len(labels) != images.shape[0]:
         raise ValueError(f"labels must have one entry per image ({images.shape[0]}); got {len(labels)}")
     rows, cols = grid_shape(images.shape[0], nrow)
-    fig, axes = _subplots(rows, cols, scale, row_extra=0.25 if labels is not None else 0.0,
-                          extra=0.4 if title else 0.0)
+    row_names = row_label_texts(labels, cols) if labels is not None else None
+    margin = max(_text_inches(name, LABEL_PT) for name in row_names) + 0.15 if row_names else 0.0
+    scale = min(scale, (GRID_WIDTH - margin) / cols)
+    lines = max(str(label).count("\n") + 1 for label in labels) if labels is not None and not row_names else 0
+    if title:
+        title = _wrap(title, cols * scale + margin)
+    fig, axes = _subplots(rows, cols, scale, row_extra=0.2 * lines,
+                          extra=0.3 * (title.count("\n") + 1) + 0.1 if title else 0.0)
+    fig.set_figwidth(cols * scale + margin)
     for i, ax in enumerate(axes.flat):
         if i >= images.shape[0]:
             ax.axis("off")
             continue
         _imshow(ax, images[i])
-        if labels is not None:
-            ax.set_title(str(labels[i]), fontsize=9, pad=2)
+        if row_names and i % cols == 0:
+            ax.set_ylabel(row_names[i // cols], fontsize=LABEL_PT, rotation=0, ha="right", va="center", labelpad=4)
+        elif labels is not None and not row_names:
+            ax.set_title(str(labels[i]), fontsize=LABEL_PT, pad=2)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _wrap(title: str, inches: float, points: float = 12) -> str:
+    """``title`` broken into lines that fit ``inches`` at ``points`` (matplotlib's suptitle size)."""
+    width = max(20, int(inches * 72 / (0.5 * points)))
+    return "\n".join(textwrap.fill(line, width) for line in title.split("\n"))
 
 
 def _noised(x0: Tensor, s: NoiseSchedule, ts: Sequence[int], noise: Tensor) -> list[Tensor]:

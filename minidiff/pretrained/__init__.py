@@ -31,8 +31,9 @@ from torch import Tensor, nn
 
 from ..checkpoint import TRAIN_FORMAT, atomic_write, load_checkpoint, save_checkpoint
 from ..conditioning import labels_in_turn, null_label
+from ..editing import check_images, check_mask, check_strength, inpaint, sdedit
 from ..flow import FlowConfig, FlowPath, flow_sample
-from ..latent import caption_tokenizer, sample_images
+from ..latent import caption_tokenizer, decode_latents, encode_images, sample_images
 from ..nn.autoencoder import Autoencoder
 from ..nn.classifier import DigitClassifier
 from ..objectives import DiffusionConfig
@@ -296,7 +297,9 @@ def _diffusion(description: dict, weights: dict, objective: dict, device: Union[
     diffusion = DiffusionConfig(**objective["config"])
     model = from_weights({**description, "target": description.get("target") or diffusion.target}, weights, device)
     model.num_steps = diffusion.num_steps                # what it was trained on: the samplers check it
-    return model, diffusion.make_schedule(device), diffusion
+    schedule = diffusion.make_schedule(device)
+    model.schedule = schedule                            # editing (md.sdedit, md.inpaint) finds it here
+    return model, schedule, diffusion
 
 
 # -- the course's last cell -----------------------------------------------------------------------
@@ -312,7 +315,8 @@ def _shipped_ldm(device: str) -> tuple[nn.Module, NoiseSchedule, nn.Module, floa
 
 def text_to_image(prompts: Sequence[str], steps: int = 20, guidance_scale: Optional[float] = None,
                   generator: Optional[torch.Generator] = None, device: Optional[Union[str, torch.device]] = None,
-                  dtype: Optional[torch.dtype] = None) -> Tensor:
+                  dtype: Optional[torch.dtype] = None, init_images: Optional[Tensor] = None,
+                  strength: Optional[float] = None, mask: Optional[Tensor] = None) -> Tensor:
     """Images (N, 3, 64, 64) in [-1, 1] of the captions ``prompts``, from the shipped ``shapes_ldm`` (a
     text-conditional U-Net on 4×16×16 latents) and ``shapes_vae`` (its decoder): DPM-Solver++ with
     ``steps`` network calls, classifier-free guidance at ``guidance_scale`` (None: the scale measured
@@ -320,7 +324,12 @@ def text_to_image(prompts: Sequence[str], steps: int = 20, guidance_scale: Optio
     ``dtype=torch.bfloat16`` runs the U-Net under autocast (faster on a GPU; only when asked).
 
     Prompts use the Scenes grammar: "a large red circle at the top left", "a blue square and a small
-    yellow cross"; a word outside it is a ValueError that lists the words there are."""
+    yellow cross"; a word outside it is a ValueError that lists the words there are.
+
+    Editing (notebook 10), in latent space: with ``init_images`` (N, 3, 64, 64) and ``strength``, SDEdit of their
+    latents towards the captions (``editing.sdedit``, DDIM); with ``init_images`` and ``mask`` (N or 1, 1, 64, 64;
+    1 = generate), inpainting of the latents (``editing.inpaint``) under the mask shrunk to the latent grid (a
+    latent cell is generated when any of its pixels is), and the kept pixels pasted back as given."""
     if isinstance(prompts, str):
         raise TypeError(f"prompts must be a list of captions; got the single string {prompts!r} "
                         f"(wrap it: [{prompts!r}])")
@@ -330,7 +339,33 @@ def text_to_image(prompts: Sequence[str], steps: int = 20, guidance_scale: Optio
     model, schedule, autoencoder, default_scale = _shipped_ldm(str(device))
     tokens = caption_tokenizer(model.config.max_tokens).encode(list(prompts))
     scale = default_scale if guidance_scale is None else guidance_scale
-    return sample_images(model, schedule, autoencoder, tokens, steps, scale, generator=generator, dtype=dtype)
+    if init_images is None:
+        if strength is not None or mask is not None:
+            raise ValueError("strength and mask edit init_images: pass init_images (N, 3, 64, 64) too")
+        return sample_images(model, schedule, autoencoder, tokens, steps, scale, generator=generator, dtype=dtype)
+    return _edit_latents(model, schedule, autoencoder, tokens.to(device), init_images, strength, mask, steps, scale,
+                         generator)
+
+
+def _edit_latents(model: nn.Module, schedule: NoiseSchedule, autoencoder: nn.Module, tokens: Tensor,
+                  init_images: Tensor, strength: Optional[float], mask: Optional[Tensor], steps: int, scale: float,
+                  generator: Optional[torch.Generator]) -> Tensor:
+    """``text_to_image``'s editing: SDEdit (``strength``) or inpainting (``mask``) of ``init_images``' latents."""
+    init_images = check_images(init_images, "init_images").to(schedule.device)
+    if len(init_images) != len(tokens):
+        raise ValueError(f"init_images must hold one image per prompt ({len(tokens)}); got {len(init_images)}")
+    if (strength is None) == (mask is None):
+        raise ValueError("init_images needs exactly one of strength (SDEdit: how much to redraw, in (0, 1]) and mask "
+                         f"(inpainting: 1 = generate); got strength={strength!r} and "
+                         f"{'a mask' if mask is not None else 'no mask'}")
+    z = encode_images(autoencoder, init_images)
+    if strength is not None:
+        edited = sdedit(model, z, check_strength(strength), steps, tokens, scale, generator, schedule)
+        return decode_latents(autoencoder, edited)
+    mask = check_mask(mask, init_images)
+    latent_mask = (torch.nn.functional.adaptive_max_pool2d(mask, z.shape[-2:]) > 0).to(z.dtype)
+    edited = decode_latents(autoencoder, inpaint(model, z, latent_mask, steps, tokens, scale, generator, schedule))
+    return mask * edited + (1 - mask) * init_images
 
 
 # -- any shipped model, with its own sampler --------------------------------------------------------

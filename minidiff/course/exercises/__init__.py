@@ -40,7 +40,7 @@ exercise it may depend on, until a re-check passes.
 
 Where things are: ``core`` holds the generic machinery (``check``, ``check_properties``, comparison,
 feedback, ``EXERCISES`` and ``register``); one module per notebook (``nb01_forward_process`` …
-``nb08_latent_diffusion``) holds that notebook's checks, hints and common mistakes.
+``nb08_latent_diffusion``, ``nb09_flow_matching``) holds that notebook's checks, hints and common mistakes.
 """
 from . import (
                    nb01_forward_process,
@@ -51,6 +51,7 @@ from . import (
                    nb06_sampling,
                    nb07_guidance,
                    nb08_latent_diffusion,
+                   nb09_flow_matching,
 )
 
 # From core: the public names, listed in ``__all__`` below, and (``X as X``: re-exported on purpose) the
@@ -90,6 +91,7 @@ from .nb05_training import *  # noqa: F401,F403
 from .nb06_sampling import *  # noqa: F401,F403
 from .nb07_guidance import *  # noqa: F401,F403
 from .nb08_latent_diffusion import *  # noqa: F401,F403
+from .nb09_flow_matching import *  # noqa: F401,F403
 
 # What ``mc.exercises`` offers a notebook: the checks (``check_NAME``), hints and the reference, the error
 # a check raises, and the registry; ``core`` and the notebook modules hold the rest.
@@ -98,5 +100,6 @@ __all__ = [
     "Case", "Exercise", "Mistake", "check", "check_properties", "forbidden",
 ]
 __all__ += [n for module in (nb01_forward_process, nb02_closed_form, nb03_schedules, nb04_unet, nb05_training,
-                             nb06_sampling, nb07_guidance, nb08_latent_diffusion) for n in module.__all__]
+                             nb06_sampling, nb07_guidance, nb08_latent_diffusion, nb09_flow_matching)
+            for n in module.__all__]
 __all__.sort()

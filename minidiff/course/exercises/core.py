@@ -712,8 +712,8 @@ def describe(**inputs: Any) -> str:
 def _describe_one(name: str, value: Any) -> str:
     if isinstance(value, schedules.NoiseSchedule):
         return f"{name}={value.name} (T={value.num_steps})"
-    if isinstance(value, torch.nn.Module):
-        return f"{name}=a small {type(value).__name__}"
+    if isinstance(value, torch.nn.Module):   # a check's stand-in says what it is; its class name is internal
+        return f"{name}={getattr(value, 'description', None) or 'a small ' + type(value).__name__.lstrip('_')}"
     if isinstance(value, Tensor) and value.is_floating_point():
         return f"{name} shape {tuple(value.shape)}"
     if isinstance(value, Tensor):                   # timesteps, without repr's column padding

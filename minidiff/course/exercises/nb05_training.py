@@ -40,6 +40,8 @@ HINT_TRAINING_LOSS = ("x_t = md.q_sample(x0, t, s, noise) = √ᾱ·x0 + √(1 �
 class _TinyDenoiser(torch.nn.Module):
     """A small deterministic stand-in for a U-Net: a conv whose output depends on x_t and on t."""
 
+    description = "a small stand-in for a U-Net (one convolution; its output depends on x_t and t)"
+
     def __init__(self, channels: int):
         super().__init__()
         self.conv = torch.nn.Conv2d(channels, channels, 3, padding=1)
@@ -124,6 +126,8 @@ HINT_EMA_UPDATE = ("For every pair of parameters (p_ema, p) of ema_model and mod
 
 class _TinyNet(torch.nn.Module):
     """A small stand-in for a U-Net: two layers of parameters and a float buffer (like BatchNorm's running mean)."""
+
+    description = "a small stand-in for a U-Net (two layers and a float buffer)"
 
     def __init__(self, channels: int):
         super().__init__()

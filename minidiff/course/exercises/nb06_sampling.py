@@ -189,6 +189,8 @@ HINT_DDIM_LOOP = ("The positions, largest first: ts = [round(T − i·T/steps) �
 class _TinyNet(torch.nn.Module):
     """A fixed, seeded stand-in for a trained network: deterministic, cheap, conditional, predicting ``target``."""
 
+    description = "a small fixed stand-in for a trained conditional network"
+
     def __init__(self, target: str, seed: int):
         super().__init__()
         g = torch.Generator().manual_seed(seed)

@@ -44,6 +44,8 @@ class _TinyConditional(torch.nn.Module):
     """A small deterministic stand-in for a conditional U-Net: a conv plus a per-label offset. It
     records the batch size of every call, so a check can tell one batched pass from two."""
 
+    description = "a small stand-in for a conditional U-Net (a convolution plus a per-label offset)"
+
     def __init__(self, channels: int, num_classes: int):
         super().__init__()
         self.conv = torch.nn.Conv2d(channels, channels, 3, padding=1)
