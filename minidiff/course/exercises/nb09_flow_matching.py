@@ -7,6 +7,7 @@ returns $u \approx \varepsilon - x_0$. Every t here is a time in [0, 1], not a p
 from __future__ import annotations
 
 import math
+import random
 from typing import Any, Callable, Optional
 
 import torch
@@ -21,7 +22,9 @@ from .core import (
     check,
     check_properties,
     describe,
+    hidden_rng,
     register,
+    torch_seed,
 )
 
 __all__ = ["HINT_CONDITIONAL_FLOW", "HINT_EULER_SAMPLE", "HINT_LOGIT_NORMAL", "HINT_REFLOW_LOSS",
@@ -38,6 +41,13 @@ def _per_sample(t: Any, x: Tensor) -> Tensor:
 
 def _times(values: list[float]) -> Tensor:
     return torch.tensor(values, dtype=torch.float32)
+
+
+def _drawn_times(rng: random.Random, k: int, ends: bool = False) -> list[float]:
+    """``k`` times drawn to two decimals in [0.01, 0.99], shuffled; ``ends``: t = 0 and t = 1 among them."""
+    times = [rng.randint(1, 99) / 100 for _ in range(k - 2 if ends else k)] + ([0.0, 1.0] if ends else [])
+    rng.shuffle(times)
+    return times
 
 
 def _t_text(t: Any) -> str:
@@ -103,11 +113,14 @@ HINT_CONDITIONAL_FLOW = ("x_t = (1 − t)·x0 + t·eps and u = eps − x0: t = 0
 def _conditional_flow_cases(hidden: bool = False) -> list[Case]:
     """(sample shape, t): 2-D points (the notebook's toy) and image batches, the ends t = 0 and t = 1, one float
     t. B differs from the last dimension, so a t of shape (B,) used as it is fails loudly; the hidden cases
-    start with B = W, where it broadcasts silently over the columns instead."""
+    start with B = W, where it broadcasts silently over the columns instead (drawn from the grader's seed)."""
     if hidden:
-        settings = [((4, 1, 4, 4), [0.9, 0.0, 1.0, 0.35]), ((7, 2), [0.05, 0.5, 1.0, 0.0, 0.75, 0.2, 0.95]),
-                    ((3, 2), 0.25), ((2, 3, 5, 6), [1.0, 0.6])]
-        first_seed = 100
+        rng = hidden_rng("conditional_flow_cases")
+        b, n = rng.randint(3, 6), rng.randint(5, 9)
+        settings = [((b, 1, rng.randint(3, 6), b), _drawn_times(rng, b, ends=True)), ((n, 2), _drawn_times(rng, n)),
+                    ((rng.randint(2, 5), 2), rng.randint(1, 99) / 100),
+                    ((2, 3, rng.randint(4, 6), rng.randint(5, 7)), [1.0, rng.randint(1, 99) / 100])]
+        first_seed = torch_seed(rng)
     else:
         settings = [((5, 2), [0.0, 0.25, 0.5, 0.9, 1.0]), ((3, 1, 4, 4), [1.0, 0.3, 0.0]),
                     ((6, 2), [0.7, 0.1, 0.45, 0.99, 0.01, 0.6]), ((2, 3, 5, 5), 0.7),
@@ -211,12 +224,17 @@ class _Field:
 
 def _euler_cases(hidden: bool = False) -> list[Case]:
     """(field, x1's shape, timesteps, what they are): uniform and shifted steps, one step [1, 0], a hand-made
-    uneven grid; fields that change with t (so reading u at t_next shows) on points and on images."""
+    uneven grid; fields that change with t (so reading u at t_next shows) on points and on images. The hidden
+    ones are drawn from the grader's seed: an uneven grid, shifted steps on images, one step, two steps."""
     if hidden:
-        settings = [("mixture", (5, 2), [1.0, 0.8, 0.75, 0.3, 0.0], "uneven, by hand"),
-                    ("conv", (2, 2, 6, 6), (4, 3.0), None), ("linear", (4, 2), (1, 1.0), None),
-                    ("mixture", (3, 2), (2, 1.0), None)]
-        first_seed = 100
+        rng = hidden_rng("euler_cases")
+        inner = sorted(rng.sample(range(5, 96, 5), rng.randint(2, 4)), reverse=True)
+        uneven, h = [1.0, *[v / 100 for v in inner], 0.0], rng.randint(4, 7)
+        settings = [("mixture", (rng.randint(3, 7), 2), uneven, "uneven, drawn"),
+                    ("conv", (2, 2, h, h), (rng.randint(3, 6), rng.choice((2.0, 3.0))), None),
+                    ("linear", (rng.randint(3, 6), 2), (1, 1.0), None),
+                    ("mixture", (rng.randint(2, 5), 2), (2, 1.0), None)]
+        first_seed = torch_seed(rng)
     else:
         settings = [("linear", (6, 2), (4, 1.0), None), ("mixture", (8, 2), (6, 3.0), None),
                     ("conv", (3, 1, 5, 5), (5, 1.0), None), ("conv", (2, 1, 4, 4), (1, 1.0), None),
@@ -327,9 +345,8 @@ def _not_times(out: Any, n: int) -> Optional[str]:
 def _logit_normal_properties(hidden: bool = False) -> list[tuple[str, Callable[[Callable], Optional[str]]]]:
     """Shape, the open interval, logit(t)'s mean and std (within 5 standard errors, n = 40,000 per pair), and the
     generator. The pairs move the mean and stretch the std, so that each common mistake fails somewhere."""
-    if hidden:      # the sizes n, (mean, std) pairs for the interval and for the moments, the generators' seeds
-        sizes, inside, seeds = (1, 7), [(-0.8, 3.0), (1.5, 0.4)], (11, 12)
-        moments = [(0.3, 1.3), (-1.2, 0.7), (2.0, 1.5)]
+    if hidden:      # drawn from the grader's seed: sizes n, (mean, std) pairs, the generators' seeds
+        sizes, inside, seeds, moments = _hidden_logit_normal_settings(hidden_rng("logit_normal_properties"))
     else:
         sizes, inside, seeds = (1000, 3), [(0.5, 1.0), (0.0, 2.0)], (0, 1)
         moments = [(0.0, 1.0), (1.0, 0.5), (-0.5, 2.0)]
@@ -401,6 +418,17 @@ def _logit_normal_properties(hidden: bool = False) -> list[tuple[str, Callable[[
             ("the same seeded generator gives the same t, another seed other t", generator_used)]
 
 
+def _hidden_logit_normal_settings(rng: random.Random) -> tuple:
+    """Sizes (1 and a small n), two wide or narrow (mean, std) pairs for the interval, seeds, and three pairs for the
+    moments with mean ≠ 0 (so a flipped sign shows) and std away from 1 and from logit(U)'s 1.81 (so std² and
+    uniform t show)."""
+    signed = lambda: rng.choice((-1, 1)) * rng.randint(3, 20) / 10
+    std = lambda: rng.choice((rng.randint(4, 8), rng.randint(12, 16))) / 10
+    first = rng.randint(11, 99)
+    return ((1, rng.randint(2, 9)), [(signed(), rng.randint(25, 35) / 10), (signed(), rng.randint(3, 5) / 10)],
+            (first, first + 1), [(signed(), std()) for _ in range(3)])
+
+
 def check_logit_normal(fn: Callable, hidden: bool = False) -> Callable:
     """Check ``fn(n, mean=0.0, std=1.0, generator=None) -> t`` (random) by its properties against
     ``flow.logit_normal_t``: shape, t inside (0, 1), logit(t) ~ N(mean, std²), the generator used."""
@@ -452,11 +480,14 @@ class _TinyVelocityNet(torch.nn.Module):
 
 def _reflow_cases(hidden: bool = False) -> list[Case]:
     """(model, pair shape, t): images and 2-D points, t = 0 and t = 1 among the times; the hidden ones start with
-    B = W (a flat t then broadcasts over the columns silently)."""
+    B = W (a flat t then broadcasts over the columns silently), drawn from the grader's seed."""
     if hidden:
-        settings = [("conv", (5, 1, 5, 5), [0.0, 1.0, 0.4, 0.8, 0.15]), ("mlp", (9, 2), None),
-                    ("conv", (2, 3, 4, 6), [0.55, 0.95])]
-        first_seed = 100
+        rng = hidden_rng("reflow_cases")
+        b = rng.randint(3, 6)
+        settings = [("conv", (b, 1, rng.randint(4, 6), b), _drawn_times(rng, b, ends=True)),
+                    ("mlp", (rng.randint(5, 12), 2), None),
+                    ("conv", (2, 3, rng.randint(4, 6), rng.randint(5, 7)), _drawn_times(rng, 2))]
+        first_seed = torch_seed(rng)
     else:
         settings = [("conv", (4, 1, 6, 6), [0.0, 0.3, 0.7, 1.0]), ("mlp", (6, 2), [1.0, 0.5, 0.0, 0.25, 0.8, 0.6]),
                     ("conv", (3, 2, 5, 5), [0.9, 0.05, 0.5]), ("mlp", (16, 2), None)]
