@@ -119,15 +119,13 @@ def sdedit(model: Model, images: Tensor, strength: float, steps: int = 50, y: Op
 
 def _ddim(model: Model, s: NoiseSchedule, x: Tensor, positions: list[int], y: Optional[Tensor],
           guidance_scale: GuidanceArg, eta: float, generator: Optional[torch.Generator],
-          after_step: Optional[Callable[[Tensor, int], Tensor]] = None, progress: Optional[bool] = None) -> Tensor:
-    """DDIM from ``x`` at ``positions[0]`` through ``positions`` to −1; ``after_step(x, t_prev)`` edits each result."""
+          progress: Optional[bool] = None) -> Tensor:
+    """SDEdit's DDIM: from ``x`` at ``positions[0]`` through ``positions`` to −1."""
     denoise = prepare(model, s, tuple(x.shape), y, guidance_scale)
     for t, t_prev in progress_bar(list(zip(positions, positions[1:] + [-1])), progress, "SDEdit", leave=False):
         eps, x0 = denoise(x, t, s)
         noise = torch.randn(x.shape, device=x.device, generator=generator, dtype=x.dtype) if eta > 0 else None
         x = ddim_step(x, eps, t, t_prev, s, eta, noise, x0=x0)
-        if after_step is not None:
-            x = after_step(x, t_prev)
     return x
 
 
